@@ -1,0 +1,143 @@
+"""Stage configs: YAML or dicts validated into frozen pydantic models; unknown keys are rejected."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from slimcv.errors import SlimcvError
+
+Size = tuple[int, int] | int | None
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class DataConfig(_Config):
+    """Which dataset, at what size, with which augmentations and batch size."""
+
+    spec: str = "synthetic-shapes"
+    size: Size = None
+    eval_size: Size = None
+    augment: tuple[str, ...] | None = None
+    batch_size: int = Field(8, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    workers: int = Field(2, ge=0)
+    train_split: str = "train"
+    val_split: str = "val"
+    subset: int | None = Field(None, ge=1, description="use only the first N training samples")
+    val_subset: int | None = Field(None, ge=1, description="use only the first N validation samples")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(_Config):
+    name: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, le=1)
+    nesterov: bool = False
+
+
+class ScheduleConfig(_Config):
+    name: Literal["cosine", "step", "poly", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_size: int = Field(30, ge=1, description="epochs between decays for 'step'")
+    gamma: float = Field(0.1, gt=0, le=1)
+    power: float = Field(0.9, gt=0, description="exponent for 'poly'")
+    min_lr: float = Field(0.0, ge=0)
+
+
+class TrainConfig(_Config):
+    """Everything `slimcv train` needs; resolved and saved as JSON beside each checkpoint."""
+
+    model: str = "unet"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    epochs: int = Field(10, ge=1)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    clip_grad_norm: float | None = Field(None, gt=0)
+    class_weights: tuple[float, ...] | Literal["median_frequency"] | None = None
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    amp: Literal["none", "fp16", "bf16"] = "none"
+    channels_last: bool = False
+    deterministic: bool = False
+    seed: int = 0
+    eval_every: int = Field(1, ge=1)
+    metric: str | None = Field(None, description="metric that picks the best checkpoint (default: miou / top1)")
+    device: str = "auto"
+    threads: int | None = Field(None, ge=1)
+    out_dir: str = "runs/train"
+    resume: bool = False
+    keep_checkpoints: int = Field(2, ge=1)
+    tensorboard: bool = True
+    progress: bool = True
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        from slimcv.models import check_model_name
+
+        check_model_name(v)
+        return v
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML file into a dict with one-sentence errors for missing files and bad syntax."""
+    path = Path(path)
+    if not path.is_file():
+        raise SlimcvError(f"Config file {path} does not exist; check the path.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SlimcvError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', e)}.") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SlimcvError(f"{path} must hold a mapping of keys to values at its top level.")
+    return data
+
+
+def build_config(cls: type[C], values: dict[str, Any] | C, source: str = "config") -> C:
+    """Validate ``values`` into ``cls``; errors name the key path and what is allowed."""
+    if isinstance(values, cls):
+        return values
+    try:
+        return cls.model_validate(values)
+    except ValidationError as e:
+        raise SlimcvError(format_validation_error(e, source)) from None
+
+
+def format_validation_error(e: ValidationError, source: str) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{key}'")
+        else:
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            parts.append(f"'{key}': {msg} (got {err.get('input')!r})")
+    more = f" and {len(e.errors()) - 5} more" if len(e.errors()) > 5 else ""
+    return f"Invalid {source}: " + "; ".join(parts) + more + "."
+
+
+def set_by_path(values: dict[str, Any], dotted: str, value: Any) -> None:
+    """Apply an override like ``optim.lr=0.01`` to a nested dict (value parsed as YAML)."""
+    keys = dotted.split(".")
+    node = values
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise SlimcvError(f"Cannot set {dotted!r}: '{k}' is not a section.")
+    node[keys[-1]] = yaml.safe_load(value) if isinstance(value, str) else value

@@ -1,0 +1,3 @@
+from slimcv.registry import Registry
+
+DATASETS: Registry = Registry("dataset")

@@ -1,0 +1,51 @@
+"""Model registry: ``create_model(name, num_classes)`` for torchvision, slimcv, CIFAR, timm and smp models."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from slimcv.errors import SlimcvError
+from slimcv.models import cifar_resnet as _cifar_resnet  # noqa: F401  (registration order: own, CIFAR, torchvision)
+from slimcv.models import tv as _tv  # noqa: F401
+from slimcv.models import unet as _unet  # noqa: F401
+from slimcv.models._registry import MODELS
+from slimcv.models.external import build_external, external_task
+from slimcv.models.weights import load_weights, read_state_dict, save_weights
+
+__all__ = ["create_model", "list_models", "model_task", "load_weights", "read_state_dict", "save_weights", "MODELS"]
+EXTERNAL_PREFIXES = ("timm:", "smp:")
+
+
+def list_models(task: str | None = None) -> list[str]:
+    """Registered model names, optionally only those of one task."""
+    return [n for n in MODELS.names() if task is None or MODELS.meta(n)["task"] == task]
+
+
+def check_model_name(name: str) -> None:
+    """Raise a SlimcvError with close matches when ``name`` is not a model slimcv can build."""
+    if not name.startswith(EXTERNAL_PREFIXES):
+        MODELS.get(name)
+
+
+def model_task(name: str) -> str:
+    """'classification' or 'segmentation' for a model name."""
+    if name.startswith(EXTERNAL_PREFIXES):
+        return external_task(name)
+    return MODELS.meta(name)["task"]
+
+
+def create_model(name: str, num_classes: int, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
+    """Build a model by name; ``weights`` is a local safetensors/state_dict file (never a download)."""
+    if name.startswith(EXTERNAL_PREFIXES):
+        model = build_external(name, num_classes, **kwargs)
+    else:
+        builder = MODELS.get(name)
+        try:
+            model = builder(num_classes=num_classes, **kwargs)
+        except TypeError as e:
+            raise SlimcvError(f"Bad options for model {name!r}: {e}.") from e
+    if weights is not None:
+        load_weights(model, weights)
+    return model

@@ -1,0 +1,3 @@
+from slimcv.registry import Registry
+
+MODELS: Registry = Registry("model")
