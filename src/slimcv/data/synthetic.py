@@ -1,6 +1,7 @@
 """``synthetic-shapes``: textured images with circles, rectangles and triangles, made on the fly from a seed."""
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Callable
 
 import numpy as np
@@ -65,13 +66,21 @@ class SyntheticShapes(Dataset):
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Low-frequency colour noise plus random stripes: a texture the model has to learn to ignore."""
-    coarse = rng.uniform(40, 200, size=(4, 4, 3)).astype(np.float32)
+    coarse = rng.uniform(70, 170, size=(4, 4, 3)).astype(np.float32)
     bg = np.asarray(Image.fromarray(coarse.astype(np.uint8)).resize((size, size), Image.BILINEAR), np.float32)
     yy, xx = np.mgrid[0:size, 0:size]
     angle, freq = rng.uniform(0, np.pi), rng.uniform(0.2, 0.6)
     stripes = np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)))[..., None] * rng.uniform(10, 35)
     noise = rng.normal(0, 12, size=(size, size, 3))
     return np.clip(bg + stripes + noise, 0, 255)
+
+
+def _shape_colour(rng: np.random.Generator, label: int) -> tuple[int, int, int]:
+    # Hue leans toward the class (centres a third of the circle apart, +-0.22 wide, so neighbours overlap):
+    # colour is a hint, shape settles it; that leaves room for a teacher to know more than a student.
+    hue = (label / len(SHAPES) + rng.uniform(-0.22, 0.22)) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.6, 1.0))
+    return int(r * 255), int(g * 255), int(b * 255)
 
 
 def _draw(rng: np.random.Generator, size: int, n_shapes: int | None):
@@ -83,7 +92,7 @@ def _draw(rng: np.random.Generator, size: int, n_shapes: int | None):
         label = int(rng.integers(0, len(SHAPES)))
         r = rng.uniform(0.12, 0.24) * size
         cx, cy = rng.uniform(r, size - r, size=2)
-        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        colour = _shape_colour(rng, label)
         if label == 0:
             box = [cx - r, cy - r, cx + r, cy + r]
             d_img.ellipse(box, fill=colour)

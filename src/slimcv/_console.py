@@ -1,0 +1,53 @@
+"""Terminal output: progress bars and summary tables (rank 0 only)."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+out = Console()
+
+
+@contextmanager
+def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Any]:
+    """Yields ``advance(n, fields)``; draws a bar with throughput and the latest fields when enabled."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=True)
+    with bar:
+        task = bar.add_task(description, total=total, info="")
+
+        def advance(n: int, fields: dict[str, float]) -> None:
+            speed = bar.tasks[task].speed
+            info = " ".join(f"{k} {v:.4g}" for k, v in fields.items())
+            if speed:
+                info += f" {speed:.1f} img/s"
+            bar.update(task, advance=n, info=info)
+
+        yield advance
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Print a table to stdout."""
+    table = Table(title=title, show_lines=False)
+    for c in columns:
+        table.add_column(str(c), justify="right" if c not in (columns[0],) else "left")
+    for r in rows:
+        table.add_row(*(fmt(v) for v in r))
+    out.print(table)
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}" if abs(v) >= 0.01 or v == 0 else f"{v:.2e}"
+    return str(v)

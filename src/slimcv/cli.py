@@ -1,0 +1,187 @@
+"""``slimcv`` command line: each command builds a config and calls one public function."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from slimcv.errors import SlimcvError
+
+EXAMPLES = {
+    "train": "slimcv train --model unet_small --data synthetic-shapes --epochs 3 --out-dir runs/shapes\n"
+             "  slimcv train --config recipes/camvid_teacher.yaml --set optim.lr=0.002 --resume",
+    "eval": "slimcv eval runs/shapes synthetic-shapes\n"
+            "  slimcv eval weights.safetensors camvid:data/camvid --model unet --out metrics.json",
+    "check-data": "slimcv check-data camvid:data/camvid --split train --weights",
+    "models": "slimcv models --task segmentation",
+    "datasets": "slimcv datasets",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slimcv", description="Make vision models small and fast: distil, prune, "
+                                "quantize, export, measure.")
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {EXAMPLES[name]}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        return sp
+
+    t = add("train", "Train a model with the shared engine (resumable, DDP-aware under torchrun).")
+    t.add_argument("--config", help="YAML file with train settings (CLI flags override it)")
+    t.add_argument("--model", help="model name (see `slimcv models`)")
+    t.add_argument("--weights", help="local weights file to start from")
+    t.add_argument("--data", help="dataset spec, e.g. camvid:PATH, cifar10:PATH, synthetic-shapes")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", "-b", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--opt", choices=["sgd", "adam", "adamw"])
+    t.add_argument("--weight-decay", "--wd", type=float)
+    t.add_argument("--sched", choices=["cosine", "step", "poly", "constant"])
+    t.add_argument("--size", type=int, nargs="+", metavar="N", help="training size: H W (or one N)")
+    t.add_argument("--augment", nargs="*", help="augmentations: hflip rotate shift scale_crop pad_crop color_jitter")
+    t.add_argument("--workers", "-j", type=int)
+    t.add_argument("--amp", choices=["none", "fp16", "bf16"])
+    t.add_argument("--channels-last", action="store_true", default=None)
+    t.add_argument("--deterministic", action="store_true", default=None)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device")
+    t.add_argument("--out-dir", "-o")
+    t.add_argument("--resume", action="store_true", default=None, help="continue the run in --out-dir")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set model_kwargs.base_width=16")
+
+    e = add("eval", "Evaluate a run folder, weights file or model on a dataset's validation split.")
+    e.add_argument("source", help="run folder, weights file (.safetensors/.pth) or model name")
+    e.add_argument("data", help="dataset spec")
+    e.add_argument("--model", help="architecture when SOURCE is a bare weights file")
+    e.add_argument("--size", type=int, nargs="+", metavar="N", help="resize images to H W for the model")
+    e.add_argument("--batch-size", "-b", type=int, default=4)
+    e.add_argument("--split", default="val")
+    e.add_argument("--out", help="write the metrics as JSON here")
+    e.add_argument("--device", default="auto")
+
+    c = add("check-data", "Scan a dataset: samples, sizes, class frequencies and problems.")
+    c.add_argument("spec")
+    c.add_argument("--split", default="train")
+    c.add_argument("--limit", type=int, help="scan only the first N samples")
+    c.add_argument("--weights", action="store_true", help="also compute median-frequency class weights")
+    c.add_argument("--out", help="write the report as JSON here")
+
+    m = add("models", "List the models slimcv can build.")
+    m.add_argument("--task", choices=["classification", "segmentation"])
+    add("datasets", "List the dataset specs slimcv understands.")
+    return p
+
+
+def _train_config(args: argparse.Namespace) -> dict[str, Any]:
+    from slimcv.config import read_yaml, set_by_path
+
+    values: dict[str, Any] = read_yaml(args.config) if args.config else {}
+    flat = {"model": args.model, "weights": args.weights, "data.spec": args.data, "epochs": args.epochs,
+            "data.batch_size": args.batch_size, "optim.lr": args.lr, "optim.name": args.opt,
+            "optim.weight_decay": args.weight_decay, "schedule.name": args.sched,
+            "data.size": _size(args.size), "data.augment": args.augment, "data.workers": args.workers,
+            "amp": args.amp, "channels_last": args.channels_last, "deterministic": args.deterministic,
+            "seed": args.seed, "device": args.device, "out_dir": args.out_dir, "resume": args.resume}
+    for key, value in flat.items():
+        if value is not None:
+            set_by_path(values, key, value)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SlimcvError(f"--set {item!r} needs KEY=VALUE, e.g. --set optim.lr=0.01.")
+        set_by_path(values, key.strip(), value)
+    return values
+
+
+def _size(size: Sequence[int] | None):
+    if size is None:
+        return None
+    if len(size) not in (1, 2):
+        raise SlimcvError(f"--size takes one or two numbers (H W), got {len(size)}.")
+    return size[0] if len(size) == 1 else list(size)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        from slimcv.engine.train import train
+
+        train(_train_config(args))
+    elif args.command == "eval":
+        from slimcv.config import DataConfig
+        from slimcv.engine.evaluation import evaluate_model
+
+        data = DataConfig(spec=args.data, size=_size(args.size), val_split=args.split)
+        evaluate_model(args.source, data, model=args.model, out=args.out, device=args.device,
+                       batch_size=args.batch_size)
+    elif args.command == "check-data":
+        _check_data(args)
+    elif args.command == "models":
+        _list_models(args.task)
+    elif args.command == "datasets":
+        _list_datasets()
+    return 0
+
+
+def _check_data(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from slimcv._console import print_table
+    from slimcv._io import atomic_write_json
+    from slimcv.data import build_dataset
+    from slimcv.data.check import scan
+
+    ds = build_dataset(args.spec, args.split)
+    r = scan(ds, args.spec, args.split, args.limit, args.weights)
+    total = sum(r.class_counts.values()) or 1
+    unit = "pixels" if r.task == "segmentation" else "images"
+    rows = [(name, n, 100 * n / total, (r.class_weights or [None] * len(r.class_counts))[i])
+            for i, (name, n) in enumerate(r.class_counts.items())]
+    print_table(f"{args.spec} [{args.split}]: {r.samples} samples, sizes {r.sizes}", ["class", unit, "%", "weight"], rows)
+    if r.task == "segmentation":
+        print(f"ignored pixels: {r.ignored}")
+    print(f"problems: {len(r.problems)}")
+    for line in r.problems[:20]:
+        print(f"  - {line}")
+    if args.out:
+        atomic_write_json(args.out, asdict(r))
+
+
+def _list_models(task: str | None) -> None:
+    from slimcv._console import print_table
+    from slimcv.models import MODELS, list_models
+
+    rows = [(n, MODELS.meta(n)["task"], MODELS.meta(n)["family"]) for n in list_models(task)]
+    rows += [("timm:NAME", "classification", "timm (extra)"), ("smp:ARCH:ENCODER", "segmentation", "smp (extra)")]
+    print_table("models", ["name", "task", "family"], rows)
+
+
+def _list_datasets() -> None:
+    from slimcv._console import print_table
+    from slimcv.data._registry import DATASETS
+
+    rows = [(n, DATASETS.meta(n)["task"], (DATASETS.get(n).__doc__ or "").strip().splitlines()[0]) for n in DATASETS]
+    print_table("dataset specs (NAME:PATH)", ["name", "task", "layout"], rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except SlimcvError as e:
+        if args.debug:
+            raise
+        print(f"slimcv: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("slimcv: interrupted; run again with --resume to continue from the last checkpoint.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

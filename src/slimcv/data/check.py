@@ -1,0 +1,75 @@
+"""``slimcv check-data``: scan a dataset, count classes, report problems, compute class weights."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from slimcv.errors import SlimcvError
+
+
+@dataclass
+class DataReport:
+    """What a scan of one split found."""
+
+    spec: str
+    split: str
+    task: str
+    samples: int
+    sizes: dict[str, int]
+    class_counts: dict[str, int]
+    ignored: int = 0
+    problems: list[str] = field(default_factory=list)
+    class_weights: list[float] | None = None
+
+
+def scan(dataset: Dataset, spec: str, split: str, limit: int | None = None, weights: bool = False) -> DataReport:
+    """Load every sample untransformed; each bad one becomes a problem line instead of an exception."""
+    info = dataset.info
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    counts = np.zeros(info.num_classes, dtype=np.int64)
+    sizes: Counter[str] = Counter()
+    ignored = 0
+    problems: list[str] = []
+    for i in range(n):
+        try:
+            image, target = dataset.load(i)
+        except SlimcvError as e:
+            problems.append(str(e))
+            continue
+        sizes[f"{image.shape[-1]}x{image.shape[-2]}"] += 1
+        if info.task == "segmentation":
+            t = torch.as_tensor(target).flatten()
+            ignored += int((t == info.ignore_index).sum())
+            valid = t[t != info.ignore_index]
+            counts += np.bincount(valid.numpy(), minlength=info.num_classes)[: info.num_classes]
+        else:
+            counts[int(target)] += 1
+    report = DataReport(spec, split, info.task, n, dict(sizes),
+                        {name: int(c) for name, c in zip(info.class_names, counts)}, ignored, problems)
+    if weights and info.task == "segmentation":
+        report.class_weights = _median_frequency(counts)
+    return report
+
+
+def median_frequency_weights(dataset: Dataset, num_classes: int, ignore_index: int = 255) -> list[float]:
+    """SegNet's median-frequency balancing: weight_c = median(freq) / freq_c over the training masks."""
+    base = getattr(dataset, "dataset", dataset)
+    indices = getattr(dataset, "indices", range(len(base)))
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for i in indices:
+        t = torch.as_tensor(base.load(i)[1]).flatten()
+        counts += np.bincount(t[t != ignore_index].numpy(), minlength=num_classes)[:num_classes]
+    return _median_frequency(counts)
+
+
+def _median_frequency(counts: np.ndarray) -> list[float]:
+    freq = counts / max(counts.sum(), 1)
+    present = freq[freq > 0]
+    if not present.size:
+        raise SlimcvError("No labelled pixels found; cannot compute class weights.")
+    med = np.median(present)
+    return [round(float(med / f), 4) if f > 0 else 0.0 for f in freq]

@@ -1,0 +1,146 @@
+"""The training engine: one epoch of training and one evaluation pass, shared by every stage.
+
+A stage plugs in its loss as an *objective*: ``objective(model, images, targets) -> dict`` holding a
+scalar ``"loss"`` (summed into the step) and any other named terms to log. Distillation passes an
+objective that also runs (or reads) the teacher; fine-tuning after pruning passes the plain one.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimcv.engine.metrics import ConfusionMatrix, TopK
+
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+
+
+class SupervisedLoss(nn.Module):
+    """Cross-entropy on hard labels; segmentation logits are resized to the mask when sizes differ."""
+
+    def __init__(self, ignore_index: int = 255, class_weights: Sequence[float] | None = None,
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        self.register_buffer("weight", torch.tensor(class_weights, dtype=torch.float32) if class_weights else None)
+
+    def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = model(images)
+        return {"loss": self.ce(logits, targets), "logits": logits}
+
+    def ce(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = match_size(logits, targets)
+        return F.cross_entropy(logits.float(), targets, weight=self.weight, ignore_index=self.ignore_index,
+                               label_smoothing=self.label_smoothing)
+
+
+def match_size(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Bilinearly resize (N, C, h, w) logits to the (N, H, W) target size when they differ."""
+    if logits.ndim == 4 and logits.shape[-2:] != targets.shape[-2:]:
+        return F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+    return logits
+
+
+def autocast(device: torch.device, amp: str):
+    """An autocast context for 'fp16'/'bf16', or a no-op for 'none'."""
+    if amp == "none":
+        return nullcontext()
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    objective: Objective,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    device: torch.device,
+    *,
+    amp: str = "none",
+    scaler: torch.amp.GradScaler | None = None,
+    clip_grad_norm: float | None = None,
+    channels_last: bool = False,
+    progress=None,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean of every loss term and images/s."""
+    model.train()
+    sums: dict[str, float] = {}
+    seen, start = 0, time.perf_counter()
+    for images, targets in loader:
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = targets.to(device, non_blocking=True)
+        with autocast(device, amp):
+            terms = objective(model, images, targets)
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()}; lower the learning rate or enable clip_grad_norm")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_grad_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        n = images.shape[0]
+        seen += n
+        for k, v in terms.items():
+            if k != "logits" and v.ndim == 0:
+                sums[k] = sums.get(k, 0.0) + v.item() * n
+        if progress is not None:
+            progress(n, {"loss": sums["loss"] / seen, "lr": optimizer.param_groups[0]["lr"]})
+    elapsed = time.perf_counter() - start
+    out = {k: v / max(seen, 1) for k, v in sums.items()}
+    out["images_per_s"] = seen / elapsed if elapsed > 0 else 0.0
+    return out
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    *,
+    task: str,
+    num_classes: int,
+    ignore_index: int = 255,
+    class_names: Sequence[str] | None = None,
+    amp: str = "none",
+    channels_last: bool = False,
+    progress=None,
+) -> dict:
+    """Metrics over ``loader``: segmentation at the masks' resolution, reduced across processes."""
+    model.eval()
+    cm = ConfusionMatrix(num_classes, ignore_index if task == "segmentation" else None)
+    topk = TopK(5)
+    for images, targets in loader:
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            logits = model(images)
+        logits = match_size(logits.float(), targets)
+        cm.update(targets, logits.argmax(1))
+        if task == "classification":
+            topk.update(targets, logits)
+        if progress is not None:
+            progress(images.shape[0], {})
+    cm.reduce_from_all_processes()
+    if task == "segmentation":
+        return cm.segmentation_metrics(class_names)
+    topk.reduce_from_all_processes()
+    return {**cm.classification_metrics(class_names), "top5": topk.value()}

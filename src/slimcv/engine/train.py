@@ -1,0 +1,300 @@
+"""The ``train`` stage: build model and data from a config, then ``fit`` through the shared engine."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from slimcv._console import console, print_table, progress_bar
+from slimcv._io import atomic_write_json, atomic_write_safetensors
+from slimcv.config import TrainConfig, build_config
+from slimcv.data import DataBundle, load_data, make_loader
+from slimcv.engine import distributed as D
+from slimcv.engine.checkpoint import last_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state, unwrap
+from slimcv.engine.loop import Objective, SupervisedLoss, evaluate, train_one_epoch
+from slimcv.engine.optim import build_optimizer, build_scheduler
+from slimcv.errors import SlimcvError
+from slimcv.models import create_model, model_task
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: its folder, final and best metrics, and the trained model."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    best: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    model: nn.Module | None = field(default=None, repr=False)
+
+
+def train(cfg: TrainConfig | dict[str, Any], data: DataBundle | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` with cross-entropy; resumable, DDP-aware."""
+    cfg = build_config(TrainConfig, cfg, "train config")
+    data = data or load_data(cfg.data)
+    check_task(cfg.model, data)
+    kwargs = dict(cfg.model_kwargs)
+    model = create_model(cfg.model, data.num_classes, weights=cfg.weights, **kwargs)
+    spec = {"name": cfg.model, "num_classes": data.num_classes, "kwargs": kwargs, "task": data.task}
+    objective = SupervisedLoss(data.info.ignore_index, class_weights(cfg, data), cfg.label_smoothing)
+    return fit(model, data, cfg, objective, model_spec=spec)
+
+
+def check_task(model_name: str, data: DataBundle) -> None:
+    task = model_task(model_name)
+    if task != data.task:
+        raise SlimcvError(
+            f"Model {model_name!r} is a {task} model but dataset {data.config.spec!r} is for {data.task}; "
+            f"pick a model from `slimcv models --task {data.task}`."
+        )
+
+
+def class_weights(cfg: TrainConfig, data: DataBundle) -> list[float] | None:
+    if cfg.class_weights is None:
+        return None
+    if cfg.class_weights == "median_frequency":
+        known = data.info.extra.get("median_frequency_weights")
+        if known:
+            return list(known)
+        from slimcv.data.check import median_frequency_weights
+
+        return median_frequency_weights(data.train, data.num_classes, data.info.ignore_index)
+    if len(cfg.class_weights) != data.num_classes:
+        raise SlimcvError(f"class_weights has {len(cfg.class_weights)} values but the data has {data.num_classes} classes.")
+    return list(cfg.class_weights)
+
+
+def fit(
+    model: nn.Module,
+    data: DataBundle,
+    cfg: TrainConfig,
+    objective: Objective | nn.Module,
+    model_spec: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``model`` with ``objective`` for ``cfg.epochs``: the loop every stage shares."""
+    distributed = D.init_distributed()
+    device = D.pick_device(cfg.device, cfg.threads)
+    seed_everything(cfg.seed, cfg.deterministic)
+    run_dir = Path(cfg.out_dir)
+    start_epoch, history, best, ckpt = _prepare_run_dir(run_dir, cfg)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if isinstance(objective, nn.Module):
+        objective.to(device)
+    train_loader = make_loader(data.train, cfg.data.batch_size, train=True, workers=cfg.data.workers,
+                               seed=cfg.seed, ignore_index=data.info.ignore_index, distributed=distributed)
+    val_loader = make_eval_loader(data.val, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.workers,
+                                  data.info.ignore_index, distributed)
+    if len(train_loader) == 0:
+        raise SlimcvError(f"The training set ({len(data.train)} samples) is smaller than one batch "
+                          f"({cfg.data.batch_size}); lower batch_size.")
+    net = nn.parallel.DistributedDataParallel(model) if distributed else model
+    params = list(model.parameters()) + (list(objective.parameters()) if isinstance(objective, nn.Module) else [])
+    optimizer = build_optimizer(params, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs, len(train_loader))
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" and device.type == "cuda" else None
+    if ckpt is not None:
+        _restore(ckpt, model, optimizer, scheduler, scaler, objective)
+    if D.is_main():
+        _write_run_files(run_dir, cfg, model_spec)
+    writer = _tensorboard(run_dir, cfg)
+    ev = dict(task=data.task, num_classes=data.num_classes, ignore_index=data.info.ignore_index,
+              class_names=data.info.class_names, amp=cfg.amp, channels_last=cfg.channels_last)
+    metric_name = cfg.metric or ("miou" if data.task == "segmentation" else "top1")
+    metrics: dict[str, Any] = history[-1].get("val", {}) if history else {}
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # augmentation and worker seeds depend on (seed, epoch) only
+        train_loader.sampler.set_epoch(epoch)
+        with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(train_loader) * cfg.data.batch_size,
+                          cfg.progress and D.is_main()) as bar:
+            stats = train_one_epoch(net, objective, train_loader, optimizer, scheduler, device, amp=cfg.amp,
+                                    scaler=scaler, clip_grad_norm=cfg.clip_grad_norm,
+                                    channels_last=cfg.channels_last, progress=bar)
+        record: dict[str, Any] = {"epoch": epoch + 1, "train": stats, "lr": optimizer.param_groups[0]["lr"]}
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            with progress_bar("evaluate", len(data.val), cfg.progress and D.is_main()) as bar:
+                metrics = evaluate(model, val_loader, device, progress=bar, **ev)
+            record["val"] = metrics
+            if metric_name not in metrics:
+                raise SlimcvError(f"Metric {metric_name!r} is not computed for {data.task}; use one of "
+                                  f"{[k for k, v in metrics.items() if isinstance(v, float)]}.")
+            if not best or metrics[metric_name] > best["value"]:
+                best = {"epoch": epoch + 1, "metric": metric_name, "value": metrics[metric_name]}
+                if D.is_main():
+                    atomic_write_safetensors(unwrap(model).state_dict(), run_dir / "best.safetensors")
+                    atomic_write_json(run_dir / "best.json", best)
+        record["epoch_time_s"] = time.perf_counter() - t0
+        history.append(record)
+        if D.is_main():
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict() if scaler else {}, "rng": rng_state(), "best": best,
+                     "objective": _objective_state(objective)}
+            save_checkpoint(run_dir, epoch + 1, model, state, keep=cfg.keep_checkpoints)
+            _append_jsonl(run_dir / "metrics.jsonl", record)
+            _log_tensorboard(writer, record)
+            _print_epoch(record, metric_name)
+        D.barrier()
+    result = TrainResult(run_dir=run_dir, metrics=metrics, best=best, history=history, model=model)
+    if D.is_main():
+        atomic_write_json(run_dir / "summary.json", {"metrics": metrics, "best": best, "epochs": cfg.epochs})
+        print_summary(result, data)
+    if writer is not None:
+        writer.close()
+    return result
+
+
+def make_eval_loader(dataset: Dataset, batch_size: int, workers: int, ignore_index: int, distributed: bool = False):
+    """An in-order loader; under DDP each process takes its own shard."""
+    from functools import partial
+
+    from slimcv.data import collate_pad
+
+    sampler = ShardSampler(dataset) if distributed else None
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                       collate_fn=partial(collate_pad, ignore_index=ignore_index))
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Every process evaluates indices rank, rank+world, ...: no sample padded in, none counted twice."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.indices = list(range(len(dataset)))[torch.distributed.get_rank()::D.world_size()]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _prepare_run_dir(run_dir: Path, cfg: TrainConfig):
+    ckpt = last_checkpoint(run_dir)
+    if ckpt is None:
+        if cfg.resume and D.is_main():
+            console.print(f"[yellow]No checkpoint in {run_dir}; starting from scratch.[/]")
+        return 0, [], {}, None
+    if not cfg.resume:
+        raise SlimcvError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out-dir.")
+    _check_same_config(run_dir, cfg)
+    state = load_state(ckpt)
+    epoch = int(state["epoch"])
+    history = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if r.get("epoch", 0) <= epoch]
+    return epoch, history, state.get("best") or {}, ckpt
+
+
+def _check_same_config(run_dir: Path, cfg: TrainConfig) -> None:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    new = json.loads(cfg.model_dump_json())
+    ignore = {"resume", "progress", "out_dir", "epochs", "threads", "device"}
+    diff = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
+    if diff:
+        raise SlimcvError(f"Cannot resume {run_dir}: its config differs in {diff}; use the same settings "
+                          "or another --out-dir.")
+
+
+def _restore(ckpt: Path, model, optimizer, scheduler, scaler, objective) -> None:
+    from slimcv.models import load_weights
+
+    load_weights(model, ckpt / "model.safetensors")
+    state = load_state(ckpt)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    if isinstance(objective, nn.Module) and state.get("objective"):
+        objective.load_state_dict(state["objective"])
+    set_rng_state(state["rng"])
+    if D.is_main():
+        console.print(f"Resumed from {ckpt} (epoch {state['epoch']}).")
+
+
+def _objective_state(objective) -> dict:
+    return objective.state_dict() if isinstance(objective, nn.Module) else {}
+
+
+def _write_run_files(run_dir: Path, cfg: TrainConfig, spec: dict | None) -> None:
+    atomic_write_json(run_dir / "config.json", json.loads(cfg.model_dump_json()))
+    if spec is not None:
+        atomic_write_json(run_dir / "model.json", spec)
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    lines = [json.dumps(r) for r in _read_jsonl(path) if r.get("epoch") != record["epoch"]]
+    from slimcv._io import atomic_write_text
+
+    atomic_write_text(path, "\n".join(lines + [json.dumps(record, default=float)]) + "\n")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def _tensorboard(run_dir: Path, cfg: TrainConfig):
+    if not cfg.tensorboard or not D.is_main():
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def _log_tensorboard(writer, record: dict) -> None:
+    if writer is None:
+        return
+    for k, v in record["train"].items():
+        writer.add_scalar(f"train/{k}", v, record["epoch"])
+    for k, v in record.get("val", {}).items():
+        if isinstance(v, float) and math.isfinite(v):
+            writer.add_scalar(f"val/{k}", v, record["epoch"])
+
+
+def _print_epoch(record: dict, metric: str) -> None:
+    val = record.get("val", {})
+    shown = f" {metric} {val[metric]:.2f}" if metric in val else ""
+    console.print(f"epoch {record['epoch']}: loss {record['train']['loss']:.4f}{shown} "
+                  f"({record['train']['images_per_s']:.1f} img/s, {record['epoch_time_s']:.1f} s)")
+
+
+def print_summary(result: TrainResult, data: DataBundle) -> None:
+    m = result.metrics
+    if data.task == "segmentation" and "per_class_iou" in m:
+        rows = [(name, m["per_class_iou"].get(name), m["per_class_acc"].get(name)) for name in data.info.class_names]
+        rows.append(("mean", m["miou"], m["mean_acc"]))
+        print_table(f"{result.run_dir}: validation (pixel acc {m['pixel_acc']:.2f}%)", ["class", "IoU %", "acc %"], rows)
+    elif "top1" in m:
+        print_table(f"{result.run_dir}: validation", ["metric", "value"],
+                    [("top-1 %", m["top1"]), ("top-5 %", m["top5"]), ("best epoch", result.best.get("epoch"))])
