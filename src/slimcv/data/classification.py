@@ -19,7 +19,7 @@ def _scan_classes(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
         raise SlimcvError(f"{root} has no class folders; ImageFolder expects ROOT/<class>/<image> files.")
     samples = []
     for idx, name in enumerate(classes):
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        files = sorted((p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_EXTS), key=lambda p: p.name)
         samples += [(p, idx) for p in files]
     return classes, samples
 
@@ -43,7 +43,8 @@ def stratified_split(
         rng.shuffle(items)
         val += items[:val_per_class]
         train += items[val_per_class:]
-    return sorted(train), sorted(val)
+    key = lambda s: (s[1], s[0].name)  # noqa: E731
+    return sorted(train, key=key), sorted(val, key=key)
 
 
 def _imagefolder_samples(base: Path, split: str, val_per_class: int, seed: int):

@@ -41,6 +41,7 @@ def train(cfg: TrainConfig | dict[str, Any], data: DataBundle | None = None) -> 
     data = data or load_data(cfg.data)
     check_task(cfg.model, data)
     kwargs = dict(cfg.model_kwargs)
+    seed_everything(cfg.seed, cfg.deterministic)  # the initial weights depend on the seed alone
     model = create_model(cfg.model, data.num_classes, weights=cfg.weights, **kwargs)
     spec = {"name": cfg.model, "num_classes": data.num_classes, "kwargs": kwargs, "task": data.task}
     objective = SupervisedLoss(data.info.ignore_index, class_weights(cfg, data), cfg.label_smoothing)
@@ -138,8 +139,9 @@ def fit(
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "scaler": scaler.state_dict() if scaler else {}, "rng": rng_state(), "best": best,
                      "objective": _objective_state(objective)}
-            save_checkpoint(run_dir, epoch + 1, model, state, keep=cfg.keep_checkpoints)
+            # log first: a crash before the checkpoint only leaves a record that resume drops again
             _append_jsonl(run_dir / "metrics.jsonl", record)
+            save_checkpoint(run_dir, epoch + 1, model, state, keep=cfg.keep_checkpoints)
             _log_tensorboard(writer, record)
             _print_epoch(record, metric_name)
         D.barrier()

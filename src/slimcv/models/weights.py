@@ -54,7 +54,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_weights(model: nn.Module, source: str | Path, strict: bool = True) -> nn.Module:
     """Load a local weights file into ``model``; mismatches are listed in one readable message."""
-    if isinstance(source, str) and not Path(source).exists() and (source.isupper() or "://" in source):
+    if isinstance(source, str) and not Path(source).exists() and (source.isupper() or "_Weights." in source or "://" in source):
         raise SlimcvError(f"Weights {source!r} are not a local file. " + HUB_HINT.format(w=source))
     state = read_state_dict(source)
     state = {k.removeprefix("module."): v for k, v in state.items()}

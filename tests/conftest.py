@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny registered models, paths to the real data, and tests confined to tmp_path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from slimcv.models import MODELS
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
+
+
+class TinySeg(nn.Module):
+    """A BatchNorm-free two-layer segmentation net: its training is identical across DDP shardings."""
+
+    def __init__(self, num_classes: int, width: int = 8) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1),
+                                  nn.ReLU(), nn.Conv2d(width, num_classes, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def _register_test_models() -> None:
+    if "tiny_seg_test" not in MODELS:
+        MODELS.register("tiny_seg_test", task="segmentation", family="test")(lambda num_classes, width=8: TinySeg(num_classes, width))
+
+
+_register_test_models()
+
+
+@pytest.fixture(autouse=True)
+def _confine_writes(tmp_path, monkeypatch):
+    """Run every test inside its own tmp_path so relative outputs (runs/...) never land in the repo."""
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+@pytest.fixture
+def camvid_root() -> Path:
+    root = SHARED_DATA / "camvid"
+    if not (root / "train.txt").is_file():
+        pytest.skip("real CamVid copy not found in ../shared/data/camvid")
+    return root
+
+
+@pytest.fixture
+def cifar_root() -> Path:
+    root = SHARED_DATA / "cifar10"
+    if not (root / "train").is_dir():
+        pytest.skip("real CIFAR-10 copy not found in ../shared/data/cifar10")
+    return root
