@@ -11,7 +11,7 @@ from slimcv.errors import SlimcvError
 EXAMPLES = {
     "train": "slimcv train --model unet_small --data synthetic-shapes --epochs 3 --out-dir runs/shapes\n"
              "  slimcv train --config recipes/camvid_teacher.yaml --set optim.lr=0.002 --resume",
-    "eval": "slimcv eval runs/shapes synthetic-shapes\n"
+    "eval": "slimcv eval runs/shapes\n"
             "  slimcv eval weights.safetensors camvid:data/camvid --model unet --out metrics.json",
     "check-data": "slimcv check-data camvid:data/camvid --split train --weights",
     "models": "slimcv models --task segmentation",
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
     e = add("eval", "Evaluate a run folder, weights file or model on a dataset's validation split.")
     e.add_argument("source", help="run folder, weights file (.safetensors/.pth) or model name")
-    e.add_argument("data", help="dataset spec")
+    e.add_argument("data", nargs="?", help="dataset spec (default: the run folder's own data settings)")
     e.add_argument("--model", help="architecture when SOURCE is a bare weights file")
     e.add_argument("--size", type=int, nargs="+", metavar="N", help="resize images to H W for the model")
     e.add_argument("--batch-size", "-b", type=int, default=4)
@@ -113,10 +113,9 @@ def _run(args: argparse.Namespace) -> int:
 
         train(_train_config(args))
     elif args.command == "eval":
-        from slimcv.config import DataConfig
         from slimcv.engine.evaluation import evaluate_model
 
-        data = DataConfig(spec=args.data, size=_size(args.size), val_split=args.split)
+        data = _eval_data(args)
         evaluate_model(args.source, data, model=args.model, out=args.out, device=args.device,
                        batch_size=args.batch_size)
     elif args.command == "check-data":
@@ -126,6 +125,22 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "datasets":
         _list_datasets()
     return 0
+
+
+def _eval_data(args: argparse.Namespace):
+    import json
+    from pathlib import Path
+
+    from slimcv.config import DataConfig
+
+    run_cfg = Path(args.source) / "config.json"
+    if args.data is None:
+        if not run_cfg.is_file():
+            raise SlimcvError(f"Give a dataset spec: {args.source} is not a run folder with a config.json.")
+        data = json.loads(run_cfg.read_text())["data"]
+        update = {"val_split": args.split, **({"eval_size": _size(args.size)} if args.size else {})}
+        return DataConfig(**{**data, **update})
+    return DataConfig(spec=args.data, size=_size(args.size), val_split=args.split)
 
 
 def _check_data(args: argparse.Namespace) -> None:
