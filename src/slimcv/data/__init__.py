@@ -90,11 +90,22 @@ def load_data(cfg: DataConfig | dict[str, Any] | str) -> DataBundle:
 
 
 def collate_pad(batch: list[tuple[torch.Tensor, Any]], ignore_index: int = 255):
-    """Stack a batch; images (and masks) of different sizes are padded (masks with the ignore index)."""
+    """Stack a batch; images and masks of different sizes are padded (masks with the ignore index).
+
+    A target may be a tuple (e.g. mask + cached teacher map); each part is stacked on its own."""
     images, targets = zip(*batch)
-    if isinstance(targets[0], int) or (torch.is_tensor(targets[0]) and targets[0].ndim == 0):
-        return torch.stack(images), torch.as_tensor(targets, dtype=torch.long)
-    return _pad_stack(images, 0.0), _pad_stack(targets, ignore_index).long()
+    return _pad_stack(images, 0.0), _collate_target(list(targets), ignore_index)
+
+
+def _collate_target(items: list, ignore_index: int):
+    first = items[0]
+    if isinstance(first, (tuple, list)):
+        return tuple(_collate_target(list(part), ignore_index) for part in zip(*items))
+    if isinstance(first, int) or (torch.is_tensor(first) and first.ndim == 0):
+        return torch.as_tensor(items, dtype=torch.long)
+    if first.ndim == 2:  # (H, W) class-index mask
+        return _pad_stack(items, ignore_index).long()
+    return _pad_stack(items, 0)  # e.g. (C, H, W) teacher maps or (C,) logits, dtype kept
 
 
 def _pad_stack(tensors, fill):

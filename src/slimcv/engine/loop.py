@@ -1,7 +1,8 @@
 """The training engine: one epoch of training and one evaluation pass, shared by every stage.
 
 A stage plugs in its loss as an *objective*: ``objective(model, images, targets) -> dict`` holding a
-scalar ``"loss"`` (summed into the step) and any other named terms to log. Distillation passes an
+scalar ``"loss"`` (summed into the step) and any other named terms to log. ``targets`` is whatever the
+loader yields beside the images (a label tensor, or a tuple such as mask + cached teacher map). Distillation passes an
 objective that also runs (or reads) the teacher; fine-tuning after pruning passes the plain one.
 """
 from __future__ import annotations
@@ -37,6 +38,17 @@ class SupervisedLoss(nn.Module):
         logits = match_size(logits, targets)
         return F.cross_entropy(logits.float(), targets, weight=self.weight, ignore_index=self.ignore_index,
                                label_smoothing=self.label_smoothing)
+
+
+def to_device(obj, device: torch.device):
+    """Move a tensor, or a tuple/list/dict of tensors (e.g. mask + cached teacher map), to ``device``."""
+    if torch.is_tensor(obj):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
 
 
 def match_size(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -76,7 +88,7 @@ def train_one_epoch(
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        targets = targets.to(device, non_blocking=True)
+        targets = to_device(targets, device)
         with autocast(device, amp):
             terms = objective(model, images, targets)
         loss = terms["loss"]
