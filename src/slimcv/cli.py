@@ -13,25 +13,15 @@ EXAMPLES = {
              "  slimcv train --config recipes/camvid_teacher.yaml --set optim.lr=0.002 --resume",
     "eval": "slimcv eval runs/shapes\n"
             "  slimcv eval weights.safetensors camvid:data/camvid --model unet --out metrics.json",
+    "distill": "slimcv distill --teacher runs/teacher --model unet_small --data camvid:data/camvid --size 176 240 \\\n"
+               "      --mode offline --loss kd:1.0 --alpha 1.0 --temperature 4 --epochs 30 --out-dir runs/student",
     "check-data": "slimcv check-data camvid:data/camvid --split train --weights",
     "models": "slimcv models --task segmentation",
     "datasets": "slimcv datasets",
 }
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="slimcv", description="Make vision models small and fast: distil, prune, "
-                                "quantize, export, measure.")
-    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add(name: str, help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {EXAMPLES[name]}",
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        return sp
-
-    t = add("train", "Train a model with the shared engine (resumable, DDP-aware under torchrun).")
+def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--config", help="YAML file with train settings (CLI flags override it)")
     t.add_argument("--model", help="model name (see `slimcv models`)")
     t.add_argument("--weights", help="local weights file to start from")
@@ -54,6 +44,34 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", default=None, help="continue the run in --out-dir")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set model_kwargs.base_width=16")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slimcv", description="Make vision models small and fast: distil, prune, "
+                                "quantize, export, measure.")
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {EXAMPLES[name]}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return sp
+
+    t = add("train", "Train a model with the shared engine (resumable, DDP-aware under torchrun).")
+    _train_args(t)
+
+    d = add("distill", "Train a student from a teacher: CE on labels + KD losses (online or offline cached teacher).")
+    _train_args(d)
+    d.add_argument("--teacher", help="teacher run folder, or model name (with --teacher-weights)")
+    d.add_argument("--teacher-weights", help="local weights file for a teacher given by name")
+    d.add_argument("--mode", choices=["online", "offline"], help="online: teacher runs beside the student; "
+                   "offline: its maps are computed once and cached")
+    d.add_argument("--loss", action="append", metavar="NAME[:WEIGHT]",
+                   help="KD loss and weight, repeatable: kd, cwd, dkd, dist (e.g. --loss kd:1 --loss cwd:3)")
+    d.add_argument("--alpha", type=float, help="weight of the cross-entropy on hard labels")
+    d.add_argument("--temperature", "-T", type=float, help="temperature of every --loss")
+    d.add_argument("--cache-dir", help="where offline teacher maps are stored")
 
     e = add("eval", "Evaluate a run folder, weights file or model on a dataset's validation split.")
     e.add_argument("source", help="run folder, weights file (.safetensors/.pth) or model name")
@@ -99,6 +117,28 @@ def _train_config(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def _distill_config(args: argparse.Namespace) -> dict[str, Any]:
+    from slimcv.config import set_by_path
+
+    values = _train_config(args)
+    for key, value in {"teacher": args.teacher, "teacher_weights": args.teacher_weights, "mode": args.mode,
+                       "alpha": args.alpha, "cache.dir": args.cache_dir}.items():
+        if value is not None:
+            set_by_path(values, key, value)
+    if args.loss:
+        losses = []
+        for item in args.loss:
+            name, _, weight = item.partition(":")
+            spec: dict[str, Any] = {"name": name, "weight": float(weight) if weight else 1.0}
+            if args.temperature is not None:
+                spec["temperature"] = args.temperature
+            losses.append(spec)
+        values["losses"] = losses
+    elif args.temperature is not None:
+        values["losses"] = [{**spec, "temperature": args.temperature} for spec in values.get("losses", [{"name": "kd"}])]
+    return values
+
+
 def _size(size: Sequence[int] | None):
     if size is None:
         return None
@@ -112,6 +152,10 @@ def _run(args: argparse.Namespace) -> int:
         from slimcv.engine.train import train
 
         train(_train_config(args))
+    elif args.command == "distill":
+        from slimcv.distill.distill import distill
+
+        distill(_distill_config(args))
     elif args.command == "eval":
         from slimcv.engine.evaluation import evaluate_model
 

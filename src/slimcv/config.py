@@ -141,3 +141,44 @@ def set_by_path(values: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise SlimcvError(f"Cannot set {dotted!r}: '{k}' is not a section.")
     node[keys[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+
+
+class LossSpec(_Config):
+    """One distillation term: a registered KD loss (or 'feature'), its weight, temperature and options."""
+
+    name: str
+    weight: float = Field(1.0, ge=0)
+    temperature: float = Field(4.0, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    layers: tuple[tuple[str, str], ...] = Field((), description="feature only: [student_layer, teacher_layer] pairs")
+
+    @field_validator("name")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        from slimcv.distill.losses import KD_LOSSES
+
+        if v != "feature":
+            KD_LOSSES.get(v)
+        return v
+
+
+class CacheConfig(_Config):
+    """Offline teacher maps: where, at what fraction of the training size, stored how."""
+
+    dir: str = "runs/teacher_cache"
+    scale: float = Field(0.5, gt=0, le=1)
+    dtype: Literal["uint8", "fp16", "topk"] = "uint8"
+    topk: int = Field(3, ge=1)
+
+
+class DistillConfig(TrainConfig):
+    """`slimcv distill`: TrainConfig for the student (``model``) plus the teacher and the losses."""
+
+    teacher: str = Field(..., description="teacher run folder, or a model name with teacher_weights")
+    teacher_kwargs: dict[str, Any] = Field(default_factory=dict)
+    teacher_weights: str | None = None
+    mode: Literal["online", "offline"] = "online"
+    alpha: float = Field(1.0, ge=0, description="weight of the cross-entropy on hard labels")
+    losses: tuple[LossSpec, ...] = (LossSpec(name="kd"),)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    out_dir: str = "runs/distill"

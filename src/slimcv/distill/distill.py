@@ -1,0 +1,187 @@
+"""The ``distill`` stage: train a student on hard labels plus a teacher's soft outputs (online or cached)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from slimcv._console import print_table
+from slimcv._io import atomic_write_json
+from slimcv.bench.macs import count_macs, count_params
+from slimcv.config import DistillConfig, LossSpec, build_config
+from slimcv.data import DataBundle, load_data
+from slimcv.engine import distributed as D
+from slimcv.engine.loop import SupervisedLoss, evaluate, match_size
+from slimcv.engine.train import TrainResult, check_task, class_weights, fit, make_eval_loader, seed_everything
+from slimcv.errors import SlimcvError
+from slimcv.distill.features import FeatureDistiller
+from slimcv.distill.losses import KD_LOSSES
+from slimcv.distill.teacher_cache import CacheFormat, CachedTeacherDataset, build_cache, soft_to_logits
+from slimcv.models import create_model
+
+
+@dataclass
+class DistillResult:
+    """The student's training result plus the teacher-vs-student comparison."""
+
+    train: TrainResult
+    comparison: list[dict[str, Any]]
+    cache: Path | None = None
+
+    @property
+    def model(self) -> nn.Module | None:
+        return self.train.model
+
+    @property
+    def run_dir(self) -> Path:
+        return self.train.run_dir
+
+
+def distill(cfg: DistillConfig | dict[str, Any], data: DataBundle | None = None) -> DistillResult:
+    """Train ``cfg.model`` (student) from ``cfg.teacher`` with CE * alpha + the weighted KD losses."""
+    cfg = build_config(DistillConfig, cfg, "distill config")
+    data = data or load_data(cfg.data)
+    check_task(cfg.model, data)
+    device = D.pick_device(cfg.device, cfg.threads)
+    teacher, teacher_spec = load_teacher(cfg, data.num_classes)
+    teacher.to(device).eval().requires_grad_(False)
+    seed_everything(cfg.seed, cfg.deterministic)
+    student = create_model(cfg.model, data.num_classes, weights=cfg.weights, **cfg.model_kwargs)
+    cache_path = None
+    if cfg.mode == "offline":
+        data, cache_path = with_teacher_cache(teacher, data, cfg, device)
+    features = _features(cfg, student, teacher, data)
+    objective = DistillObjective(None if cfg.mode == "offline" else teacher, cfg.losses, cfg.alpha,
+                                 data.info.ignore_index, class_weights(cfg, data), features)
+    spec = {"name": cfg.model, "num_classes": data.num_classes, "kwargs": dict(cfg.model_kwargs), "task": data.task,
+            "teacher": teacher_spec}
+    result = fit(student, data, cfg, objective, model_spec=spec)
+    if features is not None:
+        features.remove()
+    comparison = compare_models({"teacher": teacher, "student": result.model}, data, cfg, device)
+    if D.is_main():
+        atomic_write_json(Path(cfg.out_dir) / "comparison.json", comparison)
+        print_comparison(comparison, data.task)
+    return DistillResult(result, comparison, cache_path)
+
+
+class DistillObjective(nn.Module):
+    """alpha * CE(student, labels) + sum_i weight_i * loss_i(student, teacher); the teacher is frozen and is
+    not a sub-module (its weights stay out of checkpoints and the optimizer)."""
+
+    def __init__(self, teacher: nn.Module | None, losses: tuple[LossSpec, ...], alpha: float, ignore_index: int,
+                 weights: list[float] | None, features: FeatureDistiller | None) -> None:
+        super().__init__()
+        self.__dict__["teacher"] = teacher
+        self.losses = [spec for spec in losses if spec.name != "feature"]
+        self.feature_weight = sum(spec.weight for spec in losses if spec.name == "feature")
+        self.alpha = alpha
+        self.ignore_index = ignore_index
+        self.ce = SupervisedLoss(ignore_index, weights)
+        self.features = features
+
+    def forward(self, model: nn.Module, images: torch.Tensor, targets) -> dict[str, torch.Tensor]:
+        soft = None
+        if isinstance(targets, (tuple, list)):
+            targets, soft = targets
+        student = model(images)
+        if soft is not None:
+            teacher = soft_to_logits(soft)
+        else:
+            if self.teacher is None:
+                raise SlimcvError("Offline distillation needs batches with cached teacher maps.")
+            with torch.no_grad():
+                teacher = self.teacher(images)
+        s, t = match_size(student, targets), match_size(teacher, targets)
+        terms = {"ce": self.ce.ce(student, targets)}
+        total = self.alpha * terms["ce"]
+        for spec in self.losses:
+            out = KD_LOSSES.get(spec.name)(s, t, targets, temperature=spec.temperature,
+                                           ignore_index=self.ignore_index, **spec.params)
+            terms[spec.name] = out["loss"]
+            total = total + spec.weight * out["loss"]
+        if self.features is not None:
+            terms["feature"] = self.features()
+            total = total + self.feature_weight * terms["feature"]
+        return {"loss": total, **{k: v.detach() for k, v in terms.items()}}
+
+
+def load_teacher(cfg: DistillConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+    """The teacher from a run folder, or from a model name plus ``teacher_weights``."""
+    from slimcv.engine.checkpoint import load_run_model
+
+    if Path(cfg.teacher).is_dir():
+        model, spec = load_run_model(cfg.teacher)
+        if spec["num_classes"] != num_classes:
+            raise SlimcvError(f"Teacher {cfg.teacher} predicts {spec['num_classes']} classes but the data has "
+                              f"{num_classes}; use a teacher trained on this dataset.")
+        return model, {**spec, "source": str(cfg.teacher)}
+    if cfg.teacher_weights is None:
+        raise SlimcvError(f"Teacher {cfg.teacher!r} has no weights: pass a teacher run folder, or teacher_weights "
+                          "with a local weights file (an untrained teacher teaches nothing).")
+    model = create_model(cfg.teacher, num_classes, weights=cfg.teacher_weights, **cfg.teacher_kwargs)
+    return model, {"name": cfg.teacher, "kwargs": dict(cfg.teacher_kwargs), "source": cfg.teacher_weights}
+
+
+def with_teacher_cache(teacher: nn.Module, data: DataBundle, cfg: DistillConfig, device) -> tuple[DataBundle, Path]:
+    """Build (or reuse) the teacher cache and return data whose training samples carry the maps."""
+    if data.task != "segmentation":
+        raise SlimcvError("Offline (cached) distillation stores dense teacher maps: it supports segmentation; "
+                          "use mode: online for classification.")
+    train = data.train
+    base, indices = (train.dataset, list(train.indices)) if isinstance(train, Subset) else (train, None)
+    size = data.config.size or data.info.native_size
+    fmt = CacheFormat(cfg.cache.scale, cfg.cache.dtype, cfg.cache.topk)
+    data_id = {"spec": data.config.spec, "split": data.config.train_split, "options": data.config.options,
+               "size": size, "mean": data.info.mean, "std": data.info.std, "samples": len(base)}
+    cache = build_cache(teacher, base, cfg.cache.dir, size=size if size is None else tuple(
+        size if isinstance(size, (list, tuple)) else (size, size)), mean=data.info.mean, std=data.info.std,
+        num_classes=data.num_classes, fmt=fmt, data_id=data_id, device=device)
+    wrapped = CachedTeacherDataset(base, cache, base.transform)
+    new_train = Subset(wrapped, indices) if indices is not None else wrapped
+    return DataBundle(train=new_train, val=data.val, info=data.info, config=data.config), cache.path
+
+
+def _features(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, data: DataBundle):
+    specs = [s for s in cfg.losses if s.name == "feature"]
+    if not specs:
+        return None
+    if cfg.mode == "offline":
+        raise SlimcvError("Feature distillation needs the teacher's intermediate layers: use mode: online.")
+    pairs = [pair for s in specs for pair in s.layers]
+    sample = data.train[0][0][None]
+    device = next(teacher.parameters()).device
+    student.to(device)
+    return FeatureDistiller(student, teacher, pairs, sample.to(device))
+
+
+@torch.no_grad()
+def compare_models(models: dict[str, nn.Module], data: DataBundle, cfg, device) -> list[dict[str, Any]]:
+    """Validation metric, per-class scores, parameters and MACs of each model, side by side."""
+    loader = make_eval_loader(data.val, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.workers,
+                              data.info.ignore_index)
+    image = data.val[0][0]
+    rows = []
+    for name, model in models.items():
+        m = evaluate(model, loader, device, task=data.task, num_classes=data.num_classes,
+                     ignore_index=data.info.ignore_index, class_names=data.info.class_names)
+        key = "miou" if data.task == "segmentation" else "top1"
+        rows.append({"model": name, key: m[key], "params": count_params(model),
+                     "macs": count_macs(model, (1, *image.shape)), "input": list(image.shape),
+                     "per_class": m.get("per_class_iou", m.get("per_class_acc"))})
+    return rows
+
+
+def print_comparison(rows: list[dict[str, Any]], task: str) -> None:
+    key = "miou" if task == "segmentation" else "top1"
+    base = rows[0]
+    table = [(r["model"], r[key], r[key] - base[key], r["params"] / 1e6, r["macs"] / 1e9,
+              base["macs"] / max(r["macs"], 1)) for r in rows]
+    print_table("teacher vs student (validation)", ["model", key, "delta", "params (M)", "GMACs", "MACs ratio"], table)
+    names = list(rows[0]["per_class"])
+    print_table("per class", ["class", *[r["model"] for r in rows]],
+                [(n, *[r["per_class"].get(n) for r in rows]) for n in names])
