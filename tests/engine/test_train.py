@@ -122,3 +122,12 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     assert b["miou"] == pytest.approx(a["miou"], abs=0.5)
     assert b["pixel_acc"] == pytest.approx(a["pixel_acc"], abs=0.5)
     assert b["loss"] == pytest.approx(a["loss"], rel=0.02)
+
+
+def test_bf16_channels_last_clipping_class_weights_on_cpu():
+    r = slimcv.train(_cfg("opts", epochs=1, amp="bf16", channels_last=True, clip_grad_norm=1.0,
+                          class_weights="median_frequency", optim={"name": "sgd", "lr": 0.05},
+                          schedule={"name": "step", "warmup_epochs": 0.5}))
+    loss = r.history[0]["train"]["loss"]
+    assert 0 < loss < 10
+    assert 0 <= r.metrics["miou"] <= 100
