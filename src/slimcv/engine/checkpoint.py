@@ -123,6 +123,10 @@ def load_run_model(run_dir: str | Path, which: str = "best") -> tuple[nn.Module,
 
     spec = read_model_spec(run_dir)
     model = create_model(spec["name"], spec["num_classes"], **spec.get("kwargs", {}))
+    if spec.get("pruning_history"):
+        from slimcv.prune.structured import apply_pruning_history
+
+        apply_pruning_history(model, spec["pruning_history"], tuple(spec["input_shape"]))
     if which == "last":
         last = last_checkpoint(run_dir)
         if last is None:
