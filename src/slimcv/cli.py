@@ -15,6 +15,7 @@ EXAMPLES = {
             "  slimcv eval weights.safetensors camvid:data/camvid --model unet --out metrics.json",
     "distill": "slimcv distill --teacher runs/teacher --model unet_small --data camvid:data/camvid --size 176 240 \\\n"
                "      --mode offline --loss kd:1.0 --alpha 1.0 --temperature 4 --epochs 30 --out-dir runs/student",
+    "prune": "slimcv prune runs/teacher --remove 0.3 --target params --steps 3 --finetune-epochs 5 -o runs/pruned",
     "check-data": "slimcv check-data camvid:data/camvid --split train --weights",
     "models": "slimcv models --task segmentation",
     "datasets": "slimcv datasets",
@@ -72,6 +73,18 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--alpha", type=float, help="weight of the cross-entropy on hard labels")
     d.add_argument("--temperature", "-T", type=float, help="temperature of every --loss")
     d.add_argument("--cache-dir", help="where offline teacher maps are stored")
+
+    pr = add("prune", "Structured pruning of a trained run toward a params/MACs target, fine-tuning after each step.")
+    pr.add_argument("source", help="run folder of the trained model")
+    pr.add_argument("--data", help="dataset spec (default: the run's own data settings)")
+    pr.add_argument("--remove", type=float, default=0.3, help="fraction of params/MACs to remove (default 0.3)")
+    pr.add_argument("--target", choices=["params", "macs"], default="params")
+    pr.add_argument("--steps", type=int, default=1)
+    pr.add_argument("--importance", default="l1", help="l1, l2, bn_scale or taylor")
+    pr.add_argument("--global-pruning", action="store_true")
+    pr.add_argument("--finetune-epochs", type=int, default=0)
+    pr.add_argument("--lr", type=float, default=1e-3)
+    pr.add_argument("--out-dir", "-o", default="runs/prune")
 
     e = add("eval", "Evaluate a run folder, weights file or model on a dataset's validation split.")
     e.add_argument("source", help="run folder, weights file (.safetensors/.pth) or model name")
@@ -156,6 +169,13 @@ def _run(args: argparse.Namespace) -> int:
         from slimcv.distill.distill import distill
 
         distill(_distill_config(args))
+    elif args.command == "prune":
+        from slimcv.prune.prune import prune
+
+        prune({"source": args.source, "data": _run_data(args.source, args.data), "remove": args.remove,
+               "target": args.target, "steps": args.steps, "importance": args.importance,
+               "global_pruning": args.global_pruning, "finetune_epochs": args.finetune_epochs,
+               "optim": {"lr": args.lr}, "out_dir": args.out_dir})
     elif args.command == "eval":
         from slimcv.engine.evaluation import evaluate_model
 
@@ -169,6 +189,19 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "datasets":
         _list_datasets()
     return 0
+
+
+def _run_data(source: str, spec: str | None):
+    import json
+    from pathlib import Path
+
+    run_cfg = Path(source) / "config.json"
+    if run_cfg.is_file():
+        data = json.loads(run_cfg.read_text())["data"]
+        return {**data, "spec": spec} if spec else data
+    if spec is None:
+        raise SlimcvError(f"Give --data: {source} is not a run folder with a config.json.")
+    return {"spec": spec}
 
 
 def _eval_data(args: argparse.Namespace):

@@ -182,3 +182,31 @@ class DistillConfig(TrainConfig):
     losses: tuple[LossSpec, ...] = (LossSpec(name="kd"),)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     out_dir: str = "runs/distill"
+
+
+class PruneConfig(_Config):
+    """`slimcv prune`: structured pruning of a trained run toward a target, fine-tuning after each step."""
+
+    source: str = Field(..., description="run folder of the model to prune")
+    data: DataConfig = Field(default_factory=DataConfig)
+    remove: float = Field(0.3, gt=0, lt=1, description="fraction of params (or MACs) to remove")
+    target: Literal["params", "macs"] = "params"
+    steps: int = Field(1, ge=1)
+    importance: str = "l1"
+    global_pruning: bool = False
+    max_layer_ratio: float = Field(0.9, gt=0, lt=1)
+    finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after each step")
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    device: str = "auto"
+    seed: int = 0
+    out_dir: str = "runs/prune"
+    progress: bool = True
+
+    @field_validator("importance")
+    @classmethod
+    def _known_importance(cls, v: str) -> str:
+        from slimcv.prune.structured import IMPORTANCES
+
+        IMPORTANCES.get(v)
+        return v

@@ -70,3 +70,21 @@ def test_errors():
         output_layers(model, 7)
     with pytest.raises(SlimcvError, match="Unknown importance"):
         IMPORTANCES.get("l3")
+
+
+def test_prune_stage_end_to_end(tmp_path):
+    import json
+
+    import slimcv
+    from slimcv.cli import main
+
+    data = ["--set", "data.options={size: 32, length: 32}", "--set", "data.val_subset=8"]
+    assert main(["train", "--model", "unet_small", "--data", "synthetic-shapes", "--epochs", "1", "-b", "8",
+                 "--workers", "0", "--set", "model_kwargs={base_width: 8, depth: 2}", *data, "-o", "t"]) == 0
+    assert main(["prune", "t", "--remove", "0.3", "--steps", "2", "--finetune-epochs", "1", "-o", "p"]) == 0
+    report = json.loads((tmp_path / "p" / "prune.json").read_text())
+    assert report["after"]["params"] == pytest.approx(0.7 * report["before"]["params"], rel=0.02)
+    assert len(report["steps"]) == 2 and "miou" in report["steps"][0]["metrics"]
+    reloaded = slimcv.evaluate("p", {"spec": "synthetic-shapes", "options": {"size": 32, "length": 32},
+                                     "val_subset": 8}, quiet=True)
+    assert reloaded.metrics["miou"] == pytest.approx(report["after"]["miou"])
