@@ -54,8 +54,10 @@ def main() -> None:
                          "wall_s": time.perf_counter() - start,
                          "mean_epoch_train_s": sum(h["epoch_time_s"] for h in history[:-1]) / max(len(history) - 1, 1)}
         print(f"{name}: mIoU {metrics['miou']:.2f}, {results[name]['mean_epoch_train_s']:.1f} s/epoch")
-    out = HERE / "results" / "distill_camvid.json"
-    out.write_text(json.dumps({"epochs": args.epochs, "width": args.width, **results}, indent=2, default=float) + "\n")
+        # written after every run, so a session that stops mid-benchmark keeps what finished
+        out = HERE / "results" / "distill_camvid.json"
+        out.write_text(json.dumps({"epochs": args.epochs, "width": args.width, **results}, indent=2,
+                                  default=float) + "\n")
     print(f"{'run':10s} {'mIoU':>6s} {'s/epoch':>8s}")
     for name in args.runs:
         print(f"{name:10s} {results[name]['miou']:6.2f} {results[name]['mean_epoch_train_s']:8.1f}")
