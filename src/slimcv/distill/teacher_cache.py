@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +28,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from slimcv._console import console, progress_bar
-from slimcv._io import atomic_write_json
+from slimcv._io import atomic_dir, atomic_write_json
 from slimcv.errors import SlimcvError
 
 
@@ -108,10 +106,8 @@ def build_cache(teacher: nn.Module, dataset, root: str | Path, *, size: tuple[in
     teacher.eval().to(device)
     pre = v2.Compose(([v2.Resize(size, antialias=True)] if size else [])
                      + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
-    Path(root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     start = time.perf_counter()
-    try:
+    with atomic_dir(final) as tmp:
         maps = None
         n = len(dataset)
         with progress_bar("teacher cache", n) as bar:
@@ -134,12 +130,6 @@ def build_cache(teacher: nn.Module, dataset, root: str | Path, *, size: tuple[in
                 "teacher": teacher_fingerprint(teacher), "build_time_s": time.perf_counter() - start,
                 "bytes": (tmp / "maps.npy").stat().st_size}
         atomic_write_json(tmp / "meta.json", meta)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     console.print(f"Teacher cache: {n} maps, {meta['bytes'] / 2**20:.1f} MiB, {meta['build_time_s']:.1f} s -> {final}")
     return open_cache(final)
 

@@ -15,7 +15,6 @@ import json
 import pickle
 import random
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimcv._io import atomic_write_json, atomic_write_safetensors
+from slimcv._io import atomic_dir, atomic_write_json, atomic_write_safetensors
 from slimcv.errors import SlimcvError
 
 
@@ -54,16 +53,9 @@ def save_checkpoint(run_dir: str | Path, epoch: int, model: nn.Module, state: di
     ckpts = run_dir / "checkpoints"
     ckpts.mkdir(parents=True, exist_ok=True)
     final = ckpts / f"epoch_{epoch:04d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=ckpts))
-    try:
+    with atomic_dir(final) as tmp:
         atomic_write_safetensors(unwrap(model).state_dict(), tmp / "model.safetensors")
         torch.save({**state, "epoch": epoch}, tmp / "state.pt")
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     atomic_write_json(run_dir / "last.json", {"epoch": epoch, "dir": f"checkpoints/{final.name}"})
     for old in sorted(p for p in ckpts.glob("epoch_*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
