@@ -22,6 +22,7 @@ RUNS = {
     "alone": None,
     "kd": {"mode": "offline", "alpha": 1.0, "losses": [{"name": "kd", "weight": 1.0, "temperature": 4.0}]},
     "cwd": {"mode": "offline", "alpha": 1.0, "losses": [{"name": "cwd", "weight": 3.0, "temperature": 4.0}]},
+    "kd_t1": {"mode": "offline", "alpha": 1.0, "losses": [{"name": "kd", "weight": 1.0, "temperature": 1.0}]},
     "kd_online": {"mode": "online", "alpha": 1.0, "losses": [{"name": "kd", "weight": 1.0, "temperature": 4.0}]},
 }
 
@@ -32,6 +33,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--width", type=int, default=4)
     p.add_argument("--runs", nargs="+", default=["alone", "kd", "cwd"], choices=list(RUNS))
+    p.add_argument("--out", default=str(HERE / "results" / "distill_camvid.json"))
     args = p.parse_args()
     base = read_yaml(HERE / "configs" / "camvid_teacher_cpu.yaml")
     base.update(model_kwargs={"base_width": args.width, "depth": 4}, epochs=args.epochs, progress=False,
@@ -55,7 +57,7 @@ def main() -> None:
                          "mean_epoch_train_s": sum(h["epoch_time_s"] for h in history[:-1]) / max(len(history) - 1, 1)}
         print(f"{name}: mIoU {metrics['miou']:.2f}, {results[name]['mean_epoch_train_s']:.1f} s/epoch")
         # written after every run, so a session that stops mid-benchmark keeps what finished
-        out = HERE / "results" / "distill_camvid.json"
+        out = Path(args.out)
         out.write_text(json.dumps({"epochs": args.epochs, "width": args.width, **results}, indent=2,
                                   default=float) + "\n")
     print(f"{'run':10s} {'mIoU':>6s} {'s/epoch':>8s}")
