@@ -7,14 +7,13 @@ from typing import Any
 
 from torch import nn
 
-from slimcv._console import print_table
 from slimcv._io import atomic_write_json
 from slimcv.config import DataConfig
 from slimcv.data import DataBundle, load_data
 from slimcv.engine import distributed as D
 from slimcv.engine.checkpoint import load_run_model
 from slimcv.engine.loop import evaluate
-from slimcv.engine.train import make_eval_loader
+from slimcv.engine.train import make_eval_loader, print_metrics
 from slimcv.errors import SlimcvError
 from slimcv.models import create_model
 
@@ -64,16 +63,5 @@ def evaluate_model(source: str | nn.Module, data: DataBundle | DataConfig | dict
     if out is not None:
         atomic_write_json(out, {"model": name, "data": bundle.config.spec, "metrics": metrics})
     if not quiet:
-        _print(metrics, bundle, name)
+        print_metrics(f"{name} on {bundle.config.spec}", metrics, bundle.info.class_names)
     return EvalResult(metrics, name, Path(out) if out else None)
-
-
-def _print(m: dict, bundle: DataBundle, name: str) -> None:
-    if bundle.task == "segmentation":
-        rows = [(c, m["per_class_iou"].get(c), m["per_class_acc"].get(c)) for c in bundle.info.class_names]
-        rows.append(("mean", m["miou"], m["mean_acc"]))
-        print_table(f"{name} on {bundle.config.spec} (pixel acc {m['pixel_acc']:.2f}%)", ["class", "IoU %", "acc %"], rows)
-    else:
-        rows = [(c, m["per_class_acc"].get(c)) for c in bundle.info.class_names]
-        rows += [("top-1", m["top1"]), ("top-5", m["top5"])]
-        print_table(f"{name} on {bundle.config.spec}", ["class", "acc %"], rows)

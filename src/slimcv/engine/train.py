@@ -292,11 +292,17 @@ def _print_epoch(record: dict, metric: str) -> None:
 
 
 def print_summary(result: TrainResult, data: DataBundle) -> None:
-    m = result.metrics
-    if data.task == "segmentation" and "per_class_iou" in m:
-        rows = [(name, m["per_class_iou"].get(name), m["per_class_acc"].get(name)) for name in data.info.class_names]
+    if result.metrics:
+        print_metrics(f"{result.run_dir}: validation", result.metrics, data.info.class_names)
+
+
+def print_metrics(title: str, m: dict, class_names) -> None:
+    """Per-class table of a segmentation or classification evaluation."""
+    if "miou" in m:
+        rows = [(c, m["per_class_iou"].get(c), m["per_class_acc"].get(c)) for c in class_names]
         rows.append(("mean", m["miou"], m["mean_acc"]))
-        print_table(f"{result.run_dir}: validation (pixel acc {m['pixel_acc']:.2f}%)", ["class", "IoU %", "acc %"], rows)
-    elif "top1" in m:
-        print_table(f"{result.run_dir}: validation", ["metric", "value"],
-                    [("top-1 %", m["top1"]), ("top-5 %", m["top5"]), ("best epoch", result.best.get("epoch"))])
+        print_table(f"{title} (pixel acc {m['pixel_acc']:.2f}%)", ["class", "IoU %", "acc %"], rows)
+    else:
+        rows = [(c, m["per_class_acc"].get(c)) for c in class_names]
+        rows += [("top-1", m["top1"]), ("top-5", m["top5"])]
+        print_table(title, ["class", "acc %"], rows)
