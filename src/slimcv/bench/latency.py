@@ -1,0 +1,95 @@
+"""Latency of several runners measured interleaved, so their ratios are fair on a noisy machine."""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimcv.errors import SlimcvError
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Per-call wall time of one runner, in milliseconds."""
+
+    name: str
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    runs: int
+    threads: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def eager_runner(model: nn.Module, example: torch.Tensor) -> Callable[[], Any]:
+    """A no-grad eval-mode PyTorch forward on ``example``."""
+    model.eval()
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return model(example)
+
+    return run
+
+
+def ort_session(path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    """An ONNX Runtime session with ``threads`` intra-op threads (all optimisations on)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise SlimcvError("ONNX Runtime is not installed: pip install onnxruntime.") from e
+    if not Path(path).is_file():
+        raise SlimcvError(f"ONNX file {path} does not exist; export one with `slimcv export`.")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+
+
+def ort_runner(session_or_path: Any, example: torch.Tensor | np.ndarray, threads: int | None = None
+               ) -> Callable[[], Any]:
+    """One ONNX Runtime ``run`` on ``example`` (a session or the path of an .onnx file)."""
+    session = ort_session(session_or_path, threads) if isinstance(session_or_path, (str, Path)) else session_or_path
+    feed = {session.get_inputs()[0].name: np.ascontiguousarray(
+        example.detach().cpu().numpy() if isinstance(example, torch.Tensor) else example, dtype=np.float32)}
+    return lambda: session.run(None, feed)
+
+
+def time_interleaved(runners: Mapping[str, Callable[[], Any]], *, warmup: int = 3, runs: int = 20,
+                     threads: int | None = None) -> dict[str, Timing]:
+    """Time each runner ``runs`` times, taking turns round by round (start rotated) after ``warmup`` calls each."""
+    if not runners:
+        raise SlimcvError("Nothing to time: give at least one model or runtime.")
+    if runs < 1:
+        raise SlimcvError(f"runs must be at least 1, got {runs}.")
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        names = list(runners)
+        for name in names:
+            for _ in range(warmup):
+                runners[name]()
+        samples: dict[str, list[float]] = {n: [] for n in names}
+        for r in range(runs):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                t0 = time.perf_counter()
+                runners[name]()
+                samples[name].append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(previous)
+    used = threads or previous
+    return {n: Timing(n, statistics.median(s), float(np.percentile(s, 90)), statistics.fmean(s), min(s), runs, used)
+            for n, s in samples.items()}
