@@ -60,5 +60,5 @@ def _register(depth: int) -> None:
     MODELS.register(f"resnet{depth}", task="classification", family="cifar_resnet")(build)
 
 
-for _depth in (20, 32, 44, 56, 110):
+for _depth in (8, 14, 20, 32, 44, 56, 110):
     _register(_depth)
