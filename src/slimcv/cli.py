@@ -16,6 +16,11 @@ EXAMPLES = {
     "distill": "slimcv distill --teacher runs/teacher --model unet_small --data camvid:data/camvid --size 176 240 \\\n"
                "      --mode offline --loss kd:1.0 --alpha 1.0 --temperature 4 --epochs 30 --out-dir runs/student",
     "prune": "slimcv prune runs/teacher --remove 0.3 --target params --steps 3 --finetune-epochs 5 -o runs/pruned",
+    "run": "slimcv run recipes/camvid.yaml --set distill.epochs=5 --set data.batch_size=4\n"
+           "  slimcv run recipes/cifar10.yaml --until distill --dry-run",
+    "compress": "slimcv compress --model runs/teacher --data camvid:data/camvid --target-speedup 4 --max-drop 1.0 "
+                "-o runs/compressed",
+    "demo": "slimcv demo\n  slimcv demo --data camvid:../shared/data/camvid -o runs/demo_camvid",
     "check-data": "slimcv check-data camvid:data/camvid --split train --weights",
     "models": "slimcv models --task segmentation",
     "datasets": "slimcv datasets",
@@ -85,6 +90,37 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--finetune-epochs", type=int, default=0)
     pr.add_argument("--lr", type=float, default=1e-3)
     pr.add_argument("--out-dir", "-o", default="runs/prune")
+
+    r = add("run", "Run a recipe: its stages in order; finished stages are skipped, interrupted ones resumed.")
+    r.add_argument("recipe", help="recipe YAML file (see recipes/ and docs/recipes.md)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value: STAGE.KEY=V (distill.epochs=5) or a top-level key (data.size=64)")
+    r.add_argument("--out-dir", "-o", help="run directory (default: the recipe's out_dir, else runs/<name>)")
+    r.add_argument("--until", metavar="STAGE", help="stop after this stage")
+    r.add_argument("--dry-run", action="store_true", help="validate and show what would run, skip or resume")
+
+    cp = add("compress", "Make a model N times faster or smaller: prune toward the target while distilling from the "
+             "original, quantize when it helps here, report.")
+    cp.add_argument("--model", required=True, help="trained run folder, or a model name to train first on --data")
+    cp.add_argument("--data", help="dataset spec (default: the run folder's own data settings)")
+    target = cp.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-speedup", type=float, metavar="N", help="N times lower latency (MACs as the guide)")
+    target.add_argument("--target-size", type=float, metavar="N", help="N times smaller weights file")
+    target.add_argument("--target-macs", type=float, metavar="N", help="N times fewer multiply-accumulates")
+    cp.add_argument("--max-drop", type=float, default=1.0, help="accuracy/mIoU points the result may lose (default 1)")
+    cp.add_argument("--epochs", type=int, help="fine-tuning epochs with distillation (default 5)")
+    cp.add_argument("--teacher-epochs", type=int, help="epochs to train --model first when it is a name (default 10)")
+    cp.add_argument("--out-dir", "-o", default="runs/compress")
+    cp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the generated recipe")
+    cp.add_argument("--dry-run", action="store_true", help="print the plan and the generated recipe only")
+
+    dm = add("demo", "The whole chain on built-in data in minutes: teacher -> distilled student -> pruned -> INT8 -> "
+             "HTML report.")
+    dm.add_argument("--data", default="synthetic-shapes", help="synthetic-shapes (default, no download) or "
+                    "camvid:PATH")
+    dm.add_argument("--out-dir", "-o", default="runs/demo")
+    dm.add_argument("--quick", action="store_true", help="a reduced run (tiny images, few epochs) in under a minute")
+    dm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the demo recipe")
 
     e = add("eval", "Evaluate a run folder, weights file or model on a dataset's validation split.")
     e.add_argument("source", help="run folder, weights file (.safetensors/.pth) or model name")
@@ -182,6 +218,20 @@ def _run(args: argparse.Namespace) -> int:
         data = _eval_data(args)
         evaluate_model(args.source, data, model=args.model, out=args.out, device=args.device,
                        batch_size=args.batch_size)
+    elif args.command == "run":
+        from slimcv.pipeline.runner import run
+
+        run(args.recipe, args.set, out_dir=args.out_dir, until=args.until, dry_run=args.dry_run)
+    elif args.command == "compress":
+        from slimcv.pipeline.compress import compress
+
+        compress(args.model, args.data, target_speedup=args.target_speedup, target_size=args.target_size,
+                 target_macs=args.target_macs, max_drop=args.max_drop, epochs=args.epochs,
+                 teacher_epochs=args.teacher_epochs, out_dir=args.out_dir, overrides=args.set, dry_run=args.dry_run)
+    elif args.command == "demo":
+        from slimcv.pipeline.demo import demo
+
+        demo(args.data, out_dir=args.out_dir, quick=args.quick, overrides=args.set)
     elif args.command == "check-data":
         _check_data(args)
     elif args.command == "models":
@@ -271,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"slimcv: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("slimcv: interrupted; run again with --resume to continue from the last checkpoint.", file=sys.stderr)
+        again = "run the same command again" if args.command in ("run", "compress", "demo") else "run again with --resume"
+        print(f"slimcv: interrupted; {again} to continue from the last checkpoint.", file=sys.stderr)
         return 130
 
 

@@ -1,0 +1,237 @@
+"""``slimcv compress``: make a model N times faster, smaller or cheaper with sensible defaults, as a recipe.
+
+The defaults (documented in docs/recipes.md, "slimcv compress"):
+- The given model is pruned (structured, L1 filter norms, Torch-Pruning) rather than replaced by a
+  student: it keeps the trained weights and works for every model Torch-Pruning can trace.
+- ``--target-speedup S`` and ``--target-macs S`` remove 1 - 1/S of the MACs. MACs, not a latency goal,
+  steer the pruning: batch-1 latency of small models is dominated by per-layer overheads and is noisy
+  on shared machines, so chasing it can strip a model bare for an unreachable goal. The speed-up is then
+  measured (all models timed interleaved) and compared with the target.
+- ``--target-size S``: INT8 stores weights in a quarter of the bytes, so up to 3.5x needs no pruning;
+  beyond that parameters are pruned by 1 - 3.5/S and the model is quantized.
+- Pruning goes in steps of at most 25% each; each step is fine-tuned with cross-entropy plus KD
+  (T=1 for segmentation, T=4 for classification) from the original, unpruned model.
+- INT8 (static PTQ in ONNX Runtime) is measured on this machine and kept only when it is faster and
+  within ``--max-drop``; CPUs without VNNI often run INT8 slower than FP32.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slimcv._console import console, print_table
+from slimcv.errors import SlimcvError
+from slimcv.pipeline.recipe import validate
+from slimcv.pipeline.runner import RunResult, run
+
+MAX_STEP = 0.25  # at most this fraction removed per pruning step
+INT8_SIZE = 3.5  # file-size factor INT8 reaches on its own (4x in theory; scales and graph overhead)
+
+
+@dataclass
+class CompressResult:
+    """The run, the plan it followed, and the measured outcome against the target."""
+
+    run: RunResult | None
+    plan: dict[str, Any]
+    outcome: dict[str, Any] = field(default_factory=dict)
+
+
+def compress(model: str, data: str | None = None, *, target_speedup: float | None = None,
+             target_size: float | None = None, target_macs: float | None = None, max_drop: float = 1.0,
+             epochs: int | None = None, teacher_epochs: int | None = None, out_dir: str | Path = "runs/compress",
+             overrides: Sequence[str] = (), dry_run: bool = False) -> CompressResult:
+    """Prune ``model`` (run folder, or a name trained first on ``data``) toward one target, distilling from the
+    original, quantize when it pays off here, and report the measured outcome."""
+    recipe, plan = compress_recipe(model, data, target_speedup=target_speedup, target_size=target_size,
+                                   target_macs=target_macs, max_drop=max_drop, epochs=epochs,
+                                   teacher_epochs=teacher_epochs, out_dir=out_dir)
+    rec = validate(recipe, "compress recipe")
+    _print_plan(plan)
+    if dry_run:
+        import yaml
+
+        print(yaml.safe_dump(recipe, sort_keys=False))
+        return CompressResult(run(rec, overrides, dry_run=True), plan)
+    result = run(rec, overrides)
+    outcome = judge(result, plan)
+    _print_outcome(outcome)
+    return CompressResult(result, plan, outcome)
+
+
+def compress_recipe(model: str, data: str | None, *, target_speedup: float | None = None,
+                    target_size: float | None = None, target_macs: float | None = None, max_drop: float = 1.0,
+                    epochs: int | None = None, teacher_epochs: int | None = None,
+                    out_dir: str | Path = "runs/compress") -> tuple[dict[str, Any], dict[str, Any]]:
+    """The recipe ``compress`` runs, and the plan behind it (target, what is removed, why)."""
+    plan = _plan(target_speedup, target_size, target_macs, max_drop)
+    models, data_cfg, stages, original = _source(model, data, teacher_epochs)
+    from slimcv.pipeline.stages import STAGE_TYPES
+
+    task = _task(model, data_cfg)
+    last = original
+    if plan["remove"] > 0:
+        steps = max(1, math.ceil(plan["remove"] / MAX_STEP - 1e-9))
+        per_step = max(1, (epochs or 6) // steps)
+        kd = {"name": "kd", "temperature": 1.0 if task == "segmentation" else 4.0}
+        stages.append({"name": "prune", "input": original, "remove": round(plan["remove"], 4),
+                       "target": plan["prune_target"], "steps": steps, "finetune_epochs": per_step,
+                       "distill": [kd]})
+        plan.update(steps=steps, finetune_epochs_per_step=per_step, kd=kd)
+        last = "prune"
+    have_quantize = "quantize" in STAGE_TYPES
+    if have_quantize:
+        stages.append({"name": "quantize", "input": last, "max_drop": max_drop})
+    compared = [original] + (["prune"] if last == "prune" else []) + (["quantize"] if have_quantize else [])
+    stages.append({"name": "bench", "inputs": compared, "runtimes": ["eager", "ort"], "runs": 30})
+    stages.append({"name": "report", "inputs": [*compared, "bench"], "baseline": original, "measure": False})
+    plan["quantize"] = have_quantize
+    recipe = {"name": "compress", "task": task, "data": data_cfg, "models": models, "out_dir": str(out_dir),
+              "stages": stages}
+    return recipe, plan
+
+
+def _plan(speedup: float | None, size: float | None, macs: float | None, max_drop: float) -> dict[str, Any]:
+    given = {k: v for k, v in {"speedup": speedup, "size": size, "macs": macs}.items() if v is not None}
+    if len(given) != 1:
+        raise SlimcvError("Give exactly one target: --target-speedup N, --target-size N or --target-macs N "
+                          f"(got {', '.join(given) or 'none'}).")
+    (kind, factor), = given.items()
+    if not factor > 1:
+        raise SlimcvError(f"--target-{kind} {factor} must be above 1 (2 means twice as fast/small/cheap).")
+    if max_drop < 0:
+        raise SlimcvError(f"--max-drop {max_drop} must be zero or positive (accuracy/mIoU points).")
+    if kind == "size":
+        remove = max(0.0, 1 - INT8_SIZE / factor)
+        why = ("INT8 alone stores the weights about 3.5-4x smaller" if remove == 0 else
+               f"INT8 gives about {INT8_SIZE}x; pruning removes the remaining {remove:.0%} of the parameters")
+        return {"target": kind, "factor": factor, "prune_target": "params", "remove": remove, "why": why,
+                "max_drop": max_drop}
+    remove = 1 - 1 / factor
+    if remove > 0.9:
+        raise SlimcvError(f"--target-{kind} {factor} would remove {remove:.0%} of the MACs; structured pruning "
+                          "keeps at most 90% off, so pick 10 or less or train a smaller student with a recipe.")
+    why = f"removing {remove:.0%} of the MACs; the speed-up is then measured" if kind == "speedup" else \
+        f"removing {remove:.0%} of the MACs"
+    return {"target": kind, "factor": factor, "prune_target": "macs", "remove": remove, "why": why,
+            "max_drop": max_drop}
+
+
+def _source(model: str, data: str | None, teacher_epochs: int | None):
+    """Models, data and first stages: a trained run is used as is; a model name is trained first."""
+    path = Path(model)
+    if path.is_dir():
+        config = path / "config.json"
+        if data is None:
+            if not config.is_file():
+                raise SlimcvError(f"Give --data: {model} has no config.json to read its data settings from.")
+            data_cfg = json.loads(config.read_text())["data"]
+        else:
+            data_cfg = {"spec": data}
+        return {"original": {"run": str(path)}}, data_cfg, [], "original"
+    if data is None:
+        raise SlimcvError(f"Give --data: {model!r} is not a run folder, so it is trained first and needs a dataset.")
+    from slimcv.models import check_model_name
+
+    check_model_name(model)
+    stage = {"name": "original", "type": "train", "model": "arch", "epochs": teacher_epochs or 10}
+    return {"arch": {"model": model}}, {"spec": data}, [stage], "original"
+
+
+def _task(model: str, data_cfg: dict[str, Any]) -> str | None:
+    path = Path(model)
+    if path.is_dir():
+        from slimcv.engine.checkpoint import read_model_spec
+
+        return read_model_spec(path).get("task")
+    from slimcv.models import model_task
+
+    return model_task(model)
+
+
+def judge(result: RunResult, plan: dict[str, Any]) -> dict[str, Any]:
+    """Measured outcome: the best compressed candidate within the accuracy budget vs the original."""
+    bench = json.loads((result["bench"].folder / "bench.json").read_text())
+    rows = _candidates(result, bench)
+    original = [r for r in rows if r["stage"] == "original"]
+    if not original:
+        return {"note": "the original was not measured"}
+    base_ms = min(r["latency_ms"] for r in original)
+    base_metric = original[0]["metric"]
+    ok = [r for r in rows if r["stage"] != "original" and r["metric"] is not None and base_metric is not None
+          and base_metric - r["metric"] <= plan["max_drop"]]
+    pool = ok or [r for r in rows if r["stage"] != "original"]
+    if not pool:
+        return {"note": "nothing was compressed"}
+    best = min(pool, key=lambda r: r["latency_ms"]) if plan["target"] == "speedup" else min(
+        pool, key=lambda r: (r["file_bytes"] or math.inf, r["latency_ms"]))
+    base_bytes = original[0]["file_bytes"] or 0
+    achieved = {"speedup": base_ms / best["latency_ms"],
+                "size": base_bytes / best["file_bytes"] if best["file_bytes"] else None,
+                "macs": (original[0]["macs"] or 0) / best["macs"] if best.get("macs") else None}
+    got = achieved[plan["target"]]
+    return {"best": best, "original": original[0] | {"latency_ms": base_ms}, "achieved": got,
+            "target": plan["factor"], "met": bool(got and got >= plan["factor"]), "within_budget": bool(ok),
+            "drop": (base_metric - best["metric"]) if best["metric"] is not None else None, "rows": rows}
+
+
+def _candidates(result: RunResult, bench: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (model, runtime) the bench measured, with the stage's accuracy attached."""
+    stage_of = {}
+    for record in result.stages:
+        stage_of[str(record.folder.resolve())] = record
+    original = result.recipe.config.models.get("original")
+    if original is not None and original.run:
+        stage_of[str(Path(original.run).resolve())] = None
+    rows = []
+    for m in bench["models"]:
+        src = Path(m["source"])
+        folder = src.parent if src.suffix == ".onnx" else src
+        record = stage_of.get(str(folder.resolve()), "?")
+        stage = "original" if record is None else getattr(record, "name", "?")
+        metric = _metric(record, m, result) if record != "?" else None
+        for rt in m["runtimes"]:
+            rows.append({"stage": stage, "model": m["name"], "runtime": rt["runtime"], "metric": metric,
+                         "latency_ms": rt["latency_ms"]["median"], "file_bytes": m.get("file_bytes"),
+                         "macs": m.get("macs"), "params": m.get("params")})
+    return rows
+
+
+def _metric(record, model: dict[str, Any], result: RunResult) -> float | None:
+    if record is None:  # the original trained run
+        summary = Path(result.recipe.config.models["original"].run) / "summary.json"
+        best = json.loads(summary.read_text()).get("best", {}) if summary.is_file() else {}
+        return best.get("value")
+    if record.type == "quantize":
+        info = json.loads((record.folder / "quantize.json").read_text())
+        for q in info.get("models", []):
+            if Path(q["path"]).name == Path(model["source"]).name or q["name"] == model["name"]:
+                metrics = q.get("metrics") or {}
+                return metrics.get("miou", metrics.get("top1"))
+        return None
+    return record.metrics.get("miou", record.metrics.get("top1"))
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    console.print(f"compress: target {plan['factor']:g}x {plan['target']}: {plan['why']}; accuracy budget "
+                  f"{plan['max_drop']:g} points" + ("" if plan.get("quantize", True) else
+                                                    " (quantization not available in this install)"))
+
+
+def _print_outcome(o: dict[str, Any]) -> None:
+    if "best" not in o:
+        console.print(f"compress: {o.get('note')}")
+        return
+    rows = [(r["stage"], r["runtime"], r["metric"], r["latency_ms"], (r["file_bytes"] or 0) / 2**20,
+             (r["macs"] or 0) / 1e6) for r in o["rows"]]
+    print_table("compress: measured (batch 1, interleaved)", ["stage", "runtime", "metric", "ms", "MiB", "MMACs"],
+                rows)
+    b = o["best"]
+    verdict = "met" if o["met"] else "missed"
+    budget = "within" if o["within_budget"] else "outside"
+    print(f"target {o['target']:g}x {verdict}: {o['achieved']:.2f}x with {b['stage']} in {b['runtime']} "
+          f"(drop {o['drop']:.2f} points, {budget} the budget)")

@@ -1,0 +1,311 @@
+"""Stage adapters: turn a recipe stage into the stage function's own config, call it, report its outputs.
+
+Each adapter is two plain functions: ``build(spec, resolver) -> config`` (pure: used to validate a
+recipe before anything runs) and ``run(spec, ctx) -> StageOutput``. The stage functions themselves
+(``slimcv.train``, ``slimcv.distill``, ``slimcv.prune.prune.prune`` ...) do the work and write their
+run folders; the runner only adds a manifest beside them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from slimcv.config import DataConfig, DistillConfig, LossSpec, OptimConfig, PruneConfig, ScheduleConfig, TrainConfig
+from slimcv.errors import SlimcvError
+
+if TYPE_CHECKING:
+    from slimcv.pipeline.recipe import Resolver, StageSpec
+
+
+@dataclass
+class StageOutput:
+    """What a stage produced: files to hash (relative to its folder), scalar metrics, and whether it holds a model."""
+
+    artifacts: list[str]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    model_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class StageType:
+    """How the runner drives one kind of stage."""
+
+    schema: type[BaseModel]
+    build: Callable[..., Any]
+    run: Callable[..., StageOutput]
+    refs: tuple[str, ...] = ()
+    managed: tuple[str, ...] = ("out_dir", "resume")
+    resumable: bool = False
+    makes_model: bool = True
+    doc: str = ""
+
+
+# ---------------------------------------------------------------- helpers shared by the adapters
+
+def _required_ref(spec: StageSpec, key: str) -> str:
+    ref = spec.refs.get(key)
+    if ref is None:
+        raise SlimcvError(f"'{key}' is missing: name the earlier stage whose model this {spec.type} stage uses")
+    return ref
+
+
+def _model_fields(spec: StageSpec, r: Resolver, key: str = "model") -> dict[str, Any]:
+    ref = spec.params.get(key)
+    if ref is None:
+        raise SlimcvError(f"'{key}' is missing: name a model of the recipe's models (or a registered model)")
+    entry = r.model(str(ref), f"'{key}'")
+    if entry.model is None:
+        raise SlimcvError(f"'{key}': {ref!r} is a trained run; refer to it with 'input' or 'teacher' instead")
+    kwargs = {**entry.model_kwargs, **spec.params.get("model_kwargs", {})}
+    return {"model": entry.model, "model_kwargs": kwargs, **({"weights": entry.weights} if entry.weights else {})}
+
+
+def _teacher_fields(spec: StageSpec, r: Resolver) -> dict[str, Any]:
+    ref = _required_ref(spec, "teacher")
+    entry = None if ref in r.stages else r.cfg.models.get(ref)
+    if entry is not None and entry.run is None:  # a named architecture with a weights file
+        return {"teacher": entry.model, "teacher_weights": entry.weights, "teacher_kwargs": entry.model_kwargs}
+    return {"teacher": str(r.folder(ref))}
+
+
+def _resume(folder: Path) -> bool:
+    return (folder / "last.json").is_file()
+
+
+def _key_metric(task: str) -> str:
+    return "miou" if task == "segmentation" else "top1"
+
+
+# ---------------------------------------------------------------- train
+
+def _build_train(spec: StageSpec, r: Resolver) -> TrainConfig:
+    values = {k: v for k, v in spec.params.items() if k not in ("model", "model_kwargs")}
+    values.update(_model_fields(spec, r), data=r.data(spec), out_dir=str(r.folder(spec.name)))
+    return TrainConfig(**values)
+
+
+def _run_train(spec: StageSpec, ctx) -> StageOutput:
+    from slimcv.engine.train import train
+
+    cfg = spec.config.model_copy(update={"resume": _resume(ctx.folder(spec.name))})
+    result = train(cfg, ctx.data(spec))
+    return StageOutput(["best.safetensors", "model.json"], _best(result), Path(cfg.out_dir))
+
+
+def _best(result) -> dict[str, Any]:
+    best = result.best or {}
+    return {best.get("metric", "metric"): best.get("value"), "best_epoch": best.get("epoch")}
+
+
+# ---------------------------------------------------------------- distill
+
+def _build_distill(spec: StageSpec, r: Resolver) -> DistillConfig:
+    values = {k: v for k, v in spec.params.items() if k not in ("model", "model_kwargs")}
+    cache = {"dir": str(r.root / "cache"), **values.pop("cache", {})}
+    values.update(_model_fields(spec, r), **_teacher_fields(spec, r), data=r.data(spec), cache=cache,
+                  out_dir=str(r.folder(spec.name)))
+    return DistillConfig(**values)
+
+
+def _run_distill(spec: StageSpec, ctx) -> StageOutput:
+    from slimcv.distill.distill import distill
+
+    cfg = spec.config.model_copy(update={"resume": _resume(ctx.folder(spec.name))})
+    result = distill(cfg, ctx.data(spec))
+    metrics = _best(result.train)
+    key = next(iter(metrics))
+    teacher = next((row for row in result.comparison if row["model"] == "teacher"), {})
+    if key in teacher:
+        metrics["teacher_" + key] = teacher[key]
+    return StageOutput(["best.safetensors", "model.json"], metrics, Path(cfg.out_dir))
+
+
+# ---------------------------------------------------------------- prune
+
+def _build_prune(spec: StageSpec, r: Resolver) -> PruneConfig:
+    return PruneConfig(**{**spec.params, "source": str(r.folder(_required_ref(spec, "input"))), "data": r.data(spec),
+                          "out_dir": str(r.folder(spec.name))})
+
+
+def _run_prune(spec: StageSpec, ctx) -> StageOutput:
+    from slimcv.prune.prune import prune
+
+    # Re-pruning the same source is deterministic; fine-tuning steps resume from step_N/ checkpoints.
+    result = prune(spec.config, ctx.data(spec))
+    key = next(k for k in result.after if k in ("miou", "top1"))
+    metrics = {key: result.after[key], f"{key}_before": result.before[key],
+               "params_removed": 1 - result.after["params"] / result.before["params"],
+               "macs_removed": 1 - result.after["macs"] / result.before["macs"]}
+    return StageOutput(["model.safetensors", "model.json"], metrics, Path(spec.config.out_dir))
+
+
+# ---------------------------------------------------------------- finetune
+
+class FinetuneConfig(BaseModel):
+    """Fine-tune a stage's model (pruned ones included) with CE, plus KD from ``teacher`` when one is given."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    source: str
+    data: DataConfig = Field(default_factory=DataConfig)
+    epochs: int = Field(5, ge=1)
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=5e-4))
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    clip_grad_norm: float | None = Field(None, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    alpha: float = Field(1.0, ge=0, description="weight of the cross-entropy on hard labels")
+    losses: tuple[LossSpec, ...] = Field((), description="KD losses (need a teacher); default kd when one is given")
+    teacher: str | None = None
+    teacher_weights: str | None = None
+    teacher_kwargs: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int = Field(1, ge=1)
+    progress: bool = True
+    tensorboard: bool = True
+    out_dir: str = "runs/finetune"
+    resume: bool = False
+
+
+_FINETUNE_MANAGED = ("source", "teacher_weights", "teacher_kwargs", "out_dir", "resume")
+
+
+def _build_finetune(spec: StageSpec, r: Resolver) -> FinetuneConfig:
+    values = {**spec.params, "source": str(r.folder(_required_ref(spec, "input"))), "data": r.data(spec),
+              "out_dir": str(r.folder(spec.name))}
+    if "teacher" in spec.refs:
+        values.update(_teacher_fields(spec, r))
+        values.setdefault("losses", [{"name": "kd"}])
+    elif values.get("losses"):
+        raise SlimcvError("'losses' need a teacher: add 'teacher: <stage>' or remove the losses")
+    return FinetuneConfig(**values)
+
+
+def finetune(cfg: FinetuneConfig, data=None):
+    """Train a run folder's model further (architecture, pruning included, from its model.json) through the engine."""
+    from slimcv.data import load_data
+    from slimcv.distill.distill import DistillObjective, load_teacher
+    from slimcv.engine import distributed as D
+    from slimcv.engine.checkpoint import load_run_model
+    from slimcv.engine.loop import SupervisedLoss
+    from slimcv.engine.train import fit
+
+    data = data or load_data(cfg.data)
+    model, spec = load_run_model(cfg.source)
+    tcfg = TrainConfig(model=spec["name"], model_kwargs=spec.get("kwargs", {}), data=cfg.data, epochs=cfg.epochs,
+                       optim=cfg.optim, schedule=cfg.schedule, clip_grad_norm=cfg.clip_grad_norm,
+                       label_smoothing=cfg.label_smoothing, seed=cfg.seed, device=cfg.device,
+                       eval_every=cfg.eval_every, progress=cfg.progress, tensorboard=cfg.tensorboard,
+                       out_dir=cfg.out_dir, resume=cfg.resume)
+    if cfg.teacher is not None:
+        teacher, _ = load_teacher(cfg, data.num_classes)
+        teacher.to(D.pick_device(cfg.device)).eval().requires_grad_(False)
+        objective = DistillObjective(teacher, cfg.losses, cfg.alpha, data.info.ignore_index, None, None)
+    else:
+        objective = SupervisedLoss(data.info.ignore_index, label_smoothing=cfg.label_smoothing)
+    spec = {**spec, "finetuned_from": cfg.source}
+    return fit(model, data, tcfg, objective, model_spec=spec)
+
+
+def _run_finetune(spec: StageSpec, ctx) -> StageOutput:
+    cfg = spec.config.model_copy(update={"resume": _resume(ctx.folder(spec.name))})
+    result = finetune(cfg, ctx.data(spec))
+    return StageOutput(["best.safetensors", "model.json"], _best(result), Path(cfg.out_dir))
+
+
+# ---------------------------------------------------------------- bench
+
+class _StageConfig(BaseModel):
+    model_config = {"extra": "forbid", "frozen": True}
+
+
+class BenchStageConfig(_StageConfig):
+    """Latency, size and MACs of the input stages' models, timed interleaved (see `slimcv bench`)."""
+
+    sources: tuple[str, ...] = ()
+    runtimes: tuple[str, ...] = ("eager", "ort")
+    batch_sizes: tuple[int, ...] = (1,)
+    warmup: int = Field(3, ge=0)
+    runs: int = Field(20, ge=1)
+    threads: int | None = Field(None, ge=1)
+    memory: bool = False
+    out: str = "bench.json"
+
+
+def _build_bench(spec: StageSpec, r: Resolver) -> BenchStageConfig:
+    sources = [str(r.folder(ref)) for ref in spec.refs.get("inputs", [])]
+    if not sources:
+        raise SlimcvError("'inputs' is empty: name the earlier stages whose models to measure")
+    return BenchStageConfig(**{**spec.params, "sources": sources, "out": str(r.folder(spec.name) / "bench.json")})
+
+
+def _run_bench(spec: StageSpec, ctx) -> StageOutput:
+    from slimcv.bench.bench import bench
+
+    cfg: BenchStageConfig = spec.config
+    result = bench(list(cfg.sources), runtimes=cfg.runtimes, batch_sizes=cfg.batch_sizes, warmup=cfg.warmup,
+                   runs=cfg.runs, threads=cfg.threads, memory=cfg.memory, out=cfg.out)
+    latency = {f"{m.name} {rt.runtime}": rt.latency_ms.median for m in result.models for rt in m.runtimes}
+    return StageOutput(["bench.json"], {"latency_ms": latency})
+
+
+# ---------------------------------------------------------------- report
+
+class ReportStageConfig(_StageConfig):
+    """One HTML page + Markdown comparing the input stages (see `slimcv report`)."""
+
+    runs: tuple[str, ...] = ()
+    bench: tuple[str, ...] = ()
+    baseline: str | None = Field(None, description="stage to compare against (default: the first input)")
+    measure: bool = Field(True, description="time the models that have no latency yet, interleaved")
+    images: int = Field(4, ge=0, description="validation images shown as overlays")
+    threads: int | None = Field(None, ge=1)
+    title: str | None = None
+    out: str = "report"
+
+
+def _build_report(spec: StageSpec, r: Resolver) -> ReportStageConfig:
+    inputs = spec.refs.get("inputs", [])
+    is_bench = {ref: ref in r.stages and r.stages[ref].type == "bench" for ref in inputs}
+    runs = [str(r.folder(ref)) for ref in inputs if not is_bench[ref]]
+    if not runs:
+        raise SlimcvError("'inputs' names no model stage: list the earlier stages to compare")
+    benches = [str(r.folder(ref) / "bench.json") for ref in inputs if is_bench[ref]]
+    baseline = spec.params.get("baseline")
+    if baseline is not None and baseline not in inputs:
+        raise SlimcvError(f"'baseline' {baseline!r} is not one of the report's inputs ({', '.join(inputs)})")
+    return ReportStageConfig(**{**spec.params, "runs": runs, "bench": benches, "out": str(r.folder(spec.name))})
+
+
+def _run_report(spec: StageSpec, ctx) -> StageOutput:
+    from slimcv.report.report import report
+
+    cfg: ReportStageConfig = spec.config
+    title = cfg.title or f"slimcv run: {ctx.recipe.config.name}"
+    result = report(list(cfg.runs), out=cfg.out, baseline=cfg.baseline, bench=list(cfg.bench), measure=cfg.measure,
+                    images=cfg.images, threads=cfg.threads, title=title)
+    return StageOutput(["report.html", "report.md", "report.json"], {"html": str(result.html)})
+
+
+# ---------------------------------------------------------------- registry of stage types (picked by name)
+
+STAGE_TYPES: dict[str, StageType] = {
+    "train": StageType(TrainConfig, _build_train, _run_train, resumable=True,
+                       doc="train a model of the recipe from scratch (or from its weights)"),
+    "distill": StageType(DistillConfig, _build_distill, _run_distill, refs=("teacher",), resumable=True,
+                         doc="train a student with CE + KD from an earlier stage's model"),
+    "prune": StageType(PruneConfig, _build_prune, _run_prune, refs=("input",), managed=("out_dir", "source"),
+                       resumable=True, doc="structured pruning toward a params/MACs target with fine-tuning"),
+    "finetune": StageType(FinetuneConfig, _build_finetune, _run_finetune, refs=("input", "teacher"),
+                          managed=_FINETUNE_MANAGED, resumable=True,
+                          doc="fine-tune an earlier stage's model (optionally with KD from a teacher)"),
+    "bench": StageType(BenchStageConfig, _build_bench, _run_bench, refs=("inputs",), managed=("sources", "out"),
+                       makes_model=False, doc="latency/size/MACs of earlier stages' models, timed interleaved"),
+    "report": StageType(ReportStageConfig, _build_report, _run_report, refs=("inputs",),
+                        managed=("runs", "bench", "out"), makes_model=False,
+                        doc="HTML + Markdown report comparing earlier stages"),
+}
