@@ -1,0 +1,47 @@
+"""Pick the runtime to ship by measurement: the fastest candidate whose metric stays within the accuracy budget."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from slimcv.errors import SlimcvError
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One measured way to deploy: a model file in a runtime, its metric (higher is better) and latency."""
+
+    name: str
+    metric: float
+    latency_ms: float
+    runtime: str = "ort"
+    precision: str = "fp32"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    name: str
+    why: str
+    candidate: Candidate
+
+
+def choose_runtime(candidates: Sequence[Candidate], max_drop: float = 0.5, reference: float | None = None,
+                   metric_name: str = "metric") -> Recommendation:
+    """The fastest candidate whose metric is at most ``max_drop`` points below ``reference`` (default: the best FP32)."""
+    if not candidates:
+        raise SlimcvError("No deployment candidates were measured; give at least one model and runtime.")
+    if max_drop < 0:
+        raise SlimcvError(f"max_drop must be >= 0 points, got {max_drop}.")
+    fp32 = [c.metric for c in candidates if c.precision == "fp32"]
+    ref = reference if reference is not None else max(fp32 or [c.metric for c in candidates])
+    ok = [c for c in candidates if c.metric >= ref - max_drop]
+    if not ok:
+        best = max(candidates, key=lambda c: c.metric)
+        return Recommendation(best.name, f"no candidate is within {max_drop} pt of {metric_name} {ref:.2f}; "
+                              f"{best.name} loses least ({ref - best.metric:.2f} pt)", best)
+    fastest = min(ok, key=lambda c: c.latency_ms)
+    others = sorted((c for c in candidates if c is not fastest), key=lambda c: c.latency_ms)
+    beaten = ", ".join(f"{c.name} {c.latency_ms:.2f} ms" + ("" if c in ok else " (over budget)") for c in others[:4])
+    why = (f"{fastest.name} is the fastest within {max_drop} pt of {metric_name} {ref:.2f}: "
+           f"{fastest.latency_ms:.2f} ms at {metric_name} {fastest.metric:.2f}" + (f" (vs {beaten})" if beaten else ""))
+    return Recommendation(fastest.name, why, fastest)

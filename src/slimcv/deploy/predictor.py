@@ -1,0 +1,110 @@
+"""A small predictor over an exported ONNX file and its JSON sidecar: numpy, Pillow and ONNX Runtime only."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from slimcv.errors import SlimcvError
+
+
+@dataclass
+class Prediction:
+    """Classification: ``label``/``name``/``probs``; segmentation: ``mask`` (H, W) at the input image's size."""
+
+    label: int | None = None
+    name: str | None = None
+    probs: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+
+class Predictor:
+    """Preprocess like validation, run the ONNX file, postprocess: ``Predictor(path)(image)``."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None) -> None:
+        self.path = Path(path)
+        self.meta = read_sidecar(self.path)
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise SlimcvError("ONNX Runtime is not installed: pip install onnxruntime.") from e
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.path), opts, providers=providers or ["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.task = self.meta["task"]
+        self.class_names = self.meta.get("class_names")
+
+    def preprocess(self, image: Any) -> np.ndarray:
+        """An image path, PIL image or HxWx3 uint8 array -> normalised (1, 3, H, W) float32."""
+        im = to_pil(image)
+        resize, crop = self.meta.get("resize"), self.meta.get("center_crop")
+        if isinstance(resize, int):  # shorter side
+            s = resize / min(im.size)
+            im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.BILINEAR)
+        elif resize:
+            im = im.resize((resize[1], resize[0]), Image.BILINEAR)
+        if crop:
+            left, top = (im.width - crop[1]) // 2, (im.height - crop[0]) // 2
+            im = im.crop((left, top, left + crop[1], top + crop[0]))
+        x = np.asarray(im, dtype=np.float32) / 255.0
+        x = (x - np.asarray(self.meta["mean"], np.float32)) / np.asarray(self.meta["std"], np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+    def logits(self, image: Any) -> np.ndarray:
+        """Raw model output for one image."""
+        return self.session.run(None, {self.input_name: self.preprocess(image)})[0]
+
+    def __call__(self, image: Any) -> Prediction:
+        """Predict one image."""
+        size = to_pil(image).size
+        out = self.logits(image)[0]
+        if self.task == "classification":
+            e = np.exp(out - out.max())
+            probs = e / e.sum()
+            label = int(probs.argmax())
+            return Prediction(label=label, name=self.class_names[label] if self.class_names else None, probs=probs)
+        if out.shape[-2:] != (size[1], size[0]):  # bilinear on logits, as evaluation does
+            out = np.stack([np.asarray(Image.fromarray(c.astype(np.float32)).resize(size, Image.BILINEAR))
+                            for c in out])
+        return Prediction(mask=out.argmax(0).astype(np.uint8))
+
+
+def load(path: str | Path, threads: int | None = None) -> Predictor:
+    """A :class:`Predictor` over the ONNX file at ``path`` (its ``.json`` sidecar holds the preprocessing)."""
+    return Predictor(path, threads)
+
+
+def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
+    """The JSON written beside an exported ONNX file."""
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise SlimcvError(f"ONNX file {onnx_path} does not exist; export one with `slimcv export`.")
+    side = onnx_path.with_suffix(".json")
+    if not side.is_file():
+        raise SlimcvError(f"{side} is missing: it holds the preprocessing; re-export with `slimcv export` "
+                          "or `slimcv quantize`, which write it beside the .onnx file.")
+    meta = json.loads(side.read_text())
+    for key in ("task", "mean", "std"):
+        if key not in meta:
+            raise SlimcvError(f"Sidecar {side} lacks {key!r}; re-export the model with slimcv.")
+    return meta
+
+
+def to_pil(image: Any) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, (str, Path)):
+        if not Path(image).is_file():
+            raise SlimcvError(f"Image file {image} does not exist; check the path.")
+        with Image.open(image) as im:
+            return im.convert("RGB")
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise SlimcvError(f"Expected an HxWx3 RGB image, got an array of shape {arr.shape}.")
+    return Image.fromarray(arr.astype(np.uint8))

@@ -1,0 +1,234 @@
+"""ONNX export of any slimcv model (pruned ones included), checked in ONNX Runtime against PyTorch.
+
+The TorchScript exporter (``torch.onnx.export(..., dynamo=False)``) is the default: on every registered family
+(U-Net, CIFAR and torchvision ResNets, MobileNet/ShuffleNet/EfficientNet, LRASPP/DeepLabV3, a pruned U-Net) it
+and the torch.export-based exporter gave the same logits, but it exported 3-10x faster and it is the one that turns
+quantization-aware-training fake-quant modules into QuantizeLinear/DequantizeLinear (the dynamo exporter
+rejected them); see docs/quantization.md. ``exporter="dynamo"`` selects the other one.
+
+Tracing records the Python branches the example takes (the U-Net pads inputs whose size is not a multiple of
+16). With dynamic height/width the example is therefore traced at an odd size, which takes the general branch,
+and the export is then checked on real validation samples at their own size.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from slimcv._console import print_table
+from slimcv._io import atomic_write, atomic_write_json
+from slimcv.config import DataConfig, _Config, build_config
+from slimcv.errors import SlimcvError
+from slimcv.export.verify import Agreement, compare
+
+MIN_OPSET = 13  # per-channel QuantizeLinear (axis) needs 13
+
+
+class ExportConfig(_Config):
+    """How to export: batch and spatial axes, opset, exporter, simplification and the agreement check."""
+
+    batch: Literal["dynamic"] | int = "dynamic"
+    dynamic_hw: bool | None = Field(None, description="dynamic height/width; default: True for segmentation")
+    size: tuple[int, int] | None = Field(None, description="H W of the example (default: the data's eval size)")
+    opset: int = 17
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    simplify: bool = False
+    check: bool = True
+    samples: int = Field(8, ge=1, description="real validation samples for the agreement check")
+    atol: float = Field(1e-4, ge=0)
+    rtol: float = Field(1e-3, ge=0)
+    min_agreement: float = Field(0.999, ge=0, le=1, description="share of argmax decisions that must match")
+
+
+@dataclass
+class ExportResult:
+    """The exported file, its sidecar (preprocessing for deployment) and the measured agreement."""
+
+    path: Path
+    sidecar: Path
+    opset: int
+    exporter: str
+    file_bytes: int
+    agreement: Agreement | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def export(source: str | Path | nn.Module, out: str | Path = "model.onnx", data: Any = None, *,
+           num_classes: int | None = None, model: str | None = None, **options: Any) -> ExportResult:
+    """Export a run folder, weights file, model name or module to ONNX and check it in ONNX Runtime."""
+    cfg = build_config(ExportConfig, options, "export options")
+    bundle = resolve_data(source, data)
+    from slimcv.engine.evaluation import load_model
+
+    net, name = load_model(source, num_classes or (bundle.num_classes if bundle else None), model)
+    task = bundle.task if bundle else _guess_task(net)
+    meta = sidecar_meta(bundle, task, name, str(source) if not isinstance(source, nn.Module) else name)
+    result = export_module(net.cpu().eval(), out, sample_batches(bundle, cfg, net), task=task, cfg=cfg, meta=meta)
+    _print(result)
+    return result
+
+
+def export_module(net: nn.Module, out: str | Path, batches: list[torch.Tensor], *, task: str, cfg: ExportConfig,
+                  meta: dict[str, Any]) -> ExportResult:
+    """Export ``net`` traced on ``batches[0]``, write the sidecar, and compare with PyTorch on all ``batches``."""
+    _check_opset(cfg.opset)
+    out = Path(out)
+    dynamic_hw = task == "segmentation" if cfg.dynamic_hw is None else cfg.dynamic_hw
+    example = trace_example(batches[0], cfg, dynamic_hw)
+    atomic_write(out, lambda tmp: to_onnx(net, example, tmp, cfg, dynamic_hw))
+    if cfg.simplify:
+        simplify(out)
+    agreement = None
+    if cfg.check:
+        from slimcv.bench.latency import ort_session
+
+        checked = batches if dynamic_hw else [b for b in batches if b.shape[-2:] == example.shape[-2:]] or [example]
+        if cfg.batch != "dynamic":
+            pool = torch.cat(checked)
+            pool = pool.repeat(-(-cfg.batch // pool.shape[0]), 1, 1, 1) if pool.shape[0] < cfg.batch else pool
+            checked = [pool[i:i + cfg.batch] for i in range(0, pool.shape[0] - cfg.batch + 1, cfg.batch)]
+        agreement = compare(net, ort_session(out), checked, meta.get("samples", "real"))
+        if not agreement.passed(cfg.atol, cfg.rtol, cfg.min_agreement):
+            raise SlimcvError(
+                f"ONNX Runtime disagrees with PyTorch on {out}: max |logit diff| {agreement.max_abs_diff:.3g} "
+                f"(allowed {cfg.atol + cfg.rtol * agreement.max_abs_logit:.3g}), argmax agreement "
+                f"{100 * agreement.argmax_agreement:.2f}%; try --exporter dynamo or another --opset.")
+    full_meta = {**meta, "task": task, "opset": cfg.opset, "exporter": cfg.exporter, "precision": meta.get("precision", "fp32"),
+                 "input_name": "input", "batch": cfg.batch, "dynamic_hw": dynamic_hw,
+                 "agreement": agreement.to_dict() if agreement else None}
+    sidecar = write_sidecar(out, full_meta)
+    return ExportResult(out, sidecar, cfg.opset, cfg.exporter, out.stat().st_size, agreement, full_meta)
+
+
+def to_onnx(net: nn.Module, example: torch.Tensor, path: str | Path, cfg: ExportConfig, dynamic_hw: bool) -> None:
+    """Run the chosen exporter; its errors (unsupported operators, opsets) become one-sentence SlimcvErrors."""
+    axes = {0: "batch"} if cfg.batch == "dynamic" else {}
+    if dynamic_hw:
+        axes.update({2: "height", 3: "width"})
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            if cfg.exporter == "torchscript":
+                torch.onnx.export(net, (example,), str(path), dynamo=False, opset_version=cfg.opset,
+                                  input_names=["input"], output_names=["logits"], do_constant_folding=True,
+                                  dynamic_axes={"input": axes, "logits": dict(axes)} if axes else None)
+            else:
+                dims = {i: torch.export.Dim(n, min=1 if i == 0 else 8) for i, n in axes.items()}
+                prog = torch.onnx.export(net, (example,), dynamo=True, opset_version=max(cfg.opset, 18),
+                                         input_names=["input"], output_names=["logits"],
+                                         dynamic_shapes={"x": dims} if dims else None, optimize=True)
+                prog.save(str(path))
+    except SlimcvError:
+        raise
+    except Exception as e:  # torch.onnx raises many types (UnsupportedOperatorError, SymbolicValueError, ...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SlimcvError(f"Cannot export {type(net).__name__} to ONNX opset {cfg.opset} with the {cfg.exporter} "
+                          f"exporter: {first[:300]}; try a higher --opset or --exporter "
+                          f"{'dynamo' if cfg.exporter == 'torchscript' else 'torchscript'}.") from e
+
+
+def simplify(path: str | Path) -> None:
+    """Constant-fold and drop dead nodes with onnxscript's optimizer, in place."""
+    import onnx
+    from onnxscript import optimizer
+
+    model = onnx.load(str(path))
+    model = optimizer.optimize(model)
+    atomic_write(path, lambda tmp: onnx.save(model, tmp))
+
+
+def trace_example(batch: torch.Tensor, cfg: ExportConfig, dynamic_hw: bool) -> torch.Tensor:
+    """The tracing input: fixed batch when asked; with dynamic H/W an odd size so size branches take the general path."""
+    x = batch[:1] if cfg.batch == "dynamic" else batch[:1].expand(cfg.batch, *batch.shape[1:]).contiguous()
+    if cfg.size is not None:
+        x = F.interpolate(x, size=tuple(cfg.size), mode="bilinear", align_corners=False)
+    if dynamic_hw:
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, 1 - w % 2, 0, 1 - h % 2), mode="replicate")
+    return x
+
+
+def resolve_data(source: Any, data: Any):
+    """The DataBundle for ``data``, or the run folder's own data settings, or None."""
+    from slimcv.data import DataBundle, load_data
+
+    if isinstance(data, DataBundle):
+        return data
+    if data is not None:
+        return load_data(data)
+    if not isinstance(source, nn.Module):
+        cfg_path = Path(source) / "config.json"
+        if cfg_path.is_file():
+            return load_data(DataConfig(**json.loads(cfg_path.read_text())["data"]))
+    return None
+
+
+def sample_batches(bundle, cfg: ExportConfig, net: nn.Module, batch_size: int = 4) -> list[torch.Tensor]:
+    """Up to ``cfg.samples`` real validation images in batches (random images when no data is known)."""
+    if bundle is None:
+        size = tuple(cfg.size or (64, 64))
+        return [torch.randn(min(cfg.samples, batch_size), 3, *size)]
+    n = min(cfg.samples, len(bundle.val))
+    images = [bundle.val[i][0] for i in range(n)]
+    groups: dict[tuple, list] = {}
+    for im in images:
+        groups.setdefault(tuple(im.shape), []).append(im)
+    return [torch.stack(g[i:i + batch_size]) for g in groups.values() for i in range(0, len(g), batch_size)]
+
+
+def sidecar_meta(bundle, task: str, name: str, source: str) -> dict[str, Any]:
+    """Preprocessing and labels a deployed predictor needs: mean/std, resize policy, class names."""
+    if bundle is None:
+        return {"model": name, "source": source, "samples": "random", "mean": [0.485, 0.456, 0.406],
+                "std": [0.229, 0.224, 0.225], "resize": None, "center_crop": None, "class_names": None,
+                "ignore_index": 255}
+    info, c = bundle.info, bundle.config
+    size = c.eval_size if c.eval_size is not None else c.size
+    if size is None and task == "classification":
+        size = info.native_size
+    hw = [size, size] if isinstance(size, int) else (list(size) if size else None)
+    resize, crop = hw, None
+    if task == "classification" and hw and hw[0] >= 128:  # ClassificationPresetEval: shorter side, then centre crop
+        resize, crop = int(hw[0] / 0.875), hw
+    return {"model": name, "source": source, "samples": "real", "data": c.spec, "mean": list(info.mean),
+            "std": list(info.std), "resize": resize, "center_crop": crop, "class_names": list(info.class_names),
+            "ignore_index": info.ignore_index}
+
+
+def write_sidecar(onnx_path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``<name>.json`` beside the ONNX file: everything ``slimcv.deploy.load`` needs."""
+    return atomic_write_json(Path(onnx_path).with_suffix(".json"), meta)
+
+
+def _check_opset(opset: int) -> None:
+    import onnx
+
+    latest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= latest:
+        raise SlimcvError(f"ONNX opset {opset} is not supported: choose {MIN_OPSET}..{latest} "
+                          f"({MIN_OPSET} is the first with per-channel quantization; 17 is the default).")
+
+
+def _guess_task(net: nn.Module) -> str:
+    with torch.no_grad():
+        out = net.eval()(torch.zeros(1, 3, 33, 33))
+    return "segmentation" if out.ndim == 4 else "classification"
+
+
+def _print(r: ExportResult) -> None:
+    a = r.agreement
+    rows = [("file", str(r.path)), ("size MiB", r.file_bytes / 2**20), ("opset", r.opset), ("exporter", r.exporter)]
+    if a is not None:
+        rows += [(f"max |logit diff| ({a.samples} {a.source} samples)", a.max_abs_diff),
+                 ("argmax agreement %", 100 * a.argmax_agreement)]
+    print_table("ONNX export", ["", "value"], rows)

@@ -1,0 +1,228 @@
+"""The ``quantize`` stage: FP32 ONNX, INT8 by static PTQ / dynamic / QAT, each scored as deployed, runtime chosen.
+
+Output folder (read by the report and recipe stages)::
+
+    model_fp32.onnx (+ .json sidecar)   model_int8_<minmax|entropy|percentile|dynamic|qat>.onnx (+ .json)
+    quantize.json = {"stage": "quantize", "task", "source", "data", "models": [{"name", "path", "precision",
+                     "runtime", "metrics", "file_bytes", "latency_ms": {"median", "p90"}, "threads"}],
+                     "recommendation": {"name", "why"}, "notes": [...]}
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+from torch.utils.data import Subset
+
+from slimcv._console import console, print_table
+from slimcv._io import atomic_dir, atomic_write_json
+from slimcv.bench.latency import eager_runner, time_interleaved
+from slimcv.config import DataConfig, OptimConfig, ScheduleConfig, TrainConfig, _Config, build_config
+from slimcv.data import DataBundle, build_dataset, load_data
+from slimcv.deploy.chooser import Candidate, choose_runtime
+from slimcv.deploy.runtime import DeployedModule, deployed_runner, openvino_available
+from slimcv.engine.loop import SupervisedLoss, evaluate
+from slimcv.engine.train import fit, make_eval_loader
+from slimcv.errors import SlimcvError
+from slimcv.export.onnx import ExportConfig, export_module, sample_batches, sidecar_meta, write_sidecar
+from slimcv.quantize.calibration import ImageCalibrationReader
+from slimcv.quantize.dynamic import dynamic_applicability, quantize_dyn
+from slimcv.quantize.ptq import quantize_ptq
+from slimcv.quantize.qat import export_qat, prepare_qat
+
+
+class QuantizeConfig(_Config):
+    """`slimcv quantize`: which INT8 variants to build, how to calibrate, and the accuracy budget for the choice."""
+
+    source: str = Field(..., description="run folder (or registered model name) of the FP32 model")
+    data: DataConfig = Field(default_factory=DataConfig)
+    out_dir: str = "runs/quantize"
+    calibration: tuple[Literal["minmax", "entropy", "percentile"], ...] = ("minmax",)
+    calibration_images: int = Field(64, ge=0, description="real training images for calibration")
+    percentile: float = Field(99.999, gt=50, le=100)
+    per_channel: bool = True
+    reduce_range: bool = Field(True, description="7-bit weights: avoids u8s8 saturation on CPUs without VNNI")
+    exclude: tuple[str, ...] = Field((), description="layers (module paths or ONNX node names) kept in FP32")
+    dynamic: bool = False
+    qat_epochs: int = Field(0, ge=0, description="epochs of quantization-aware fine-tuning (0: no QAT)")
+    qat_optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-4))
+    opset: int = 17
+    threads: int | None = Field(None, ge=1, description="threads for every runtime (default: torch's)")
+    latency_runs: int = Field(20, ge=1)
+    eager: bool = Field(True, description="also evaluate and time the PyTorch model")
+    max_drop: float = Field(0.5, ge=0, description="accuracy budget in points for the recommendation")
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class QuantizeResult:
+    out_dir: Path
+    models: list[dict[str, Any]]
+    recommendation: dict[str, str]
+    notes: list[str]
+
+
+def quantize(cfg: QuantizeConfig | dict[str, Any], data: DataBundle | None = None, model: nn.Module | None = None
+             ) -> QuantizeResult:
+    """Export ``cfg.source`` to ONNX, build the INT8 variants, evaluate and time each as deployed, recommend one."""
+    cfg = build_config(QuantizeConfig, cfg, "quantize config")
+    data = data or load_data(cfg.data)
+    net, spec = _load(cfg.source, data, model)
+    threads = cfg.threads or torch.get_num_threads()
+    out = Path(cfg.out_dir)
+    notes: list[str] = []
+    with atomic_dir(out) as tmp:
+        files = _build_variants(net, spec, data, cfg, tmp, notes)
+        models = _evaluate_all(net, files, data, cfg, threads, tmp)
+        key = metric_key(data.task)
+        rec = choose_runtime([Candidate(m["name"], m["metrics"][key], m["latency_ms"]["median"], m["runtime"],
+                                        m["precision"]) for m in models], cfg.max_drop, metric_name=key)
+        recommendation = {"name": rec.name, "why": rec.why}
+        atomic_write_json(tmp / "quantize.json", {
+            "stage": "quantize", "task": data.task, "source": cfg.source, "data": data.config.model_dump(mode="json"),
+            "models": models, "recommendation": recommendation, "notes": notes, "threads": threads,
+            "config": cfg.model_dump(mode="json")})
+    _print(models, key, recommendation, notes)
+    return QuantizeResult(out, models, recommendation, notes)
+
+
+def metric_key(task: str) -> str:
+    return "miou" if task == "segmentation" else "top1"
+
+
+def calibration_set(data: DataBundle):
+    """The training split read with the validation transforms (no augmentation): what calibration should see."""
+    val = data.val.dataset if isinstance(data.val, Subset) else data.val
+    return build_dataset(data.config.spec, data.config.train_split, transform=val.transform, **data.config.options)
+
+
+def _load(source: str, data: DataBundle, model: nn.Module | None) -> tuple[nn.Module, dict[str, Any]]:
+    from slimcv.engine.checkpoint import read_model_spec
+    from slimcv.engine.evaluation import load_model
+
+    net, name = load_model(model if model is not None else source, data.num_classes)
+    spec = read_model_spec(source) if Path(source).is_dir() else {"name": name, "num_classes": data.num_classes,
+                                                                   "kwargs": {}, "task": data.task}
+    return net.cpu().eval(), spec
+
+
+def _build_variants(net: nn.Module, spec: dict, data: DataBundle, cfg: QuantizeConfig, tmp: Path,
+                    notes: list[str]) -> list[dict[str, Any]]:
+    """Write model_fp32.onnx and every requested INT8 file with sidecars; return name/path/precision records."""
+    ecfg = ExportConfig(opset=cfg.opset, samples=8)
+    meta = sidecar_meta(data, data.task, spec["name"], cfg.source)
+    fp32 = export_module(net, tmp / "model_fp32.onnx", sample_batches(data, ecfg, net), task=data.task, cfg=ecfg,
+                         meta=meta)
+    files = [{"name": "fp32", "file": fp32.path.name, "precision": "fp32"}]
+    if cfg.calibration:
+        reader = ImageCalibrationReader(calibration_set(data), cfg.calibration_images, "input", _input_shape(fp32.path))
+        for method in cfg.calibration:
+            path = quantize_ptq(fp32.path, tmp / f"model_int8_{method}.onnx", reader, method=method,
+                                per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, exclude=cfg.exclude,
+                                percentile=cfg.percentile)
+            files.append(_variant(path, fp32.meta, f"int8_{method}", {"calibration": method,
+                                  "calibration_images": len(reader), "exclude": list(cfg.exclude)}))
+    if cfg.dynamic:
+        app = dynamic_applicability(fp32.path)
+        notes.append(f"dynamic: {app.note}")
+        if app.ops:
+            path = quantize_dyn(fp32.path, tmp / "model_int8_dynamic.onnx", per_channel=cfg.per_channel,
+                                reduce_range=cfg.reduce_range)
+            files.append(_variant(path, fp32.meta, "int8_dynamic", {"calibration": "dynamic"}))
+    if cfg.qat_epochs:
+        path = _qat(net, spec, data, cfg, tmp)
+        files.append(_variant(path, fp32.meta, "int8_qat", {"calibration": "qat", "qat_epochs": cfg.qat_epochs}))
+    return files
+
+
+def _variant(path: Path, fp32_meta: dict, name: str, extra: dict) -> dict[str, Any]:
+    write_sidecar(path, {**fp32_meta, "precision": "int8", **extra, "agreement": None})
+    return {"name": name, "file": path.name, "precision": "int8"}
+
+
+def _qat(net: nn.Module, spec: dict, data: DataBundle, cfg: QuantizeConfig, tmp: Path) -> Path:
+    """Fine-tune with fake quantization through the engine, then export the real INT8 QDQ model."""
+    example = data.val[0][0][None]
+    qmodel = prepare_qat(net, example)
+    # the in-training evaluation reads a few training images: observers must not see the validation set
+    probe = Subset(data.train, range(min(len(data.train), 2 * data.config.batch_size)))
+    qdata = dataclasses.replace(data, val=probe)
+    tcfg = TrainConfig(model=spec["name"], model_kwargs=spec.get("kwargs", {}), data=data.config,
+                       epochs=cfg.qat_epochs, optim=cfg.qat_optim, schedule=ScheduleConfig(name="cosine"),
+                       device="cpu", seed=cfg.seed, out_dir=str(tmp / "qat_run"), progress=cfg.progress,
+                       tensorboard=False, keep_checkpoints=1)
+    result = fit(qmodel, qdata, tcfg, SupervisedLoss(data.info.ignore_index), model_spec={**spec, "qat": True})
+    return export_qat(result.model, example, tmp / "model_int8_qat.onnx", opset=cfg.opset,
+                      dynamic_hw=data.task == "segmentation")
+
+
+def _evaluate_all(net: nn.Module, files: list[dict], data: DataBundle, cfg: QuantizeConfig, threads: int,
+                  tmp: Path) -> list[dict[str, Any]]:
+    """Score each file in each runtime on the validation split, then time all of them interleaved at batch 1."""
+    loader = make_eval_loader(data.val, data.config.eval_batch_size or data.config.batch_size, data.config.workers,
+                              data.info.ignore_index)
+    example = data.val[0][0][None]
+    ev = dict(task=data.task, num_classes=data.num_classes, ignore_index=data.info.ignore_index,
+              class_names=data.info.class_names)
+    runtimes = ["ort"] + (["openvino"] if openvino_available() else [])
+    records, runners = [], {}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        if cfg.eager:
+            records.append({"name": "fp32_pytorch", "path": cfg.source, "precision": "fp32", "runtime": "pytorch",
+                            "metrics": evaluate(net, loader, torch.device("cpu"), **ev),
+                            "file_bytes": sum(t.numel() * t.element_size() for t in net.state_dict().values())})
+            runners["fp32_pytorch"] = eager_runner(net, example)
+        for f in files:
+            for rt in runtimes:
+                name = f["name"] + ("" if rt == "ort" else f"_{rt}")
+                path = tmp / f["file"]
+                with console.status(f"evaluating {name}") if cfg.progress else _null():
+                    metrics = evaluate(DeployedModule(path, rt, threads), loader, torch.device("cpu"), **ev)
+                records.append({"name": name, "path": f["file"], "precision": f["precision"], "runtime": rt,
+                                "metrics": metrics, "file_bytes": path.stat().st_size})
+                runners[name] = deployed_runner(path, example, rt, threads)
+    finally:
+        torch.set_num_threads(previous)
+    timings = time_interleaved(runners, warmup=3, runs=cfg.latency_runs, threads=threads)
+    for r in records:
+        t = timings[r["name"]]
+        r["latency_ms"] = {"median": t.median_ms, "p90": t.p90_ms}
+        r["threads"] = threads
+        r["batch"] = 1
+    return records
+
+
+def _input_shape(path: Path) -> list:
+    import onnx
+
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _print(models: list[dict], key: str, rec: dict, notes: list[str]) -> None:
+    base = next((m for m in models if m["name"] == "fp32"), models[0])
+    rows = []
+    for m in models:
+        rows.append((m["name"], m["runtime"], m["metrics"][key], m["metrics"][key] - base["metrics"][key],
+                     m["file_bytes"] / 2**20, base["file_bytes"] / m["file_bytes"], m["latency_ms"]["median"],
+                     base["latency_ms"]["median"] / m["latency_ms"]["median"]))
+    threads = models[0]["threads"]
+    print_table(f"FP32 vs INT8 as deployed (batch 1, {threads} threads)",
+                ["model", "runtime", key, "Δ pt", "MiB", "size x", "ms", "speed x"], rows)
+    for n in notes:
+        console.print(f"note: {n}")
+    console.print(f"recommended: [bold]{rec['name']}[/] — {rec['why']}")
