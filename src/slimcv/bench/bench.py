@@ -1,0 +1,252 @@
+"""`slimcv bench`: parameters, size, MACs, latency per runtime, throughput and peak memory of several models,
+timed interleaved in one run so their ratios are fair on a noisy machine."""
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from slimcv._console import console, print_table
+from slimcv._io import atomic_write_json
+from slimcv.bench.latency import Timing, eager_runner, ort_runner, ort_session, time_interleaved
+from slimcv.bench.memory import METHOD as MEMORY_METHOD
+from slimcv.bench.memory import peak_memory_mb
+from slimcv.bench.sources import Candidate, resolve_sources
+from slimcv.errors import SlimcvError
+
+SCHEMA = "slimcv.bench/1"
+RUNTIMES = ("eager", "ort")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Latency(_Strict):
+    """Per-call wall time at one batch size, in milliseconds."""
+
+    median: float
+    p90: float
+    mean: float
+    min: float
+    runs: int
+
+
+class RuntimeResult(_Strict):
+    """One model in one runtime: latency at batch 1, throughput per batch size, peak memory."""
+
+    runtime: str = Field(description="eager, ort-fp32 or ort-int8")
+    latency_ms: Latency = Field(description="batch 1")
+    throughput: dict[str, float] = Field(description="images per second, keyed by batch size")
+    batch_latency_ms: dict[str, Latency] = Field(description="per-call latency, keyed by batch size")
+    peak_memory_mb: float | None = Field(description="see settings.memory_method; null when not measured")
+    speedup: float = Field(description="the first row's batch-1 median divided by this one's")
+
+
+class ModelResult(_Strict):
+    name: str
+    source: str
+    kind: str = Field(description="run, name, module or onnx")
+    task: str | None
+    input_shape: list[int] = Field(description="one sample (C, H, W); batches stack it")
+    params: int | None
+    macs: int | None = Field(description="multiply-accumulates of one sample; null for a bare .onnx file")
+    flops: int | None = Field(description="2 x macs")
+    file_bytes: int | None
+    precision: str
+    runtimes: list[RuntimeResult]
+
+
+class Settings(_Strict):
+    threads: int
+    warmup: int
+    runs: int = Field(description="timed calls at batch 1; larger batches get max(5, runs // 4)")
+    batch_sizes: list[int]
+    memory_method: str | None
+    interleaved: bool = True
+
+
+class BenchReport(_Strict):
+    """The JSON `slimcv bench` writes (schema ``slimcv.bench/1``)."""
+
+    schema_: str = Field(SCHEMA, alias="schema")
+    created: str
+    machine: dict[str, Any]
+    settings: Settings
+    models: list[ModelResult]
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def bench(sources: Sequence[Any], *, input_size: Sequence[int] | None = None, num_classes: int | None = None,
+          runtimes: Sequence[str] = RUNTIMES, batch_sizes: Sequence[int] = (1, 8), warmup: int = 3, runs: int = 20,
+          threads: int | None = None, memory: bool = True, out: str | Path | None = None,
+          quiet: bool = False) -> BenchReport:
+    """Measure every source (run folder, quantize folder, model name, .onnx file or nn.Module) in each runtime."""
+    bad = sorted(set(runtimes) - set(RUNTIMES))
+    if bad or not runtimes:
+        raise SlimcvError(f"Unknown runtime(s) {bad or list(runtimes)}; choose from {list(RUNTIMES)}.")
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise SlimcvError(f"Batch sizes must be positive integers, got {list(batch_sizes)}.")
+    size = _hw(input_size)
+    threads = threads or torch.get_num_threads()
+    batch_sizes = sorted({1, *batch_sizes})
+    candidates = resolve_sources(list(sources), size, num_classes)
+    with tempfile.TemporaryDirectory(prefix="slimcv-bench-") as tmp:
+        plan = _plan(candidates, runtimes, Path(tmp))
+        timings = {b: _time(plan, b, warmup, runs if b == 1 else max(5, runs // 4), threads, quiet)
+                   for b in batch_sizes}
+        mem = {key: _memory(c, rt, path, threads) for key, (c, rt, path) in plan.items()} if memory else {}
+    report = _assemble(candidates, plan, timings, mem, threads, warmup, runs, batch_sizes, memory)
+    if out is not None:
+        atomic_write_json(out, report.model_dump(mode="json", by_alias=True))
+    if not quiet:
+        print_bench(report)
+    return report
+
+
+def _hw(size: Sequence[int] | int | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    size = [size] if isinstance(size, int) else list(size)
+    if len(size) not in (1, 2) or min(size) < 1:
+        raise SlimcvError(f"input_size takes one or two positive numbers (H W), got {size}.")
+    return (size[0], size[-1])
+
+
+def _plan(candidates: list[Candidate], runtimes: Sequence[str], tmp: Path) -> dict[str, tuple]:
+    """(candidate, runtime, onnx path or None) per measured row, keyed 'name · runtime'."""
+    plan: dict[str, tuple] = {}
+    ort_ok = _has_ort()
+    for c in candidates:
+        if c.onnx is not None:
+            if "ort" not in runtimes:
+                continue
+            if not ort_ok:
+                raise SlimcvError(f"{c.source} is an ONNX file and ONNX Runtime is not installed: pip install onnxruntime.")
+            plan[f"{c.name} · ort-{c.precision}"] = (c, f"ort-{c.precision}", c.onnx)
+            continue
+        if "eager" in runtimes:
+            plan[f"{c.name} · eager"] = (c, "eager", None)
+        if "ort" in runtimes and ort_ok:
+            plan[f"{c.name} · ort-fp32"] = (c, "ort-fp32", _export(c, tmp))
+    if not plan:
+        raise SlimcvError(f"No runtime in {list(runtimes)} can run these models; add 'eager' or install onnxruntime.")
+    return plan
+
+
+def _has_ort() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _export(c: Candidate, tmp: Path) -> Path:
+    """The candidate as an FP32 ONNX file (dynamic batch, fixed H/W) through slimcv's exporter."""
+    from slimcv.export.onnx import ExportConfig, to_onnx
+
+    path = tmp / f"{len(list(tmp.iterdir()))}.onnx"
+    c.model.eval()
+    to_onnx(c.model, torch.randn(1, *c.input_shape), path, ExportConfig(), dynamic_hw=False)
+    return path
+
+
+def _time(plan: dict[str, tuple], batch: int, warmup: int, runs: int, threads: int, quiet: bool) -> dict[str, Timing]:
+    runners = {}
+    for key, (c, runtime, path) in plan.items():
+        if c.batch_dim not in (None, batch):
+            continue  # an ONNX file exported for a fixed batch size
+        x = torch.randn(batch, *c.input_shape, generator=torch.Generator().manual_seed(0))
+        runners[key] = eager_runner(c.model, x) if path is None else ort_runner(ort_session(path, threads), x)
+    if not runners:
+        return {}
+    if not quiet:
+        console.print(f"timing batch {batch}: {len(runners)} model/runtime pairs interleaved, {warmup} warm-up "
+                      f"+ {runs} runs each, {threads} threads")
+    return time_interleaved(runners, warmup=warmup, runs=runs, threads=threads)
+
+
+def _memory(c: Candidate, runtime: str, path: Path | None, threads: int) -> float | None:
+    if runtime == "eager" and not c.load:
+        return None  # an in-memory module cannot be rebuilt in a fresh process
+    spec = {"runtime": "eager" if runtime == "eager" else "ort", "source": str(path) if path else c.load["source"],
+            "input_shape": [1, *c.input_shape], "threads": threads, "runs": 3,
+            **({"num_classes": c.load["num_classes"]} if "num_classes" in c.load else {})}
+    return peak_memory_mb(spec)
+
+
+def _assemble(candidates, plan, timings, mem, threads, warmup, runs, batch_sizes, memory) -> BenchReport:
+    first = next(iter(plan))
+    base = timings[1][first].median_ms if first in timings[1] else None
+    models = []
+    for c in candidates:
+        rows = []
+        for key, (cand, runtime, _) in plan.items():
+            if cand is not c or key not in timings[1]:
+                continue
+            per_batch = {str(b): _latency(t[key]) for b, t in timings.items() if key in t}
+            rows.append(RuntimeResult(
+                runtime=runtime, latency_ms=per_batch["1"], batch_latency_ms=per_batch,
+                throughput={b: int(b) * 1e3 / lat.median for b, lat in per_batch.items()},
+                peak_memory_mb=mem.get(key), speedup=(base / per_batch["1"].median) if base else 1.0))
+        models.append(ModelResult(name=c.name, source=c.source, kind=c.kind, task=c.task,
+                                  input_shape=list(c.input_shape), params=c.params, macs=c.macs,
+                                  flops=2 * c.macs if c.macs is not None else None, file_bytes=c.file_bytes,
+                                  precision=c.precision, runtimes=rows))
+    settings = Settings(threads=threads, warmup=warmup, runs=runs, batch_sizes=list(batch_sizes),
+                        memory_method=MEMORY_METHOD if memory else None)
+    return BenchReport(created=datetime.now(timezone.utc).isoformat(timespec="seconds"), machine=_machine(),
+                       settings=settings, models=models)
+
+
+def _latency(t: Timing) -> Latency:
+    return Latency(median=t.median_ms, p90=t.p90_ms, mean=t.mean_ms, min=t.min_ms, runs=t.runs)
+
+
+def _machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "processor": _cpu_name(), "cpus": os.cpu_count(),
+                            "python": platform.python_version(), "torch": torch.__version__}
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def print_bench(report: BenchReport) -> None:
+    """The bench table: one row per model and runtime."""
+    batches = [b for b in report.settings.batch_sizes if b != 1]
+    rows = []
+    for m in report.models:
+        for r in m.runtimes:
+            rows.append((m.name, r.runtime, _m(m.params, 1e6), _m(m.macs, 1e9), _m(m.file_bytes, 2**20),
+                         r.latency_ms.median, r.latency_ms.p90, f"{r.speedup:.2f}x", r.throughput.get("1"),
+                         *[r.throughput.get(str(b)) for b in batches], r.peak_memory_mb))
+    s = report.settings
+    print_table(f"bench: {s.threads} threads, {s.warmup} warm-up + {s.runs} runs, interleaved; latency at batch 1",
+                ["model", "runtime", "params (M)", "GMACs", "size (MiB)", "median ms", "p90 ms", "speed-up",
+                 "img/s @1", *[f"img/s @{b}" for b in batches], "peak MiB"], rows)
+
+
+def _m(v: float | None, unit: float) -> float | None:
+    return None if v is None else v / unit

@@ -1,0 +1,96 @@
+"""Peak memory of one model in one runtime, measured in a fresh process so earlier work cannot hide it.
+
+Method (``METHOD``): a child Python process imports its runtime (torch or onnxruntime), reads its resident
+set size, loads the model, runs ``runs`` inferences on a zero input and reads the kernel's resident-set
+high-water mark (``VmHWM`` in /proc/self/status, else ``ru_maxrss``). The figure reported is the
+high-water mark minus the resident size before loading: weights + activations + runtime workspace.
+``tracemalloc`` would miss ATen's and ONNX Runtime's native allocations; RSS sees them all. Measuring in
+the benchmark's own process would under-count, because the allocator keeps memory freed by earlier
+models resident and reuses it.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+METHOD = "peak RSS growth of a fresh process, from after runtime import to the end of the runs (VmHWM)"
+
+
+def peak_memory_mb(spec: dict[str, Any], timeout: float = 300.0) -> float | None:
+    """Peak resident-memory growth (MiB) of running ``spec`` in a child process, None when it cannot run.
+
+    ``spec`` holds ``runtime`` ("eager" or "ort"), ``source`` (run folder, model name or .onnx path),
+    ``input_shape`` (batch included), ``threads`` and optionally ``num_classes`` and ``runs``."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "slimcv.bench.memory", json.dumps(spec)], capture_output=True,
+                              text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    try:
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+    return max(0.0, out["peak_mb"] - out["before_load_mb"])
+
+
+def _rss_mb(field: str) -> float | None:
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def _peak_mb() -> float:
+    peak = _rss_mb("VmHWM")
+    if peak is not None:
+        return peak
+    import resource
+
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+def _child(spec: dict[str, Any]) -> dict[str, float]:
+    import numpy as np
+
+    shape = tuple(spec["input_shape"])
+    runs = int(spec.get("runs", 3))
+    if spec["runtime"] == "ort":
+        import onnxruntime  # noqa: F401  (imported before the baseline)
+
+        from slimcv.bench.latency import ort_runner, ort_session
+
+        before = _rss_mb("VmRSS") or _peak_mb()
+        run = ort_runner(ort_session(spec["source"], spec.get("threads")), np.zeros(shape, np.float32))
+    else:
+        import torch
+
+        from slimcv.bench.latency import eager_runner
+        from slimcv.engine.evaluation import load_model
+
+        if spec.get("threads"):
+            torch.set_num_threads(int(spec["threads"]))
+        if _is_pruned_run(spec["source"]):
+            import slimcv.prune.structured  # noqa: F401  (Torch-Pruning imported before the baseline)
+        before = _rss_mb("VmRSS") or _peak_mb()
+        model, _ = load_model(spec["source"], spec.get("num_classes"), **spec.get("kwargs", {}))
+        run = eager_runner(model, torch.zeros(shape))
+    for _ in range(runs):
+        run()
+    return {"before_load_mb": before, "peak_mb": _peak_mb()}
+
+
+def _is_pruned_run(source: str) -> bool:
+    spec = Path(source) / "model.json"
+    return spec.is_file() and bool(json.loads(spec.read_text()).get("pruning_history"))
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(json.loads(sys.argv[1]))))

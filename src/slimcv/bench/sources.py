@@ -1,0 +1,171 @@
+"""What `slimcv bench` can measure: run folders, quantize folders, registered model names, .onnx files, modules."""
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from slimcv.bench.macs import count_macs, count_params
+from slimcv.bench.size import file_bytes, onnx_summary, state_dict_bytes
+from slimcv.errors import SlimcvError
+
+
+@dataclass
+class Candidate:
+    """One model to measure: a PyTorch module (eager, and ORT through an export) or an ONNX file (ORT)."""
+
+    name: str
+    source: str
+    kind: str  # "run", "name", "module" (PyTorch) or "onnx"
+    input_shape: tuple[int, ...]  # one sample, no batch: (C, H, W)
+    task: str | None = None
+    model: nn.Module | None = field(default=None, repr=False)
+    onnx: Path | None = None
+    precision: str = "fp32"
+    params: int | None = None
+    macs: int | None = None
+    file_bytes: int | None = None
+    batch_dim: int | None = None  # fixed batch size of an ONNX file, None when dynamic
+    load: dict[str, Any] = field(default_factory=dict)  # how a fresh process rebuilds it (memory probe)
+
+
+def resolve_sources(sources: list[Any], input_size: tuple[int, int] | None = None,
+                    num_classes: int | None = None) -> list[Candidate]:
+    """Turn each source into one or more candidates (a quantize folder gives one per ONNX file); names made unique."""
+    if not sources:
+        raise SlimcvError("Nothing to measure: give at least one run folder, model name or .onnx file.")
+    out: list[Candidate] = []
+    for src in sources:
+        out.extend(_resolve(src, input_size, num_classes))
+    seen: dict[str, int] = {}
+    for c in out:
+        if c.name in seen:
+            seen[c.name] += 1
+            c.name = f"{c.name}#{seen[c.name]}"
+        else:
+            seen[c.name] = 1
+    return out
+
+
+def _resolve(src: Any, input_size, num_classes) -> list[Candidate]:
+    if isinstance(src, nn.Module):
+        if input_size is None:
+            raise SlimcvError(f"Measuring an in-memory {type(src).__name__} needs input_size=(H, W).")
+        return [_torch_candidate(type(src).__name__, "<module>", "module", src, (3, *input_size), None, None, {})]
+    path = Path(str(src))
+    if path.is_dir() and (path / "quantize.json").is_file():
+        return _quantize_folder(path, input_size)
+    if path.is_dir() or (path.suffix == ".safetensors" and (path.parent / "model.json").is_file()):
+        return [_run_folder(path if path.is_dir() else path.parent, input_size)]
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise SlimcvError(f"ONNX file {path} does not exist; check the path or export it with `slimcv export`.")
+        return [_onnx(path, path.stem, input_size)]
+    if path.suffix or "/" in str(src):
+        raise SlimcvError(f"{src} is neither a run folder nor an .onnx file that exists; check the path.")
+    return [_by_name(str(src), input_size, num_classes)]
+
+
+def _torch_candidate(name: str, source: str, kind: str, model: nn.Module, shape: tuple[int, ...], task, weights,
+                     load: dict[str, Any]) -> Candidate:
+    size = file_bytes(weights) if weights is not None else state_dict_bytes(model)
+    return Candidate(name=name, source=source, kind=kind, input_shape=tuple(shape), task=task, model=model,
+                     params=count_params(model), macs=count_macs(model, (1, *shape)), file_bytes=size, load=load)
+
+
+def _run_folder(path: Path, input_size) -> Candidate:
+    from slimcv.engine.checkpoint import find_weights, load_run_model
+
+    model, spec = load_run_model(path)
+    shape = (3, *input_size) if input_size else run_input_shape(path, spec)
+    return _torch_candidate(path.name, str(path), "run", model, shape, spec.get("task"), find_weights(path),
+                            {"source": str(path)})
+
+
+def run_input_shape(path: Path, spec: dict[str, Any]) -> tuple[int, ...]:
+    """The (C, H, W) a run folder's model was evaluated at: its model.json, config.json, comparison.json or data."""
+    if spec.get("input_shape"):
+        return tuple(spec["input_shape"][1:])
+    cfg = read_json(path / "config.json") or {}
+    data = cfg.get("data") or (read_json(path / "prune.json") or {}).get("config", {}).get("data") or {}
+    size = data.get("eval_size") or data.get("size")
+    if size is not None:
+        return (3, *(size if isinstance(size, (list, tuple)) else (size, size)))
+    rows = read_json(path / "comparison.json")
+    if rows and rows[-1].get("input"):
+        return tuple(rows[-1]["input"])
+    if data.get("spec"):
+        try:
+            from slimcv.data import build_dataset
+
+            native = build_dataset(data["spec"], data.get("val_split", "val")).info.native_size
+            if native:
+                return (3, *native)
+        except SlimcvError:
+            pass
+    raise SlimcvError(f"Cannot tell the input size of {path}: pass --input-size H W.")
+
+
+def _by_name(name: str, input_size, num_classes) -> Candidate:
+    from slimcv.models import MODELS, create_model, model_task
+
+    task = model_task(name)
+    if input_size is None:
+        raise SlimcvError(f"Model name {name!r} carries no input size: pass --input-size H W (e.g. 224 224).")
+    if num_classes is None and not name.startswith(("timm:", "smp:")):
+        default = inspect.signature(MODELS.get(name)).parameters["num_classes"].default
+        num_classes = default if isinstance(default, int) else 10
+    model = create_model(name, num_classes or 10)
+    return _torch_candidate(name, name, "name", model, (3, *input_size), task, None,
+                            {"source": name, "num_classes": num_classes or 10})
+
+
+def _onnx(path: Path, name: str, input_size, params: int | None = None, macs: int | None = None,
+          task: str | None = None) -> Candidate:
+    info = onnx_summary(path)
+    dims = info["input_shape"]
+    if len(dims) != 4:
+        raise SlimcvError(f"{path} takes a {len(dims)}-D input; slimcv bench measures image models (N, C, H, W).")
+    hw = tuple(input_size) if input_size else tuple(dims[2:])
+    if None in hw:
+        raise SlimcvError(f"{path} has a dynamic image size: pass --input-size H W.")
+    sidecar = read_json(path.with_suffix(".json")) or {}
+    return Candidate(name=name, source=str(path), kind="onnx", input_shape=(dims[1] or 3, *hw),
+                     task=task or sidecar.get("task"), onnx=path, precision=info["precision"],
+                     params=params if params is not None else info["params"], macs=macs, file_bytes=file_bytes(path),
+                     batch_dim=dims[0], load={"source": str(path)})
+
+
+def _quantize_folder(path: Path, input_size) -> list[Candidate]:
+    """One ONNX candidate per model of quantize.json; params and MACs from the source run when it loads."""
+    info = read_json(path / "quantize.json")
+    models = info.get("models") if isinstance(info, dict) else None
+    if not models:
+        raise SlimcvError(f"{path / 'quantize.json'} lists no models; run `slimcv quantize` again.")
+    params = macs = None
+    source = Path(str(info.get("source", "")))
+    if source.is_dir() and (source / "model.json").is_file():
+        c = _run_folder(source, input_size)
+        params, macs, input_size = c.params, c.macs, input_size or c.input_shape[1:]
+    out = []
+    for m in models:
+        onnx_path = path / m["path"] if not Path(m["path"]).is_absolute() else Path(m["path"])
+        if onnx_path.suffix == ".onnx" and onnx_path.is_file():
+            out.append(_onnx(onnx_path, f"{path.name}:{m['name']}", input_size, params, macs, info.get("task")))
+    if not out:
+        raise SlimcvError(f"None of the ONNX files listed in {path / 'quantize.json'} exist; run `slimcv quantize` again.")
+    return out
+
+
+def read_json(path: Path) -> Any:
+    """Parsed JSON, None when the file is absent; a damaged file raises a SlimcvError naming it."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise SlimcvError(f"{path} is not valid JSON ({e}); regenerate it or remove it.") from e
