@@ -116,7 +116,8 @@ def to_onnx(net: nn.Module, example: torch.Tensor, path: str | Path, cfg: Export
     if dynamic_hw:
         axes.update({2: "height", 3: "width"})
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             if cfg.exporter == "torchscript":
                 torch.onnx.export(net, (example,), str(path), dynamo=False, opset_version=cfg.opset,

@@ -136,7 +136,8 @@ def export_qat(qat_model: nn.Module, example: torch.Tensor, out: str | Path, *, 
         example = F.pad(example, (0, 1 - w % 2, 0, 1 - h % 2), mode="replicate")
 
     def write(tmp: str) -> None:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(qat_model, (example[:1],), tmp, dynamo=False, opset_version=opset,
                               input_names=["input"], output_names=["logits"],
