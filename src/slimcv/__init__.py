@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 from slimcv.errors import SlimcvError
 
 __version__ = "0.1.0"
-__all__ = ["SlimcvError", "train", "distill", "prune", "run", "compress", "demo", "export", "quantize", "evaluate", "create_model",
-           "list_models", "load_data", "__version__"]
+__all__ = ["SlimcvError", "train", "distill", "prune", "run", "compress", "demo", "export", "quantize", "bench",
+           "report", "evaluate", "create_model", "list_models", "load_data", "__version__"]
 
 if TYPE_CHECKING:
+    from slimcv.bench.bench import bench
     from slimcv.data import load_data
     from slimcv.distill.distill import distill
     from slimcv.engine.evaluation import evaluate_model as evaluate
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from slimcv.pipeline.runner import run
     from slimcv.prune.prune import prune
     from slimcv.quantize.quantize import quantize
+    from slimcv.report.report import report
 
 _LAZY = {
     "train": ("slimcv.engine.train", "train"),
@@ -37,6 +39,8 @@ _LAZY = {
     "demo": ("slimcv.pipeline.demo", "demo"),
     "export": ("slimcv.export.onnx", "export"),
     "quantize": ("slimcv.quantize.quantize", "quantize"),
+    "bench": ("slimcv.bench.bench", "bench"),
+    "report": ("slimcv.report.report", "report"),
 }
 
 

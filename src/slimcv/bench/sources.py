@@ -102,7 +102,7 @@ def run_input_shape(path: Path, spec: dict[str, Any]) -> tuple[int, ...]:
         try:
             from slimcv.data import build_dataset
 
-            native = build_dataset(data["spec"], data.get("val_split", "val")).info.native_size
+            native = build_dataset(data["spec"], data.get("val_split", "val"), **data.get("options", {})).info.native_size
             if native:
                 return (3, *native)
         except SlimcvError:
@@ -130,14 +130,33 @@ def _onnx(path: Path, name: str, input_size, params: int | None = None, macs: in
     dims = info["input_shape"]
     if len(dims) != 4:
         raise SlimcvError(f"{path} takes a {len(dims)}-D input; slimcv bench measures image models (N, C, H, W).")
+    sidecar = read_json(path.with_suffix(".json")) or {}
     hw = tuple(input_size) if input_size else tuple(dims[2:])
     if None in hw:
+        hw = _sidecar_size(sidecar)
+    if hw is None or None in hw:
         raise SlimcvError(f"{path} has a dynamic image size: pass --input-size H W.")
-    sidecar = read_json(path.with_suffix(".json")) or {}
     return Candidate(name=name, source=str(path), kind="onnx", input_shape=(dims[1] or 3, *hw),
                      task=task or sidecar.get("task"), onnx=path, precision=info["precision"],
                      params=params if params is not None else info["params"], macs=macs, file_bytes=file_bytes(path),
                      batch_dim=dims[0], load={"source": str(path)})
+
+
+def _sidecar_size(sidecar: dict[str, Any]) -> tuple[int, int] | None:
+    """The size an exported model is fed, from its sidecar: the crop, the resize, or its source run's size."""
+    for key in ("center_crop", "resize"):
+        if sidecar.get(key):
+            v = sidecar[key]
+            return (v, v) if isinstance(v, int) else tuple(v)
+    source = Path(str(sidecar.get("source", "")))
+    if source.is_dir() and (source / "model.json").is_file():
+        from slimcv.engine.checkpoint import read_model_spec
+
+        try:
+            return tuple(run_input_shape(source, read_model_spec(source))[1:])
+        except SlimcvError:
+            return None
+    return None
 
 
 def _quantize_folder(path: Path, input_size) -> list[Candidate]:

@@ -1,0 +1,276 @@
+"""Read run folders (train, distill, prune, quantize) into uniform report entries; missing values stay None.
+
+What each folder may hold (everything optional except what identifies the stage):
+
+* train / distill: ``config.json`` (TrainConfig, distill adds ``teacher``), ``model.json``, weights,
+  ``summary.json`` {"metrics": evaluate() dict}, ``metrics.jsonl`` (one record per epoch), ``comparison.json``.
+* prune: ``prune.json`` {"before", "after", "steps", "config"} + ``model.json`` + weights, and, when the stage
+  writes them, ``config.json`` / ``summary.json`` / ``metrics.jsonl`` (or ``step_*/metrics.jsonl``).
+* quantize: ``quantize.json`` {"stage": "quantize", "task", "source", "data", "models": [{"name", "path",
+  "precision", "runtime", "metrics", "file_bytes", "latency_ms": {"median", "p90"}, "threads"}], ...}:
+  one entry per model.
+* a ``bench.json`` written by `slimcv bench` adds measured latencies to the entries whose source it measured.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slimcv.bench.sources import read_json
+from slimcv.errors import SlimcvError
+
+METRIC_KEYS = ("miou", "top1")
+
+
+@dataclass
+class Entry:
+    """One model in the report: what it scores, what it costs, how it was made."""
+
+    name: str
+    kind: str  # train, distill, prune, quantize
+    path: Path
+    task: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    params: int | None = None
+    macs: int | None = None
+    file_bytes: int | None = None
+    latency: dict[str, dict[str, Any]] = field(default_factory=dict)  # runtime -> {"median", "p90", "threads", "from"}
+    curves: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] | None = None
+    command: str | None = None
+    data: dict[str, Any] | None = None  # DataConfig as a dict
+    model_path: Path | None = None  # a run folder (PyTorch) or an .onnx file: what predictions load
+    input_shape: tuple[int, ...] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def metric_name(self) -> str | None:
+        """'miou' or 'top1', whichever this entry's metrics hold (by task first)."""
+        preferred = {"segmentation": "miou", "classification": "top1"}.get(self.task or "")
+        if preferred and preferred in self.metrics:
+            return preferred
+        return next((k for k in METRIC_KEYS if k in self.metrics), preferred)
+
+    @property
+    def metric(self) -> float | None:
+        value = self.metrics.get(self.metric_name or "")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def per_class(self) -> dict[str, float | None]:
+        return self.metrics.get("per_class_iou") or self.metrics.get("per_class_acc") or {}
+
+    @property
+    def best_latency(self) -> tuple[str, float] | None:
+        """(runtime, median ms) of the fastest runtime measured for this entry."""
+        timed = [(rt, v["median"]) for rt, v in self.latency.items() if v.get("median") is not None]
+        return min(timed, key=lambda t: t[1]) if timed else None
+
+
+def collect(paths: list[str | Path], *, count: bool = True) -> list[Entry]:
+    """One or more entries per folder, in the order given; ``count`` loads PyTorch models to count params/MACs."""
+    if not paths:
+        raise SlimcvError("Give at least one run folder to report on.")
+    entries: list[Entry] = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_dir():
+            raise SlimcvError(f"{path} is not a folder; give run folders written by train, distill, prune or quantize.")
+        if (path / "quantize.json").is_file():
+            entries.extend(_quantize(path, count))
+        elif (path / "prune.json").is_file():
+            entries.append(_prune(path, count))
+        elif (path / "config.json").is_file() or (path / "model.json").is_file():
+            entries.append(_train(path, count))
+        else:
+            raise SlimcvError(f"{path} holds no config.json, prune.json or quantize.json; is it a slimcv run folder?")
+    _unique_names(entries)
+    return entries
+
+
+def add_bench(entries: list[Entry], bench_json: str | Path) -> int:
+    """Fill latencies from a `slimcv bench` JSON for entries whose folder or file it measured; returns how many."""
+    data = read_json(Path(bench_json))
+    if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("slimcv.bench/"):
+        raise SlimcvError(f"{bench_json} is not a `slimcv bench` JSON file (no 'schema': 'slimcv.bench/1').")
+    threads = data.get("settings", {}).get("threads")
+    by_source = {_key(m["source"]): m for m in data.get("models", [])}
+    filled = 0
+    for e in entries:
+        m = by_source.get(_key(e.model_path)) if e.model_path else None
+        if m is None:
+            continue
+        for r in m["runtimes"]:
+            e.latency[r["runtime"]] = {"median": r["latency_ms"]["median"], "p90": r["latency_ms"]["p90"],
+                                       "threads": threads, "from": str(bench_json)}
+        e.params = e.params if e.params is not None else m.get("params")
+        e.macs = e.macs if e.macs is not None else m.get("macs")
+        filled += 1
+    return filled
+
+
+def _key(path: Any) -> str:
+    return str(Path(str(path)).resolve())
+
+
+def _train(path: Path, count: bool) -> Entry:
+    cfg = read_json(path / "config.json")
+    spec = read_json(path / "model.json") or {}
+    kind = "distill" if isinstance(cfg, dict) and "teacher" in cfg else "train"
+    curves = read_jsonl(path / "metrics.jsonl")
+    e = Entry(name=path.name, kind=kind, path=path, task=spec.get("task"), config=cfg, curves=curves,
+              data=(cfg or {}).get("data"), model_path=path if spec else None)
+    e.metrics = _summary_metrics(path, curves)
+    if cfg:
+        e.command = _recorded_command(path, cfg) or f"slimcv {kind} --config {path / 'config.json'}"
+    _weights_and_counts(e, count)
+    return e
+
+
+def _prune(path: Path, count: bool) -> Entry:
+    info = read_json(path / "prune.json") or {}
+    after = info.get("after") or {}
+    pcfg = info.get("config") or {}
+    spec = read_json(path / "model.json") or {}
+    curves = read_jsonl(path / "metrics.jsonl") or _step_curves(path)
+    e = Entry(name=path.name, kind="prune", path=path, task=spec.get("task"), curves=curves,
+              config=read_json(path / "config.json") or pcfg, data=pcfg.get("data"),
+              model_path=path if spec else None)
+    e.metrics = _summary_metrics(path, curves) or {k: after[k] for k in METRIC_KEYS if k in after}
+    e.params, e.macs, e.file_bytes = after.get("params"), after.get("macs"), None
+    if isinstance(after.get("latency_ms"), (int, float)):
+        e.latency["eager"] = {"median": after["latency_ms"], "p90": None, "threads": after.get("latency_threads"),
+                              "from": str(path / "prune.json")}
+    e.command = _recorded_command(path, info) or _prune_command(pcfg)
+    _weights_and_counts(e, count)
+    return e
+
+
+def _quantize(path: Path, count: bool) -> list[Entry]:
+    info = read_json(path / "quantize.json") or {}
+    models = info.get("models") or []
+    if not models:
+        raise SlimcvError(f"{path / 'quantize.json'} lists no models; run `slimcv quantize` again.")
+    source = Path(str(info.get("source", "")))
+    counts: dict[str, Any] = {}
+    if count and source.is_dir() and (source / "model.json").is_file():
+        counts = _count_run(source)
+    command = _recorded_command(path, info)
+    out = []
+    for m in models:
+        model = Path(str(m.get("path", ""))) if Path(str(m.get("path", ""))).is_absolute() else path / str(m.get("path", ""))
+        loadable = (model.suffix == ".onnx" and model.is_file()) or (model / "model.json").is_file()
+        e = Entry(name=f"{path.name}:{m['name']}", kind="quantize", path=path, task=info.get("task"),
+                  metrics=dict(m.get("metrics") or {}), file_bytes=m.get("file_bytes"), config=info.get("config"),
+                  data=info.get("data"), model_path=model if loadable else None, command=command,
+                  params=counts.get("params"), macs=counts.get("macs"), input_shape=counts.get("input_shape"))
+        lat = m.get("latency_ms") or {}
+        if lat.get("median") is not None:
+            e.latency[_runtime_name(m)] = {"median": lat["median"], "p90": lat.get("p90"), "threads": m.get("threads"),
+                                           "from": str(path / "quantize.json")}
+        if e.file_bytes is None and e.model_path is not None and e.model_path.is_file():
+            from slimcv.bench.size import file_bytes
+
+            e.file_bytes = file_bytes(e.model_path)
+        if not e.metrics:
+            e.notes.append("quantize.json holds no metrics for this model")
+        out.append(e)
+    return out
+
+
+def _runtime_name(m: dict[str, Any]) -> str:
+    runtime = str(m.get("runtime") or "ort").lower()
+    if runtime in ("eager", "torch", "pytorch"):
+        return "eager"
+    if runtime.startswith(("ort", "onnxruntime")) and not runtime.startswith("ort-"):
+        return f"ort-{(m.get('precision') or 'fp32').lower()}"
+    return runtime
+
+
+def _summary_metrics(path: Path, curves: list[dict[str, Any]]) -> dict[str, Any]:
+    summary = read_json(path / "summary.json")
+    if isinstance(summary, dict) and summary.get("metrics"):
+        return dict(summary["metrics"])
+    evaluated = [r["val"] for r in curves if isinstance(r.get("val"), dict)]
+    return dict(evaluated[-1]) if evaluated else {}
+
+
+def _weights_and_counts(e: Entry, count: bool) -> None:
+    if e.model_path is None:
+        e.notes.append("no model.json: the model cannot be loaded for counts, overlays or timing")
+        return
+    from slimcv.engine.checkpoint import find_weights
+
+    try:
+        e.file_bytes = find_weights(e.path).stat().st_size
+    except SlimcvError:
+        e.notes.append("no weights file yet")
+        e.model_path = None
+        return
+    if count:
+        c = _count_run(e.path)
+        e.params = c.get("params", e.params)
+        e.macs = c.get("macs", e.macs)
+        e.input_shape = c.get("input_shape")
+
+
+def _count_run(path: Path) -> dict[str, Any]:
+    """Params and MACs of a run folder's model at the size it was evaluated at ({} when it cannot be loaded)."""
+    from slimcv.bench.macs import count_macs, count_params
+    from slimcv.bench.sources import run_input_shape
+    from slimcv.engine.checkpoint import load_run_model
+
+    try:
+        model, spec = load_run_model(path)
+        shape = run_input_shape(path, spec)
+    except SlimcvError:
+        return {}
+    return {"params": count_params(model), "macs": count_macs(model, (1, *shape)), "input_shape": shape}
+
+
+def _step_curves(path: Path) -> list[dict[str, Any]]:
+    """Fine-tuning records of every pruning step, epochs numbered on one axis."""
+    out: list[dict[str, Any]] = []
+    for step in sorted(p for p in path.glob("step_*") if p.is_dir()):
+        offset = out[-1]["epoch"] if out else 0
+        out += [{**r, "epoch": r.get("epoch", 0) + offset, "step": step.name} for r in read_jsonl(step / "metrics.jsonl")]
+    return out
+
+
+def _recorded_command(path: Path, info: dict[str, Any]) -> str | None:
+    if (path / "command.txt").is_file():
+        return (path / "command.txt").read_text().strip()
+    cmd = info.get("command") or info.get("argv")
+    return " ".join(cmd) if isinstance(cmd, list) else cmd
+
+
+def _prune_command(cfg: dict[str, Any]) -> str | None:
+    if not cfg.get("source"):
+        return None
+    flags = {"--remove": cfg.get("remove"), "--target": cfg.get("target"), "--steps": cfg.get("steps"),
+             "--importance": cfg.get("importance"), "--finetune-epochs": cfg.get("finetune_epochs"),
+             "-o": cfg.get("out_dir")}
+    return "slimcv prune " + " ".join([str(cfg["source"])] + [f"{k} {v}" for k, v in flags.items() if v is not None])
+
+
+def _unique_names(entries: list[Entry]) -> None:
+    seen: dict[str, int] = {}
+    for e in entries:
+        seen[e.name] = seen.get(e.name, 0) + 1
+        if seen[e.name] > 1:
+            e.name = f"{e.name}#{seen[e.name]}"
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSON-lines log; a half-written last line is skipped."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out

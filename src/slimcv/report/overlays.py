@@ -1,0 +1,186 @@
+"""Run each report entry's model on the validation set: confusion matrices it lacks, and segmentation overlays
+(image | ground truth | each model, in the dataset's colours, with a per-model error map) on fixed images."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slimcv.config import DataConfig
+from slimcv.data import DataBundle, build_dataset, load_data
+from slimcv.engine.loop import match_size
+from slimcv.engine.metrics import ConfusionMatrix
+from slimcv.engine.train import make_eval_loader
+from slimcv.errors import SlimcvError
+from slimcv.report.collect import Entry
+from slimcv.report.plots import plt, to_png
+
+ERROR_RGB = (255, 32, 32)  # wrong pixels in an error map; correct ones show the dimmed image, void is black
+
+
+@dataclass
+class Predictions:
+    """One model's class maps on the overlay images (at the masks' resolution) and, when asked, its confusion."""
+
+    masks: dict[int, np.ndarray] = field(default_factory=dict)
+    confusion: np.ndarray | None = None
+
+
+def fixed_indices(n_val: int, k: int) -> list[int]:
+    """``k`` validation indices spread evenly over the split: the same images for every model and every report."""
+    if n_val <= 0 or k <= 0:
+        return []
+    return sorted({int(round(i)) for i in np.linspace(0, n_val - 1, min(k, n_val))})
+
+
+def load_bundle(data: dict[str, Any] | None) -> DataBundle | None:
+    """The data a run was evaluated on, or None when its config is missing or the files are not here."""
+    if not data:
+        return None
+    try:
+        return load_data(DataConfig(**{**data, "workers": 0}))
+    except (SlimcvError, TypeError, ValueError):
+        return None
+
+
+def predict(entry: Entry, bundle: DataBundle, indices: Sequence[int], confusion: bool,
+            threads: int | None = None) -> Predictions:
+    """Class maps on ``indices`` and (if ``confusion``) the confusion matrix over the whole validation split."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _predict(_forward(entry, threads), bundle, indices, confusion)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _predict(forward, bundle: DataBundle, indices: Sequence[int], confusion: bool) -> Predictions:
+    out = Predictions()
+    val = bundle.val
+    for i in indices:
+        image, target = val[i]
+        out.masks[i] = _argmax(forward(image[None]), torch.as_tensor(target)[None])[0].numpy()
+    if confusion:
+        cm = ConfusionMatrix(bundle.num_classes, bundle.info.ignore_index if bundle.task == "segmentation" else None)
+        loader = make_eval_loader(val, bundle.config.eval_batch_size or bundle.config.batch_size, 0,
+                                  bundle.info.ignore_index)
+        for images, targets in loader:
+            cm.update(targets, _argmax(forward(images), targets))
+        out.confusion = cm.mat.numpy()
+    return out
+
+
+def _argmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return match_size(logits.float(), targets).argmax(1)
+
+
+def _forward(entry: Entry, threads: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    path = entry.model_path
+    if path is None:
+        raise SlimcvError(f"{entry.name} has no loadable model.")
+    if Path(path).suffix == ".onnx":
+        from slimcv.bench.latency import ort_session
+
+        session = ort_session(path, threads)
+        name = session.get_inputs()[0].name
+
+        def run_onnx(x: torch.Tensor) -> torch.Tensor:
+            # one sample per call: an exported file may have a fixed batch size of 1
+            outs = [session.run(None, {name: s[None].numpy().astype(np.float32)})[0] for s in x]
+            return torch.from_numpy(np.concatenate(outs))
+
+        return run_onnx
+    from slimcv.engine.checkpoint import load_run_model
+
+    model, _ = load_run_model(path)
+    model.eval()
+
+    def run_torch(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x)
+
+    return run_torch
+
+
+def raw_samples(bundle: DataBundle, indices: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Untransformed (image HxWx3 uint8, mask HxW) pairs for ``indices`` of the validation split."""
+    cfg = bundle.config
+    ds = build_dataset(cfg.spec, cfg.val_split, **cfg.options)
+    out = {}
+    for i in indices:
+        image, mask = ds.load(i)
+        out[i] = (image.permute(1, 2, 0).numpy(), np.asarray(mask))
+    return out
+
+
+def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int) -> np.ndarray:
+    """Class indices to RGB with the dataset's palette; ignored pixels black."""
+    lut = np.zeros((256, 3), np.uint8)
+    lut[: len(palette)] = np.asarray(palette, np.uint8)
+    m = mask.astype(np.int64)
+    rgb = lut[np.clip(m, 0, 255)]
+    rgb[(m == ignore_index) | (m >= len(palette)) | (m < 0)] = 0
+    return rgb
+
+
+def error_map(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, ignore_index: int) -> np.ndarray:
+    """Correct pixels as the dimmed grey image, wrong pixels in ERROR_RGB, void pixels black."""
+    grey = (image.mean(2, keepdims=True) * 0.45 + 40).astype(np.uint8).repeat(3, 2)
+    out = grey.copy()
+    out[(pred != truth)] = ERROR_RGB
+    out[truth == ignore_index] = 0
+    return out
+
+
+def overlay_figure(image: np.ndarray, truth: np.ndarray, preds: dict[str, np.ndarray], class_names: Sequence[str],
+                   palette: Sequence[Sequence[int]], ignore_index: int, title: str) -> bytes:
+    """Row 1: image | ground truth | each model's prediction; row 2: the legend, then each model's error map."""
+    cols = 2 + len(preds)
+    h, w = truth.shape
+    cell_w = 2.9
+    cell_h = cell_w * h / w
+    fig, axes = plt.subplots(2, cols, figsize=(cell_w * cols, 2 * cell_h + 1.4), squeeze=False,
+                             gridspec_kw={"wspace": 0.04, "hspace": 0.32, "left": 0.01, "right": 0.99,
+                                          "bottom": 0.02, "top": 1 - 0.55 / (2 * cell_h + 1.4)})
+    panels = [("image", image), ("ground truth", colorize(truth, palette, ignore_index))]
+    panels += [(_wrap(name), colorize(p, palette, ignore_index)) for name, p in preds.items()]
+    for ax, (label, rgb) in zip(axes[0], panels):
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+    valid = truth != ignore_index
+    for ax, (name, p) in zip(axes[1][2:], preds.items()):
+        wrong = float(((p != truth) & valid).sum()) / max(1, int(valid.sum()))
+        ax.imshow(error_map(image, truth, p, ignore_index), interpolation="nearest")
+        ax.set_title(f"{_wrap(name)}: errors ({100 * wrong:.1f}% of pixels)", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[1][:2]:
+        ax.axis("off")
+    handles = [matplotlib_patch(np.array(rgb) / 255, name) for name, rgb in zip(class_names, palette)]
+    handles += [matplotlib_patch(np.array(ERROR_RGB) / 255, "wrong (error maps)"),
+                matplotlib_patch((0, 0, 0), "void / ignored")]
+    a, b = axes[1][0].get_position(), axes[1][1].get_position()  # the two free cells under image and truth
+    legend_ax = fig.add_axes((a.x0, a.y0, b.x1 - a.x0, a.height), frameon=False)
+    legend_ax.axis("off")
+    legend_ax.legend(handles=handles, loc="center", fontsize=8, ncol=2, frameon=False,
+                     title="classes (dataset palette)", title_fontsize=8.5)
+    fig.suptitle(title, fontsize=10)
+    return to_png(fig)
+
+
+def _wrap(name: str, width: int = 26) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(name, width)) or name
+
+
+def matplotlib_patch(color, label: str):
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor=color, edgecolor="black", linewidth=0.4, label=label)

@@ -1,0 +1,196 @@
+"""The report's figures, drawn with matplotlib (Agg) and returned as PNG bytes; every axis names its unit."""
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed; set before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from slimcv.report.collect import Entry  # noqa: E402
+
+RUNTIME_MARKERS = {"eager": "o", "ort-fp32": "s", "ort-int8": "^"}
+METRIC_LABEL = {"miou": "validation mIoU (%)", "top1": "validation top-1 accuracy (%)"}
+DPI = 100
+
+
+def entry_colors(entries: Sequence[Entry]) -> dict[str, str]:
+    """One colour per model, the same in every figure (matplotlib's tab10 cycle)."""
+    cycle = plt.get_cmap("tab10").colors
+    return {e.name: matplotlib.colors.to_hex(cycle[i % len(cycle)]) for i, e in enumerate(entries)}
+
+
+def to_png(fig) -> bytes:
+    """Render and close a figure."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats (lower or equal cost and higher or equal score, one strictly),
+    sorted by cost."""
+    front = []
+    for i, (c, s) in enumerate(points):
+        dominated = any((c2 <= c and s2 >= s) and (c2 < c or s2 > s) for j, (c2, s2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def pareto_figure(entries: Sequence[Entry], colors: dict[str, str]) -> bytes | None:
+    """Accuracy vs latency (every measured runtime) and accuracy vs file size, the frontier drawn and ringed."""
+    metric = next((e.metric_name for e in entries if e.metric is not None), None)
+    lat = [(e, rt, v["median"]) for e in entries if e.metric is not None for rt, v in e.latency.items()
+           if v.get("median") is not None]
+    size = [(e, e.file_bytes / 2**20) for e in entries if e.metric is not None and e.file_bytes]
+    panels = [p for p in (("latency", lat), ("size", size)) if p[1]]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.8), squeeze=False)
+    for ax, (which, rows) in zip(axes[0], panels):
+        if which == "latency":
+            pts = [(ms, e.metric) for e, _, ms in rows]
+            for (e, rt, ms), (x, y) in zip(rows, pts):
+                ax.scatter(x, y, s=60, color=colors[e.name], marker=RUNTIME_MARKERS.get(rt, "D"), zorder=3,
+                           edgecolor="black", linewidth=0.5)
+            ax.set_xlabel("latency, batch 1, median (ms)")
+            ax.set_title("accuracy vs latency")
+            labels = [f"{e.name} ({rt})" for e, rt, _ in rows]
+        else:
+            pts = [(mb, e.metric) for e, mb in rows]
+            for (e, _), (x, y) in zip(rows, pts):
+                ax.scatter(x, y, s=60, color=colors[e.name], marker="o", zorder=3, edgecolor="black", linewidth=0.5)
+            ax.set_xlabel("file size (MiB)")
+            ax.set_title("accuracy vs size")
+            labels = [e.name for e, _ in rows]
+        front = pareto_front(pts)
+        fx, fy = [pts[i][0] for i in front], [pts[i][1] for i in front]
+        ax.step(fx, fy, where="post", color="black", linewidth=1.2, alpha=0.7, zorder=2, label="Pareto frontier")
+        ax.scatter(fx, fy, s=190, facecolors="none", edgecolors="black", linewidth=1.4, zorder=4)
+        xs = [p[0] for p in pts]
+        if min(xs) > 0 and max(xs) / min(xs) > 8:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.margins(x=0.12, y=0.1)
+        _label_points(ax, pts, labels)
+        ax.set_ylabel(METRIC_LABEL.get(metric, "validation metric (%)"))
+        ax.grid(True, alpha=0.3)
+        handles = [plt.Line2D([], [], color="black", linewidth=1.2, label="Pareto frontier (ringed)")]
+        if which == "latency":
+            handles += [plt.Line2D([], [], linestyle="", marker=m, color="gray", label=rt)
+                        for rt, m in RUNTIME_MARKERS.items() if any(r == rt for _, r, _ in rows)]
+        ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, frameon=False)
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def _label_points(ax, pts: Sequence[tuple[float, float]], labels: Sequence[str]) -> None:
+    """Name each point, nudging labels down where they would overlap an earlier one (display coordinates)."""
+    ax.figure.canvas.draw()
+    xy = ax.transData.transform(np.asarray(pts, dtype=float))
+    x_mid = np.mean(ax.get_window_extent().intervalx)
+    placed: list[tuple[float, float, float]] = []  # left, right, y of each label, in points-ish pixels
+    for i in sorted(range(len(pts)), key=lambda i: -xy[i][1]):
+        right = xy[i][0] > x_mid  # labels of right-hand points go to their left, inside the axes
+        width = 5.2 * len(labels[i])
+        left_px = xy[i][0] - width - 13 if right else xy[i][0] + 13
+        dy = 6.0
+        while any(left_px < r and left_px + width > l and abs(xy[i][1] + dy - y) < 11 for l, r, y in placed):
+            dy -= 11
+        placed.append((left_px, left_px + width, xy[i][1] + dy))
+        ax.annotate(labels[i], pts[i], textcoords="offset pixels", xytext=(-13 if right else 13, dy), fontsize=8,
+                    ha="right" if right else "left", va="center")
+
+
+def per_class_figure(entries: Sequence[Entry], colors: dict[str, str], class_names: Sequence[str],
+                     palette: Sequence[Sequence[int]] | None, task: str | None) -> bytes | None:
+    """Grouped bars: one group per class, one bar per model; class labels boxed in the dataset's colours."""
+    rows = [e for e in entries if e.per_class]
+    names = list(class_names) or (list(rows[0].per_class) if rows else [])
+    if not rows or not names:
+        return None
+    width = 0.8 / len(rows)
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(names) * max(1, len(rows) / 2.5)), 4.6))
+    x = np.arange(len(names))
+    for i, e in enumerate(rows):
+        vals = [e.per_class.get(n) for n in names]
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, [np.nan if v is None else v for v in vals], width,
+               color=colors[e.name], label=e.name, edgecolor="black", linewidth=0.3)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    if palette:
+        for label, rgb in zip(ax.get_xticklabels(), palette):
+            label.set_bbox({"facecolor": np.array(rgb) / 255, "edgecolor": "none", "pad": 2})
+            label.set_color("white" if _luma(rgb) < 140 else "black")
+    ax.set_ylabel("IoU (%)" if task == "segmentation" else "accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(("per-class IoU" if task == "segmentation" else "per-class accuracy") + " on the validation set")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(4, len(rows)), loc="upper center", bbox_to_anchor=(0.5, -0.28))
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def confusion_figure(mats: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str]) -> bytes | None:
+    """Row-normalised confusion matrices side by side: each row shows where one true class's pixels went (%)."""
+    mats = [(n, np.asarray(m, dtype=np.float64)) for n, m in mats if m is not None]
+    if not mats:
+        return None
+    k = len(class_names) or mats[0][1].shape[0]
+    size = max(4.5, 0.5 * k + 2)
+    fig, axes = plt.subplots(1, len(mats), figsize=(size * len(mats) + 1, size), squeeze=False)
+    for ax, (name, m) in zip(axes[0], mats):
+        norm = 100 * m / np.clip(m.sum(1, keepdims=True), 1, None)
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=100)
+        names = list(class_names) or [str(i) for i in range(k)]
+        ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(k), names, fontsize=8)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(name)
+        if k <= 20:
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, f"{norm[i, j]:.0f}", ha="center", va="center", fontsize=8 if k <= 12 else 6.5,
+                            color="white" if norm[i, j] > 55 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class (%)")
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def curves_figure(entries: Sequence[Entry], colors: dict[str, str]) -> bytes | None:
+    """Training loss and validation metric against epoch, one line per model."""
+    rows = [e for e in entries if e.curves]
+    if not rows:
+        return None
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(12, 4.2))
+    metric = None
+    for e in rows:
+        ep = [r["epoch"] for r in e.curves if "loss" in r.get("train", {})]
+        ax_loss.plot(ep, [r["train"]["loss"] for r in e.curves if "loss" in r.get("train", {})],
+                     color=colors[e.name], label=e.name)
+        name = e.metric_name
+        val = [(r["epoch"], r["val"][name]) for r in e.curves if name and name in r.get("val", {})]
+        if val:
+            metric = metric or name
+            ax_val.plot(*zip(*val), color=colors[e.name], marker="o", markersize=5, label=e.name)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss (objective, unitless)")
+    ax_loss.set_title("training loss")
+    ax_val.set_xlabel("epoch")
+    ax_val.set_ylabel(METRIC_LABEL.get(metric, "validation metric (%)"))
+    ax_val.set_title("validation metric during training")
+    for ax in (ax_loss, ax_val):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def _luma(rgb: Sequence[int]) -> float:
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
