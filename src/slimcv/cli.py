@@ -21,6 +21,10 @@ EXAMPLES = {
     "compress": "slimcv compress --model runs/teacher --data camvid:data/camvid --target-speedup 4 --max-drop 1.0 "
                 "-o runs/compressed",
     "demo": "slimcv demo\n  slimcv demo --data camvid:../shared/data/camvid -o runs/demo_camvid",
+    "bench": "slimcv bench runs/teacher runs/student runs/int8/model_int8_minmax.onnx --out bench.json\n"
+             "  slimcv bench resnet18 mobilenet_v3_large --input-size 224 224 --batch-sizes 1 8 --threads 2",
+    "report": "slimcv report runs/teacher runs/student runs/pruned runs/int8 -o reports/camvid --measure\n"
+              "  slimcv report runs/teacher runs/student --bench bench.json --baseline teacher --images 6",
     "check-data": "slimcv check-data camvid:data/camvid --split train --weights",
     "models": "slimcv models --task segmentation",
     "datasets": "slimcv datasets",
@@ -121,6 +125,30 @@ def _parser() -> argparse.ArgumentParser:
     dm.add_argument("--out-dir", "-o", default="runs/demo")
     dm.add_argument("--quick", action="store_true", help="a reduced run (tiny images, few epochs) in under a minute")
     dm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the demo recipe")
+
+    b = add("bench", "Cost of models: params, size, MACs, latency per runtime, throughput, peak memory (interleaved).")
+    b.add_argument("sources", nargs="+", help="run folders, quantize folders, .onnx files or model names")
+    b.add_argument("--input-size", type=int, nargs="+", metavar="N", help="H W (needed for model names)")
+    b.add_argument("--num-classes", type=int, help="classes of a model given by name (default: its builder's)")
+    b.add_argument("--runtimes", nargs="+", default=["eager", "ort"], choices=["eager", "ort"])
+    b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="throughput at these batch sizes")
+    b.add_argument("--warmup", type=int, default=3)
+    b.add_argument("--runs", type=int, default=20, help="timed calls per model and runtime at batch 1")
+    b.add_argument("--threads", type=int, help="intra-op threads for every runtime (default: torch's)")
+    b.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe (one process per row)")
+    b.add_argument("--out", "-o", help="write the results as JSON here")
+
+    rp = add("report", "One HTML page + Markdown comparing runs: table, Pareto plots, per-class, confusion, overlays.")
+    rp.add_argument("runs", nargs="+", help="run folders written by train, distill, prune or quantize")
+    rp.add_argument("--out", "-o", default="report", help="folder for report.html, report.md and figures/")
+    rp.add_argument("--baseline", help="model the deltas are against (default: the first)")
+    rp.add_argument("--bench", action="append", metavar="JSON", help="latencies from a `slimcv bench --out` file")
+    rp.add_argument("--measure", action="store_true", help="time the models that have no latency yet")
+    rp.add_argument("--remeasure", action="store_true", help="time every model again in one interleaved run")
+    rp.add_argument("--images", type=int, default=4, help="validation images in the overlays")
+    rp.add_argument("--no-predict", action="store_true", help="do not run the models (no overlays)")
+    rp.add_argument("--threads", type=int, help="threads for timing and predictions (default: torch's)")
+    rp.add_argument("--title")
 
     e = add("eval", "Evaluate a run folder, weights file or model on a dataset's validation split.")
     e.add_argument("source", help="run folder, weights file (.safetensors/.pth) or model name")
@@ -232,6 +260,18 @@ def _run(args: argparse.Namespace) -> int:
         from slimcv.pipeline.demo import demo
 
         demo(args.data, out_dir=args.out_dir, quick=args.quick, overrides=args.set)
+    elif args.command == "bench":
+        from slimcv.bench.bench import bench
+
+        bench(args.sources, input_size=_size(args.input_size), num_classes=args.num_classes, runtimes=args.runtimes,
+              batch_sizes=args.batch_sizes, warmup=args.warmup, runs=args.runs, threads=args.threads,
+              memory=not args.no_memory, out=args.out)
+    elif args.command == "report":
+        from slimcv.report.report import report
+
+        report(args.runs, out=args.out, baseline=args.baseline, bench=args.bench,
+               measure="all" if args.remeasure else args.measure, images=args.images, predict=not args.no_predict,
+               threads=args.threads, title=args.title)
     elif args.command == "check-data":
         _check_data(args)
     elif args.command == "models":
