@@ -154,7 +154,7 @@ def test_qat_round_trip_exports_real_int8(seg_run, tmp_path):
 
 
 def test_qat_tracer_handles_size_branches():
-    from slimcv.quantize.qat import export_qat, freeze, prepare_qat
+    from slimcv.quantize.qat import freeze, prepare_qat
 
     torch.manual_seed(0)
     net = create_model("unet", 3, base_width=2, depth=2)

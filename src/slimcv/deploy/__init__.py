@@ -1,4 +1,4 @@
-"""Deployment: ``slimcv.deploy.load(path)`` gives a predictor over an ONNX file; the runtime chooser picks by measurement.
+"""Deployment: ``slimcv.deploy.load(path)`` is a predictor over an ONNX file; the chooser picks by measurement.
 
 Importing this package needs only numpy, Pillow and ONNX Runtime: the predictor runs without torch.
 """

@@ -27,7 +27,7 @@ class Recommendation:
 
 def choose_runtime(candidates: Sequence[Candidate], max_drop: float = 0.5, reference: float | None = None,
                    metric_name: str = "metric") -> Recommendation:
-    """The fastest candidate whose metric is at most ``max_drop`` points below ``reference`` (default: the best FP32)."""
+    """The fastest candidate at most ``max_drop`` points below ``reference`` (default: the best FP32 metric)."""
     if not candidates:
         raise SlimcvError("No deployment candidates were measured; give at least one model and runtime.")
     if max_drop < 0:

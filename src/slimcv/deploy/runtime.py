@@ -24,7 +24,8 @@ def openvino_available() -> bool:
     return True
 
 
-def make_session(path: str | Path, runtime: str = "ort", threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+def make_session(path: str | Path, runtime: str = "ort", threads: int | None = None
+                 ) -> Callable[[np.ndarray], np.ndarray]:
     """A function running the ONNX file at ``path`` on one float32 NCHW array in ``runtime``."""
     if runtime == "ort":
         session = ort_session(path, threads)
@@ -60,3 +61,21 @@ def deployed_runner(path: str | Path, example: torch.Tensor, runtime: str = "ort
     run = make_session(path, runtime, threads)
     x = np.ascontiguousarray(example.detach().cpu().numpy(), dtype=np.float32)
     return lambda: run(x)
+
+
+def cpu_features() -> dict[str, Any]:
+    """The CPU's name and the instruction sets that decide INT8 speed (Linux /proc/cpuinfo; empty elsewhere)."""
+    import platform
+
+    info: dict[str, Any] = {"machine": platform.machine(), "model": platform.processor() or None}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    first = text.split("\n\n", 1)[0].splitlines()
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first if ":" in line)}
+    flags = set(fields.get("flags", "").split())
+    info["model"] = fields.get("model name") or info["model"]
+    info.update({"avx2": "avx2" in flags, "avx512": "avx512f" in flags,
+                 "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}), "amx": "amx_int8" in flags})
+    return info

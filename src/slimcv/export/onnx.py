@@ -103,8 +103,9 @@ def export_module(net: nn.Module, out: str | Path, batches: list[torch.Tensor], 
                 f"ONNX Runtime disagrees with PyTorch on {out}: max |logit diff| {agreement.max_abs_diff:.3g} "
                 f"(allowed {cfg.atol + cfg.rtol * agreement.max_abs_logit:.3g}), argmax agreement "
                 f"{100 * agreement.argmax_agreement:.2f}%; try --exporter dynamo or another --opset.")
-    full_meta = {**meta, "task": task, "opset": cfg.opset, "exporter": cfg.exporter, "precision": meta.get("precision", "fp32"),
-                 "input_name": "input", "batch": cfg.batch, "dynamic_hw": dynamic_hw,
+    full_meta = {**meta, "task": task, "opset": cfg.opset, "exporter": cfg.exporter,
+                 "precision": meta.get("precision", "fp32"), "input_name": "input", "batch": cfg.batch,
+                 "dynamic_hw": dynamic_hw,
                  "agreement": agreement.to_dict() if agreement else None}
     sidecar = write_sidecar(out, full_meta)
     return ExportResult(out, sidecar, cfg.opset, cfg.exporter, out.stat().st_size, agreement, full_meta)
@@ -149,7 +150,7 @@ def simplify(path: str | Path) -> None:
 
 
 def trace_example(batch: torch.Tensor, cfg: ExportConfig, dynamic_hw: bool) -> torch.Tensor:
-    """The tracing input: fixed batch when asked; with dynamic H/W an odd size so size branches take the general path."""
+    """The tracing input: the fixed batch if asked; with dynamic H/W an odd size, so size branches go general."""
     x = batch[:1] if cfg.batch == "dynamic" else batch[:1].expand(cfg.batch, *batch.shape[1:]).contiguous()
     if cfg.size is not None:
         x = F.interpolate(x, size=tuple(cfg.size), mode="bilinear", align_corners=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from slimcv._io import atomic_write
 from slimcv.errors import SlimcvError
+from slimcv.quantize.ptq import pre_process
 
 DYNAMIC_OPS = ("MatMul", "Gemm")
 
@@ -56,10 +58,13 @@ def quantize_dyn(fp32: str | Path, out: str | Path, *, per_channel: bool = True,
         raise SlimcvError(f"{fp32} has no MatMul/Gemm layers, so dynamic quantization does not apply; "
                           "use static PTQ (--calibration) or --qat instead.")
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            atomic_write(out, lambda p: quantize_dynamic(str(fp32), p, op_types_to_quantize=list(DYNAMIC_OPS),
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+            pre = Path(tmp) / "pre.onnx"
+            pre_process(fp32, pre)
+            atomic_write(out, lambda p: quantize_dynamic(str(pre), p, op_types_to_quantize=list(DYNAMIC_OPS),
                                                          per_channel=per_channel, reduce_range=reduce_range,
                                                          weight_type=QuantType.QInt8))
     except Exception as e:
-        raise SlimcvError(f"ONNX Runtime dynamic quantization of {fp32} failed ({str(e).splitlines()[0][:200]}).") from e
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise SlimcvError(f"ONNX Runtime dynamic quantization of {fp32} failed ({first}).") from e
     return Path(out)

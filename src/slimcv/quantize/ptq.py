@@ -28,7 +28,8 @@ def quantize_ptq(fp32: str | Path, out: str | Path, reader: CalibrationDataReade
                  percentile: float = 99.999) -> Path:
     """Write an INT8 QDQ copy of ``fp32`` to ``out``, calibrated on ``reader`` with ``method``."""
     if method not in METHODS:
-        raise SlimcvError(f"Unknown calibration method {method!r}; choose one of {list(METHODS)}.{close_matches(method, METHODS)}")
+        raise SlimcvError(f"Unknown calibration method {method!r}; choose one of {list(METHODS)}."
+                          + close_matches(method, METHODS))
     model = onnx.load(str(fp32))
     nodes = resolve_exclude(model, exclude)
     extra = {"CalibPercentile": percentile} if method == "percentile" else {}
@@ -36,7 +37,7 @@ def quantize_ptq(fp32: str | Path, out: str | Path, reader: CalibrationDataReade
         reader.rewind()
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
-        _preprocess(fp32, pre)
+        pre_process(fp32, pre)
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 atomic_write(out, lambda p: quantize_static(
@@ -66,7 +67,7 @@ def resolve_exclude(model: onnx.ModelProto, names: Sequence[str]) -> list[str]:
     return sorted(set(picked))
 
 
-def _preprocess(src: str | Path, dst: Path) -> None:
+def pre_process(src: str | Path, dst: Path) -> None:
     """ORT's recommended pre-processing (shape inference, graph optimisation) before quantization."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

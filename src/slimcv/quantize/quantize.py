@@ -25,10 +25,9 @@ from slimcv.bench.latency import eager_runner, time_interleaved
 from slimcv.config import DataConfig, OptimConfig, ScheduleConfig, TrainConfig, _Config, build_config
 from slimcv.data import DataBundle, build_dataset, load_data
 from slimcv.deploy.chooser import Candidate, choose_runtime
-from slimcv.deploy.runtime import DeployedModule, deployed_runner, openvino_available
+from slimcv.deploy.runtime import DeployedModule, cpu_features, deployed_runner, openvino_available
 from slimcv.engine.loop import SupervisedLoss, evaluate
 from slimcv.engine.train import fit, make_eval_loader
-from slimcv.errors import SlimcvError
 from slimcv.export.onnx import ExportConfig, export_module, sample_batches, sidecar_meta, write_sidecar
 from slimcv.quantize.calibration import ImageCalibrationReader
 from slimcv.quantize.dynamic import dynamic_applicability, quantize_dyn
@@ -77,6 +76,13 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], data: DataBundle | None = Non
     threads = cfg.threads or torch.get_num_threads()
     out = Path(cfg.out_dir)
     notes: list[str] = []
+    cpu = cpu_features()
+    if cpu.get("vnni") is False and not cfg.reduce_range:
+        notes.append("this CPU has no VNNI: full-range int8 weights saturate ONNX Runtime's u8s8 kernels; "
+                     "keep reduce_range on")
+    elif cpu.get("vnni") and cfg.reduce_range and cfg.calibration:
+        notes.append("this CPU has VNNI: reduce_range (7-bit weights) is only needed without it; "
+                     "--no-reduce-range may gain a little accuracy here (not portable to AVX2-only CPUs)")
     with atomic_dir(out) as tmp:
         files = _build_variants(net, spec, data, cfg, tmp, notes)
         models = _evaluate_all(net, files, data, cfg, threads, tmp)
@@ -86,7 +92,7 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], data: DataBundle | None = Non
         recommendation = {"name": rec.name, "why": rec.why}
         atomic_write_json(tmp / "quantize.json", {
             "stage": "quantize", "task": data.task, "source": cfg.source, "data": data.config.model_dump(mode="json"),
-            "models": models, "recommendation": recommendation, "notes": notes, "threads": threads,
+            "models": models, "recommendation": recommendation, "notes": notes, "threads": threads, "cpu": cpu,
             "config": cfg.model_dump(mode="json")})
     _print(models, key, recommendation, notes)
     return QuantizeResult(out, models, recommendation, notes)
@@ -151,7 +157,8 @@ def _qat(net: nn.Module, spec: dict, data: DataBundle, cfg: QuantizeConfig, tmp:
     example = data.val[0][0][None]
     qmodel = prepare_qat(net, example)
     # the in-training evaluation reads a few training images: observers must not see the validation set
-    probe = Subset(data.train, range(min(len(data.train), 2 * data.config.batch_size)))
+    n = min(len(data.train), 2 * data.config.batch_size)
+    probe = Subset(data.train, range(0, len(data.train), max(1, len(data.train) // n))[:n])  # spread: sorted sets
     qdata = dataclasses.replace(data, val=probe)
     tcfg = TrainConfig(model=spec["name"], model_kwargs=spec.get("kwargs", {}), data=data.config,
                        epochs=cfg.qat_epochs, optim=cfg.qat_optim, schedule=ScheduleConfig(name="cosine"),
