@@ -29,3 +29,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     quantize({"source": str(teacher), "data": DATA, "calibration": ["minmax"], "calibration_images": 8,
               "latency_runs": 3, "threads": 1, "out_dir": str(root / "quantized"), "progress": False})
     return {"teacher": teacher, "student": student, "pruned": root / "pruned", "quantized": root / "quantized"}
+
+
+@pytest.fixture(scope="session")
+def rendered(runs, tmp_path_factory):
+    """The report over all four runs, with latencies measured and two overlay images."""
+    from slimcv.report.report import report
+
+    out = tmp_path_factory.mktemp("report")
+    paths = [runs["teacher"], runs["student"], runs["pruned"], runs["quantized"]]
+    return report(paths, out=out, images=2, measure=True, threads=1, quiet=True), out

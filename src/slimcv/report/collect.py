@@ -40,6 +40,7 @@ class Entry:
     curves: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] | None = None
     command: str | None = None
+    command_recorded: bool = False  # False: rebuilt from the saved config, not the command line that ran
     data: dict[str, Any] | None = None  # DataConfig as a dict
     model_path: Path | None = None  # a run folder (PyTorch) or an .onnx file: what predictions load
     input_shape: tuple[int, ...] | None = None
@@ -124,7 +125,9 @@ def _train(path: Path, count: bool) -> Entry:
               data=(cfg or {}).get("data"), model_path=path if spec else None)
     e.metrics = _summary_metrics(path, curves)
     if cfg:
-        e.command = _recorded_command(path, cfg) or f"slimcv {kind} --config {path / 'config.json'}"
+        e.command = _recorded_command(path, cfg)
+        e.command_recorded = e.command is not None
+        e.command = e.command or f"slimcv {kind} --config {path / 'config.json'}"
     _weights_and_counts(e, count)
     return e
 
@@ -142,8 +145,10 @@ def _prune(path: Path, count: bool) -> Entry:
     e.params, e.macs, e.file_bytes = after.get("params"), after.get("macs"), None
     if isinstance(after.get("latency_ms"), (int, float)):
         e.latency["eager"] = {"median": after["latency_ms"], "p90": None, "threads": after.get("latency_threads"),
-                              "from": str(path / "prune.json")}
-    e.command = _recorded_command(path, info) or _prune_command(pcfg)
+                              "from": f"{path / 'prune.json'} (prune stage)"}
+    e.command = _recorded_command(path, info)
+    e.command_recorded = e.command is not None
+    e.command = e.command or _prune_command(pcfg)
     _weights_and_counts(e, count)
     return e
 
@@ -165,7 +170,8 @@ def _quantize(path: Path, count: bool) -> list[Entry]:
         e = Entry(name=f"{path.name}:{m['name']}", kind="quantize", path=path, task=info.get("task"),
                   metrics=dict(m.get("metrics") or {}), file_bytes=m.get("file_bytes"), config=info.get("config"),
                   data=info.get("data"), model_path=model if loadable else None, command=command,
-                  params=counts.get("params"), macs=counts.get("macs"), input_shape=counts.get("input_shape"))
+                  params=counts.get("params"), macs=counts.get("macs"), input_shape=counts.get("input_shape"),
+                  command_recorded=command is not None)
         lat = m.get("latency_ms") or {}
         if lat.get("median") is not None:
             e.latency[_runtime_name(m)] = {"median": lat["median"], "p90": lat.get("p90"), "threads": m.get("threads"),

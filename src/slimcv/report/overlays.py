@@ -118,60 +118,76 @@ def raw_samples(bundle: DataBundle, indices: Sequence[int]) -> dict[int, tuple[n
     return out
 
 
+def void_color(palette: Sequence[Sequence[int]]) -> tuple[int, int, int]:
+    """Colour of ignored pixels: black, unless a class already is black (then white, then magenta)."""
+    used = {tuple(int(v) for v in c) for c in palette}
+    return next(c for c in ((0, 0, 0), (255, 255, 255), (255, 0, 255), (0, 255, 255)) if c not in used)
+
+
 def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int) -> np.ndarray:
-    """Class indices to RGB with the dataset's palette; ignored pixels black."""
+    """Class indices to RGB with the dataset's palette; ignored pixels in ``void_color(palette)``."""
     lut = np.zeros((256, 3), np.uint8)
     lut[: len(palette)] = np.asarray(palette, np.uint8)
     m = mask.astype(np.int64)
     rgb = lut[np.clip(m, 0, 255)]
-    rgb[(m == ignore_index) | (m >= len(palette)) | (m < 0)] = 0
+    rgb[(m == ignore_index) | (m >= len(palette)) | (m < 0)] = void_color(palette)
     return rgb
 
 
-def error_map(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, ignore_index: int) -> np.ndarray:
-    """Correct pixels as the dimmed grey image, wrong pixels in ERROR_RGB, void pixels black."""
+def error_map(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, ignore_index: int,
+              void: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+    """Correct pixels as the dimmed grey image, wrong pixels in ERROR_RGB, void pixels in ``void``."""
     grey = (image.mean(2, keepdims=True) * 0.45 + 40).astype(np.uint8).repeat(3, 2)
     out = grey.copy()
     out[(pred != truth)] = ERROR_RGB
-    out[truth == ignore_index] = 0
+    out[truth == ignore_index] = void
     return out
 
 
 def overlay_figure(image: np.ndarray, truth: np.ndarray, preds: dict[str, np.ndarray], class_names: Sequence[str],
-                   palette: Sequence[Sequence[int]], ignore_index: int, title: str) -> bytes:
-    """Row 1: image | ground truth | each model's prediction; row 2: the legend, then each model's error map."""
-    cols = 2 + len(preds)
+                   palette: Sequence[Sequence[int]], ignore_index: int, title: str, per_row: int = 3) -> bytes:
+    """image | ground truth | up to ``per_row`` predictions per row, each with its error map below it; the legend
+    sits under the image and ground truth; more models continue on further row pairs."""
+    names = list(preds)
+    blocks = max(1, -(-len(names) // per_row))
+    cols = 2 + min(per_row, max(1, len(names)))
     h, w = truth.shape
-    cell_w = 2.9
-    cell_h = cell_w * h / w
-    fig, axes = plt.subplots(2, cols, figsize=(cell_w * cols, 2 * cell_h + 1.4), squeeze=False,
-                             gridspec_kw={"wspace": 0.04, "hspace": 0.32, "left": 0.01, "right": 0.99,
-                                          "bottom": 0.02, "top": 1 - 0.55 / (2 * cell_h + 1.4)})
-    panels = [("image", image), ("ground truth", colorize(truth, palette, ignore_index))]
-    panels += [(_wrap(name), colorize(p, palette, ignore_index)) for name, p in preds.items()]
-    for ax, (label, rgb) in zip(axes[0], panels):
-        ax.imshow(rgb, interpolation="nearest")
-        ax.set_title(label, fontsize=9)
-    valid = truth != ignore_index
-    for ax, (name, p) in zip(axes[1][2:], preds.items()):
-        wrong = float(((p != truth) & valid).sum()) / max(1, int(valid.sum()))
-        ax.imshow(error_map(image, truth, p, ignore_index), interpolation="nearest")
-        ax.set_title(f"{_wrap(name)}: errors ({100 * wrong:.1f}% of pixels)", fontsize=8)
+    cell_w, cell_h = 2.4, 2.4 * h / w
+    height = blocks * 2 * (cell_h + 0.45) + 0.8
+    fig, axes = plt.subplots(2 * blocks, cols, figsize=(cell_w * cols, height), squeeze=False,
+                             gridspec_kw={"wspace": 0.04, "hspace": 0.3, "left": 0.01, "right": 0.99,
+                                          "bottom": 0.01, "top": 1 - 0.8 / height})
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax in axes[1][:2]:
-        ax.axis("off")
+        ax.set_visible(False)
+    void = void_color(palette)
+    _show(axes[0][0], image, "image")
+    _show(axes[0][1], colorize(truth, palette, ignore_index), "ground truth")
+    valid = truth != ignore_index
+    for k, name in enumerate(names):
+        row, col = 2 * (k // per_row), 2 + k % per_row
+        p = preds[name]
+        wrong = float(((p != truth) & valid).sum()) / max(1, int(valid.sum()))
+        _show(axes[row][col], colorize(p, palette, ignore_index), _wrap(name))
+        _show(axes[row + 1][col], error_map(image, truth, p, ignore_index, void),
+              f"errors: {100 * wrong:.1f}% of pixels wrong")
     handles = [matplotlib_patch(np.array(rgb) / 255, name) for name, rgb in zip(class_names, palette)]
     handles += [matplotlib_patch(np.array(ERROR_RGB) / 255, "wrong (error maps)"),
-                matplotlib_patch((0, 0, 0), "void / ignored")]
+                matplotlib_patch(np.array(void) / 255, "void / ignored")]
     a, b = axes[1][0].get_position(), axes[1][1].get_position()  # the two free cells under image and truth
     legend_ax = fig.add_axes((a.x0, a.y0, b.x1 - a.x0, a.height), frameon=False)
     legend_ax.axis("off")
     legend_ax.legend(handles=handles, loc="center", fontsize=8, ncol=2, frameon=False,
                      title="classes (dataset palette)", title_fontsize=8.5)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, y=1 - 0.2 / height)
     return to_png(fig)
+
+
+def _show(ax, rgb: np.ndarray, label: str) -> None:
+    ax.set_visible(True)
+    ax.imshow(rgb, interpolation="nearest")
+    ax.set_title(label, fontsize=8.5)
 
 
 def _wrap(name: str, width: int = 26) -> str:

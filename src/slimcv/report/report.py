@@ -54,6 +54,9 @@ def report(runs: list[str | Path], *, out: str | Path = "report", baseline: str 
                          quiet)
     colors = P.entry_colors(entries)
     figures = _figures(entries, base, bundle, preds, colors, class_names, task, notes)
+    if len({_source(v) for e in entries for v in e.latency.values()}) > 1:
+        notes.append("latencies come from several measurements (see the footnotes of the table), so ratios across "
+                     "them are not fair on a shared machine; --remeasure times every model in one interleaved run")
     context = _context(entries, base, figures, colors, class_names, info, task, title, notes)
     result = _write(Path(out), context, figures, entries)
     if not quiet:
@@ -87,7 +90,8 @@ def _measure(entries: list[Entry], threads: int | None, quiet: bool, replace: bo
             e.latency.clear()
         for r in m.runtimes if m else []:
             e.latency[r.runtime] = {"median": r.latency_ms.median, "p90": r.latency_ms.p90,
-                                    "threads": result.settings.threads, "from": "report --measure"}
+                                    "threads": result.settings.threads,
+                                    "from": "this report's --measure (one interleaved run)"}
     return [f"--measure timed {len(todo)} model(s) interleaved at batch 1 with {result.settings.threads} threads"]
 
 
@@ -158,6 +162,7 @@ def _context(entries, base, figures, colors, class_names, info, task, title, not
     runtimes += sorted({rt for e in entries for rt in e.latency} - set(runtimes))
     metric = base.metric_name or "metric"
     base_lat = base.best_latency
+    sources = list(dict.fromkeys(_source(v) for e in entries for v in e.latency.values()))
     rows = []
     for e in entries:
         lat = e.best_latency
@@ -166,6 +171,7 @@ def _context(entries, base, figures, colors, class_names, info, task, title, not
             "delta": e.metric - base.metric if e.metric is not None and base.metric is not None else None,
             "params_m": _div(e.params, 1e6), "gmacs": _div(e.macs, 1e9), "size_mib": _div(e.file_bytes, 2**20),
             "latency": {rt: e.latency.get(rt, {}).get("median") for rt in runtimes},
+            "latency_src": {rt: sources.index(_source(e.latency[rt])) + 1 for rt in runtimes if rt in e.latency},
             "speedup": base_lat[1] / lat[1] if lat and base_lat else None, "fastest": lat[0] if lat else None,
             "is_baseline": e is base,
         })
@@ -180,13 +186,20 @@ def _context(entries, base, figures, colors, class_names, info, task, title, not
         "metric_label": P.METRIC_LABEL.get(metric, metric), "baseline": base.name, "runtimes": runtimes,
         "rows": rows, "entries": entries, "per_class": per_class, "figures": sorted(figures),
         "overlays": sorted(k for k in figures if k.startswith("overlay_")), "threads": ", ".join(threads),
-        "latency_sources": sorted({v.get("from", "") for e in entries for v in e.latency.values()} - {""}),
+        "latency_sources": sources,
         "configs": [{"name": e.name, "kind": e.kind, "path": str(e.path), "command": e.command,
+                     "command_recorded": e.command_recorded,
                      "config": json.dumps(e.config, indent=2, default=str) if e.config else None,
                      "notes": e.notes} for e in entries],
         "legend": [{"name": n, "rgb": palette[i]} for i, n in enumerate(class_names) if i < len(palette)],
-        "error_rgb": O.ERROR_RGB, "notes": notes,
+        "error_rgb": O.ERROR_RGB, "void_rgb": O.void_color(palette), "notes": notes,
     }
+
+
+def _source(lat: dict[str, Any]) -> str:
+    """Where a latency was measured, with its thread count: one footnote per distinct measurement."""
+    threads = f", {lat['threads']} thread(s)" if lat.get("threads") else ""
+    return f"{lat.get('from') or 'unknown'}{threads}"
 
 
 def _div(v: float | None, unit: float) -> float | None:
@@ -203,8 +216,10 @@ def _write(out: Path, context: dict[str, Any], figures: dict[str, bytes], entrie
     md = env.get_template("report.md.j2").render(**context, images={k: f"figures/{k}.png" for k in figures})
     html_path = atomic_write_text(out / "report.html", html)
     md_path = atomic_write_text(out / "report.md", md)
-    atomic_write_json(out / "report.json", {"baseline": context["baseline"], "metric": context["metric"],
-                                            "rows": context["rows"], "notes": context["notes"]})
+    json_path = atomic_write_json(out / "report.json", {"baseline": context["baseline"], "metric": context["metric"],
+                                                        "rows": context["rows"], "notes": context["notes"]})
+    for p in [html_path, md_path, json_path, *paths.values()]:
+        p.chmod(0o644)  # a page to share: readable like any file written with open(), not 0600 like a temp file
     return ReportResult(html_path, md_path, paths, entries, context["notes"])
 
 
