@@ -72,7 +72,8 @@ def _synthetic(quick: bool) -> dict[str, Any]:
             "optim": {"optim": {"name": "adam", "lr": 0.005}}, "T": 1.0,
             "models": {"teacher": {"model": "unet", "model_kwargs": {"base_width": 8, "depth": 3}},
                        "student": {"model": "unet", "model_kwargs": {"base_width": 2, "depth": 3}}},
-            "quantize": {"calibration": 32 if quick else 64}}
+            "quantize": {"calibration_images": 32 if quick else 64, "latency_runs": 10 if quick else 20,
+                         "progress": False}}
 
 
 def _camvid(spec: str, quick: bool) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def _camvid(spec: str, quick: bool) -> dict[str, Any]:
             "optim": {"optim": {"name": "adam", "lr": 0.002}}, "T": 1.0,
             "models": {"teacher": {"model": "unet", "model_kwargs": {"base_width": 16, "depth": 4}},
                        "student": {"model": "unet", "model_kwargs": {"base_width": 4, "depth": 4}}},
-            "quantize": {"calibration": 64}}
+            "quantize": {"calibration_images": 64, "progress": False}}
 
 
 def _print_kd_effect(result: RunResult) -> None:

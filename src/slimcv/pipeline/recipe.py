@@ -199,7 +199,7 @@ def _stage(raw: Any, index: int, earlier: list[StageSpec], cfg: RecipeConfig, ty
     try:
         config = stype.build(spec, Resolver(cfg, earlier))
     except ValidationError as e:
-        return spec, [f"{where}.{p}" for p in _pydantic_problems(e, stype.schema, stype.managed)]
+        return spec, [f"{where}.{p}" for p in _pydantic_problems(e, stype.schema_class(), stype.managed)]
     except SlimcvError as e:
         return spec, [f"{where}: {str(e).rstrip('.')}"]
     return StageSpec(name, kind, refs, params, data, config), []

@@ -34,7 +34,7 @@ class StageOutput:
 class StageType:
     """How the runner drives one kind of stage."""
 
-    schema: type[BaseModel]
+    schema: type[BaseModel] | str  # the config class, or "module:Name" imported only when needed
     build: Callable[..., Any]
     run: Callable[..., StageOutput]
     refs: tuple[str, ...] = ()
@@ -43,8 +43,21 @@ class StageType:
     makes_model: bool = True
     doc: str = ""
 
+    def schema_class(self) -> type[BaseModel]:
+        """The stage's config class (its keys are what 'unknown key' errors list)."""
+        if isinstance(self.schema, str):
+            import importlib
+
+            module, _, name = self.schema.partition(":")
+            return getattr(importlib.import_module(module), name)
+        return self.schema
+
 
 # ---------------------------------------------------------------- helpers shared by the adapters
+
+class _StageConfig(BaseModel):
+    model_config = {"extra": "forbid", "frozen": True}
+
 
 def _required_ref(spec: StageSpec, key: str) -> str:
     ref = spec.refs.get(key)
@@ -217,11 +230,60 @@ def _run_finetune(spec: StageSpec, ctx) -> StageOutput:
     return StageOutput(["best.safetensors", "model.json"], _best(result), Path(cfg.out_dir))
 
 
+# ---------------------------------------------------------------- quantize (and export)
+
+def _build_quantize(spec: StageSpec, r: Resolver):
+    from slimcv.quantize.quantize import QuantizeConfig
+
+    return QuantizeConfig(**{**spec.params, "source": str(r.folder(_required_ref(spec, "input"))),
+                             "data": r.data(spec), "out_dir": str(r.folder(spec.name))})
+
+
+def _run_quantize(spec: StageSpec, ctx) -> StageOutput:
+    from slimcv.quantize.quantize import quantize
+
+    result = quantize(spec.config, ctx.data(spec))  # replaces its folder atomically when done
+    key = _key_metric(ctx.data(spec).task)
+    files = sorted({m["path"] for m in result.models if str(m["path"]).endswith(".onnx")})
+    chosen = next((m for m in result.models if m["name"] == result.recommendation["name"]), None)
+    metrics = {"recommended": result.recommendation["name"], "why": result.recommendation["why"],
+               "models": {m["name"]: {key: m["metrics"][key], "latency_ms": m["latency_ms"]["median"],
+                                      "file_bytes": m["file_bytes"]} for m in result.models}}
+    if chosen is not None:
+        metrics.update({key: chosen["metrics"][key], "latency_ms": chosen["latency_ms"]["median"],
+                        "file_bytes": chosen["file_bytes"]})
+    return StageOutput(["quantize.json", *files], metrics)
+
+
+class ExportStageConfig(_StageConfig):
+    """ONNX export of an earlier stage's model with the ONNX Runtime agreement check (see `slimcv export`)."""
+
+    source: str = ""
+    out: str = "model.onnx"
+    options: dict[str, Any] = Field(default_factory=dict, description="ExportConfig keys: batch, opset, exporter ...")
+
+
+def _build_export(spec: StageSpec, r: Resolver) -> ExportStageConfig:
+    from slimcv.export.onnx import ExportConfig
+
+    options = {k: v for k, v in spec.params.items()}
+    ExportConfig(**options)  # unknown keys and bad values fail here, before anything runs
+    return ExportStageConfig(source=str(r.folder(_required_ref(spec, "input"))),
+                             out=str(r.folder(spec.name) / "model.onnx"), options=options)
+
+
+def _run_export(spec: StageSpec, ctx) -> StageOutput:
+    from slimcv.export.onnx import export
+
+    cfg: ExportStageConfig = spec.config
+    result = export(cfg.source, cfg.out, ctx.data(spec), **cfg.options)
+    agreement = result.agreement.to_dict() if result.agreement else {}
+    return StageOutput(["model.onnx", "model.json"], {"file_bytes": result.file_bytes, "opset": result.opset,
+                                                      **{f"agreement_{k}": v for k, v in agreement.items()
+                                                         if isinstance(v, (int, float))}})
+
+
 # ---------------------------------------------------------------- bench
-
-class _StageConfig(BaseModel):
-    model_config = {"extra": "forbid", "frozen": True}
-
 
 class BenchStageConfig(_StageConfig):
     """Latency, size and MACs of the input stages' models, timed interleaved (see `slimcv bench`)."""
@@ -278,7 +340,10 @@ def _build_report(spec: StageSpec, r: Resolver) -> ReportStageConfig:
     baseline = spec.params.get("baseline")
     if baseline is not None and baseline not in inputs:
         raise SlimcvError(f"'baseline' {baseline!r} is not one of the report's inputs ({', '.join(inputs)})")
-    return ReportStageConfig(**{**spec.params, "runs": runs, "bench": benches, "out": str(r.folder(spec.name))})
+    values = {**spec.params, "runs": runs, "bench": benches, "out": str(r.folder(spec.name))}
+    if baseline is not None:
+        values["baseline"] = r.folder(baseline).name  # the report names entries by their folder
+    return ReportStageConfig(**values)
 
 
 def _run_report(spec: StageSpec, ctx) -> StageOutput:
@@ -293,6 +358,7 @@ def _run_report(spec: StageSpec, ctx) -> StageOutput:
 
 # ---------------------------------------------------------------- registry of stage types (picked by name)
 
+
 STAGE_TYPES: dict[str, StageType] = {
     "train": StageType(TrainConfig, _build_train, _run_train, resumable=True,
                        doc="train a model of the recipe from scratch (or from its weights)"),
@@ -303,6 +369,11 @@ STAGE_TYPES: dict[str, StageType] = {
     "finetune": StageType(FinetuneConfig, _build_finetune, _run_finetune, refs=("input", "teacher"),
                           managed=_FINETUNE_MANAGED, resumable=True,
                           doc="fine-tune an earlier stage's model (optionally with KD from a teacher)"),
+    "quantize": StageType("slimcv.quantize.quantize:QuantizeConfig", _build_quantize,
+                          _run_quantize, refs=("input",), managed=("source", "out_dir"),
+                          doc="FP32 ONNX + INT8 (static PTQ / dynamic / QAT) scored as deployed, runtime chosen"),
+    "export": StageType("slimcv.export.onnx:ExportConfig", _build_export, _run_export,
+                        refs=("input",), makes_model=False, doc="ONNX export checked against PyTorch in ORT"),
     "bench": StageType(BenchStageConfig, _build_bench, _run_bench, refs=("inputs",), managed=("sources", "out"),
                        makes_model=False, doc="latency/size/MACs of earlier stages' models, timed interleaved"),
     "report": StageType(ReportStageConfig, _build_report, _run_report, refs=("inputs",),

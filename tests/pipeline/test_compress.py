@@ -1,0 +1,69 @@
+"""slimcv compress: the plan it derives from a target, and a tiny end-to-end run with a measured outcome."""
+import json
+from pathlib import Path
+
+import pytest
+
+import slimcv
+from slimcv.errors import SlimcvError
+from slimcv.pipeline.compress import compress, compress_recipe
+from slimcv.pipeline.recipe import validate
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tests.pipeline.conftest import TINY
+
+    out = tmp_path_factory.mktemp("compress") / "trained"
+    slimcv.train({"model": "unet", "model_kwargs": {"base_width": 4, "depth": 2}, "data": TINY["data"], "epochs": 2,
+                  "progress": False, "tensorboard": False, "out_dir": str(out)})
+    return out
+
+
+@pytest.mark.parametrize("kwargs,remove,target,steps", [
+    ({"target_speedup": 4}, 0.75, "macs", 3),
+    ({"target_macs": 2}, 0.5, "macs", 2),
+    ({"target_size": 2}, 0.0, None, 0),         # INT8 alone is about 4x smaller
+    ({"target_size": 7}, 0.5, "params", 2),     # 3.5x from INT8, the rest from pruning
+])
+def test_plan_follows_the_target(trained, kwargs, remove, target, steps):
+    recipe, plan = compress_recipe(str(trained), None, **kwargs)
+    assert plan["remove"] == pytest.approx(remove)
+    stages = {s["name"]: s for s in recipe["stages"]}
+    if steps:
+        assert stages["prune"]["target"] == target and stages["prune"]["steps"] == steps
+        assert stages["prune"]["distill"][0]["name"] == "kd"  # fine-tuning distils from the original
+    else:
+        assert "prune" not in stages and stages["quantize"]["input"] == "original"
+    assert recipe["data"]["spec"] == "synthetic-shapes"  # read from the run folder
+    validate(recipe)  # the generated recipe is a valid recipe
+
+
+@pytest.mark.parametrize("kwargs,match", [({}, "exactly one target"),
+                                          ({"target_speedup": 2, "target_size": 2}, "exactly one target"),
+                                          ({"target_speedup": 1}, "above 1"),
+                                          ({"target_macs": 20}, "at most 90%"),
+                                          ({"target_macs": 2, "max_drop": -1}, "max-drop")])
+def test_bad_targets_are_refused(trained, kwargs, match):
+    with pytest.raises(SlimcvError, match=match):
+        compress_recipe(str(trained), None, **kwargs)
+
+
+def test_a_model_name_needs_data_and_is_trained_first():
+    with pytest.raises(SlimcvError, match="Give --data"):
+        compress_recipe("unet", None, target_macs=2)
+    recipe, _ = compress_recipe("unet", "synthetic-shapes", target_macs=2, teacher_epochs=3)
+    assert recipe["stages"][0] == {"name": "original", "type": "train", "model": "arch", "epochs": 3}
+
+
+def test_compress_end_to_end_reports_the_measured_outcome(trained, tmp_path):
+    result = compress(str(trained), target_macs=2, max_drop=100, epochs=1, out_dir=tmp_path / "c",
+                      overrides=["report.images=1", "bench.runs=5", "quantize.latency_runs=5"])
+    statuses = {r.name: r.status for r in result.run.stages}
+    assert statuses == {"prune": "ran", "quantize": "ran", "bench": "ran", "report": "ran"}
+    prune = json.loads((tmp_path / "c" / "prune" / "prune.json").read_text())
+    assert prune["after"]["macs"] <= 0.55 * prune["before"]["macs"]
+    o = result.outcome
+    assert o["target"] == 2 and o["achieved"] >= 1.8 and o["within_budget"]
+    assert {r["stage"] for r in o["rows"]} >= {"original", "prune", "quantize"}
+    assert Path(result.run.report).is_file()
