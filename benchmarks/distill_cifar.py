@@ -35,13 +35,15 @@ def main() -> None:
     p.add_argument("--student", default="resnet8")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--runs", nargs="+", default=["alone", "kd", "dkd"], choices=list(RUNS))
+    p.add_argument("--threads", type=int, help="torch threads (1 avoids OpenMP thrashing on a shared machine)")
     p.add_argument("--out", default=str(HERE / "results" / "distill_cifar.json"))
     args = p.parse_args()
     base = read_yaml(HERE / "configs" / "cifar10_teacher_cpu.yaml")
-    base.update(model=args.student, epochs=args.epochs, progress=False, tensorboard=False, eval_every=args.epochs)
+    base.update(model=args.student, epochs=args.epochs, progress=False, tensorboard=False, eval_every=args.epochs,
+                threads=args.threads, resume=True)  # resume: a stopped benchmark continues where it was
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
-    results.update(epochs=args.epochs, student=args.student)
+    results.update(epochs=args.epochs, student=args.student, threads=args.threads)
     for name in args.runs:
         cfg = {**base, "out_dir": f"runs/bench/cifar10_{args.student}_{name}"}
         start = time.perf_counter()

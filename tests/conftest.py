@@ -1,13 +1,20 @@
 """Shared fixtures: tiny registered models, paths to the real data, and tests confined to tmp_path."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
-import torch
+# One thread per test process unless told otherwise: on a 2-core machine shared with other jobs, OpenMP
+# threads spin against each other and a 1 ms forward can take a second. Tests that time things pass threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 from torch import nn
 
-from slimcv.models import MODELS
+from slimcv.models import MODELS  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()

@@ -15,12 +15,18 @@ EXAMPLES = {
             "  slimcv eval weights.safetensors camvid:data/camvid --model unet --out metrics.json",
     "distill": "slimcv distill --teacher runs/teacher --model unet_small --data camvid:data/camvid --size 176 240 \\\n"
                "      --mode offline --loss kd:1.0 --alpha 1.0 --temperature 4 --epochs 30 --out-dir runs/student",
-    "prune": "slimcv prune runs/teacher --remove 0.3 --target params --steps 3 --finetune-epochs 5 -o runs/pruned",
+    "prune": "slimcv prune runs/teacher --remove 0.3 --target params --steps 3 --finetune-epochs 5 -o runs/pruned\n"
+             "  slimcv prune runs/teacher --remove 0.5 --target macs --method soft --finetune-epochs 10 --distill kd\n"
+             "  slimcv prune runs/teacher --sensitivity 0.25 0.5 0.75 --max-drop 1.0 --finetune-epochs 5",
     "run": "slimcv run recipes/camvid.yaml --set distill.epochs=5 --set data.batch_size=4\n"
            "  slimcv run recipes/cifar10.yaml --until distill --dry-run",
     "compress": "slimcv compress --model runs/teacher --data camvid:data/camvid --target-speedup 4 --max-drop 1.0 "
                 "-o runs/compressed",
     "demo": "slimcv demo\n  slimcv demo --data camvid:../shared/data/camvid -o runs/demo_camvid",
+    "export": "slimcv export runs/teacher -o teacher.onnx\n"
+              "  slimcv export resnet20 --data cifar10:data/cifar10 --static-batch 1 --opset 17 --simplify -o r20.onnx",
+    "quantize": "slimcv quantize runs/teacher -o runs/int8 --calibration minmax entropy percentile --qat-epochs 2\n"
+                "  slimcv quantize runs/cifar_resnet20 -o runs/int8 --dynamic --exclude fc --max-drop 0.5 --threads 2",
     "bench": "slimcv bench runs/teacher runs/student runs/int8/model_int8_minmax.onnx --out bench.json\n"
              "  slimcv bench resnet18 mobilenet_v3_large --input-size 224 224 --batch-sizes 1 8 --threads 2",
     "report": "slimcv report runs/teacher runs/student runs/pruned runs/int8 -o reports/camvid --measure\n"
@@ -87,12 +93,23 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("source", help="run folder of the trained model")
     pr.add_argument("--data", help="dataset spec (default: the run's own data settings)")
     pr.add_argument("--remove", type=float, default=0.3, help="fraction of params/MACs to remove (default 0.3)")
-    pr.add_argument("--target", choices=["params", "macs"], default="params")
+    pr.add_argument("--target", choices=["params", "macs", "latency"], default="params",
+                    help="what --remove is a fraction of (latency: batch-1 eager, measured)")
+    pr.add_argument("--method", choices=["hard", "soft"], default="hard",
+                    help="hard: prune then fine-tune; soft: soft filter pruning during fine-tuning (SFP)")
     pr.add_argument("--steps", type=int, default=1)
-    pr.add_argument("--importance", default="l1", help="l1, l2, bn_scale or taylor")
+    pr.add_argument("--importance", default="l1", help="l1, l2, bn_scale, taylor, activation or apoz")
     pr.add_argument("--global-pruning", action="store_true")
+    pr.add_argument("--ignore", nargs="*", default=[], metavar="LAYER", help="layer names never pruned")
     pr.add_argument("--finetune-epochs", type=int, default=0)
     pr.add_argument("--lr", type=float, default=1e-3)
+    pr.add_argument("--distill", action="append", metavar="NAME[:WEIGHT]",
+                    help="distil from the unpruned model while fine-tuning, e.g. --distill kd:1")
+    pr.add_argument("--temperature", "-T", type=float, default=4.0, help="temperature of --distill losses")
+    pr.add_argument("--sensitivity", type=float, nargs="*", metavar="RATIO",
+                    help="first prune each layer alone at these ratios and plot (e.g. 0.25 0.5 0.75)")
+    pr.add_argument("--max-drop", type=float, help="with --sensitivity: per-layer ratios within this drop")
+    pr.add_argument("--latency-runs", type=int, default=20, help="timed runs for before/after latency (0: skip)")
     pr.add_argument("--out-dir", "-o", default="runs/prune")
 
     r = add("run", "Run a recipe: its stages in order; finished stages are skipped, interrupted ones resumed.")
@@ -125,6 +142,41 @@ def _parser() -> argparse.ArgumentParser:
     dm.add_argument("--out-dir", "-o", default="runs/demo")
     dm.add_argument("--quick", action="store_true", help="a reduced run (tiny images, few epochs) in under a minute")
     dm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the demo recipe")
+
+    ex = add("export", "Export a model to ONNX and check it in ONNX Runtime against PyTorch on real samples.")
+    ex.add_argument("source", help="run folder, weights file (with --model) or model name")
+    ex.add_argument("--data", help="dataset spec for the check samples and the sidecar (default: the run's own)")
+    ex.add_argument("--model", help="architecture when SOURCE is a bare weights file")
+    ex.add_argument("--num-classes", type=int, help="classes when SOURCE is a model name without --data")
+    ex.add_argument("--out", "-o", default="model.onnx", help="ONNX file to write (a .json sidecar goes beside it)")
+    ex.add_argument("--static-batch", type=int, metavar="N", help="fixed batch size (default: dynamic)")
+    ex.add_argument("--static", action="store_true", help="fixed height/width (default: dynamic for segmentation)")
+    ex.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="example size (default: the eval size)")
+    ex.add_argument("--opset", type=int, default=17)
+    ex.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript")
+    ex.add_argument("--simplify", action="store_true", help="constant-fold and drop dead nodes (onnxscript)")
+    ex.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime agreement check")
+
+    q = add("quantize", "INT8 by static PTQ (calibrated), dynamic or QAT; every model scored and timed as deployed.")
+    q.add_argument("source", help="run folder of the FP32 model (a pruned run works too)")
+    q.add_argument("--data", help="dataset spec (default: the run's own data settings)")
+    q.add_argument("--out-dir", "-o", default="runs/quantize")
+    q.add_argument("--calibration", nargs="*", default=["minmax"], choices=["minmax", "entropy", "percentile"],
+                   help="static PTQ calibration methods, one INT8 model each (none: skip static PTQ)")
+    q.add_argument("--calibration-images", type=int, default=64, help="real training images for calibration")
+    q.add_argument("--percentile", type=float, default=99.999)
+    q.add_argument("--exclude", nargs="*", default=[], metavar="LAYER", help="layers kept in FP32 (e.g. head)")
+    q.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: per-channel)")
+    q.add_argument("--no-reduce-range", action="store_true",
+                   help="full 8-bit weights (only on CPUs with VNNI/AMX: AVX2 saturates)")
+    q.add_argument("--dynamic", action="store_true", help="also dynamic quantization (MatMul/Gemm weights)")
+    q.add_argument("--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning epochs (0: no QAT)")
+    q.add_argument("--qat-lr", type=float, default=1e-4)
+    q.add_argument("--opset", type=int, default=17)
+    q.add_argument("--threads", type=int, help="threads for every runtime (default: torch's)")
+    q.add_argument("--latency-runs", type=int, default=20)
+    q.add_argument("--max-drop", type=float, default=0.5, help="accuracy points the recommended model may lose")
+    q.add_argument("--no-eager", action="store_true", help="skip evaluating and timing the PyTorch model")
 
     b = add("bench", "Cost of models: params, size, MACs, latency per runtime, throughput, peak memory (interleaved).")
     b.add_argument("sources", nargs="+", help="run folders, quantize folders, .onnx files or model names")
@@ -236,10 +288,13 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "prune":
         from slimcv.prune.prune import prune
 
+        distill = [{"name": n, "weight": float(w) if w else 1.0, "temperature": args.temperature}
+                   for n, _, w in (item.partition(":") for item in args.distill or [])]
         prune({"source": args.source, "data": _run_data(args.source, args.data), "remove": args.remove,
-               "target": args.target, "steps": args.steps, "importance": args.importance,
-               "global_pruning": args.global_pruning, "finetune_epochs": args.finetune_epochs,
-               "optim": {"lr": args.lr}, "out_dir": args.out_dir})
+               "target": args.target, "method": args.method, "steps": args.steps, "importance": args.importance,
+               "global_pruning": args.global_pruning, "ignore": args.ignore, "finetune_epochs": args.finetune_epochs,
+               "distill": distill, "sensitivity": args.sensitivity or [], "max_drop": args.max_drop,
+               "latency_runs": args.latency_runs, "optim": {"lr": args.lr}, "out_dir": args.out_dir})
     elif args.command == "eval":
         from slimcv.engine.evaluation import evaluate_model
 
@@ -260,6 +315,22 @@ def _run(args: argparse.Namespace) -> int:
         from slimcv.pipeline.demo import demo
 
         demo(args.data, out_dir=args.out_dir, quick=args.quick, overrides=args.set)
+    elif args.command == "export":
+        from slimcv.export.onnx import export
+
+        export(args.source, args.out, args.data, num_classes=args.num_classes, model=args.model,
+               batch=args.static_batch or "dynamic", dynamic_hw=False if args.static else None,
+               size=args.size, opset=args.opset, exporter=args.exporter, simplify=args.simplify,
+               check=not args.no_check)
+    elif args.command == "quantize":
+        from slimcv.quantize.quantize import quantize
+
+        quantize({"source": args.source, "data": _run_data(args.source, args.data), "out_dir": args.out_dir,
+                  "calibration": args.calibration, "calibration_images": args.calibration_images,
+                  "percentile": args.percentile, "exclude": args.exclude, "per_channel": not args.per_tensor,
+                  "reduce_range": not args.no_reduce_range, "dynamic": args.dynamic, "qat_epochs": args.qat_epochs,
+                  "qat_optim": {"lr": args.qat_lr}, "opset": args.opset, "threads": args.threads,
+                  "latency_runs": args.latency_runs, "max_drop": args.max_drop, "eager": not args.no_eager})
     elif args.command == "bench":
         from slimcv.bench.bench import bench
 

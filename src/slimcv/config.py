@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slimcv.errors import SlimcvError
 
@@ -189,13 +189,24 @@ class PruneConfig(_Config):
 
     source: str = Field(..., description="run folder of the model to prune")
     data: DataConfig = Field(default_factory=DataConfig)
-    remove: float = Field(0.3, gt=0, lt=1, description="fraction of params (or MACs) to remove")
-    target: Literal["params", "macs"] = "params"
+    remove: float = Field(0.3, gt=0, lt=1, description="fraction of params, MACs or latency to remove")
+    target: Literal["params", "macs", "latency"] = "params"
+    method: Literal["hard", "soft"] = Field("hard", description="hard: prune then fine-tune; soft: zero filters "
+                                            "every fine-tuning epoch (SFP), remove them at the end")
     steps: int = Field(1, ge=1)
     importance: str = "l1"
     global_pruning: bool = False
     max_layer_ratio: float = Field(0.9, gt=0, lt=1)
+    ignore: tuple[str, ...] = Field((), description="layer names never pruned (besides the class outputs)")
+    calibration_batches: int = Field(4, ge=1, description="training batches for taylor/activation/apoz")
     finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after each step")
+    distill: tuple[LossSpec, ...] = Field((), description="KD losses from the unpruned model during fine-tuning")
+    alpha: float = Field(1.0, ge=0, description="weight of the cross-entropy when distill is set")
+    sensitivity: tuple[float, ...] = Field((), description="ratios for a per-layer sensitivity analysis first")
+    max_drop: float | None = Field(None, gt=0, description="with sensitivity: per-layer ratios that keep each "
+                                   "layer's drop within this, used instead of the remove target")
+    sensitivity_batches: int = Field(8, ge=1, description="validation batches each sensitivity trial scores")
+    latency_runs: int = Field(20, ge=0, description="timed batch-1 runs for the before/after latency (0: skip)")
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     device: str = "auto"
@@ -210,3 +221,13 @@ class PruneConfig(_Config):
 
         IMPORTANCES.get(v)
         return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PruneConfig":
+        if self.method == "soft" and (self.finetune_epochs == 0 or self.steps != 1):
+            raise ValueError("method soft zeroes filters during fine-tuning: set finetune_epochs >= 1 and steps 1")
+        if self.max_drop is not None and not self.sensitivity:
+            raise ValueError("max_drop needs sensitivity ratios, e.g. sensitivity: [0.25, 0.5, 0.75]")
+        if any(spec.name == "feature" for spec in self.distill):
+            raise ValueError("distill during pruning supports logit losses (kd, cwd, dkd, dist), not feature")
+        return self

@@ -41,7 +41,7 @@ class Planted(nn.Module):
         return self.head(torch.relu(self.bn(self.conv(x))))
 
 
-@pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "taylor"])
+@pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "taylor", "activation", "apoz"])
 def test_each_importance_prunes_a_planted_dead_channel_first(importance):
     torch.manual_seed(0)
     model = Planted()
@@ -49,6 +49,7 @@ def test_each_importance_prunes_a_planted_dead_channel_first(importance):
         model.conv.weight[5].mul_(1e-4)
         model.conv.bias[5].zero_()
         model.bn.weight[5] = 1e-4
+        model.bn.bias[5] = -1.0  # a dead ReLU: never positive (what APoZ looks for)
         model.head.weight[:, 5] = 1e-4
     x = torch.randn(4, 3, 8, 8)
     calib = [(x, torch.randint(0, 4, (4, 8, 8)))]
@@ -64,8 +65,13 @@ def test_errors():
     x = torch.randn(1, 3, 8, 8)
     with pytest.raises(SlimcvError, match="between 0 and 1"):
         prune_structured(model, x, num_classes=4, ratio=1.5)
-    with pytest.raises(SlimcvError, match="calibration"):
-        prune_structured(model, x, num_classes=4, ratio=0.25, importance="taylor")
+    for importance in ("taylor", "activation"):
+        with pytest.raises(SlimcvError, match="calibration"):
+            prune_structured(model, x, num_classes=4, ratio=0.25, importance=importance)
+    with pytest.raises(SlimcvError, match="empty calibration"):
+        prune_structured(model, x, num_classes=4, ratio=0.25, importance="apoz", calibration=[])
+    with pytest.raises(SlimcvError, match="No layer named 'bnn'.*'bn'"):
+        prune_structured(model, x, num_classes=4, ratio=0.25, ignored=["bnn"])
     with pytest.raises(SlimcvError, match="outputs 7 classes"):
         output_layers(model, 7)
     with pytest.raises(SlimcvError, match="Unknown importance"):
@@ -88,3 +94,71 @@ def test_prune_stage_end_to_end(tmp_path):
     reloaded = slimcv.evaluate("p", {"spec": "synthetic-shapes", "options": {"size": 32, "length": 32},
                                      "val_subset": 8}, quiet=True)
     assert reloaded.metrics["miou"] == pytest.approx(report["after"]["miou"])
+
+
+class HardCoded(nn.Module):
+    """A head that reshapes with a literal channel count: DepGraph cannot see it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = Flatten8()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.conv(x)))
+
+
+class Flatten8(nn.Module):
+    def forward(self, x):
+        return x.reshape(x.shape[0], 8, -1).mean(-1)
+
+
+def test_unsupported_layer_is_named_and_can_be_ignored():
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(SlimcvError, match="fails at layer 'fc'.*'conv', 'pool', 'fc'.*ignored="):
+        prune_structured(HardCoded(), x, num_classes=4, ratio=0.25)
+    model = HardCoded()
+    prune_structured(model, x, num_classes=4, ratio=0.25, ignored=["conv"])
+    assert model.conv.out_channels == 8 and model(x).shape == (1, 4)
+
+
+def test_per_layer_ratios_prune_only_named_layers():
+    torch.manual_seed(0)
+    model = create_model("unet_small", 3, base_width=8, depth=2).eval()
+    x = torch.randn(1, 3, 32, 32)
+    convs = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    first = next(iter(convs))
+    prune_structured(model, x, num_classes=3, ratio=0.0, ratio_dict={first: 0.5})
+    after = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert after[first] == convs[first] // 2
+    assert sum(a != b for a, b in zip(after.values(), convs.values())) == 1
+
+
+def test_soft_and_sensitivity_stages_with_kd_and_latency(tmp_path):
+    import json
+
+    from slimcv.cli import main
+
+    data = ["--set", "data.options={size: 32, length: 32}", "--set", "data.val_subset=8"]
+    assert main(["train", "--model", "unet_small", "--data", "synthetic-shapes", "--epochs", "1", "-b", "8",
+                 "--workers", "0", "--set", "model_kwargs={base_width: 8, depth: 2}", *data, "-o", "t"]) == 0
+    assert main(["prune", "t", "--remove", "0.4", "--target", "macs", "--method", "soft", "--finetune-epochs", "2",
+                 "--distill", "kd:1", "-T", "2", "--latency-runs", "5", "-o", "soft"]) == 0
+    report = json.loads((tmp_path / "soft" / "prune.json").read_text())
+    assert report["after"]["macs"] == pytest.approx(0.6 * report["before"]["macs"], rel=0.06)  # 8-wide layers: coarse steps
+    assert report["after"]["latency_ms"] > 0 and report["before"]["latency_ms"] > 0
+    assert report["config"]["distill"][0]["name"] == "kd"
+    step = report["steps"][0]
+    assert step["zeroed_filters"] > 0 and "miou" in step["metrics_before_removal"]
+    summary = json.loads((tmp_path / "soft" / "summary.json").read_text())
+    assert summary["metrics"]["miou"] == pytest.approx(report["after"]["miou"])
+    assert (tmp_path / "soft" / "config.json").is_file()
+
+    assert main(["prune", "t", "--sensitivity", "0.5", "--max-drop", "100", "--latency-runs", "0",
+                 "-o", "sens"]) == 0
+    report = json.loads((tmp_path / "sens" / "prune.json").read_text())
+    sens = json.loads((tmp_path / "sens" / "sensitivity.json").read_text())
+    assert set(report["steps"][0]["layer_ratios"]) == set(sens["curves"])  # every layer allowed 0.5 by drop 100
+    assert report["after"]["params"] < report["before"]["params"]
+    assert (tmp_path / "sens" / "sensitivity.png").stat().st_size > 1000

@@ -33,13 +33,15 @@ def barrier() -> None:
 
 
 def pick_device(name: str = "auto", threads: int | None = None) -> torch.device:
-    """CUDA (this process's local rank) when present, else CPU with a sensible thread count."""
+    """CUDA (this process's local rank) when present, else CPU with ``threads``, else OMP_NUM_THREADS when set,
+    else the cores shared among the local processes."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and dist.is_initialized():
         name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     device = torch.device(name)
     if device.type == "cpu":
-        n = threads or max(1, (os.cpu_count() or 1) // world_size())
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        n = threads or (int(env) if env.isdigit() and int(env) > 0 else max(1, (os.cpu_count() or 1) // world_size()))
         torch.set_num_threads(n)
     return device

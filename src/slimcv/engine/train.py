@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,10 @@ def fit(
     cfg: TrainConfig,
     objective: Objective | nn.Module,
     model_spec: dict[str, Any] | None = None,
+    on_epoch_end: Callable[[nn.Module, int], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` with ``objective`` for ``cfg.epochs``: the loop every stage shares."""
+    """Train ``model`` with ``objective`` for ``cfg.epochs``: the loop every stage shares. ``on_epoch_end(model,
+    epoch)`` runs after each epoch's training, before evaluation (soft pruning zeroes filters there)."""
     distributed = D.init_distributed()
     device = D.pick_device(cfg.device, cfg.threads)
     seed_everything(cfg.seed, cfg.deterministic)
@@ -120,6 +123,8 @@ def fit(
             stats = train_one_epoch(net, objective, train_loader, optimizer, scheduler, device, amp=cfg.amp,
                                     scaler=scaler, clip_grad_norm=cfg.clip_grad_norm,
                                     channels_last=cfg.channels_last, progress=bar)
+        if on_epoch_end is not None:
+            on_epoch_end(unwrap(model), epoch + 1)
         record: dict[str, Any] = {"epoch": epoch + 1, "train": stats, "lr": optimizer.param_groups[0]["lr"]}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             with progress_bar("evaluate", len(data.val), cfg.progress and D.is_main()) as bar:

@@ -1,6 +1,9 @@
-"""The ``prune`` stage: prune a trained run step by step toward a target, fine-tune, compare before/after."""
+"""The ``prune`` stage: prune a trained run toward a target (hard, soft or sensitivity-guided), fine-tune
+(optionally distilling from the unpruned model), and compare before/after in one table."""
 from __future__ import annotations
 
+import copy
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,15 +13,18 @@ from torch import nn
 
 from slimcv._console import print_table
 from slimcv._io import atomic_write_json
+from slimcv.bench.latency import eager_runner, time_interleaved
 from slimcv.bench.macs import count_macs, count_params
 from slimcv.config import PruneConfig, TrainConfig, build_config
-from slimcv.data import DataBundle, load_data
+from slimcv.data import DataBundle, load_data, make_loader
 from slimcv.engine import distributed as D
 from slimcv.engine.checkpoint import load_run_model
-from slimcv.engine.loop import SupervisedLoss, evaluate
+from slimcv.engine.loop import SupervisedLoss, evaluate, match_size
 from slimcv.engine.train import fit, make_eval_loader
-from slimcv.prune.schedule import prune_to_target
-from slimcv.prune.structured import PruneResult, save_pruned
+from slimcv.prune import sensitivity as S
+from slimcv.prune.schedule import _Meter, prune_to_target, ratio_for
+from slimcv.prune.soft import remove_soft_pruned, soft_prune_step, zeroed_filters
+from slimcv.prune.structured import NEEDS_DATA, PruneResult, prune_structured, save_pruned
 
 
 @dataclass
@@ -31,37 +37,128 @@ class PruneStageResult:
 
 
 def prune(cfg: PruneConfig | dict[str, Any], data: DataBundle | None = None) -> PruneStageResult:
-    """Load ``cfg.source``, remove ``cfg.remove`` of its params/MACs in ``cfg.steps`` steps, fine-tune, save."""
+    """Load ``cfg.source``, remove ``cfg.remove`` of its params/MACs/latency, fine-tune, save and compare."""
     cfg = build_config(PruneConfig, cfg, "prune config")
     data = data or load_data(cfg.data)
     device = D.pick_device(cfg.device)
     model, spec = load_run_model(cfg.source)
+    original = copy.deepcopy(model).eval()
     example = data.val[0][0][None]
     before = _measure(model, data, cfg, device, example)
     out = Path(cfg.out_dir)
-    spec_now = dict(spec)
+    key = "miou" if data.task == "segmentation" else "top1"
+    tcfg = TrainConfig(model=spec["name"], model_kwargs=spec.get("kwargs", {}), data=data.config,
+                       epochs=max(cfg.finetune_epochs, 1), optim=cfg.optim, schedule=cfg.schedule,
+                       device=cfg.device, seed=cfg.seed, out_dir=str(out), progress=cfg.progress, resume=True)
+    objective = _objective(cfg, original, data, device)
+    model.to("cpu")
+    common = dict(num_classes=spec["num_classes"], global_pruning=cfg.global_pruning,
+                  max_layer_ratio=cfg.max_layer_ratio, ignored=cfg.ignore)
+    calib = _calibration(cfg, data) if cfg.importance in NEEDS_DATA else None
+    if calib is not None:
+        common.update(calibration=calib, loss_fn=lambda logits, t: SupervisedLoss(data.info.ignore_index)(
+            match_size(logits, t), t)["loss"])
 
     def fine_tune(m: nn.Module, step: int) -> dict[str, Any]:
         if cfg.finetune_epochs == 0:
             return {}
-        tcfg = TrainConfig(model=spec["name"], model_kwargs=spec.get("kwargs", {}), data=data.config,
-                           epochs=cfg.finetune_epochs, optim=cfg.optim, schedule=cfg.schedule, device=cfg.device,
-                           seed=cfg.seed, out_dir=str(out / f"step_{step}"), progress=cfg.progress, resume=True)
-        return fit(m, data, tcfg, SupervisedLoss(data.info.ignore_index), model_spec=spec_now).metrics
+        step_cfg = tcfg.model_copy(update={"out_dir": str(out / f"step_{step}")})
+        return fit(m, data, step_cfg, objective, model_spec=spec).metrics
 
+    extra: dict[str, Any] = {}
+    if cfg.sensitivity:
+        sens = _sensitivity(model, example, data, cfg, spec["num_classes"], key, device, out)
+        extra["sensitivity"] = str(out / "sensitivity.json")
+    if cfg.method == "soft":
+        steps, history = _soft(model, example, data, cfg, spec, tcfg, objective, common, out)
+    elif cfg.max_drop is not None:
+        ratios = {k: v for k, v in sens.layer_ratios(cfg.max_drop).items() if v > 0}
+        result = prune_structured(model, example, ratio=0.0, ratio_dict=ratios, importance=cfg.importance, **common)
+        history = result.history
+        steps = [{"step": 1, "layer_ratios": ratios, "params": result.params_after, "macs": result.macs_after,
+                  "metrics": fine_tune(model, 1)}]
+    else:
+        steps = prune_to_target(model, example, remove=cfg.remove, target=cfg.target, steps=cfg.steps,
+                                importance=cfg.importance, fine_tune=fine_tune, **common)
+        history = steps[-1].pop("history")
     model.to("cpu")
-    steps = prune_to_target(model, example, num_classes=spec["num_classes"], remove=cfg.remove, target=cfg.target,
-                            steps=cfg.steps, importance=cfg.importance, global_pruning=cfg.global_pruning,
-                            max_layer_ratio=cfg.max_layer_ratio, fine_tune=fine_tune)
-    history = steps[-1].pop("history")
     result = PruneResult(history, before["params"], count_params(model), before["macs"],
                          count_macs(model, tuple(example.shape)))
     save_pruned(model, spec, result, tuple(example.shape), out)
     after = _measure(model, data, cfg, device, example)
-    atomic_write_json(out / "prune.json", {"before": before, "after": after, "steps": steps,
+    if cfg.latency_runs:
+        t = time_interleaved({"before": eager_runner(original.to("cpu"), example),
+                              "after": eager_runner(model.to("cpu").eval(), example)}, runs=cfg.latency_runs)
+        before["latency_ms"], after["latency_ms"] = t["before"].median_ms, t["after"].median_ms
+        after["latency_threads"] = before["latency_threads"] = t["after"].threads
+    metrics = after.pop("metrics")
+    before.pop("metrics")
+    # the same files a train run has, so eval, report and later stages read a pruned folder like any run
+    atomic_write_json(out / "config.json", tcfg.model_dump(mode="json"))
+    atomic_write_json(out / "summary.json", {"metrics": metrics, "stage": "prune"})
+    atomic_write_json(out / "prune.json", {"before": before, "after": after, "steps": steps, **extra,
                                            "config": cfg.model_dump(mode="json")})
-    _print(before, after)
+    _print(before, after, key)
     return PruneStageResult(model, out, steps, before, after)
+
+
+def _objective(cfg: PruneConfig, original: nn.Module, data: DataBundle, device):
+    """Plain CE, or CE + KD from the unpruned model (it runs beside the student, frozen)."""
+    if not cfg.distill:
+        return SupervisedLoss(data.info.ignore_index)
+    from slimcv.distill.distill import DistillObjective
+
+    return DistillObjective(original.to(device), cfg.distill, cfg.alpha, data.info.ignore_index, None, None)
+
+
+def _calibration(cfg: PruneConfig, data: DataBundle) -> list:
+    loader = make_loader(data.train, cfg.data.batch_size, train=True, workers=0, seed=cfg.seed,
+                         ignore_index=data.info.ignore_index)
+    return [(images, targets[0] if isinstance(targets, (tuple, list)) else targets)
+            for images, targets in itertools.islice(loader, cfg.calibration_batches)]
+
+
+def _soft(model, example, data, cfg, spec, tcfg, objective, common, out):
+    """Soft filter pruning: the channel ratio that meets the target, zeroed every epoch, removed at the end."""
+    goal_kwargs = {k: v for k, v in common.items() if k in ("num_classes", "ignored", "max_layer_ratio")}
+    meter = _Meter(model, example, cfg.target)
+    ratio = ratio_for(model, example, meter(model) * (1 - cfg.remove), meter, importance="l2", **goal_kwargs)
+    masks: dict[str, list] = {"history": soft_prune_step(model, example, ratio=ratio, **goal_kwargs)}
+
+    def zero(m: nn.Module, _epoch: int) -> None:
+        was = next(m.parameters()).device
+        m.to("cpu")
+        masks["history"] = soft_prune_step(m, example, ratio=ratio, **goal_kwargs)
+        m.to(was)
+
+    metrics = fit(model, data, tcfg.model_copy(update={"out_dir": str(out / "soft")}), objective,
+                  model_spec=spec, on_epoch_end=zero).metrics
+    model.to("cpu")
+    still_zero = zeroed_filters(model, masks["history"])
+    result = remove_soft_pruned(model, example, masks["history"])
+    return [{"step": 1, "channel_ratio": ratio, "params": result.params_after, "macs": result.macs_after,
+             "zeroed_filters": still_zero, "metrics_before_removal": metrics}], result.history
+
+
+def _sensitivity(model, example, data, cfg, num_classes, key, device, out) -> S.Sensitivity:
+    loader = make_eval_loader(data.val, data.config.eval_batch_size or data.config.batch_size, data.config.workers,
+                              data.info.ignore_index)
+    batches = list(itertools.islice(loader, cfg.sensitivity_batches))
+
+    def score(m: nn.Module) -> float:
+        m.to(device)
+        r = evaluate(m, batches, device, task=data.task, num_classes=data.num_classes,
+                     ignore_index=data.info.ignore_index, class_names=data.info.class_names)[key]
+        m.to("cpu")
+        return r
+
+    sens = S.analyze(model, example, score, num_classes=num_classes, ratios=cfg.sensitivity,
+                     importance="l1" if cfg.importance in NEEDS_DATA else cfg.importance, ignored=cfg.ignore,
+                     metric=key, progress=cfg.progress)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "sensitivity.json", sens.to_dict())
+    S.plot(sens, out / "sensitivity.png")
+    return sens
 
 
 def _measure(model: nn.Module, data: DataBundle, cfg: PruneConfig, device, example) -> dict[str, Any]:
@@ -74,9 +171,13 @@ def _measure(model: nn.Module, data: DataBundle, cfg: PruneConfig, device, examp
     key = "miou" if data.task == "segmentation" else "top1"
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     return {key: m[key], "params": count_params(model), "macs": count_macs(model, tuple(example.shape)),
-            "bytes": size}
+            "bytes": size, "metrics": m}
 
 
-def _print(before: dict, after: dict) -> None:
-    rows = [(k, before[k], after[k], after[k] / before[k] if before[k] else None) for k in before]
-    print_table("structured pruning: before vs after", ["", "before", "after", "after/before"], rows)
+def _print(before: dict, after: dict, key: str) -> None:
+    names = [key, "params", "macs", "bytes", "latency_ms"]
+    rows = [(k, before[k], after[k], after[k] / before[k] if before[k] else None) for k in names if k in before]
+    threads = before.get("latency_threads")
+    title = "structured pruning: before vs after" + (f" (latency: batch 1, {threads} threads)" if threads else "")
+    print_table(title, ["", "before", "after", "after/before"], rows)
+

@@ -8,7 +8,7 @@ rebuilt by replaying that history on a freshly built model: no pickled modules.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from slimcv.bench.macs import count_macs, count_params
-from slimcv.errors import SlimcvError
+from slimcv.errors import SlimcvError, close_matches
 from slimcv.registry import Registry
 
 IMPORTANCES: Registry = Registry("importance")
@@ -54,6 +54,66 @@ def taylor():
     return _tp().importance.TaylorImportance()
 
 
+def _activation_importance(kind: str):
+    tp = _tp()
+    F = tp.pruner.function
+
+    class ActivationImportance(tp.importance.GroupMagnitudeImportance):
+        """Scores channels by the activations consumer layers receive (accumulated over calibration batches)."""
+
+        def __init__(self) -> None:
+            super().__init__(p=1, group_reduction="mean", normalizer="mean",
+                             target_types=[nn.Conv2d, nn.Linear])
+            self.sums: dict[nn.Module, torch.Tensor] = {}
+            self.counts: dict[nn.Module, int] = {}
+
+        def observe(self, model: nn.Module) -> list:
+            def hook(module, inputs, _output):
+                x = inputs[0].detach()
+                x = x.transpose(0, 1).reshape(x.shape[1], -1) if x.dim() == 4 else x.reshape(-1, x.shape[-1]).T
+                # mean |a| (Molchanov et al. 2017) or 1 - APoZ (Hu et al. 2016): higher = more useful
+                stat = x.abs().mean(1) if kind == "activation" else (x > 0).float().mean(1)
+                self.sums[module] = self.sums.get(module, 0) + stat
+                self.counts[module] = self.counts.get(module, 0) + 1
+
+            return [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+        @torch.no_grad()
+        def __call__(self, group):
+            imps, root = [], []
+            for i, (dep, idxs) in enumerate(group):
+                layer = dep.target.module
+                if dep.handler not in (F.prune_conv_in_channels, F.prune_linear_in_channels) or layer not in self.sums:
+                    continue
+                if isinstance(layer, nn.Conv2d) and layer.groups > 1:
+                    continue  # depthwise input is also its output; scored through the next pointwise conv
+                stat = self.sums[layer] / self.counts[layer]
+                imps.append(stat[sorted(idxs)])
+                root.append(group[i].root_idxs)
+            if not imps:
+                return None
+            return self._normalize(self._reduce(imps, root), self.normalizer)
+
+    return ActivationImportance()
+
+
+@IMPORTANCES.register("activation")
+def activation():
+    """Mean |activation| a channel feeds into the next layers (Molchanov et al., ICLR 2017), over calibration
+    batches."""
+    return _activation_importance("activation")
+
+
+@IMPORTANCES.register("apoz")
+def apoz():
+    """1 - APoZ, the share of positive activations of a channel (Hu et al., "Network Trimming", 2016), over
+    calibration batches."""
+    return _activation_importance("apoz")
+
+
+NEEDS_DATA = {"taylor": "gradients", "activation": "activations", "apoz": "activations"}
+
+
 @dataclass
 class PruneResult:
     """Sizes before and after, and the history that rebuilds the pruned architecture."""
@@ -83,6 +143,81 @@ def output_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
     return found
 
 
+def _ignored_modules(model: nn.Module, num_classes: int, ignored: Sequence[str]) -> list[nn.Module]:
+    names = dict(model.named_modules())
+    unknown = [n for n in ignored if n not in names]
+    if unknown:
+        hint = close_matches(unknown[0], names) or f" Names look like {list(names)[1:4]}."
+        raise SlimcvError(f"No layer named {unknown[0]!r} in this model to keep unpruned.{hint}")
+    return output_layers(model, num_classes) + [names[n] for n in ignored]
+
+
+def build_pruner(model: nn.Module, example_input: torch.Tensor, imp, *, num_classes: int, ratio: float,
+                 global_pruning: bool = False, max_layer_ratio: float = 0.9, ignored: Sequence[str] = (),
+                 ratio_dict: dict[str, float] | None = None):
+    """A Torch-Pruning MetaPruner over ``model`` that never touches the class outputs or ``ignored`` layers."""
+    tp = _tp()
+    names = dict(model.named_modules())
+    try:
+        with torch.enable_grad():  # DepGraph traces through autograd
+            return tp.pruner.MetaPruner(model, example_input, importance=imp, pruning_ratio=ratio,
+                                        global_pruning=global_pruning, max_pruning_ratio=max_layer_ratio,
+                                        ignored_layers=_ignored_modules(model, num_classes, ignored),
+                                        pruning_ratio_dict={names[k]: v for k, v in (ratio_dict or {}).items()}
+                                        or None)
+    except SlimcvError:
+        raise
+    except Exception as e:  # DepGraph tracing failures name the layer in their message
+        raise SlimcvError(f"Torch-Pruning could not trace this model's dependencies ({e}); "
+                          "keep the layer it names unpruned (ignored layers) or use unstructured pruning.") from e
+
+
+def score_inputs(model: nn.Module, importance: str, imp, calibration, loss_fn) -> None:
+    """Feed calibration batches for importances that need gradients (taylor) or activations."""
+    need = NEEDS_DATA.get(importance)
+    if need is None:
+        return
+    if calibration is None or (need == "gradients" and loss_fn is None):
+        raise SlimcvError(f"Importance {importance!r} needs calibration batches"
+                          f"{' and a loss' if need == 'gradients' else ''}; pass a few training batches.")
+    hooks = imp.observe(model) if need == "activations" else []
+    model.zero_grad(set_to_none=True)
+    seen = 0
+    try:
+        for images, targets in calibration:
+            if need == "gradients":
+                loss_fn(model(images), targets).backward()
+            else:
+                with torch.no_grad():
+                    model(images)
+            seen += 1
+    finally:
+        for h in hooks:
+            h.remove()
+    if not seen:
+        raise SlimcvError(f"Importance {importance!r} got an empty calibration set; pass a few training batches.")
+
+
+def check_forward(model: nn.Module, example_input: torch.Tensor) -> None:
+    """Run the pruned model once; if it fails, name the layer that hard-codes a channel count."""
+    entered: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda _m, _i, n=n: entered.append(n))
+             for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    except RuntimeError as e:
+        layer = entered[-1] if entered else "(top level)"
+        recent = ", ".join(repr(n) for n in entered[-3:])
+        raise SlimcvError(f"After pruning, the model fails at layer {layer!r} ({str(e).splitlines()[0]}): a layer "
+                          f"that ran just before it ({recent}) uses a channel count Torch-Pruning cannot see; keep "
+                          "the layer that produces its input unpruned with ignored=[NAME] (--ignore NAME) or use "
+                          "unstructured pruning.") from e
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def prune_structured(
     model: nn.Module,
     example_input: torch.Tensor,
@@ -92,48 +227,35 @@ def prune_structured(
     importance: str = "l1",
     global_pruning: bool = False,
     max_layer_ratio: float = 0.9,
+    ignored: Sequence[str] = (),
+    ratio_dict: dict[str, float] | None = None,
     calibration: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> PruneResult:
-    """Remove ``ratio`` of the channels of every prunable group (layer-uniform), or globally ranked."""
-    if not 0 < ratio < 1:
+    """Remove ``ratio`` of the channels of every prunable group (layer-uniform, or ranked globally; per-layer
+    ratios by root layer name in ``ratio_dict``)."""
+    if not 0 < ratio < 1 and not ratio_dict:
         raise SlimcvError(f"Pruning ratio {ratio} must be between 0 and 1 (e.g. 0.3 removes 30% of channels).")
-    tp = _tp()
     model.eval()
     shape = tuple(example_input.shape)
     params0, macs0 = count_params(model), count_macs(model, shape)
     imp = IMPORTANCES.get(importance)()
-    try:
-        pruner = tp.pruner.MetaPruner(model, example_input, importance=imp, pruning_ratio=ratio,
-                                      global_pruning=global_pruning, max_pruning_ratio=max_layer_ratio,
-                                      ignored_layers=output_layers(model, num_classes))
-    except Exception as e:  # DepGraph tracing failures name the layer in their message
-        raise SlimcvError(f"Torch-Pruning could not trace this model's dependencies ({e}); "
-                          "exclude the layer it names or use unstructured pruning.") from e
-    if importance == "taylor":
-        _accumulate_gradients(model, calibration, loss_fn)
+    pruner = build_pruner(model, example_input, imp, num_classes=num_classes, ratio=ratio,
+                          global_pruning=global_pruning, max_layer_ratio=max_layer_ratio, ignored=ignored,
+                          ratio_dict=ratio_dict)
+    score_inputs(model, importance, imp, calibration, loss_fn)
     pruner.step()
     model.zero_grad(set_to_none=True)
+    check_forward(model, example_input)
     return PruneResult(pruner.pruning_history(), params0, count_params(model), macs0, count_macs(model, shape))
-
-
-def _accumulate_gradients(model: nn.Module, batches, loss_fn) -> None:
-    if batches is None or loss_fn is None:
-        raise SlimcvError("Importance 'taylor' needs calibration batches and a loss to compute gradients.")
-    model.zero_grad(set_to_none=True)
-    seen = 0
-    for images, targets in batches:
-        loss_fn(model(images), targets).backward()
-        seen += 1
-    if not seen:
-        raise SlimcvError("Importance 'taylor' got an empty calibration set; pass a few training batches.")
 
 
 def apply_pruning_history(model: nn.Module, history: list, input_shape: tuple[int, ...]) -> nn.Module:
     """Replay a saved pruning history on a freshly built model so pruned weights fit it."""
     tp = _tp()
     model.eval()
-    graph = tp.DependencyGraph().build_dependency(model, torch.zeros(input_shape))
+    with torch.enable_grad():
+        graph = tp.DependencyGraph().build_dependency(model, torch.zeros(input_shape))
     try:
         graph.load_pruning_history(history)
     except (KeyError, IndexError, AttributeError) as e:
