@@ -81,6 +81,7 @@ class BenchReport(_Strict):
     machine: dict[str, Any]
     settings: Settings
     models: list[ModelResult]
+    notes: list[str] = Field(default_factory=list, description="what could not be measured, and why")
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
@@ -99,15 +100,19 @@ def bench(sources: Sequence[Any], *, input_size: Sequence[int] | None = None, nu
     batch_sizes = sorted({1, *batch_sizes})
     candidates = resolve_sources(list(sources), size, num_classes)
     with tempfile.TemporaryDirectory(prefix="slimcv-bench-") as tmp:
-        plan = _plan(candidates, runtimes, Path(tmp))
+        notes: list[str] = []
+        plan = _plan(candidates, runtimes, Path(tmp), notes)
         timings = {b: _time(plan, b, warmup, runs if b == 1 else max(5, runs // 4), threads, quiet)
                    for b in batch_sizes}
         mem = {key: _memory(c, rt, path, threads) for key, (c, rt, path) in plan.items()} if memory else {}
     report = _assemble(candidates, plan, timings, mem, threads, warmup, runs, batch_sizes, memory)
+    report.notes = notes
     if out is not None:
-        atomic_write_json(out, report.model_dump(mode="json", by_alias=True))
+        atomic_write_json(out, report.model_dump(mode="json", by_alias=True)).chmod(0o644)
     if not quiet:
         print_bench(report)
+        for note in notes:
+            console.print(f"note: {note}")
     return report
 
 
@@ -120,7 +125,7 @@ def _hw(size: Sequence[int] | int | None) -> tuple[int, int] | None:
     return (size[0], size[-1])
 
 
-def _plan(candidates: list[Candidate], runtimes: Sequence[str], tmp: Path) -> dict[str, tuple]:
+def _plan(candidates: list[Candidate], runtimes: Sequence[str], tmp: Path, notes: list[str]) -> dict[str, tuple]:
     """(candidate, runtime, onnx path or None) per measured row, keyed 'name · runtime'."""
     plan: dict[str, tuple] = {}
     ort_ok = _has_ort()
@@ -135,7 +140,10 @@ def _plan(candidates: list[Candidate], runtimes: Sequence[str], tmp: Path) -> di
         if "eager" in runtimes:
             plan[f"{c.name} · eager"] = (c, "eager", None)
         if "ort" in runtimes and ort_ok:
-            plan[f"{c.name} · ort-fp32"] = (c, "ort-fp32", _export(c, tmp))
+            try:
+                plan[f"{c.name} · ort-fp32"] = (c, "ort-fp32", _export(c, tmp))
+            except SlimcvError as e:  # one model that does not export must not stop the others' measurement
+                notes.append(f"{c.name}: no ort-fp32 row, export failed: {e}")
     if not plan:
         raise SlimcvError(f"No runtime in {list(runtimes)} can run these models; add 'eager' or install onnxruntime.")
     return plan

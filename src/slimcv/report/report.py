@@ -104,15 +104,21 @@ def _predictions(entries, base, bundle, images, predict, threads, notes, quiet) 
         return {}
     indices = O.fixed_indices(len(bundle.val), images)
     wanted = {base.name, entries[-1].name}
-    out = {}
+    out: dict[str, O.Predictions] = {}
+    done: dict[tuple[str, str], O.Predictions] = {}  # the same model and data are run once
     for e in entries:
         confusion = e.name in wanted and "confusion_matrix" not in e.metrics
         if e.model_path is None or not (indices or confusion):
             continue
+        data = _entry_bundle(e, bundle)
+        key = (str(Path(e.model_path).resolve()), data.config.model_dump_json())
+        if key in done and (done[key].confusion is not None or not confusion):
+            out[e.name] = done[key]
+            continue
         if not quiet:
             console.print(f"predicting {e.name} ({'full validation split' if confusion else f'{len(indices)} images'})")
         try:
-            out[e.name] = O.predict(e, _entry_bundle(e, bundle), indices, confusion, threads)
+            out[e.name] = done[key] = O.predict(e, data, indices, confusion, threads)
         except (SlimcvError, RuntimeError, ValueError) as err:
             notes.append(f"could not run {e.name} on the validation images: {err}")
     return out
@@ -120,9 +126,15 @@ def _predictions(entries, base, bundle, images, predict, threads, notes, quiet) 
 
 def _entry_bundle(e: Entry, base_bundle):
     """The entry's own evaluation size when its data config names the same dataset, else the baseline's."""
-    if e.data and e.data.get("spec") == base_bundle.config.spec and e.data != base_bundle.config.model_dump():
+    keys = ("spec", "size", "eval_size", "val_split", "val_subset", "options")
+    base = base_bundle.config.model_dump()
+    if e.data and e.data.get("spec") == base["spec"] and any(_same(e.data.get(k)) != _same(base[k]) for k in keys):
         return O.load_bundle(e.data) or base_bundle
     return base_bundle
+
+
+def _same(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
 
 
 def _figures(entries, base, bundle, preds, colors, class_names, task, notes) -> dict[str, bytes]:
