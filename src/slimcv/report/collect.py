@@ -165,7 +165,7 @@ def _quantize(path: Path, count: bool) -> list[Entry]:
     command = _recorded_command(path, info)
     out = []
     for m in models:
-        model = Path(str(m.get("path", ""))) if Path(str(m.get("path", ""))).is_absolute() else path / str(m.get("path", ""))
+        model = _listed_path(path, str(m.get("path", "")))
         loadable = (model.suffix == ".onnx" and model.is_file()) or (model / "model.json").is_file()
         e = Entry(name=f"{path.name}:{m['name']}", kind="quantize", path=path, task=info.get("task"),
                   metrics=dict(m.get("metrics") or {}), file_bytes=m.get("file_bytes"), config=info.get("config"),
@@ -184,6 +184,14 @@ def _quantize(path: Path, count: bool) -> list[Entry]:
             e.notes.append("quantize.json holds no metrics for this model")
         out.append(e)
     return out
+
+
+def _listed_path(folder: Path, listed: str) -> Path:
+    """A path quantize.json lists: absolute, relative to its folder, or (a source run) relative to where it ran."""
+    p = Path(listed)
+    if p.is_absolute() or not listed:
+        return p
+    return folder / p if (folder / p).exists() or not p.exists() else p
 
 
 def _runtime_name(m: dict[str, Any]) -> str:

@@ -146,11 +146,14 @@ def error_map(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, ignore_ind
 
 def overlay_figure(image: np.ndarray, truth: np.ndarray, preds: dict[str, np.ndarray], class_names: Sequence[str],
                    palette: Sequence[Sequence[int]], ignore_index: int, title: str, per_row: int = 3) -> bytes:
-    """image | ground truth | up to ``per_row`` predictions per row, each with its error map below it; the legend
-    sits under the image and ground truth; more models continue on further row pairs."""
+    """image | ground truth | ``per_row`` predictions, each with its error map below it, the legend under image and
+    truth; more models continue on full-width row pairs below."""
     names = list(preds)
-    blocks = max(1, -(-len(names) // per_row))
     cols = 2 + min(per_row, max(1, len(names)))
+    slots = [(0, c) for c in range(2, cols)]  # beside image and truth first, then full rows below
+    while len(slots) < len(names):
+        slots += [(slots[-1][0] + 2, c) for c in range(cols)]
+    blocks = slots[len(names) - 1][0] // 2 + 1 if names else 1
     h, w = truth.shape
     cell_w, cell_h = 2.4, 2.4 * h / w
     height = blocks * 2 * (cell_h + 0.45) + 0.8
@@ -165,8 +168,7 @@ def overlay_figure(image: np.ndarray, truth: np.ndarray, preds: dict[str, np.nda
     _show(axes[0][0], image, "image")
     _show(axes[0][1], colorize(truth, palette, ignore_index), "ground truth")
     valid = truth != ignore_index
-    for k, name in enumerate(names):
-        row, col = 2 * (k // per_row), 2 + k % per_row
+    for (row, col), name in zip(slots, names):
         p = preds[name]
         wrong = float(((p != truth) & valid).sum()) / max(1, int(valid.sum()))
         _show(axes[row][col], colorize(p, palette, ignore_index), _wrap(name))
@@ -190,10 +192,15 @@ def _show(ax, rgb: np.ndarray, label: str) -> None:
     ax.set_title(label, fontsize=8.5)
 
 
-def _wrap(name: str, width: int = 26) -> str:
-    import textwrap
-
-    return "\n".join(textwrap.wrap(name, width)) or name
+def _wrap(name: str, width: int = 30) -> str:
+    """Break a long run name after a ':' or '_' so it fits above a panel."""
+    lines, rest = [], name
+    while len(rest) > width:
+        cut = max(rest.rfind(":", 0, width), rest.rfind("_", 0, width))
+        cut = cut + 1 if cut > 0 else width
+        lines.append(rest[:cut])
+        rest = rest[cut:]
+    return "\n".join([*lines, rest])
 
 
 def matplotlib_patch(color, label: str):

@@ -51,7 +51,9 @@ def pareto_figure(entries: Sequence[Entry], colors: dict[str, str]) -> bytes | N
     panels = [p for p in (("latency", lat), ("size", size)) if p[1]]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.8), squeeze=False)
+    n_models = len({e.name for e in entries if e.metric is not None})
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 5.0 + 0.3 * ((n_models + 3) // 4)),
+                             squeeze=False)
     for ax, (which, rows) in zip(axes[0], panels):
         if which == "latency":
             pts = [(ms, e.metric) for e, _, ms in rows]
@@ -78,15 +80,19 @@ def pareto_figure(entries: Sequence[Entry], colors: dict[str, str]) -> bytes | N
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.margins(x=0.12, y=0.1)
-        _label_points(ax, pts, labels)
+        _label_points(ax, [pts[i] for i in front], [labels[i] for i in front])  # the rest: by colour legend
         ax.set_ylabel(METRIC_LABEL.get(metric, "validation metric (%)"))
         ax.grid(True, alpha=0.3)
-        handles = [plt.Line2D([], [], color="black", linewidth=1.2, label="Pareto frontier (ringed)")]
+        handles = [plt.Line2D([], [], color="black", linewidth=1.2, label="Pareto frontier (ringed, named)")]
         if which == "latency":
             handles += [plt.Line2D([], [], linestyle="", marker=m, color="gray", label=rt)
                         for rt, m in RUNTIME_MARKERS.items() if any(r == rt for _, r, _ in rows)]
         ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, frameon=False)
-    fig.tight_layout()
+    shown = list(dict.fromkeys(e.name for e in entries if e.metric is not None))
+    fig.legend(handles=[plt.Line2D([], [], linestyle="", marker="o", markersize=8, color=colors[n], label=n)
+                        for n in shown], loc="lower center", ncol=min(4, len(shown)), fontsize=8, frameon=False,
+               title="models", title_fontsize=8.5)
+    fig.tight_layout(rect=(0, 0.06 + 0.045 * ((len(shown) + 3) // 4), 1, 1))
     return to_png(fig)
 
 
@@ -116,7 +122,7 @@ def per_class_figure(entries: Sequence[Entry], colors: dict[str, str], class_nam
     if not rows or not names:
         return None
     width = 0.8 / len(rows)
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(names) * max(1, len(rows) / 2.5)), 4.6))
+    fig, ax = plt.subplots(figsize=(min(12.0, max(8.0, 0.75 * len(names) * max(1, len(rows) / 2.5))), 5.0))
     x = np.arange(len(names))
     for i, e in enumerate(rows):
         vals = [e.per_class.get(n) for n in names]
@@ -131,7 +137,7 @@ def per_class_figure(entries: Sequence[Entry], colors: dict[str, str], class_nam
     ax.set_ylim(0, 100)
     ax.set_title(("per-class IoU" if task == "segmentation" else "per-class accuracy") + " on the validation set")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(4, len(rows)), loc="upper center", bbox_to_anchor=(0.5, -0.28))
+    ax.legend(fontsize=8, ncol=min(4, len(rows)), loc="upper center", bbox_to_anchor=(0.5, -0.25), frameon=False)
     fig.tight_layout()
     return to_png(fig)
 
@@ -173,7 +179,7 @@ def curves_figure(entries: Sequence[Entry], colors: dict[str, str]) -> bytes | N
     for e in rows:
         ep = [r["epoch"] for r in e.curves if "loss" in r.get("train", {})]
         ax_loss.plot(ep, [r["train"]["loss"] for r in e.curves if "loss" in r.get("train", {})],
-                     color=colors[e.name], label=e.name)
+                     color=colors[e.name], label=e.name, marker="o" if len(ep) <= 5 else None, markersize=5)
         name = e.metric_name
         val = [(r["epoch"], r["val"][name]) for r in e.curves if name and name in r.get("val", {})]
         if val:

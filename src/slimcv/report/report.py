@@ -92,7 +92,8 @@ def _measure(entries: list[Entry], threads: int | None, quiet: bool, replace: bo
             e.latency[r.runtime] = {"median": r.latency_ms.median, "p90": r.latency_ms.p90,
                                     "threads": result.settings.threads,
                                     "from": "this report's --measure (one interleaved run)"}
-    return [f"--measure timed {len(todo)} model(s) interleaved at batch 1 with {result.settings.threads} threads"]
+    return [f"{len(todo)} model(s) timed by this report in one interleaved run at batch 1 with "
+            f"{result.settings.threads} thread(s)"]
 
 
 def _predictions(entries, base, bundle, images, predict, threads, notes, quiet) -> dict[str, O.Predictions]:
