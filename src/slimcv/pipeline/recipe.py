@@ -160,26 +160,11 @@ def validate(values: dict[str, Any], source: str = "recipe") -> Recipe:
 
 
 def _stage(raw: Any, index: int, earlier: list[StageSpec], cfg: RecipeConfig, types: dict, broken: set[str]):
-    where = f"stages.{index}"
-    if not isinstance(raw, dict):
-        return None, [f"{where}: a stage must be a mapping like {{name: teacher, type: train, ...}}"]
-    name = raw.get("name", raw.get("type"))
-    if not isinstance(name, str) or not name:
-        return None, [f"{where}: give the stage a name (and a type: {', '.join(types)})"]
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name) or name in RESERVED:
-        return None, [f"{where}.name: {name!r} must start with a letter and hold only letters, digits, _ and - "
-                      f"(and not be {', '.join(RESERVED)})"]
-    where = f"stages.{name}"
-    kind = raw.get("type", name)
-    if kind not in types:
-        hint = close_matches(str(kind), types)
-        return None, [f"{where}.type: unknown stage type {kind!r}; allowed: {', '.join(types)}.{hint}".rstrip(".")]
-    if any(s.name == name for s in earlier):
-        return None, [f"{where}: two stages are named {name!r}; give each stage its own name"]
-    if name in cfg.models and (cfg.models[name].run or cfg.models[name].weights):
-        return None, [f"{where}: {name!r} also names a trained model in models; references would be ambiguous, "
-                      "rename one of them"]
-    stype = types[kind]
+    """Validate one stage: its name and type, its references, and its own config (built here)."""
+    name, kind, problem = _stage_identity(raw, index, earlier, cfg, types)
+    if problem:
+        return None, [problem]
+    where, stype = f"stages.{name}", types[kind]
     refs = {k: raw[k] for k in ("input", "teacher", "inputs") if k in raw}
     if "inputs" in stype.refs and "inputs" not in refs:  # default: every earlier stage that holds a model
         refs["inputs"] = [s.name for s in earlier if types[s.type].makes_model]
@@ -194,7 +179,8 @@ def _stage(raw: Any, index: int, earlier: list[StageSpec], cfg: RecipeConfig, ty
     params = {k: v for k, v in raw.items() if k not in RUNNER_KEYS}
     problems += [f"{where}.{k}: set by the runner; remove it" for k in stype.managed if k in params]
     spec = StageSpec(name, kind, refs, params, data)
-    if problems or params.get("model") in broken:  # a broken model entry is reported once, under models
+    model = params.get("model")
+    if problems or (isinstance(model, str) and model in broken):  # a broken model entry is reported once
         return spec, problems
     try:
         config = stype.build(spec, Resolver(cfg, earlier))
@@ -203,6 +189,30 @@ def _stage(raw: Any, index: int, earlier: list[StageSpec], cfg: RecipeConfig, ty
     except SlimcvError as e:
         return spec, [f"{where}: {str(e).rstrip('.')}"]
     return StageSpec(name, kind, refs, params, data, config), []
+
+
+def _stage_identity(raw: Any, index: int, earlier: list[StageSpec], cfg: RecipeConfig, types: dict):
+    """(name, type, problem): a stage needs a unique, folder-safe name and a known type."""
+    where = f"stages.{index}"
+    if not isinstance(raw, dict):
+        return None, None, f"{where}: a stage must be a mapping like {{name: teacher, type: train, ...}}"
+    name = raw.get("name", raw.get("type"))
+    if not isinstance(name, str) or not name:
+        return None, None, f"{where}: give the stage a name (and a type: {', '.join(types)})"
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name) or name in RESERVED:
+        return None, None, (f"{where}.name: {name!r} must start with a letter and hold only letters, digits, _ and "
+                            f"- (and not be {', '.join(RESERVED)})")
+    where = f"stages.{name}"
+    kind = raw.get("type", name)
+    if kind not in types:
+        hint = close_matches(str(kind), types)
+        return name, kind, f"{where}.type: unknown stage type {kind!r}; allowed: {', '.join(types)}.{hint}".rstrip(".")
+    if any(s.name == name for s in earlier):
+        return name, kind, f"{where}: two stages are named {name!r}; give each stage its own name"
+    if name in cfg.models and (cfg.models[name].run or cfg.models[name].weights):
+        return name, kind, (f"{where}: {name!r} also names a trained model in models; references would be "
+                            "ambiguous, rename one of them")
+    return name, kind, None
 
 
 def _ref_problems(value: Any, earlier: list[StageSpec], cfg: RecipeConfig) -> list[str]:

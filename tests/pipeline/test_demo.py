@@ -1,0 +1,59 @@
+"""slimcv demo (reduced in the fast suite, the real one marked slow) and the Python API example."""
+import json
+import runpy
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from slimcv.cli import main
+from slimcv.errors import SlimcvError
+from slimcv.pipeline import run
+from slimcv.pipeline.demo import demo, demo_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_quick_demo_runs_the_whole_chain_from_the_cli(capsys):
+    assert main(["demo", "--quick", "--set", "report.images=1"]) == 0
+    out = capsys.readouterr().out
+    root = Path("runs/demo")
+    manifests = {p.parent.name: json.loads(p.read_text()) for p in root.glob("*/manifest.json")}
+    assert set(manifests) == {"teacher", "student", "distill", "prune", "quantize", "report"}
+    assert all(m["status"] == "done" for m in manifests.values())
+    assert manifests["student"]["metrics"]["macs"] * 10 < manifests["teacher"]["metrics"]["macs"]
+    assert manifests["prune"]["metrics"]["params"] < manifests["distill"]["metrics"]["params"]
+    assert any(name.startswith("int8") for name in manifests["quantize"]["metrics"]["models"])
+    html = root / "report" / "report.html"
+    assert html.is_file() and "<table" in html.read_text()
+    assert "KD effect" in out and f"open the report: {html}" in out
+    again = run(root / "recipe.yaml")  # the saved recipe re-runs instantly: everything is finished
+    assert {r.status for r in again.stages} == {"skipped"}
+
+
+def test_demo_only_takes_its_own_data():
+    with pytest.raises(SlimcvError, match="synthetic-shapes or camvid:PATH"):
+        demo_recipe("voc:somewhere")
+    camvid = demo_recipe("camvid:/data/camvid")
+    assert camvid["data"]["spec"] == "camvid:/data/camvid" and camvid["data"]["augment"] == ["rotate", "shift", "hflip"]
+
+
+@pytest.mark.slow
+def test_full_demo_learns_within_five_minutes():
+    start = time.perf_counter()
+    result = demo()
+    elapsed = time.perf_counter() - start
+    miou = {r.name: r.metrics.get("miou") for r in result.stages}
+    assert elapsed <= 300, f"demo took {elapsed:.0f} s"
+    # chance on synthetic-shapes: all background is about 22 mIoU
+    assert miou["teacher"] >= 65 and miou["distill"] >= 45 and miou["prune"] >= 40, miou
+    assert result.report is not None and result.report.is_file()
+
+
+def test_python_api_example_runs(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["python_api.py", "--quick", "--out", str(tmp_path / "api")])
+    runpy.run_path(str(REPO / "examples" / "python_api.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "INT8 recommendation" in out and (tmp_path / "api" / "report" / "report.html").is_file()
+    assert "second run: {'teacher': 'skipped', 'distill': 'skipped', 'prune': 'skipped'}" in out
