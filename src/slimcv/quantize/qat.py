@@ -102,7 +102,11 @@ def prepare_qat(model: nn.Module, example: torch.Tensor) -> QatModel:
         gm = fuse(fx.GraphModule(model, graph), no_trace=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            prepared = prepare_qat_fx(gm.train(), QConfigMapping().set_global(qat_qconfig()), example_inputs=(example,))
+            # torch.cat would share one observer across its inputs: a U-Net skip (after ReLU, >= 0) and an
+            # upsampled map (signed) get a zero point > 0, ReLU can no longer fold into the quantizer, and ORT
+            # keeps those convolutions in FP32. Concatenating dequantized maps costs nothing.
+            mapping = QConfigMapping().set_global(qat_qconfig()).set_object_type(torch.cat, None)
+            prepared = prepare_qat_fx(gm.train(), mapping, example_inputs=(example,))
         return QatModel(prepared)
     except Exception as e:
         raise SlimcvError(f"Cannot prepare {type(model).__name__} for quantization-aware training with FX "

@@ -27,7 +27,7 @@ from slimcv.data import DataBundle, build_dataset, load_data
 from slimcv.deploy.chooser import Candidate, choose_runtime
 from slimcv.deploy.runtime import DeployedModule, cpu_features, deployed_runner, openvino_available
 from slimcv.engine.loop import SupervisedLoss, evaluate
-from slimcv.engine.train import fit, make_eval_loader
+from slimcv.engine.train import class_weights, fit, make_eval_loader
 from slimcv.export.onnx import ExportConfig, export_module, sample_batches, sidecar_meta, write_sidecar
 from slimcv.quantize.calibration import ImageCalibrationReader
 from slimcv.quantize.dynamic import dynamic_applicability, quantize_dyn
@@ -49,7 +49,7 @@ class QuantizeConfig(_Config):
     exclude: tuple[str, ...] = Field((), description="layers (module paths or ONNX node names) kept in FP32")
     dynamic: bool = False
     qat_epochs: int = Field(0, ge=0, description="epochs of quantization-aware fine-tuning (0: no QAT)")
-    qat_optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-4))
+    qat_optim: OptimConfig = Field(default_factory=lambda: OptimConfig(name="sgd", lr=1e-3, momentum=0.9))
     opset: int = 17
     threads: int | None = Field(None, ge=1, description="threads for every runtime (default: torch's)")
     latency_runs: int = Field(20, ge=1)
@@ -160,13 +160,26 @@ def _qat(net: nn.Module, spec: dict, data: DataBundle, cfg: QuantizeConfig, tmp:
     n = min(len(data.train), 2 * data.config.batch_size)
     probe = Subset(data.train, range(0, len(data.train), max(1, len(data.train) // n))[:n])  # spread: sorted sets
     qdata = dataclasses.replace(data, val=probe)
+    same = _source_objective(cfg.source)  # the loss the model was trained with (class weights, smoothing)
     tcfg = TrainConfig(model=spec["name"], model_kwargs=spec.get("kwargs", {}), data=data.config,
                        epochs=cfg.qat_epochs, optim=cfg.qat_optim, schedule=ScheduleConfig(name="cosine"),
                        device="cpu", seed=cfg.seed, out_dir=str(tmp / "qat_run"), progress=cfg.progress,
-                       tensorboard=False, keep_checkpoints=1)
-    result = fit(qmodel, qdata, tcfg, SupervisedLoss(data.info.ignore_index), model_spec={**spec, "qat": True})
+                       tensorboard=False, keep_checkpoints=1, **same)
+    objective = SupervisedLoss(data.info.ignore_index, class_weights(tcfg, data), tcfg.label_smoothing)
+    result = fit(qmodel, qdata, tcfg, objective, model_spec={**spec, "qat": True})
     return export_qat(result.model, example, tmp / "model_int8_qat.onnx", opset=cfg.opset,
                       dynamic_hw=data.task == "segmentation")
+
+
+def _source_objective(source: str) -> dict[str, Any]:
+    """class_weights and label_smoothing from the source run's config.json (none for a bare model name)."""
+    import json
+
+    path = Path(source) / "config.json"
+    if not path.is_file():
+        return {}
+    run = json.loads(path.read_text())
+    return {k: run[k] for k in ("class_weights", "label_smoothing") if run.get(k) is not None}
 
 
 def _evaluate_all(net: nn.Module, files: list[dict], data: DataBundle, cfg: QuantizeConfig, threads: int,
