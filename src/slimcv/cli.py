@@ -171,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="full 8-bit weights (only on CPUs with VNNI/AMX: AVX2 saturates)")
     q.add_argument("--dynamic", action="store_true", help="also dynamic quantization (MatMul/Gemm weights)")
     q.add_argument("--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning epochs (0: no QAT)")
-    q.add_argument("--qat-lr", type=float, default=1e-4)
+    q.add_argument("--qat-lr", type=float, default=1e-3, help="SGD (momentum 0.9) learning rate of QAT")
     q.add_argument("--opset", type=int, default=17)
     q.add_argument("--threads", type=int, help="threads for every runtime (default: torch's)")
     q.add_argument("--latency-runs", type=int, default=20)
@@ -329,7 +329,7 @@ def _run(args: argparse.Namespace) -> int:
                   "calibration": args.calibration, "calibration_images": args.calibration_images,
                   "percentile": args.percentile, "exclude": args.exclude, "per_channel": not args.per_tensor,
                   "reduce_range": not args.no_reduce_range, "dynamic": args.dynamic, "qat_epochs": args.qat_epochs,
-                  "qat_optim": {"lr": args.qat_lr}, "opset": args.opset, "threads": args.threads,
+                  "qat_optim": {"name": "sgd", "lr": args.qat_lr}, "opset": args.opset, "threads": args.threads,
                   "latency_runs": args.latency_runs, "max_drop": args.max_drop, "eager": not args.no_eager})
     elif args.command == "bench":
         from slimcv.bench.bench import bench
