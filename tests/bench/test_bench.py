@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -24,8 +25,10 @@ def _convs(width: int, depth: int) -> nn.Module:
 
 def _to_onnx(model: nn.Module, path, size=32, batch=None):
     axes = None if batch else {"input": {0: "batch"}, "output": {0: "batch"}}
-    torch.onnx.export(model.eval(), (torch.randn(batch or 1, 3, size, size),), str(path), dynamo=False,
-                      opset_version=17, input_names=["input"], output_names=["output"], dynamic_axes=axes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, as slimcv.export uses
+        torch.onnx.export(model.eval(), (torch.randn(batch or 1, 3, size, size),), str(path), dynamo=False,
+                          opset_version=17, input_names=["input"], output_names=["output"], dynamic_axes=axes)
     return path
 
 

@@ -11,8 +11,8 @@ DATA = {"spec": "synthetic-shapes", "options": {"size": 32, "length": 32}, "batc
 def _train(out: Path, width: int) -> Path:
     from slimcv.engine.train import train
 
-    train({"model": "unet_small", "model_kwargs": {"base_width": width, "depth": 2}, "data": DATA, "epochs": 3, "optim": {"lr": 0.01},
-           "out_dir": str(out), "progress": False, "tensorboard": False, "threads": 1})
+    train({"model": "unet_small", "model_kwargs": {"base_width": width, "depth": 2}, "data": DATA, "epochs": 3,
+           "optim": {"lr": 0.01}, "out_dir": str(out), "progress": False, "tensorboard": False, "threads": 1})
     return out
 
 

@@ -19,7 +19,8 @@ def _browser():
 
 def screenshot(html, png, width=1280, height=3600):
     """Screenshot ``html`` with headless Chromium at device scale 1."""
-    cmd = [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--force-device-scale-factor=1",
+    cmd = [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+           "--force-device-scale-factor=1",
            f"--window-size={width},{height}", f"--screenshot={png}", html.resolve().as_uri()]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
     assert png.is_file(), done.stderr[-2000:]

@@ -134,7 +134,8 @@ def _plan(candidates: list[Candidate], runtimes: Sequence[str], tmp: Path, notes
             if "ort" not in runtimes:
                 continue
             if not ort_ok:
-                raise SlimcvError(f"{c.source} is an ONNX file and ONNX Runtime is not installed: pip install onnxruntime.")
+                raise SlimcvError(f"{c.source} is an ONNX file and ONNX Runtime is not installed: "
+                                  "pip install onnxruntime.")
             plan[f"{c.name} · ort-{c.precision}"] = (c, f"ort-{c.precision}", c.onnx)
             continue
         if "eager" in runtimes:

@@ -102,7 +102,8 @@ def run_input_shape(path: Path, spec: dict[str, Any]) -> tuple[int, ...]:
         try:
             from slimcv.data import build_dataset
 
-            native = build_dataset(data["spec"], data.get("val_split", "val"), **data.get("options", {})).info.native_size
+            ds = build_dataset(data["spec"], data.get("val_split", "val"), **data.get("options", {}))
+            native = ds.info.native_size
             if native:
                 return (3, *native)
         except SlimcvError:
@@ -176,7 +177,8 @@ def _quantize_folder(path: Path, input_size) -> list[Candidate]:
         if onnx_path.suffix == ".onnx" and onnx_path.is_file():
             out.append(_onnx(onnx_path, f"{path.name}:{m['name']}", input_size, params, macs, info.get("task")))
     if not out:
-        raise SlimcvError(f"None of the ONNX files listed in {path / 'quantize.json'} exist; run `slimcv quantize` again.")
+        raise SlimcvError(f"None of the ONNX files listed in {path / 'quantize.json'} exist; "
+                          "run `slimcv quantize` again.")
     return out
 
 

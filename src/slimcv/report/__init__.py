@@ -1,1 +1,1 @@
-"""The comparison report: collect run folders, plot, render one self-contained HTML page + Markdown (`slimcv.report`)."""
+"""The comparison report (`slimcv.report`): collect run folders, plot, render one self-contained HTML page + Markdown."""

@@ -97,10 +97,10 @@ def add_bench(entries: list[Entry], bench_json: str | Path) -> int:
     if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("slimcv.bench/"):
         raise SlimcvError(f"{bench_json} is not a `slimcv bench` JSON file (no 'schema': 'slimcv.bench/1').")
     threads = data.get("settings", {}).get("threads")
-    by_source = {_key(m["source"]): m for m in data.get("models", [])}
+    by_source = {source_key(m["source"]): m for m in data.get("models", [])}
     filled = 0
     for e in entries:
-        m = by_source.get(_key(e.model_path)) if e.model_path else None
+        m = by_source.get(source_key(e.model_path)) if e.model_path else None
         if m is None:
             continue
         for r in m["runtimes"]:
@@ -112,7 +112,8 @@ def add_bench(entries: list[Entry], bench_json: str | Path) -> int:
     return filled
 
 
-def _key(path: Any) -> str:
+def source_key(path: Any) -> str:
+    """A path made comparable across relative and absolute spellings."""
     return str(Path(str(path)).resolve())
 
 
@@ -249,7 +250,8 @@ def _step_curves(path: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for step in sorted(p for p in path.glob("step_*") if p.is_dir()):
         offset = out[-1]["epoch"] if out else 0
-        out += [{**r, "epoch": r.get("epoch", 0) + offset, "step": step.name} for r in read_jsonl(step / "metrics.jsonl")]
+        records = read_jsonl(step / "metrics.jsonl")
+        out += [{**r, "epoch": r.get("epoch", 0) + offset, "step": step.name} for r in records]
     return out
 
 

@@ -76,16 +76,19 @@ def _baseline(entries: list[Entry], name: str | None) -> Entry:
 def _measure(entries: list[Entry], threads: int | None, quiet: bool, replace: bool) -> list[str]:
     """Time, in one interleaved bench, every entry that has no latency yet (every entry when ``replace``)."""
     from slimcv.bench.bench import bench
-    from slimcv.report.collect import _key
+    from slimcv.report.collect import source_key
 
     todo = [e for e in entries if (replace or not e.latency) and e.model_path is not None]
     if not todo:
         return []
-    sources = list(dict.fromkeys(str(e.model_path) for e in todo))
-    result = bench(sources, threads=threads, batch_sizes=(1,), memory=False, quiet=quiet)
-    by_source = {_key(m.source): m for m in result.models}
+    sources = list({source_key(e.model_path): str(e.model_path) for e in todo}.values())
+    try:
+        result = bench(sources, threads=threads, batch_sizes=(1,), memory=False, quiet=quiet)
+    except SlimcvError as err:
+        return [f"could not time the models: {err}"]
+    by_source = {source_key(m.source): m for m in result.models}
     for e in todo:
-        m = by_source.get(_key(e.model_path))
+        m = by_source.get(source_key(e.model_path))
         if m is not None and replace:
             e.latency.clear()
         for r in m.runtimes if m else []:
