@@ -11,7 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 console = Console(stderr=True)
-out = Console()
+# logs and pipes get no terminal width; rich would squeeze tables into 80 columns and cut numbers
+out = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 @contextmanager
