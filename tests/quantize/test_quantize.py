@@ -142,8 +142,8 @@ def test_qat_round_trip_exports_real_int8(seg_run, tmp_path):
     fp32 = next(m for m in info["models"] if m["name"] == "fp32")
     path = tmp_path / "qat" / qat["path"]
     graph = onnx.load(str(path)).graph
-    int8_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
-    assert len(int8_weights) >= 5 and _ops(path)["DequantizeLinear"] > 0
+    weights = [i for i in graph.initializer if len(i.dims) == 4]  # convolutions and transposed convolutions
+    assert len(weights) >= 5 and all(i.data_type == onnx.TensorProto.INT8 for i in weights)
     assert qat["file_bytes"] < fp32["file_bytes"]
     assert qat["metrics"]["miou"] > 0.5 * fp32["metrics"]["miou"]
     # ORT fuses the QDQ pattern into integer convolutions: the deployed model computes in INT8

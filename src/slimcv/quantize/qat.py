@@ -196,8 +196,45 @@ def fold_constant_quantizers(path: str | Path) -> Path:
         folded.append(node)
     for node in folded:
         graph.node.remove(node)
+    _store_float_weights_int8(graph, inits)
     _drop_dead(graph)
     return atomic_write(path, lambda tmp: onnx.save(model, tmp))
+
+
+def _store_float_weights_int8(graph, inits: dict) -> None:
+    """Weights FX QAT leaves in float (ConvTranspose has no QAT module): int8 per output channel + DequantizeLinear.
+
+    Storage only, as ONNX Runtime's own PTQ does for these layers: the layer still computes in FP32."""
+    import numpy as np
+    from onnx import NodeProto, helper, numpy_helper
+
+    nodes, done = [], set()
+    for src in graph.node:
+        node = NodeProto()
+        node.CopyFrom(src)
+        w = numpy_helper.to_array(inits[node.input[1]]) if (
+            node.op_type in ("ConvTranspose", "Conv") and len(node.input) > 1 and node.input[1] in inits) else None
+        if w is not None and w.dtype == np.float32 and w.ndim == 4:
+            axis = 1 if node.op_type == "ConvTranspose" else 0  # the output-channel axis of the weight
+            amax = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(1)
+            scale = np.maximum(amax / 127.0, 1e-12).astype(np.float32)
+            shape = [1] * 4
+            shape[axis] = -1
+            q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+            name = node.input[1]
+            node.input[1] = f"{name}_dq"
+            if name in done:
+                nodes.append(node)
+                continue
+            done.add(name)
+            graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
+                                      numpy_helper.from_array(scale, f"{name}_scale"),
+                                      numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero")])
+            nodes.append(helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"],
+                                          [f"{name}_dq"], axis=axis))
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _drop_dead(graph) -> None:
