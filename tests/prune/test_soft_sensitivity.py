@@ -71,3 +71,23 @@ def test_latency_target_makes_the_model_measurably_faster():
     x = torch.randn(1, 3, 96, 96)
     steps = prune_to_target(model, x, num_classes=3, remove=0.5, target="latency")
     assert 0.3 < steps[-1]["achieved_remove"] < 0.7, steps
+
+
+def test_soft_pruning_resets_batchnorm_statistics_of_zeroed_channels():
+    model = _unet().eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # statistics gathered while every filter was alive, with small variances
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(0.5, 1.0)
+                m.running_var.fill_(1e-3)
+    history = soft_prune_step(model, x[:1], num_classes=3, ratio=0.5)
+    bn = dict(model.named_modules())["encoders.0.1"]
+    zeroed = [i for name, _, idxs in history if name == "encoders.0.0" for i in idxs]
+    assert zeroed and bool((bn.running_mean[zeroed] == 0).all()) and bool((bn.running_var[zeroed] == 1).all())
+    seen = {}
+    bn.register_forward_hook(lambda _m, _i, out: seen.setdefault("out", out.detach()))
+    model(x)
+    # a zeroed channel emits its shift beta, not gamma * (-mean) / sqrt(var + eps)
+    expected = bn.bias[zeroed].detach().view(1, -1, 1, 1).expand_as(seen["out"][:, zeroed])
+    assert torch.allclose(seen["out"][:, zeroed], expected, atol=1e-5)

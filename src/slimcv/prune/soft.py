@@ -41,6 +41,12 @@ def _zero_outputs(layer: nn.Module, idxs: list[int]) -> None:
     # only the filter and its bias, as in the paper. The BatchNorm after it is left alone: zeroing its shift
     # would make the ReLU after it output exactly 0, whose gradient is 0, and the filter could never grow back.
     # The price: a zeroed channel still emits the constant relu(beta), lost at removal (measured by the stage).
+    if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.track_running_stats:
+        # the statistics were gathered while the filter was alive; a zero input against them becomes
+        # gamma * (-mean) / sqrt(var + eps), large when var is small. Reset them so the channel emits beta.
+        layer.running_mean[idxs] = 0
+        layer.running_var[idxs] = 1
+        return
     if isinstance(layer, nn.ConvTranspose2d):
         layer.weight[:, idxs] = 0
     elif isinstance(layer, (nn.Conv2d, nn.Linear)):
