@@ -57,3 +57,11 @@ def test_python_api_example_runs(monkeypatch, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "INT8 recommendation" in out and (tmp_path / "api" / "report" / "report.html").is_file()
     assert "second run: {'teacher': 'skipped', 'distill': 'skipped', 'prune': 'skipped'}" in out
+
+
+@pytest.mark.data
+def test_quick_demo_on_camvid(camvid_root):
+    result = demo(f"camvid:{camvid_root}", quick=True, overrides=["report.images=1", "quantize.latency_runs=3"])
+    assert {r.status for r in result.stages} == {"ran"}
+    assert result["teacher"].metrics["params"] > 10 * result["student"].metrics["params"]
+    assert result.report is not None and result.report.is_file()

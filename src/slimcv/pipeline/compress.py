@@ -230,7 +230,7 @@ def _metric(record, model: dict[str, Any], result: RunResult) -> float | None:
 
 def _print_plan(plan: dict[str, Any]) -> None:
     console.print(f"compress: target {plan['factor']:g}x {plan['target']}: {plan['why']}; accuracy budget "
-                  f"{plan['max_drop']:g} points" + ("" if plan.get("quantize", True) else
+                  f"{plan['max_drop']:g} pt" + ("" if plan.get("quantize", True) else
                                                     " (quantization not available in this install)"))
 
 

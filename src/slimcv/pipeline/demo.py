@@ -70,8 +70,8 @@ def _synthetic(quick: bool) -> dict[str, Any]:
         epochs = (12, 12, 2)
     return {"data": data, "teacher_epochs": epochs[0], "student_epochs": epochs[1], "finetune_epochs": epochs[2],
             "optim": {"optim": {"name": "adam", "lr": 0.005}}, "T": 1.0,
-            "models": {"teacher": {"model": "unet", "model_kwargs": {"base_width": 8, "depth": 3}},
-                       "student": {"model": "unet", "model_kwargs": {"base_width": 2, "depth": 3}}},
+            "models": {"teacher": {"model": "unet", "model_kwargs": {"base_width": 8 if not quick else 4, "depth": 4}},
+                       "student": {"model": "unet", "model_kwargs": {"base_width": 4 if not quick else 2, "depth": 4}}},
             "quantize": {"calibration_images": 32 if quick else 64, "latency_runs": 10 if quick else 20,
                          "progress": False}}
 

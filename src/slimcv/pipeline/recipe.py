@@ -178,6 +178,7 @@ def _stage(raw: Any, index: int, earlier: list[StageSpec], cfg: RecipeConfig, ty
         data = {}
     params = {k: v for k, v in raw.items() if k not in RUNNER_KEYS}
     problems += [f"{where}.{k}: set by the runner; remove it" for k in stype.managed if k in params]
+    problems += [f"{where}.{p}" for p in _name_problems(params)]
     spec = StageSpec(name, kind, refs, params, data)
     model = params.get("model")
     if problems or (isinstance(model, str) and model in broken):  # a broken model entry is reported once
@@ -206,7 +207,7 @@ def _stage_identity(raw: Any, index: int, earlier: list[StageSpec], cfg: RecipeC
     kind = raw.get("type", name)
     if kind not in types:
         hint = close_matches(str(kind), types)
-        return name, kind, f"{where}.type: unknown stage type {kind!r}; allowed: {', '.join(types)}.{hint}".rstrip(".")
+        return name, kind, f"{where}.type: unknown stage type {kind!r}; allowed: {', '.join(types)}.{hint}"
     if any(s.name == name for s in earlier):
         return name, kind, f"{where}: two stages are named {name!r}; give each stage its own name"
     if name in cfg.models and (cfg.models[name].run or cfg.models[name].weights):
@@ -223,7 +224,29 @@ def _ref_problems(value: Any, earlier: list[StageSpec], cfg: RecipeConfig) -> li
         if not isinstance(ref, str) or ref not in known:
             allowed = ", ".join(known) or "none yet"
             out.append(f"{ref!r} is not an earlier stage or a model with a trained run/weights; "
-                       f"allowed: {allowed}{close_matches(str(ref), known)}".rstrip("."))
+                       f"allowed: {allowed}.{close_matches(str(ref), known)}")
+    return out
+
+
+def _name_problems(params: dict[str, Any]) -> list[str]:
+    """Registered names a stage picks (KD losses, pruning importance), checked with their key paths."""
+    from slimcv.distill.losses import KD_LOSSES
+    from slimcv.prune.structured import IMPORTANCES
+
+    out = []
+    for section in ("losses", "distill"):
+        specs = params.get(section)
+        for i, spec in enumerate(specs if isinstance(specs, list) else []):
+            name = spec.get("name") if isinstance(spec, dict) else None
+            allowed = KD_LOSSES.names() + (["feature"] if section == "losses" else [])
+            if isinstance(name, str) and name not in allowed:
+                out.append(f"{section}.{i}.name: unknown KD loss {name!r}; allowed: {', '.join(allowed)}."
+                           f"{close_matches(name, allowed)}")
+    importance = params.get("importance")
+    if isinstance(importance, str) and importance not in IMPORTANCES:
+        allowed = IMPORTANCES.names()
+        out.append(f"importance: unknown importance {importance!r}; allowed: {', '.join(allowed)}."
+                   f"{close_matches(importance, allowed)}")
     return out
 
 
@@ -246,7 +269,7 @@ def _model_problems(entry: ModelEntry) -> list[str]:
         return []
     allowed = [p for p in params if p != "num_classes"]
     return [f".model_kwargs.{k}: unknown option of {entry.model!r}; allowed: {', '.join(allowed) or 'none'}"
-            f"{close_matches(k, allowed)}".rstrip(".") for k in entry.model_kwargs if k not in allowed]
+            f".{close_matches(k, allowed)}" for k in entry.model_kwargs if k not in allowed]
 
 
 def _task_problems(cfg: RecipeConfig, specs: list[StageSpec]) -> list[str]:
@@ -272,7 +295,7 @@ def _pydantic_problems(e: ValidationError, schema: type[BaseModel], hidden: Sequ
         if err["type"] == "extra_forbidden":
             allowed = [k for k in _allowed_keys(schema, loc[:-1]) if not (len(loc) == 1 and k in hidden)]
             hint = close_matches(loc[-1], allowed)
-            out.append(f"{key}: unknown key; allowed: {', '.join(allowed)}{hint}".rstrip("."))
+            out.append(f"{key}: unknown key; allowed: {', '.join(allowed)}.{hint}")
         elif err["type"] == "missing":
             out.append(f"{key}: required key is missing")
         else:
