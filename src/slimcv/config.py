@@ -193,6 +193,9 @@ class PruneConfig(_Config):
     target: Literal["params", "macs", "latency"] = "params"
     method: Literal["hard", "soft"] = Field("hard", description="hard: prune then fine-tune; soft: zero filters "
                                             "every fine-tuning epoch (SFP), remove them at the end")
+    soft_epochs: int | None = Field(None, ge=1, description="soft: epochs of soft pruning before the filters "
+                                    "are removed and the rest of finetune_epochs train the smaller network "
+                                    "(default: half)")
     steps: int = Field(1, ge=1)
     importance: str = "l1"
     global_pruning: bool = False
@@ -226,6 +229,8 @@ class PruneConfig(_Config):
     def _consistent(self) -> "PruneConfig":
         if self.method == "soft" and (self.finetune_epochs == 0 or self.steps != 1):
             raise ValueError("method soft zeroes filters during fine-tuning: set finetune_epochs >= 1 and steps 1")
+        if self.soft_epochs is not None and self.soft_epochs > self.finetune_epochs:
+            raise ValueError(f"soft_epochs ({self.soft_epochs}) cannot exceed finetune_epochs ({self.finetune_epochs})")
         if self.max_drop is not None and not self.sensitivity:
             raise ValueError("max_drop needs sensitivity ratios, e.g. sensitivity: [0.25, 0.5, 0.75]")
         if any(spec.name == "feature" for spec in self.distill):

@@ -119,25 +119,35 @@ def _calibration(cfg: PruneConfig, data: DataBundle) -> list:
 
 
 def _soft(model, example, data, cfg, spec, tcfg, objective, common, out):
-    """Soft filter pruning: the channel ratio that meets the target, zeroed every epoch, removed at the end."""
+    """Soft filter pruning for the first ``soft_epochs`` (zeroed every epoch, free to grow back), then the
+    still-zeroed filters are removed and the smaller network is fine-tuned for the remaining epochs."""
     goal_kwargs = {k: v for k, v in common.items() if k in ("num_classes", "ignored", "max_layer_ratio")}
     meter = _Meter(model, example, cfg.target)
     ratio = ratio_for(model, example, meter(model) * (1 - cfg.remove), meter, importance="l2", **goal_kwargs)
-    masks: dict[str, list] = {"history": soft_prune_step(model, example, ratio=ratio, **goal_kwargs)}
+    soft_epochs = cfg.soft_epochs or max(1, -(-cfg.finetune_epochs // 2))
+    soft_prune_step(model, example, ratio=ratio, **goal_kwargs)
 
     def zero(m: nn.Module, _epoch: int) -> None:
         was = next(m.parameters()).device
-        m.to("cpu")
-        masks["history"] = soft_prune_step(m, example, ratio=ratio, **goal_kwargs)
+        soft_prune_step(m.to("cpu"), example, ratio=ratio, **goal_kwargs)
         m.to(was)
 
-    metrics = fit(model, data, tcfg.model_copy(update={"out_dir": str(out / "soft")}), objective,
-                  model_spec=spec, on_epoch_end=zero).metrics
+    metrics = fit(model, data, tcfg.model_copy(update={"out_dir": str(out / "soft"), "epochs": soft_epochs}),
+                  objective, model_spec=spec, on_epoch_end=zero).metrics
     model.to("cpu")
-    still_zero = zeroed_filters(model, masks["history"])
-    result = remove_soft_pruned(model, example, masks["history"])
-    return [{"step": 1, "channel_ratio": ratio, "params": result.params_after, "macs": result.macs_after,
-             "zeroed_filters": still_zero, "metrics_before_removal": metrics}], result.history
+    # selected again from the trained weights (a resumed run has only those): the zeroed filters have the
+    # smallest norm, so this is the set the last epoch zeroed
+    history = soft_prune_step(model, example, ratio=ratio, **goal_kwargs)
+    still_zero = zeroed_filters(model, history)
+    result = remove_soft_pruned(model, example, history)
+    record = {"step": 1, "channel_ratio": ratio, "params": result.params_after, "macs": result.macs_after,
+              "soft_epochs": soft_epochs, "zeroed_filters": still_zero, "metrics_before_removal": metrics}
+    hard_epochs = cfg.finetune_epochs - soft_epochs
+    if hard_epochs > 0:
+        record["metrics"] = fit(model, data, tcfg.model_copy(update={"out_dir": str(out / "finetune"),
+                                                                     "epochs": hard_epochs}),
+                                objective, model_spec=spec).metrics
+    return [record], result.history
 
 
 def _sensitivity(model, example, data, cfg, num_classes, key, device, out) -> S.Sensitivity:
