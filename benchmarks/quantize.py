@@ -108,7 +108,7 @@ def ort_efficiency(run: str, threads: int, size: tuple[int, int] = (360, 480)) -
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from slimcv.bench.latency import eager_runner, ort_runner, time_interleaved
+    from slimcv.bench.latency import eager_runner, ort_runner, ort_session, time_interleaved
     from slimcv.bench.macs import count_macs
     from slimcv.engine.checkpoint import load_run_model
 
@@ -128,8 +128,9 @@ def ort_efficiency(run: str, threads: int, size: tuple[int, int] = (360, 480)) -
         path = slimcv.export(net, Path(tmp) / "m.onnx", data=None, size=size, samples=1).path
         onnx.save(gemm, Path(tmp) / "gemm.onnx")
         a = rng.standard_normal((n, n), dtype=np.float32)
-        t = time_interleaved({"ort_fp32": ort_runner(path, x, threads), "eager": eager_runner(net, x),
-                              "ort_sgemm": ort_runner(Path(tmp) / "gemm.onnx", a, threads)},
+        gemm_session = ort_session(Path(tmp) / "gemm.onnx", threads, spinning=False)
+        t = time_interleaved({"ort_fp32": ort_runner(ort_session(path, threads, spinning=False), x),
+                              "eager": eager_runner(net, x), "ort_sgemm": ort_runner(gemm_session, a)},
                              warmup=3, runs=20, threads=threads)
     gflop = 2 * macs / 1e9
     peak = 2 * n**3 / 1e9 / (t["ort_sgemm"].min_ms / 1e3)

@@ -28,7 +28,7 @@ def make_session(path: str | Path, runtime: str = "ort", threads: int | None = N
                  ) -> Callable[[np.ndarray], np.ndarray]:
     """A function running the ONNX file at ``path`` on one float32 NCHW array in ``runtime``."""
     if runtime == "ort":
-        session = ort_session(path, threads)
+        session = ort_session(path, threads, spinning=False)  # many sessions share the cores in one process
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
     if runtime == "openvino":
