@@ -20,7 +20,7 @@ def test_quick_demo_runs_the_whole_chain_from_the_cli(capsys):
     out = capsys.readouterr().out
     root = Path("runs/demo")
     manifests = {p.parent.name: json.loads(p.read_text()) for p in root.glob("*/manifest.json")}
-    assert set(manifests) == {"teacher", "student", "distill", "prune", "quantize", "report"}
+    assert set(manifests) == {"teacher", "student", "distill", "prune", "quantize", "bench", "report"}
     assert all(m["status"] == "done" for m in manifests.values())
     assert manifests["student"]["metrics"]["macs"] * 10 < manifests["teacher"]["metrics"]["macs"]
     assert manifests["prune"]["metrics"]["params"] < manifests["distill"]["metrics"]["params"]

@@ -56,7 +56,10 @@ def demo_recipe(data: str = "synthetic-shapes", quick: bool = False) -> dict[str
     if "quantize" in STAGE_TYPES:
         stages.append({"name": "quantize", "input": "prune", **s["quantize"]})
         compared.append("quantize")
-    stages.append({"name": "report", "inputs": compared, "baseline": "teacher", "images": 4})
+    # every model timed in one interleaved run, so the report's speed-ups compare like with like
+    stages.append({"name": "bench", "inputs": compared, "runtimes": ["eager", "ort"], "runs": s["bench_runs"]})
+    stages.append({"name": "report", "inputs": [*compared, "bench"], "baseline": "teacher", "measure": False,
+                   "images": 4})
     return {"name": "demo", "task": "segmentation", "data": s["data"], "models": s["models"], "stages": stages}
 
 
@@ -70,10 +73,10 @@ def _synthetic(quick: bool) -> dict[str, Any]:
         epochs = (12, 12, 2)
     return {"data": data, "teacher_epochs": epochs[0], "student_epochs": epochs[1], "finetune_epochs": epochs[2],
             "optim": {"optim": {"name": "adam", "lr": 0.005}}, "T": 1.0,
-            "models": {"teacher": {"model": "unet", "model_kwargs": {"base_width": 8 if not quick else 4, "depth": 4}},
-                       "student": {"model": "unet", "model_kwargs": {"base_width": 4 if not quick else 2, "depth": 4}}},
+            "models": {"teacher": {"model": "unet", "model_kwargs": {"base_width": 8, "depth": 4}},
+                       "student": {"model": "unet", "model_kwargs": {"base_width": 2 if quick else 4, "depth": 4}}},
             "quantize": {"calibration_images": 32 if quick else 64, "latency_runs": 10 if quick else 20,
-                         "progress": False}}
+                         "progress": False}, "bench_runs": 10 if quick else 30}
 
 
 def _camvid(spec: str, quick: bool) -> dict[str, Any]:
@@ -84,7 +87,7 @@ def _camvid(spec: str, quick: bool) -> dict[str, Any]:
             "optim": {"optim": {"name": "adam", "lr": 0.002}}, "T": 1.0,
             "models": {"teacher": {"model": "unet", "model_kwargs": {"base_width": 16, "depth": 4}},
                        "student": {"model": "unet", "model_kwargs": {"base_width": 4, "depth": 4}}},
-            "quantize": {"calibration_images": 64, "progress": False}}
+            "quantize": {"calibration_images": 64, "progress": False}, "bench_runs": 30}
 
 
 def _print_kd_effect(result: RunResult) -> None:
