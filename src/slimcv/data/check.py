@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,13 +58,28 @@ def scan(dataset: Dataset, spec: str, split: str, limit: int | None = None, weig
 
 def median_frequency_weights(dataset: Dataset, num_classes: int, ignore_index: int = 255) -> list[float]:
     """SegNet's median-frequency balancing: weight_c = median(freq) / freq_c over the training masks."""
-    base = getattr(dataset, "dataset", dataset)
-    indices = getattr(dataset, "indices", range(len(base)))
+    base, indices = _label_source(dataset)
     counts = np.zeros(num_classes, dtype=np.int64)
     for i in indices:
         t = torch.as_tensor(base.load(i)[1]).flatten()
         counts += np.bincount(t[t != ignore_index].numpy(), minlength=num_classes)[:num_classes]
     return _median_frequency(counts)
+
+
+def _label_source(dataset: Dataset) -> tuple[Any, list[int]]:
+    """The dataset that loads raw (image, mask) pairs and the indices into it, through Subset and wrapper layers
+    (an offline-KD training set wraps its dataset as ``.base``; a data.subset wraps it as ``.dataset``)."""
+    indices = list(range(len(dataset)))
+    while not hasattr(dataset, "load"):
+        inner = getattr(dataset, "dataset", None)
+        inner = getattr(dataset, "base", None) if inner is None else inner
+        if inner is None:
+            raise SlimcvError(f"Cannot read the masks of {type(dataset).__name__} for class weights; pass explicit "
+                              "class_weights (a list, one per class) instead of median_frequency.")
+        sub = getattr(dataset, "indices", None)
+        indices = [int(sub[i]) for i in indices] if sub is not None else indices
+        dataset = inner
+    return dataset, indices
 
 
 def _median_frequency(counts: np.ndarray) -> list[float]:
