@@ -187,7 +187,7 @@ def _stage(raw: Any, index: int, earlier: list[StageSpec], cfg: RecipeConfig, ty
         config = stype.build(spec, Resolver(cfg, earlier))
     except ValidationError as e:
         return spec, [f"{where}.{p}" for p in _pydantic_problems(e, stype.schema_class(), stype.managed)]
-    except SlimcvError as e:
+    except (SlimcvError, TypeError, ValueError) as e:  # the builders' own checks, and malformed sections
         return spec, [f"{where}: {str(e).rstrip('.')}"]
     return StageSpec(name, kind, refs, params, data, config), []
 

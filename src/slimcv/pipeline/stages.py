@@ -73,7 +73,10 @@ def _model_fields(spec: StageSpec, r: Resolver, key: str = "model") -> dict[str,
     entry = r.model(str(ref), f"'{key}'")
     if entry.model is None:
         raise SlimcvError(f"'{key}': {ref!r} is a trained run; refer to it with 'input' or 'teacher' instead")
-    kwargs = {**entry.model_kwargs, **spec.params.get("model_kwargs", {})}
+    extra = spec.params.get("model_kwargs", {})
+    if not isinstance(extra, dict):
+        raise SlimcvError(f"'model_kwargs' must be a mapping of builder options, got {extra!r}")
+    kwargs = {**entry.model_kwargs, **extra}
     return {"model": entry.model, "model_kwargs": kwargs, **({"weights": entry.weights} if entry.weights else {})}
 
 
@@ -118,7 +121,10 @@ def _best(result) -> dict[str, Any]:
 
 def _build_distill(spec: StageSpec, r: Resolver) -> DistillConfig:
     values = {k: v for k, v in spec.params.items() if k not in ("model", "model_kwargs")}
-    cache = {"dir": str(r.root / "cache"), **values.pop("cache", {})}
+    cache = values.pop("cache", {})
+    if not isinstance(cache, dict):
+        raise SlimcvError(f"'cache' must be a mapping (dir, scale, dtype, topk), got {cache!r}")
+    cache = {"dir": str(r.root / "cache"), **cache}
     values.update(_model_fields(spec, r), **_teacher_fields(spec, r), data=r.data(spec), cache=cache,
                   out_dir=str(r.folder(spec.name)))
     return DistillConfig(**values)
