@@ -1,0 +1,290 @@
+"""Shared by camvid_chain.py and cifar10_chain.py: run a chain recipe, collect one results JSON, print the headline.
+
+A chain recipe has the stages teacher (train), student (train), distill, prune (the KD student), quantize,
+teacher_pruned (prune), bench (every model timed interleaved) and report. ``--teacher RUN`` reuses a trained
+teacher run folder: the teacher stage is dropped and ``models.teacher`` points at the run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = "slimcv.chain/1"
+# result key -> recipe stage; the INT8 model comes from the quantize stage
+MODELS = {"teacher": "teacher", "student_alone": "student", "student_kd": "distill", "student_kd_pruned": "prune",
+          "student_kd_pruned_int8": "quantize", "teacher_pruned": "teacher_pruned"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One headline target: a name, how to compute its value from the results, and the pass rule."""
+
+    name: str
+    value: Callable[[dict[str, Any]], float | None]
+    threshold: float
+    higher_is_better: bool
+    unit: str = ""
+
+    def check(self, results: dict[str, Any]) -> dict[str, Any]:
+        """The target's row: value, threshold and met/missed (None when the value cannot be computed)."""
+        try:
+            value = self.value(results)
+        except (KeyError, TypeError, ZeroDivisionError):
+            value = None
+        met = None if value is None else (value >= self.threshold if self.higher_is_better else value <= self.threshold)
+        return {"target": self.name, "value": value, "threshold": self.threshold,
+                "rule": (">=" if self.higher_is_better else "<=") + f" {self.threshold:g}{self.unit}", "met": met}
+
+
+def parse_args(chain: str, doc: str, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The chain scripts' shared command line."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--full", action="store_true", help=f"the GPU schedule (recipes/{chain}_chain_full.yaml)")
+    p.add_argument("--recipe", type=Path, help="another chain recipe (default: the CPU or --full one)")
+    p.add_argument("--teacher", type=Path, help="reuse this trained teacher run folder instead of training one")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override (repeatable)")
+    p.add_argument("--out-dir", type=Path, help="run directory (default: the recipe's out_dir)")
+    p.add_argument("--results", type=Path, help=f"results JSON (default benchmarks/results/{chain}_chain[_full].json)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for training and evaluation (default 2)")
+    return p.parse_args(argv)
+
+
+def chain_recipe(path: Path, overrides: Sequence[str] = (), teacher: Path | None = None,
+                 out_dir: Path | None = None):
+    """Read and validate a chain recipe with overrides; ``teacher`` replaces the teacher stage by a trained run."""
+    from slimcv.config import read_yaml
+    from slimcv.errors import SlimcvError
+    from slimcv.pipeline.recipe import apply_override, validate
+
+    values = read_yaml(path)
+    for item in overrides:
+        apply_override(values, item, str(path))
+    if teacher is not None:
+        if not (Path(teacher) / "model.json").is_file():
+            raise SlimcvError(f"--teacher {teacher} is not a slimcv run folder (no model.json); give the folder a "
+                              "`slimcv train` run wrote, e.g. runs/bench/camvid_teacher.")
+        values["stages"] = [s for s in values["stages"] if s.get("name") != "teacher"]
+        values["models"]["teacher"] = {"run": str(teacher)}
+    if out_dir is not None:
+        values["out_dir"] = str(out_dir)
+    return validate(values, str(path))
+
+
+def run_chain(chain: str, doc: str, targets: Sequence[Target], argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the chain recipe (resumable), write its results JSON, print the headline and any regressions."""
+    import torch
+
+    import slimcv
+    from compare_results import compare, print_comparison
+
+    args = parse_args(chain, doc, argv)
+    torch.set_num_threads(args.threads)
+    recipe_path = args.recipe or REPO / "recipes" / f"{chain}_chain_{'full' if args.full else 'cpu'}.yaml"
+    recipe = chain_recipe(recipe_path, args.set, args.teacher, args.out_dir)
+    t0 = time.perf_counter()
+    run = slimcv.run(recipe)
+    wall = time.perf_counter() - t0
+    results = collect(run.run_dir, chain, recipe_path, run_wall_s=wall, teacher_run=args.teacher, full=args.full)
+    results["command"] = " ".join(["python", *sys.argv]) if argv is None else " ".join(["python", chain, *argv])
+    results["targets"] = [t.check(results) for t in targets]
+    out = args.results or REPO / "benchmarks" / "results" / f"{chain}_chain{'_full' if args.full else ''}.json"
+    previous = json.loads(out.read_text()) if out.is_file() else None
+    from slimcv._io import atomic_write_json
+
+    atomic_write_json(out, results)
+    print_headline(results)
+    if previous is not None:
+        print_comparison(compare(previous, results), f"against the previous {out.name}")
+    print(f"results: {out}")
+    return results
+
+
+def collect(run_dir: Path, chain: str, recipe_path: Path, *, run_wall_s: float | None = None,
+            teacher_run: Path | None = None, full: bool = False) -> dict[str, Any]:
+    """One results dict from a finished chain run folder: per model metric, per class, size, MACs, latency, time."""
+    run_dir = Path(run_dir)
+    manifests = {p.parent.name: json.loads(p.read_text()) for p in run_dir.glob("*/manifest.json")}
+    bench = json.loads((run_dir / "bench" / "bench.json").read_text())
+    folders = {stage: run_dir / stage for stage in MODELS.values()}
+    if teacher_run is not None:
+        folders["teacher"] = Path(teacher_run)
+    key = _metric_key(bench)
+    models = {}
+    for name, stage in MODELS.items():
+        if stage == "quantize":
+            entry = _int8_entry(run_dir / "quantize", bench, key)
+        else:
+            entry = _run_entry(folders[stage], bench, key)
+        if entry is None:
+            continue
+        manifest = manifests.get(stage, {})
+        entry["stage"] = stage
+        entry["time_s"] = manifest.get("wall_time_s", entry.pop("time_s", None))
+        entry["reused"] = stage == "teacher" and teacher_run is not None
+        models[name] = entry
+    return {"schema": SCHEMA, "chain": chain, "schedule": "full" if full else "cpu",
+            "recipe": _rel(recipe_path), "run_dir": _rel(run_dir), "metric": key,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "hardware": _hardware(bench),
+            "wall_time_s": run_wall_s, "stage_time_s": {s: m.get("wall_time_s") for s, m in manifests.items()},
+            "deployed": _deployed(run_dir / "quantize", bench, key), "models": models}
+
+
+def _metric_key(bench: dict[str, Any]) -> str:
+    tasks = {m.get("task") for m in bench["models"]}
+    return "miou" if "segmentation" in tasks else "top1"
+
+
+def _bench_row(bench: dict[str, Any], source: Path) -> dict[str, Any] | None:
+    want = Path(source).resolve()
+    return next((m for m in bench["models"] if Path(m["source"]).resolve() == want), None)
+
+
+def _latency(row: dict[str, Any] | None) -> dict[str, float]:
+    return {rt["runtime"]: rt["latency_ms"]["median"] for rt in (row or {}).get("runtimes", [])}
+
+
+def _per_class(metrics: dict[str, Any]) -> dict[str, float]:
+    return metrics.get("per_class_iou") or metrics.get("per_class_acc") or {}
+
+
+def _run_entry(folder: Path, bench: dict[str, Any], key: str) -> dict[str, Any] | None:
+    summary_path = folder / "summary.json"
+    if not summary_path.is_file():
+        return None
+    metrics = json.loads(summary_path.read_text()).get("metrics", {})
+    row = _bench_row(bench, folder)
+    return {"source": _rel(folder), key: metrics.get(key), "per_class": _per_class(metrics),
+            "params": (row or {}).get("params"), "macs": (row or {}).get("macs"),
+            "file_bytes": (row or {}).get("file_bytes"), "latency_ms": _latency(row), "time_s": _train_time(folder)}
+
+
+def _int8_entry(folder: Path, bench: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The best INT8 model of the quantize stage, scored and timed as deployed (ONNX Runtime)."""
+    info_path = folder / "quantize.json"
+    if not info_path.is_file():
+        return None
+    info = json.loads(info_path.read_text())
+    int8 = [m for m in info["models"] if m.get("precision") == "int8"]
+    if not int8:
+        return None
+    best = max(int8, key=lambda m: m["metrics"].get(key, float("-inf")))
+    row = _bench_row(bench, _quantized_path(best["path"], folder))
+    return {"source": _rel(_quantized_path(best["path"], folder)), "variant": best["name"],
+            key: best["metrics"].get(key), "per_class": _per_class(best["metrics"]),
+            "params": (row or {}).get("params"), "macs": (row or {}).get("macs"),
+            "file_bytes": best.get("file_bytes"), "latency_ms": _latency(row)}
+
+
+def _quantized_path(path: str, folder: Path) -> Path:
+    """quantize.json paths are relative to where quantize ran: fall back to the file name inside the folder."""
+    p = Path(path)
+    return p if p.is_file() else folder / p.name
+
+
+def _deployed(folder: Path, bench: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """What the quantize stage recommends deploying (its fastest model within the accuracy budget)."""
+    info_path = folder / "quantize.json"
+    if not info_path.is_file():
+        return None
+    info = json.loads(info_path.read_text())
+    name = info["recommendation"]["name"]
+    chosen = next((m for m in info["models"] if m["name"] == name), None)
+    if chosen is None:
+        return None
+    row = _bench_row(bench, _quantized_path(chosen["path"], folder)) if str(chosen["path"]).endswith(".onnx") else \
+        _bench_row(bench, Path(chosen["path"]))
+    latency = _latency(row)
+    return {"name": name, "why": info["recommendation"]["why"], key: chosen["metrics"].get(key),
+            "latency_ms": min(latency.values()) if latency else None, "runtime": chosen.get("runtime"),
+            "file_bytes": chosen.get("file_bytes")}
+
+
+def _train_time(folder: Path) -> float | None:
+    """Sum of epoch times in a run's metrics.jsonl (for a reused run that has no manifest here)."""
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    times = [r["epoch_time_s"] for r in rows if isinstance(r.get("epoch_time_s"), (int, float))]
+    return sum(times) if times else None
+
+
+def _hardware(bench: dict[str, Any]) -> dict[str, Any]:
+    import os
+
+    import torch
+
+    try:
+        import onnxruntime
+
+        ort = onnxruntime.__version__
+    except ImportError:
+        ort = None
+    return {"machine": bench.get("machine"), "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "bench_threads": bench.get("settings", {}).get("threads"),
+            "torch": torch.__version__, "onnxruntime": ort,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _rel(path: Path | str) -> str:
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+# ---------------------------------------------------------------- headline values
+
+
+def fastest(results: dict[str, Any], model: str) -> float:
+    """The model's fastest batch-1 latency over the runtimes it was timed in (ms)."""
+    return min(results["models"][model]["latency_ms"].values())
+
+
+def deployed_latency(results: dict[str, Any]) -> float:
+    """The final student as deployed: the quantize stage's recommendation (INT8 only when it is faster here)."""
+    dep = results.get("deployed") or {}
+    return dep["latency_ms"] if dep.get("latency_ms") is not None else fastest(results, "student_kd_pruned_int8")
+
+
+def deployed_metric(results: dict[str, Any]) -> float:
+    dep = results.get("deployed") or {}
+    key = results["metric"]
+    return dep[key] if dep.get(key) is not None else results["models"]["student_kd_pruned_int8"][key]
+
+
+def ratio(results: dict[str, Any], field: str, a: str, b: str) -> float:
+    """results.models[a][field] / results.models[b][field]."""
+    return results["models"][a][field] / results["models"][b][field]
+
+
+def metric(results: dict[str, Any], model: str) -> float:
+    return results["models"][model][results["metric"]]
+
+
+def print_headline(results: dict[str, Any]) -> None:
+    """The per-model table and the targets marked met / missed."""
+    from slimcv._console import print_table
+
+    key = results["metric"]
+    rows = []
+    for name, m in results["models"].items():
+        lat = m["latency_ms"]
+        rows.append((name, m.get(key), m.get("params"), (m.get("macs") or 0) / 1e6 or None,
+                     (m.get("file_bytes") or 0) / 2**20 or None, lat.get("eager"), lat.get("ort-fp32"),
+                     lat.get("ort-int8"), m.get("time_s")))
+    print_table(f"{results['chain']} chain ({results['schedule']} schedule)",
+                ["model", key, "params", "MMACs", "MiB", "eager ms", "ort-fp32 ms", "ort-int8 ms", "time (s)"], rows)
+    target_rows = [(t["target"], t["value"], t["rule"], {True: "met", False: "MISSED", None: "n/a"}[t["met"]])
+                   for t in results.get("targets", [])]
+    if target_rows:
+        print_table("targets (issue 10)", ["target", "value", "rule", "verdict"], target_rows)
