@@ -28,8 +28,8 @@ class DataConfig(_Config):
     workers: int = Field(2, ge=0)
     train_split: str = "train"
     val_split: str = "val"
-    subset: int | None = Field(None, ge=1, description="use only the first N training samples")
-    val_subset: int | None = Field(None, ge=1, description="use only the first N validation samples")
+    subset: int | None = Field(None, ge=1, description="use only N training samples, spread evenly over the split")
+    val_subset: int | None = Field(None, ge=1, description="use only N validation samples, spread evenly over the split")
     options: dict[str, Any] = Field(default_factory=dict)
 
 

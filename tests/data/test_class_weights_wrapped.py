@@ -22,3 +22,12 @@ def test_weights_through_wrappers_match_the_plain_dataset():
     assert median_frequency_weights(_Wrapped(Subset(data.train, list(range(12)))), data.num_classes) == plain
     part = median_frequency_weights(Subset(_Wrapped(data.train), [0, 1, 2]), data.num_classes)
     assert part == median_frequency_weights(Subset(data.train, [0, 1, 2]), data.num_classes)
+
+
+def test_subsets_spread_over_the_split():
+    from slimcv.data import spread
+
+    assert spread(4, 40) == [0, 10, 20, 30]
+    assert spread(50, 10) == list(range(10))
+    # a split stored class by class (10 per class) keeps every class in a 10-sample subset
+    assert sorted({i // 10 for i in spread(10, 100)}) == list(range(10))

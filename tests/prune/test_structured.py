@@ -155,6 +155,12 @@ def test_soft_and_sensitivity_stages_with_kd_and_latency(tmp_path):
     assert summary["metrics"]["miou"] == pytest.approx(report["after"]["miou"])
     assert (tmp_path / "soft" / "config.json").is_file()
 
+    for importance in ("taylor", "apoz"):  # the stage feeds them training batches (and a loss for taylor)
+        assert main(["prune", "t", "--remove", "0.3", "--importance", importance, "--latency-runs", "0",
+                     "-o", importance]) == 0
+        r = json.loads((tmp_path / importance / "prune.json").read_text())
+        assert r["after"]["params"] < 0.8 * r["before"]["params"]
+
     assert main(["prune", "t", "--sensitivity", "0.5", "--max-drop", "100", "--latency-runs", "0",
                  "-o", "sens"]) == 0
     report = json.loads((tmp_path / "sens" / "prune.json").read_text())

@@ -175,7 +175,7 @@ def _time(plan: dict[str, tuple], batch: int, warmup: int, runs: int, threads: i
         if c.batch_dim not in (None, batch):
             continue  # an ONNX file exported for a fixed batch size
         x = torch.randn(batch, *c.input_shape, generator=torch.Generator().manual_seed(0))
-        runners[key] = eager_runner(c.model, x) if path is None else ort_runner(ort_session(path, threads), x)
+        runners[key] = eager_runner(c.model, x) if path is None else ort_runner(ort_session(path, threads, spinning=False), x)
     if not runners:
         return {}
     if not quiet:

@@ -83,10 +83,17 @@ def load_data(cfg: DataConfig | dict[str, Any] | str) -> DataBundle:
         val_t = ClassificationPresetEval(size=eval_size or size, mean=info.mean, std=info.std)
     probe.transform = train_t
     val = build_dataset(cfg.spec, cfg.val_split, transform=val_t, **cfg.options)
-    train = Subset(probe, range(min(cfg.subset, len(probe)))) if cfg.subset else probe
+    train = Subset(probe, spread(cfg.subset, len(probe))) if cfg.subset else probe
     if cfg.val_subset:
-        val = Subset(val, range(min(cfg.val_subset, len(val))))
+        val = Subset(val, spread(cfg.val_subset, len(val)))
     return DataBundle(train=train, val=val, info=info, config=cfg)
+
+
+def spread(n: int, total: int) -> list[int]:
+    """``n`` indices spread evenly over ``range(total)``: datasets stored class by class (CIFAR-10's folders)
+    keep every class in a subset, where the first N would all be airplanes."""
+    n = min(n, total)
+    return [i * total // n for i in range(n)]
 
 
 def collate_pad(batch: list[tuple[torch.Tensor, Any]], ignore_index: int = 255):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from slimcv._console import print_table
@@ -56,8 +57,8 @@ def prune(cfg: PruneConfig | dict[str, Any], data: DataBundle | None = None) -> 
                   max_layer_ratio=cfg.max_layer_ratio, ignored=cfg.ignore)
     calib = _calibration(cfg, data) if cfg.importance in NEEDS_DATA else None
     if calib is not None:
-        common.update(calibration=calib, loss_fn=lambda logits, t: SupervisedLoss(data.info.ignore_index)(
-            match_size(logits, t), t)["loss"])
+        common.update(calibration=calib, loss_fn=lambda logits, t: F.cross_entropy(
+            match_size(logits, t), t, ignore_index=data.info.ignore_index))
 
     def fine_tune(m: nn.Module, step: int) -> dict[str, Any]:
         if cfg.finetune_epochs == 0:
