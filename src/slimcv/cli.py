@@ -129,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--target-size", type=float, metavar="N", help="N times smaller weights file")
     target.add_argument("--target-macs", type=float, metavar="N", help="N times fewer multiply-accumulates")
     cp.add_argument("--max-drop", type=float, default=1.0, help="accuracy/mIoU points the result may lose (default 1)")
-    cp.add_argument("--epochs", type=int, help="fine-tuning epochs with distillation (default 5)")
+    cp.add_argument("--epochs", type=int, help="fine-tuning epochs with distillation, spread over the pruning "
+                    "steps (default 6)")
     cp.add_argument("--teacher-epochs", type=int, help="epochs to train --model first when it is a name (default 10)")
     cp.add_argument("--out-dir", "-o", default="runs/compress")
     cp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the generated recipe")
@@ -141,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
                     "camvid:PATH")
     dm.add_argument("--out-dir", "-o", default="runs/demo")
     dm.add_argument("--quick", action="store_true", help="a reduced run (tiny images, few epochs) in under a minute")
+    dm.add_argument("--threads", type=int, default=1, help="intra-op threads per stage (default 1: robust on a "
+                    "shared machine, see docs/recipes.md)")
     dm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the demo recipe")
 
     ex = add("export", "Export a model to ONNX and check it in ONNX Runtime against PyTorch on real samples.")
@@ -314,7 +317,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "demo":
         from slimcv.pipeline.demo import demo
 
-        demo(args.data, out_dir=args.out_dir, quick=args.quick, overrides=args.set)
+        demo(args.data, out_dir=args.out_dir, quick=args.quick, threads=args.threads, overrides=args.set)
     elif args.command == "export":
         from slimcv.export.onnx import export
 

@@ -19,11 +19,18 @@ QUIET = {"progress": False, "tensorboard": False}
 
 
 def demo(data: str = "synthetic-shapes", *, out_dir: str | Path = "runs/demo", quick: bool = False,
-         overrides: Sequence[str] = ()) -> RunResult:
+         threads: int = 1, overrides: Sequence[str] = ()) -> RunResult:
     """Run the demo chain on ``data`` (synthetic-shapes, or camvid:PATH); ``quick`` is a reduced, sub-minute run."""
+    import torch
+
     t0 = time.perf_counter()
-    recipe = validate(demo_recipe(data, quick), "demo recipe")
-    result = run(recipe, overrides, out_dir=out_dir)
+    recipe = validate(demo_recipe(data, quick, threads), "demo recipe")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)  # also for the stages without a threads setting (prune)
+    try:
+        result = run(recipe, overrides, out_dir=out_dir)
+    finally:
+        torch.set_num_threads(previous)
     _print_kd_effect(result)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s; run folder {result.run_dir}")
     if result.report is not None:
@@ -31,8 +38,11 @@ def demo(data: str = "synthetic-shapes", *, out_dir: str | Path = "runs/demo", q
     return result
 
 
-def demo_recipe(data: str = "synthetic-shapes", quick: bool = False) -> dict[str, Any]:
-    """The demo's recipe as plain data (what ``slimcv run`` would read from YAML)."""
+def demo_recipe(data: str = "synthetic-shapes", quick: bool = False, threads: int = 1) -> dict[str, Any]:
+    """The demo's recipe as plain data (what ``slimcv run`` would read from YAML).
+
+    ``threads`` (default 1) is the intra-op thread count of every stage: on a shared 2-core machine two
+    OpenMP threads per process ran a teacher epoch in 120-150 s instead of 9.5 s with one (docs/recipes.md)."""
     from slimcv.pipeline.stages import STAGE_TYPES
 
     name, _, path = data.partition(":")
@@ -44,22 +54,26 @@ def demo_recipe(data: str = "synthetic-shapes", quick: bool = False) -> dict[str
         raise SlimcvError(f"slimcv demo runs on synthetic-shapes or camvid:PATH, not {data!r}; use `slimcv run` "
                           "with a recipe for other data.")
     s = settings
+    t = {"threads": threads}
     stages: list[dict[str, Any]] = [
-        {"name": "teacher", "type": "train", "model": "teacher", "epochs": s["teacher_epochs"], **s["optim"], **QUIET},
-        {"name": "student", "type": "train", "model": "student", "epochs": s["student_epochs"], **s["optim"], **QUIET},
+        {"name": "teacher", "type": "train", "model": "teacher", "epochs": s["teacher_epochs"], **s["optim"], **t,
+         **QUIET},
+        {"name": "student", "type": "train", "model": "student", "epochs": s["student_epochs"], **s["optim"], **t,
+         **QUIET},
         {"name": "distill", "teacher": "teacher", "model": "student", "epochs": s["student_epochs"], **s["optim"],
-         "mode": "offline", "alpha": 1.0, "losses": [{"name": "kd", "weight": 1.0, "temperature": s["T"]}], **QUIET},
+         "mode": "offline", "alpha": 1.0, "losses": [{"name": "kd", "weight": 1.0, "temperature": s["T"]}], **t,
+         **QUIET},
         {"name": "prune", "input": "distill", "remove": 0.3, "steps": 1, "finetune_epochs": s["finetune_epochs"],
          "distill": [{"name": "kd", "temperature": s["T"]}], "latency_runs": 0, "progress": False},
     ]
     compared = ["teacher", "student", "distill", "prune"]
     if "quantize" in STAGE_TYPES:
-        stages.append({"name": "quantize", "input": "prune", **s["quantize"]})
+        stages.append({"name": "quantize", "input": "prune", **s["quantize"], **t})
         compared.append("quantize")
     # every model timed in one interleaved run, so the report's speed-ups compare like with like
-    stages.append({"name": "bench", "inputs": compared, "runtimes": ["eager", "ort"], "runs": s["bench_runs"]})
+    stages.append({"name": "bench", "inputs": compared, "runtimes": ["eager", "ort"], "runs": s["bench_runs"], **t})
     stages.append({"name": "report", "inputs": [*compared, "bench"], "baseline": "teacher", "measure": False,
-                   "images": 4})
+                   "images": 4, **t})
     return {"name": "demo", "task": "segmentation", "data": s["data"], "models": s["models"], "stages": stages}
 
 
