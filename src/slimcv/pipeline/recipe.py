@@ -171,7 +171,8 @@ def _stage(raw: Any, index: int, earlier: list[StageSpec], cfg: RecipeConfig, ty
     if isinstance(refs.get("inputs"), str):
         refs["inputs"] = [refs["inputs"]]
     problems = [f"{where}.{k}: the {kind} stage takes no {k!r}; remove it" for k in refs if k not in stype.refs]
-    problems += [f"{where}.{k}: {p}" for k, v in refs.items() if k in stype.refs for p in _ref_problems(v, earlier, cfg)]
+    problems += [f"{where}.{k}: {p}" for k, v in refs.items() if k in stype.refs
+                 for p in _ref_problems(v, earlier, cfg)]
     data = raw.get("data", {})
     if not isinstance(data, dict):
         problems.append(f"{where}.data: give a mapping of data keys to override, e.g. {{batch_size: 4}}")
