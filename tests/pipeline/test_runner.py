@@ -150,6 +150,8 @@ def test_a_killed_run_finishes_on_rerun_with_nothing_lost(tmp_path, tiny, where,
 
 
 def test_cli_run_with_overrides_until_and_dry_run(tiny_yaml, capsys):
+    fresh = run(tiny_yaml, dry_run=True)  # nothing has run yet: every stage would run, nothing is written
+    assert set(_statuses(fresh).values()) == {"would run"} and not Path("runs").exists()
     assert main(["run", str(tiny_yaml), "--set", "distill.epochs=2", "--until", "distill"]) == 0
     assert _manifest(Path("runs/tiny"), "distill")["params"]["epochs"] == 2
     assert main(["run", str(tiny_yaml), "--set", "distill.epochs=2", "--dry-run"]) == 0

@@ -100,9 +100,11 @@ class RunContext:
     def inputs(self, spec: StageSpec) -> dict[str, str]:
         """Digest of everything a stage consumes: earlier stages' outputs, trained runs, weights files."""
         out: dict[str, str] = {}
+        stages = {s.name for s in self.recipe.stages}
         for key, value in spec.refs.items():
             for ref in value if isinstance(value, list) else [value]:
-                out[f"{key}:{ref}"] = self.digests[ref] if ref in self.digests else self._model_digest(ref)
+                # a stage's digest exists once it has run or been skipped (KeyError: not yet, in a dry run)
+                out[f"{key}:{ref}"] = self.digests[ref] if ref in stages else self._model_digest(ref)
         model = spec.params.get("model")
         entry = self.recipe.config.models.get(model) if isinstance(model, str) else None
         if entry is not None and entry.weights:
