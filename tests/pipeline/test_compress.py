@@ -49,6 +49,14 @@ def test_bad_targets_are_refused(trained, kwargs, match):
         compress_recipe(str(trained), None, **kwargs)
 
 
+def test_a_checkpoint_file_means_its_run_folder(trained, tmp_path):
+    recipe, _ = compress_recipe(str(trained / "best.safetensors"), None, target_macs=2)
+    assert recipe["models"]["original"] == {"run": str(trained)}
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    with pytest.raises(SlimcvError, match="bare weights file"):
+        compress_recipe(str(tmp_path / "w.safetensors"), "synthetic-shapes", target_macs=2)
+
+
 def test_a_model_name_needs_data_and_is_trained_first():
     with pytest.raises(SlimcvError, match="Give --data"):
         compress_recipe("unet", None, target_macs=2)

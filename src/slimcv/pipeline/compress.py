@@ -124,6 +124,11 @@ def _plan(speedup: float | None, size: float | None, macs: float | None, max_dro
 def _source(model: str, data: str | None, teacher_epochs: int | None):
     """Models, data and first stages: a trained run is used as is; a model name is trained first."""
     path = Path(model)
+    if path.is_file():
+        if not (path.parent / "model.json").is_file():
+            raise SlimcvError(f"{model} is a bare weights file: give its run folder (with model.json), or a recipe "
+                              "with models: {original: {model: ARCH, weights: FILE}} for `slimcv run`.")
+        path = path.parent  # a checkpoint inside a run folder: the run
     if path.is_dir():
         config = path / "config.json"
         if data is None:
@@ -144,6 +149,7 @@ def _source(model: str, data: str | None, teacher_epochs: int | None):
 
 def _task(model: str, data_cfg: dict[str, Any]) -> str | None:
     path = Path(model)
+    path = path.parent if path.is_file() else path
     if path.is_dir():
         from slimcv.engine.checkpoint import read_model_spec
 
