@@ -61,7 +61,7 @@ def demo_recipe(data: str = "synthetic-shapes", quick: bool = False, threads: in
         {"name": "student", "type": "train", "model": "student", "epochs": s["student_epochs"], **s["optim"], **t,
          **QUIET},
         {"name": "distill", "teacher": "teacher", "model": "student", "epochs": s["student_epochs"], **s["optim"],
-         "mode": "offline", "alpha": 1.0, "losses": [{"name": "kd", "weight": 1.0, "temperature": s["T"]}], **t,
+         "mode": s.get("mode", "offline"), "alpha": 1.0, "losses": [{"name": "kd", "weight": 1.0, "temperature": s["T"]}], **t,
          **QUIET},
         {"name": "prune", "input": "distill", "remove": 0.3, "steps": 1, "finetune_epochs": s["finetune_epochs"],
          "distill": [{"name": "kd", "temperature": s["T"]}], "latency_runs": 0, "progress": False},
@@ -97,7 +97,8 @@ def _camvid(spec: str, quick: bool) -> dict[str, Any]:
     data = {"spec": spec, "size": [176, 240], "augment": ["rotate", "shift", "hflip"], "batch_size": 8,
             "workers": 2, **({"subset": 16, "val_subset": 8, "size": [88, 120]} if quick else {})}
     epochs = (1, 1, 1) if quick else (30, 30, 3)
-    return {"data": data, "teacher_epochs": epochs[0], "student_epochs": epochs[1], "finetune_epochs": epochs[2],
+    # quick: the online teacher sees 16 images instead of caching maps for all 367
+    return {**({"mode": "online"} if quick else {}), "data": data, "teacher_epochs": epochs[0], "student_epochs": epochs[1], "finetune_epochs": epochs[2],
             "optim": {"optim": {"name": "adam", "lr": 0.002}}, "T": 1.0,
             "models": {"teacher": {"model": "unet", "model_kwargs": {"base_width": 16, "depth": 4}},
                        "student": {"model": "unet", "model_kwargs": {"base_width": 4, "depth": 4}}},
