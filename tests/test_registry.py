@@ -57,6 +57,16 @@ def test_unknown_name_suggests_close_match(reg):
     assert "3 valid names" in msg and "list_models()" in msg
 
 
+def test_names_without_a_listing_command_are_listed_inline():
+    from slimcv.registry import Registry
+
+    losses = Registry("kd loss")
+    losses.register("kd")(lambda: None)
+    losses.register("cwd")(lambda: None)
+    with pytest.raises(SlimcvError, match=r"Unknown kd loss 'kld'.*Valid names: kd, cwd\.$"):
+        losses.get("kld")
+
+
 def test_unknown_name_without_close_match_has_no_hint(reg):
     with pytest.raises(SlimcvError) as e:
         reg.get("zzzzzzzz")

@@ -35,10 +35,9 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise SlimcvError(
-                f"Unknown {self.kind} {name!r}.{close_matches(name, self._items)} "
-                f"Run `slimcv {self.kind}s` or see list_{self.kind}s() for the {len(self._items)} valid names."
-            ) from None
+            listing = (f"Run `slimcv {self.kind}s` or see list_{self.kind}s() for the {len(self._items)} valid names."
+                       if self.kind in ("model", "dataset") else f"Valid names: {', '.join(self._items)}.")
+            raise SlimcvError(f"Unknown {self.kind} {name!r}.{close_matches(name, self._items)} {listing}") from None
 
     def meta(self, name: str) -> dict[str, Any]:
         """Metadata given at registration (e.g. the task of a model)."""
