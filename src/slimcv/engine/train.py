@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from slimcv._console import console, print_table, progress_bar
-from slimcv._io import atomic_write_json, atomic_write_safetensors
+from slimcv._io import atomic_write_json, atomic_write_safetensors, read_jsonl
 from slimcv.config import TrainConfig, build_config
 from slimcv.data import DataBundle, load_data, make_loader
 from slimcv.engine import distributed as D
@@ -207,7 +207,7 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig):
     _check_same_config(run_dir, cfg)
     state = load_state(ckpt)
     epoch = int(state["epoch"])
-    history = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if r.get("epoch", 0) <= epoch]
+    history = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("epoch", 0) <= epoch]
     return epoch, history, state.get("best") or {}, ckpt
 
 
@@ -251,22 +251,10 @@ def _write_run_files(run_dir: Path, cfg: TrainConfig, spec: dict | None) -> None
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
-    lines = [json.dumps(r) for r in _read_jsonl(path) if r.get("epoch") != record["epoch"]]
+    lines = [json.dumps(r) for r in read_jsonl(path) if r.get("epoch") != record["epoch"]]
     from slimcv._io import atomic_write_text
 
     atomic_write_text(path, "\n".join(lines + [json.dumps(record, default=float)]) + "\n")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
 
 
 def _tensorboard(run_dir: Path, cfg: TrainConfig):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slimcv._io import read_jsonl
 from slimcv.bench.sources import read_json
 from slimcv.errors import SlimcvError
 
@@ -279,14 +280,3 @@ def _unique_names(entries: list[Entry]) -> None:
             e.name = f"{e.name}#{seen[e.name]}"
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines log; a half-written last line is skipped."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
