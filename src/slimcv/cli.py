@@ -112,6 +112,34 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--latency-runs", type=int, default=20, help="timed runs for before/after latency (0: skip)")
     pr.add_argument("--out-dir", "-o", default="runs/prune")
 
+    _pipeline_commands(add)
+    _deploy_commands(add)
+
+    e = add("eval", "Evaluate a run folder, weights file or model on a dataset's validation split.")
+    e.add_argument("source", help="run folder, weights file (.safetensors/.pth) or model name")
+    e.add_argument("data", nargs="?", help="dataset spec (default: the run folder's own data settings)")
+    e.add_argument("--model", help="architecture when SOURCE is a bare weights file")
+    e.add_argument("--size", type=int, nargs="+", metavar="N", help="resize images to H W for the model")
+    e.add_argument("--batch-size", "-b", type=int, default=4)
+    e.add_argument("--split", default="val")
+    e.add_argument("--out", help="write the metrics as JSON here")
+    e.add_argument("--device", default="auto")
+
+    c = add("check-data", "Scan a dataset: samples, sizes, class frequencies and problems.")
+    c.add_argument("spec")
+    c.add_argument("--split", default="train")
+    c.add_argument("--limit", type=int, help="scan only the first N samples")
+    c.add_argument("--weights", action="store_true", help="also compute median-frequency class weights")
+    c.add_argument("--out", help="write the report as JSON here")
+
+    m = add("models", "List the models slimcv can build.")
+    m.add_argument("--task", choices=["classification", "segmentation"])
+    add("datasets", "List the dataset specs slimcv understands.")
+    return p
+
+
+def _pipeline_commands(add) -> None:
+    """run, compress, demo."""
     r = add("run", "Run a recipe: its stages in order; finished stages are skipped, interrupted ones resumed.")
     r.add_argument("recipe", help="recipe YAML file (see recipes/ and docs/recipes.md)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -146,6 +174,10 @@ def _parser() -> argparse.ArgumentParser:
                     "shared machine, see docs/recipes.md)")
     dm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the demo recipe")
 
+
+
+def _deploy_commands(add) -> None:
+    """export, quantize, bench, report."""
     ex = add("export", "Export a model to ONNX and check it in ONNX Runtime against PyTorch on real samples.")
     ex.add_argument("source", help="run folder, weights file (with --model) or model name")
     ex.add_argument("--data", help="dataset spec for the check samples and the sidecar (default: the run's own)")
@@ -205,27 +237,6 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--threads", type=int, help="threads for timing and predictions (default: torch's)")
     rp.add_argument("--title")
 
-    e = add("eval", "Evaluate a run folder, weights file or model on a dataset's validation split.")
-    e.add_argument("source", help="run folder, weights file (.safetensors/.pth) or model name")
-    e.add_argument("data", nargs="?", help="dataset spec (default: the run folder's own data settings)")
-    e.add_argument("--model", help="architecture when SOURCE is a bare weights file")
-    e.add_argument("--size", type=int, nargs="+", metavar="N", help="resize images to H W for the model")
-    e.add_argument("--batch-size", "-b", type=int, default=4)
-    e.add_argument("--split", default="val")
-    e.add_argument("--out", help="write the metrics as JSON here")
-    e.add_argument("--device", default="auto")
-
-    c = add("check-data", "Scan a dataset: samples, sizes, class frequencies and problems.")
-    c.add_argument("spec")
-    c.add_argument("--split", default="train")
-    c.add_argument("--limit", type=int, help="scan only the first N samples")
-    c.add_argument("--weights", action="store_true", help="also compute median-frequency class weights")
-    c.add_argument("--out", help="write the report as JSON here")
-
-    m = add("models", "List the models slimcv can build.")
-    m.add_argument("--task", choices=["classification", "segmentation"])
-    add("datasets", "List the dataset specs slimcv understands.")
-    return p
 
 
 def _train_config(args: argparse.Namespace) -> dict[str, Any]:

@@ -127,17 +127,8 @@ def fit(
             on_epoch_end(unwrap(model), epoch + 1)
         record: dict[str, Any] = {"epoch": epoch + 1, "train": stats, "lr": optimizer.param_groups[0]["lr"]}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            with progress_bar("evaluate", len(data.val), cfg.progress and D.is_main()) as bar:
-                metrics = evaluate(model, val_loader, device, progress=bar, **ev)
+            metrics, best = _validate(model, data, val_loader, device, ev, cfg, metric_name, best, epoch + 1)
             record["val"] = metrics
-            if metric_name not in metrics:
-                raise SlimcvError(f"Metric {metric_name!r} is not computed for {data.task}; use one of "
-                                  f"{[k for k, v in metrics.items() if isinstance(v, float)]}.")
-            if not best or metrics[metric_name] > best["value"]:
-                best = {"epoch": epoch + 1, "metric": metric_name, "value": metrics[metric_name]}
-                if D.is_main():
-                    atomic_write_safetensors(unwrap(model).state_dict(), run_dir / "best.safetensors")
-                    atomic_write_json(run_dir / "best.json", best)
         record["epoch_time_s"] = time.perf_counter() - t0
         history.append(record)
         if D.is_main():
@@ -157,6 +148,22 @@ def fit(
     if writer is not None:
         writer.close()
     return result
+
+
+def _validate(model, data, val_loader, device, ev, cfg, metric_name, best, epoch):
+    """Evaluate after an epoch; keep the best weights. Returns the metrics and the (updated) best record."""
+    with progress_bar("evaluate", len(data.val), cfg.progress and D.is_main()) as bar:
+        metrics = evaluate(model, val_loader, device, progress=bar, **ev)
+    if metric_name not in metrics:
+        raise SlimcvError(f"Metric {metric_name!r} is not computed for {data.task}; use one of "
+                          f"{[k for k, v in metrics.items() if isinstance(v, float)]}.")
+    if not best or metrics[metric_name] > best["value"]:
+        best = {"epoch": epoch, "metric": metric_name, "value": metrics[metric_name]}
+        if D.is_main():
+            run_dir = Path(cfg.out_dir)
+            atomic_write_safetensors(unwrap(model).state_dict(), run_dir / "best.safetensors")
+            atomic_write_json(run_dir / "best.json", best)
+    return metrics, best
 
 
 def make_eval_loader(dataset: Dataset, batch_size: int, workers: int, ignore_index: int, distributed: bool = False):
