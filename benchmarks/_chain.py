@@ -54,6 +54,8 @@ def parse_args(chain: str, doc: str, argv: Sequence[str] | None) -> argparse.Nam
     p.add_argument("--out-dir", type=Path, help="run directory (default: the recipe's out_dir)")
     p.add_argument("--results", type=Path, help=f"results JSON (default benchmarks/results/{chain}_chain[_full].json)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for training and evaluation (default 2)")
+    p.add_argument("--until", metavar="STAGE", help="stop after this stage (e.g. teacher_pruned: train everything now, "
+                   "bench later on a quiet machine by re-running without --until)")
     return p.parse_args(argv)
 
 
@@ -90,8 +92,11 @@ def run_chain(chain: str, doc: str, targets: Sequence[Target], argv: Sequence[st
     recipe_path = args.recipe or REPO / "recipes" / f"{chain}_chain_{'full' if args.full else 'cpu'}.yaml"
     recipe = chain_recipe(recipe_path, args.set, args.teacher, args.out_dir)
     t0 = time.perf_counter()
-    run = slimcv.run(recipe)
+    run = slimcv.run(recipe, until=args.until)
     wall = time.perf_counter() - t0
+    if args.until is not None:
+        print(f"stopped after stage {args.until}; re-run without --until to finish (bench, report, results JSON)")
+        return {}
     results = collect(run.run_dir, chain, recipe_path, run_wall_s=wall, teacher_run=args.teacher, full=args.full)
     results["command"] = " ".join(["python", *sys.argv]) if argv is None else " ".join(["python", chain, *argv])
     results["targets"] = [t.check(results) for t in targets]

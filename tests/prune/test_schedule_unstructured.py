@@ -15,7 +15,7 @@ def test_iterative_schedule_reaches_target_within_one_percent(target):
     x = torch.randn(1, 3, 32, 32)
     tuned = []
     records = prune_to_target(model, x, num_classes=10, remove=0.3, target=target, steps=2,
-                              fine_tune=lambda m, step: tuned.append(step) or {"step_done": step})
+                              fine_tune=lambda m, step, history: tuned.append(step) or {"step_done": step})
     assert tuned == [1, 2]
     assert [r["step"] for r in records] == [1, 2]
     assert abs(records[-1]["achieved_remove"] - 0.3) <= 0.01

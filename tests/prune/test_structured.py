@@ -157,9 +157,13 @@ def test_soft_and_sensitivity_stages_with_kd_and_latency(tmp_path):
 
     for importance in ("taylor", "apoz"):  # the stage feeds them training batches (and a loss for taylor)
         assert main(["prune", "t", "--remove", "0.3", "--importance", importance, "--latency-runs", "0",
-                     "-o", importance]) == 0
+                     "--steps", "2", "--finetune-epochs", "1", "-o", importance]) == 0
         r = json.loads((tmp_path / importance / "prune.json").read_text())
         assert r["after"]["params"] < 0.8 * r["before"]["params"]
+        # every intermediate step folder reloads as the pruned architecture it holds
+        for step in r["steps"]:
+            reloaded, _ = load_run_model(tmp_path / importance / f"step_{step['step']}")
+            assert sum(p.numel() for p in reloaded.parameters()) == step["params"]
 
     assert main(["prune", "t", "--sensitivity", "0.5", "--max-drop", "100", "--latency-runs", "0",
                  "-o", "sens"]) == 0

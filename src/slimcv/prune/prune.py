@@ -60,11 +60,11 @@ def prune(cfg: PruneConfig | dict[str, Any], data: DataBundle | None = None) -> 
         common.update(calibration=calib, loss_fn=lambda logits, t: F.cross_entropy(
             match_size(logits, t), t, ignore_index=data.info.ignore_index))
 
-    def fine_tune(m: nn.Module, step: int) -> dict[str, Any]:
+    def fine_tune(m: nn.Module, step: int, history: list) -> dict[str, Any]:
         if cfg.finetune_epochs == 0:
             return {}
         step_cfg = tcfg.model_copy(update={"out_dir": str(out / f"step_{step}")})
-        return fit(m, data, step_cfg, objective, model_spec=spec).metrics
+        return fit(m, data, step_cfg, objective, model_spec=pruned_spec(spec, history, example)).metrics
 
     extra: dict[str, Any] = {}
     if cfg.sensitivity:
@@ -77,7 +77,7 @@ def prune(cfg: PruneConfig | dict[str, Any], data: DataBundle | None = None) -> 
         result = prune_structured(model, example, ratio=0.0, ratio_dict=ratios, importance=cfg.importance, **common)
         history = result.history
         steps = [{"step": 1, "layer_ratios": ratios, "params": result.params_after, "macs": result.macs_after,
-                  "metrics": fine_tune(model, 1)}]
+                  "metrics": fine_tune(model, 1, history)}]
     else:
         steps = prune_to_target(model, example, remove=cfg.remove, target=cfg.target, steps=cfg.steps,
                                 importance=cfg.importance, fine_tune=fine_tune, **common)
@@ -101,6 +101,12 @@ def prune(cfg: PruneConfig | dict[str, Any], data: DataBundle | None = None) -> 
                                            "config": cfg.model_dump(mode="json")})
     _print(before, after, key)
     return PruneStageResult(model, out, steps, before, after)
+
+
+def pruned_spec(spec: dict[str, Any], history: list, example: torch.Tensor) -> dict[str, Any]:
+    """The model.json of a pruned model mid-schedule, so every step_N folder reloads like the final one."""
+    return {**spec, "pruning_history": [*spec.get("pruning_history", []), *history],
+            "input_shape": list(example.shape)}
 
 
 def _objective(cfg: PruneConfig, original: nn.Module, data: DataBundle, device):
@@ -147,7 +153,7 @@ def _soft(model, example, data, cfg, spec, tcfg, objective, common, out):
     if hard_epochs > 0:
         record["metrics"] = fit(model, data, tcfg.model_copy(update={"out_dir": str(out / "finetune"),
                                                                      "epochs": hard_epochs}),
-                                objective, model_spec=spec).metrics
+                                objective, model_spec=pruned_spec(spec, result.history, example)).metrics
     return [record], result.history
 
 

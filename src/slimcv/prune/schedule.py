@@ -64,11 +64,11 @@ def prune_to_target(
     target: Target = "params",
     steps: int = 1,
     importance: str = "l1",
-    fine_tune: Callable[[nn.Module, int], dict[str, Any]] | None = None,
+    fine_tune: Callable[[nn.Module, int, list], dict[str, Any]] | None = None,
     **prune_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Remove ``remove`` (e.g. 0.3 = 30%) of the model's params, MACs or latency in ``steps`` equal steps; after
-    each step ``fine_tune(model, step)`` may train and return metrics. Returns one record per step. A latency
+    each step ``fine_tune(model, step, history)`` may train and return metrics (``history``: the pruning so far). Returns one record per step. A latency
     target is met within the measurement noise of batch-1 eager timing, not to the 1% of params/MACs."""
     if not 0 < remove < 1:
         raise SlimcvError(f"remove={remove} must be a fraction between 0 and 1 (0.3 removes 30%).")
@@ -85,7 +85,7 @@ def prune_to_target(
         record = {"step": step, "channel_ratio": ratio, "params": count_params(model),
                   "macs": count_macs(model, shape), "achieved_remove": 1 - measure(model) / start}
         if fine_tune is not None:
-            record["metrics"] = fine_tune(model, step)
+            record["metrics"] = fine_tune(model, step, list(history))
         records.append(record)
     records[-1]["history"] = history
     return records
