@@ -19,6 +19,7 @@ def test_segmentation_metrics_by_hand_with_ignore():
     assert m["miou"] == pytest.approx((50 + 100 / 3 + 50) / 3, abs=1e-3)
     assert m["pixel_acc"] == pytest.approx(60.0)  # 3 of 5 valid pixels; the 255 pixel is not counted
     assert m["mean_acc"] == pytest.approx((100 + 50 + 50) / 3)
+    assert m["confusion_matrix"] == [[1, 0, 0], [1, 1, 0], [0, 1, 1]]  # rows truth, the ignored pixel left out
 
 
 def test_absent_class_is_left_out_of_the_mean():

@@ -28,8 +28,8 @@ class ConfusionMatrix:
             dist.all_reduce(self.mat)
 
     def segmentation_metrics(self, class_names: Sequence[str] | None = None) -> dict:
-        """mIoU, per-class IoU, pixel accuracy and mean class accuracy; classes absent from truth and
-        prediction are left out of the means (NaN per class)."""
+        """mIoU, per-class IoU, pixel accuracy, mean class accuracy and the pixel confusion matrix (rows: truth);
+        classes absent from truth and prediction are left out of the means (NaN per class)."""
         h = self.mat.double()
         tp = h.diag()
         gt, pr = h.sum(1), h.sum(0)
@@ -43,6 +43,7 @@ class ConfusionMatrix:
             "mean_acc": _nanmean(acc) * 100,
             "per_class_iou": {str(n): _pct(v) for n, v in zip(names, iou)},
             "per_class_acc": {str(n): _pct(v) for n, v in zip(names, acc)},
+            "confusion_matrix": self.mat.tolist(),
         }
 
     def classification_metrics(self, class_names: Sequence[str] | None = None) -> dict:
