@@ -170,3 +170,20 @@ def test_preflight_catches_a_missing_dataset_before_training(tiny, tmp_path):
     with pytest.raises(SlimcvError):
         run(tiny)
     assert not Path("runs/tiny/teacher").exists()
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_holds_it(tmp_path):
+    from slimcv.pipeline.runner import run_lock
+
+    with run_lock(tmp_path):
+        with pytest.raises(SlimcvError, match="Another slimcv run .* is writing"):
+            with run_lock(tmp_path):
+                pass
+    assert not (tmp_path / ".lock").exists()  # released at the end
+    # a lock left by a process that no longer exists is taken over, not a dead end
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    (tmp_path / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    with run_lock(tmp_path):
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()

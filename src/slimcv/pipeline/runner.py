@@ -1,10 +1,13 @@
 """``slimcv run RECIPE``: execute a recipe's stages in order, skipping finished ones, resuming interrupted ones."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,12 +69,53 @@ def run(recipe: str | Path | dict[str, Any] | Recipe, overrides: Sequence[str] =
         return _dry_run(ctx, stages)
     ctx.preflight(stages)
     ctx.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(ctx.root / "recipe.yaml", yaml.safe_dump(rec.raw, sort_keys=False))
-    console.print(f"slimcv run: {rec.source} -> {ctx.root} ({len(stages)} of {len(rec.stages)} stages)")
-    records = [run_stage(ctx, spec, i, len(stages)) for i, spec in enumerate(stages, 1)]
+    with run_lock(ctx.root):
+        atomic_write_text(ctx.root / "recipe.yaml", yaml.safe_dump(rec.raw, sort_keys=False))
+        console.print(f"slimcv run: {rec.source} -> {ctx.root} ({len(stages)} of {len(rec.stages)} stages)")
+        records = [run_stage(ctx, spec, i, len(stages)) for i, spec in enumerate(stages, 1)]
     result = RunResult(ctx.root, records, rec)
     print_run_summary(result)
     return result
+
+
+@contextlib.contextmanager
+def run_lock(root: Path) -> Iterator[None]:
+    """Hold ``root/.lock`` while a run writes there, so two runs of one recipe cannot interleave their stages.
+    A lock left by a process that died on this machine is taken over."""
+    lock = Path(root) / ".lock"
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                owner = {}
+            if owner.get("host") == me["host"] and not _alive(owner.get("pid")):
+                lock.unlink(missing_ok=True)  # its run died without cleaning up
+                continue
+            raise SlimcvError(f"Another slimcv run (pid {owner.get('pid', '?')} on {owner.get('host', '?')}) is "
+                              f"writing {root}; wait for it to finish, or delete {lock} if that run is gone.") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunContext:
