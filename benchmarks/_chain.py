@@ -139,6 +139,8 @@ def collect(run_dir: Path, chain: str, recipe_path: Path, *, run_wall_s: float |
             "recipe": _rel(recipe_path), "run_dir": _rel(run_dir), "metric": key,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "hardware": _hardware(bench),
             "wall_time_s": run_wall_s, "stage_time_s": {s: m.get("wall_time_s") for s, m in manifests.items()},
+            # the chain's own cost, summed over stages (the last invocation's wall time misses resumed parts)
+            "stages_wall_time_s": sum(m.get("wall_time_s") or 0 for m in manifests.values()),
             "deployed": _deployed(run_dir / "quantize", bench, key), "models": models}
 
 

@@ -39,7 +39,10 @@ def structured_runs(task: str, epochs: int) -> dict[str, dict]:
                 "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}}
         return {"l1": {**base, "importance": "l1"}, "taylor": {**base, "importance": "taylor"},
                 "activation": {**base, "importance": "activation"},
-                "soft_l2": {**base, "method": "soft"}}
+                "soft_l2": {**base, "method": "soft"},
+                # the longer schedule with KD from the unpruned model: what the <= 0.3 pt target needs
+                "l1_kd_long": {**base, "importance": "l1", "finetune_epochs": max(8, epochs),
+                               "distill": [{"name": "kd", "weight": 1.0, "temperature": 4.0}]}}
     base = {"remove": 0.75, "target": "params", "finetune_epochs": epochs,
             "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4}}
     return {"l1": {**base, "importance": "l1"}, "soft_l2": {**base, "method": "soft"},
