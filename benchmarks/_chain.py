@@ -102,9 +102,10 @@ def run_chain(chain: str, doc: str, targets: Sequence[Target], argv: Sequence[st
     results["targets"] = [t.check(results) for t in targets]
     out = args.results or REPO / "benchmarks" / "results" / f"{chain}_chain{'_full' if args.full else ''}.json"
     previous = json.loads(out.read_text()) if out.is_file() else None
-    from slimcv._io import atomic_write_json
+    from slimcv._io import atomic_write_json, atomic_write_text
 
     atomic_write_json(out, results)
+    atomic_write_text(out.with_suffix(".md"), markdown(results))  # the tables docs/benchmarks.md quotes
     print_headline(results)
     if previous is not None:
         print_comparison(compare(previous, results), f"against the previous {out.name}")
@@ -295,3 +296,42 @@ def print_headline(results: dict[str, Any]) -> None:
                    for t in results.get("targets", [])]
     if target_rows:
         print_table("targets (issue 10)", ["target", "value", "rule", "verdict"], target_rows)
+
+
+LABELS = {"teacher": "teacher", "student_alone": "student alone", "student_kd": "student + KD",
+          "student_kd_pruned": "student + KD, pruned", "student_kd_pruned_int8": "student + KD, pruned, INT8",
+          "teacher_pruned": "teacher pruned directly"}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as Markdown: the per-model table, per-class scores and the targets."""
+    key = results["metric"]
+    models = results["models"]
+
+    def num(v: Any, fmt: str) -> str:
+        return "—" if v is None else format(v, fmt)
+
+    lines = [f"| model | {key} | params | MMACs | file (KiB) | eager ms | ORT FP32 ms | ORT INT8 ms | stage time (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, m in models.items():
+        lat = m.get("latency_ms") or {}
+        lines.append(f"| {LABELS.get(name, name)} | {num(m.get(key), '.2f')} | {num(m.get('params'), ',')} | "
+                     f"{num((m.get('macs') or 0) / 1e6 or None, '.1f')} | "
+                     f"{num((m.get('file_bytes') or 0) / 1024 or None, ',.0f')} | {num(lat.get('eager'), '.2f')} | "
+                     f"{num(lat.get('ort-fp32'), '.2f')} | {num(lat.get('ort-int8'), '.2f')} | "
+                     f"{num(m.get('time_s'), '.0f')} |")
+    classes = list(next(iter(models.values())).get("per_class") or {})
+    if classes:
+        lines += ["", "| model | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+        for name, m in models.items():
+            pc = m.get("per_class") or {}
+            lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(num(pc.get(c), ".1f") for c in classes) + " |")
+    dep = results.get("deployed") or {}
+    if dep:
+        lines += ["", f"Deployed (the quantize stage's choice): `{dep.get('name')}`, {key} {num(dep.get(key), '.2f')}, "
+                      f"{num(dep.get('latency_ms'), '.2f')} ms: {dep.get('why')}"]
+    lines += ["", "| target | value | rule | verdict |", "|---|---|---|---|"]
+    for t in results.get("targets", []):
+        verdict = {True: "met", False: "**missed**", None: "n/a"}[t["met"]]
+        lines.append(f"| {t['target']} | {num(t['value'], '.2f')} | {t['rule']} | {verdict} |")
+    return "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import camvid_chain  # noqa: E402
 import cifar10_chain  # noqa: E402
-from _chain import chain_recipe  # noqa: E402
+from _chain import LABELS, chain_recipe  # noqa: E402
 from compare_results import compare  # noqa: E402
 from compare_results import main as compare_main  # noqa: E402
 
@@ -30,6 +30,11 @@ def _args(overrides):
 
 
 def test_camvid_chain_script_runs_every_stage_and_writes_results(capsys):
+    # --until trains now and leaves bench/report (and the results file) for a later call on a quiet machine
+    assert camvid_chain.main([*_args(FAST + SEG), "--out-dir", "runs/c", "--results", "res.json",
+                              "--until", "student"]) == {}
+    assert Path("runs/c/student/manifest.json").is_file() and not Path("runs/c/distill").exists()
+    assert not Path("res.json").exists()
     results = camvid_chain.main([*_args(FAST + SEG), "--out-dir", "runs/c", "--results", "res.json"])
     assert set(results["models"]) == MODELS
     saved = json.loads(Path("res.json").read_text())
@@ -44,6 +49,9 @@ def test_camvid_chain_script_runs_every_stage_and_writes_results(capsys):
     macs = saved["targets"][0]
     assert macs["value"] == pytest.approx(m["teacher"]["macs"] / m["student_kd_pruned"]["macs"])
     assert "targets (issue 10)" in capsys.readouterr().out
+    table = Path("res.md").read_text()  # the Markdown the docs quote: one row per model, one per target
+    assert all(f"| {LABELS[k]} |" in table for k in MODELS) and table.count("| final student") == 3
+    assert saved["stages_wall_time_s"] >= sum(v for v in saved["stage_time_s"].values() if v) - 1e-6
     # the same command again skips every stage and compares with the results it replaces
     again = camvid_chain.main([*_args(FAST + SEG), "--out-dir", "runs/c", "--results", "res.json"])
     assert again["models"]["teacher"]["miou"] == m["teacher"]["miou"]
