@@ -205,6 +205,9 @@ class PruneConfig(_Config):
     finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after each step")
     distill: tuple[LossSpec, ...] = Field((), description="KD losses from the unpruned model during fine-tuning")
     alpha: float = Field(1.0, ge=0, description="weight of the cross-entropy when distill is set")
+    class_weights: tuple[float, ...] | Literal["median_frequency", "source"] | None = Field(
+        "source", description="cross-entropy class weights while fine-tuning; 'source': those the pruned run "
+        "was trained with")
     sensitivity: tuple[float, ...] = Field((), description="ratios for a per-layer sensitivity analysis first")
     max_drop: float | None = Field(None, gt=0, description="with sensitivity: per-layer ratios that keep each "
                                    "layer's drop within this, used instead of the remove target")

@@ -172,3 +172,30 @@ def test_soft_and_sensitivity_stages_with_kd_and_latency(tmp_path):
     assert set(report["steps"][0]["layer_ratios"]) == set(sens["curves"])  # every layer allowed 0.5 by drop 100
     assert report["after"]["params"] < report["before"]["params"]
     assert (tmp_path / "sens" / "sensitivity.png").stat().st_size > 1000
+
+
+def test_narrow_layers_keep_their_channels_until_the_ratio_asks_for_one():
+    # Torch-Pruning alone keeps int(n * (1 - r)): at r = 0.05 every 4-channel layer would lose a quarter
+    torch.manual_seed(0)
+    model = create_model("unet", 3, base_width=4, depth=3).eval()
+    x = torch.randn(1, 3, 32, 32)
+    prune_structured(model, x, num_classes=3, ratio=0.05)
+    widths = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert widths["encoders.0.0"] == 4 and widths["encoders.1.0"] == 8  # round(4*0.95) = 4, round(8*0.95) = 8
+    assert widths["encoders.3.0"] == 30  # round(32*0.95) = 30
+    prune_structured(model, x, num_classes=3, ratio=0.5)
+    assert {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}["encoders.0.0"] == 2
+
+
+def test_fine_tuning_keeps_the_class_weights_the_source_run_was_trained_with(tmp_path):
+    import json
+
+    from slimcv.config import PruneConfig
+    from slimcv.prune.prune import _source_class_weights
+
+    (tmp_path / "config.json").write_text(json.dumps({"class_weights": "median_frequency"}))
+    assert _source_class_weights(PruneConfig(source=str(tmp_path))) == "median_frequency"
+    assert _source_class_weights(PruneConfig(source=str(tmp_path), class_weights=None)) is None
+    assert _source_class_weights(PruneConfig(source=str(tmp_path), class_weights=[1.0, 2.0])) == (1.0, 2.0)
+    (tmp_path / "config.json").write_text(json.dumps({"class_weights": None}))
+    assert _source_class_weights(PruneConfig(source=str(tmp_path))) is None

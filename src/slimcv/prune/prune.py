@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from slimcv.data import DataBundle, load_data, make_loader
 from slimcv.engine import distributed as D
 from slimcv.engine.checkpoint import load_run_model
 from slimcv.engine.loop import SupervisedLoss, evaluate, match_size
-from slimcv.engine.train import fit, make_eval_loader
+from slimcv.engine.train import class_weights, fit, make_eval_loader
 from slimcv.prune import sensitivity as S
 from slimcv.prune.schedule import _Meter, prune_to_target, ratio_for
 from slimcv.prune.soft import remove_soft_pruned, soft_prune_step, zeroed_filters
@@ -50,8 +51,9 @@ def prune(cfg: PruneConfig | dict[str, Any], data: DataBundle | None = None) -> 
     key = "miou" if data.task == "segmentation" else "top1"
     tcfg = TrainConfig(model=spec["name"], model_kwargs=spec.get("kwargs", {}), data=data.config,
                        epochs=max(cfg.finetune_epochs, 1), optim=cfg.optim, schedule=cfg.schedule,
-                       device=cfg.device, seed=cfg.seed, out_dir=str(out), progress=cfg.progress, resume=True)
-    objective = _objective(cfg, original, data, device)
+                       class_weights=_source_class_weights(cfg), device=cfg.device, seed=cfg.seed,
+                       out_dir=str(out), progress=cfg.progress, resume=True)
+    objective = _objective(cfg, original, data, device, class_weights(tcfg, data))
     model.to("cpu")
     common = dict(num_classes=spec["num_classes"], global_pruning=cfg.global_pruning,
                   max_layer_ratio=cfg.max_layer_ratio, ignored=cfg.ignore)
@@ -109,13 +111,22 @@ def pruned_spec(spec: dict[str, Any], history: list, example: torch.Tensor) -> d
             "input_shape": list(example.shape)}
 
 
-def _objective(cfg: PruneConfig, original: nn.Module, data: DataBundle, device):
-    """Plain CE, or CE + KD from the unpruned model (it runs beside the student, frozen)."""
+def _source_class_weights(cfg: PruneConfig):
+    """The fine-tuning loss's class weights: 'source' reuses the pruned run's own (a model trained with
+    median-frequency weights and fine-tuned without them drifts toward the frequent classes)."""
+    if cfg.class_weights != "source":
+        return cfg.class_weights
+    path = Path(cfg.source) / "config.json"
+    return json.loads(path.read_text()).get("class_weights") if path.is_file() else None
+
+
+def _objective(cfg: PruneConfig, original: nn.Module, data: DataBundle, device, weights: list[float] | None):
+    """CE (with the class weights), or CE + KD from the unpruned model (it runs beside the student, frozen)."""
     if not cfg.distill:
-        return SupervisedLoss(data.info.ignore_index)
+        return SupervisedLoss(data.info.ignore_index, weights)
     from slimcv.distill.distill import DistillObjective
 
-    return DistillObjective(original.to(device), cfg.distill, cfg.alpha, data.info.ignore_index, None, None)
+    return DistillObjective(original.to(device), cfg.distill, cfg.alpha, data.info.ignore_index, weights, None)
 
 
 def _calibration(cfg: PruneConfig, data: DataBundle) -> list:

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from slimcv.bench.macs import count_macs, count_params
-from slimcv.prune.structured import PruneResult, _tp, apply_pruning_history, build_pruner, check_forward
+from slimcv.prune.structured import (PruneResult, _tp, apply_pruning_history, build_pruner, check_forward,
+                                     rounded_ratios)
 
 
 def soft_prune_step(model: nn.Module, example_input: torch.Tensor, *, num_classes: int, ratio: float,
@@ -23,7 +24,8 @@ def soft_prune_step(model: nn.Module, example_input: torch.Tensor, *, num_classe
     # the paper's criterion: the L2 norm of the filter itself (the group's root), not of its consumers
     imp = tp.importance.MagnitudeImportance(p=2, group_reduction="first", normalizer=None)
     pruner = build_pruner(model, example_input, imp, num_classes=num_classes, ratio=ratio,
-                          max_layer_ratio=max_layer_ratio, ignored=ignored)
+                          max_layer_ratio=max_layer_ratio, ignored=ignored,
+                          ratio_dict=rounded_ratios(model, ratio) if ratio > 0 else None)
     names = {m: n for n, m in model.named_modules()}
     history = []
     for group in pruner.step(interactive=True):

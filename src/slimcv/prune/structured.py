@@ -218,6 +218,24 @@ def check_forward(model: nn.Module, example_input: torch.Tensor) -> None:
             h.remove()
 
 
+def rounded_ratios(model: nn.Module, ratio: float) -> dict[str, float]:
+    """Per-layer ratios that keep round(n * (1 - ratio)) of each layer's n channels (at least one).
+
+    Torch-Pruning keeps int(n * (1 - ratio)) channels, so any ratio above zero takes one channel from every
+    layer: a 4-channel layer loses 25% at ratio 0.03, and each step of an iterative schedule takes another. On
+    narrow networks that removes the channels that matter most; rounding to the nearest count leaves such
+    layers alone until the ratio really asks for a channel.
+    """
+    out = {}
+    for name, m in model.named_modules():
+        n = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features if isinstance(m, nn.Linear) else 0
+        if n:
+            keep = max(1, round(n * (1 - ratio)))
+            # Torch-Pruning keeps int(n * (1 - r)): aim half a channel above `keep` so the floor lands on it
+            out[name] = max(0.0, 1 - (keep + 0.5) / n)
+    return out
+
+
 def prune_structured(
     model: nn.Module,
     example_input: torch.Tensor,
@@ -240,6 +258,8 @@ def prune_structured(
     shape = tuple(example_input.shape)
     params0, macs0 = count_params(model), count_macs(model, shape)
     imp = IMPORTANCES.get(importance)()
+    if not global_pruning and ratio > 0:
+        ratio_dict = {**rounded_ratios(model, ratio), **(ratio_dict or {})}
     pruner = build_pruner(model, example_input, imp, num_classes=num_classes, ratio=ratio,
                           global_pruning=global_pruning, max_layer_ratio=max_layer_ratio, ignored=ignored,
                           ratio_dict=ratio_dict)
