@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--steps", type=int, default=1)
     pr.add_argument("--importance", default="l1", help="l1, l2, bn_scale, taylor, activation or apoz")
     pr.add_argument("--global-pruning", action="store_true")
+    pr.add_argument("--min-channels", type=int, default=1,
+                    help="layer-uniform pruning leaves every layer at least this many channels (default 1)")
     pr.add_argument("--ignore", nargs="*", default=[], metavar="LAYER", help="layer names never pruned")
     pr.add_argument("--finetune-epochs", type=int, default=0)
     pr.add_argument("--lr", type=float, default=1e-3)
@@ -306,7 +308,8 @@ def _run(args: argparse.Namespace) -> int:
                    for n, _, w in (item.partition(":") for item in args.distill or [])]
         prune({"source": args.source, "data": _run_data(args.source, args.data), "remove": args.remove,
                "target": args.target, "method": args.method, "steps": args.steps, "importance": args.importance,
-               "global_pruning": args.global_pruning, "ignore": args.ignore, "finetune_epochs": args.finetune_epochs,
+               "global_pruning": args.global_pruning, "min_channels": args.min_channels, "ignore": args.ignore,
+               "finetune_epochs": args.finetune_epochs,
                "distill": distill, "sensitivity": args.sensitivity or [], "max_drop": args.max_drop,
                "latency_runs": args.latency_runs, "optim": {"lr": args.lr}, "out_dir": args.out_dir})
     elif args.command == "eval":

@@ -200,6 +200,8 @@ class PruneConfig(_Config):
     importance: str = "l1"
     global_pruning: bool = False
     max_layer_ratio: float = Field(0.9, gt=0, lt=1)
+    min_channels: int = Field(1, ge=1, description="layer-uniform pruning leaves a layer at least this many "
+                              "channels (layers already that narrow are left alone)")
     ignore: tuple[str, ...] = Field((), description="layer names never pruned (besides the class outputs)")
     calibration_batches: int = Field(4, ge=1, description="training batches for taylor/activation/apoz")
     finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after each step")

@@ -185,6 +185,11 @@ def test_narrow_layers_keep_their_channels_until_the_ratio_asks_for_one():
     assert widths["encoders.3.0"] == 30  # round(32*0.95) = 30
     prune_structured(model, x, num_classes=3, ratio=0.5)
     assert {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}["encoders.0.0"] == 2
+    # min_channels: a floor for every layer; layers already at or below it stay whole
+    model = create_model("unet", 3, base_width=4, depth=3).eval()
+    prune_structured(model, x, num_classes=3, ratio=0.5, min_channels=6)
+    widths = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert widths["encoders.0.0"] == 4 and widths["encoders.1.0"] == 6 and widths["encoders.3.0"] == 16
 
 
 def test_fine_tuning_keeps_the_class_weights_the_source_run_was_trained_with(tmp_path):

@@ -56,7 +56,7 @@ def prune(cfg: PruneConfig | dict[str, Any], data: DataBundle | None = None) -> 
     objective = _objective(cfg, original, data, device, class_weights(tcfg, data))
     model.to("cpu")
     common = dict(num_classes=spec["num_classes"], global_pruning=cfg.global_pruning,
-                  max_layer_ratio=cfg.max_layer_ratio, ignored=cfg.ignore)
+                  max_layer_ratio=cfg.max_layer_ratio, ignored=cfg.ignore, min_channels=cfg.min_channels)
     calib = _calibration(cfg, data) if cfg.importance in NEEDS_DATA else None
     if calib is not None:
         common.update(calibration=calib, loss_fn=lambda logits, t: F.cross_entropy(
@@ -139,7 +139,7 @@ def _calibration(cfg: PruneConfig, data: DataBundle) -> list:
 def _soft(model, example, data, cfg, spec, tcfg, objective, common, out):
     """Soft filter pruning for the first ``soft_epochs`` (zeroed every epoch, free to grow back), then the
     still-zeroed filters are removed and the smaller network is fine-tuned for the remaining epochs."""
-    goal_kwargs = {k: v for k, v in common.items() if k in ("num_classes", "ignored", "max_layer_ratio")}
+    goal_kwargs = {k: v for k, v in common.items() if k in ("num_classes", "ignored", "max_layer_ratio", "min_channels")}
     meter = _Meter(model, example, cfg.target)
     ratio = ratio_for(model, example, meter(model) * (1 - cfg.remove), meter, importance="l2", **goal_kwargs)
     soft_epochs = cfg.soft_epochs or max(1, -(-cfg.finetune_epochs // 2))

@@ -17,7 +17,7 @@ from slimcv.prune.structured import (PruneResult, _tp, apply_pruning_history, bu
 
 
 def soft_prune_step(model: nn.Module, example_input: torch.Tensor, *, num_classes: int, ratio: float,
-                    ignored: Sequence[str] = (), max_layer_ratio: float = 0.9) -> list:
+                    ignored: Sequence[str] = (), max_layer_ratio: float = 0.9, min_channels: int = 1) -> list:
     """Zero the ``ratio`` lowest-L2 filters of every prunable group in place; return them as a pruning history."""
     tp = _tp()
     was_training = model.training
@@ -25,7 +25,7 @@ def soft_prune_step(model: nn.Module, example_input: torch.Tensor, *, num_classe
     imp = tp.importance.MagnitudeImportance(p=2, group_reduction="first", normalizer=None)
     pruner = build_pruner(model, example_input, imp, num_classes=num_classes, ratio=ratio,
                           max_layer_ratio=max_layer_ratio, ignored=ignored,
-                          ratio_dict=rounded_ratios(model, ratio) if ratio > 0 else None)
+                          ratio_dict=rounded_ratios(model, ratio, min_channels) if ratio > 0 else None)
     names = {m: n for n, m in model.named_modules()}
     history = []
     for group in pruner.step(interactive=True):

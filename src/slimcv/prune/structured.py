@@ -218,8 +218,9 @@ def check_forward(model: nn.Module, example_input: torch.Tensor) -> None:
             h.remove()
 
 
-def rounded_ratios(model: nn.Module, ratio: float) -> dict[str, float]:
-    """Per-layer ratios that keep round(n * (1 - ratio)) of each layer's n channels (at least one).
+def rounded_ratios(model: nn.Module, ratio: float, min_channels: int = 1) -> dict[str, float]:
+    """Per-layer ratios that keep round(n * (1 - ratio)) of each layer's n channels (at least
+    ``min_channels``, or all n when the layer is narrower).
 
     Torch-Pruning keeps int(n * (1 - ratio)) channels, so any ratio above zero takes one channel from every
     layer: a 4-channel layer loses 25% at ratio 0.03, and each step of an iterative schedule takes another. On
@@ -230,7 +231,7 @@ def rounded_ratios(model: nn.Module, ratio: float) -> dict[str, float]:
     for name, m in model.named_modules():
         n = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features if isinstance(m, nn.Linear) else 0
         if n:
-            keep = max(1, round(n * (1 - ratio)))
+            keep = max(min(n, min_channels), 1, round(n * (1 - ratio)))
             # Torch-Pruning keeps int(n * (1 - r)): aim half a channel above `keep` so the floor lands on it
             out[name] = max(0.0, 1 - (keep + 0.5) / n)
     return out
@@ -247,11 +248,12 @@ def prune_structured(
     max_layer_ratio: float = 0.9,
     ignored: Sequence[str] = (),
     ratio_dict: dict[str, float] | None = None,
+    min_channels: int = 1,
     calibration: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> PruneResult:
     """Remove ``ratio`` of the channels of every prunable group (layer-uniform, or ranked globally; per-layer
-    ratios by root layer name in ``ratio_dict``)."""
+    ratios by root layer name in ``ratio_dict``; layer-uniform leaves every layer ``min_channels``)."""
     if not 0 < ratio < 1 and not ratio_dict:
         raise SlimcvError(f"Pruning ratio {ratio} must be between 0 and 1 (e.g. 0.3 removes 30% of channels).")
     model.eval()
@@ -259,7 +261,7 @@ def prune_structured(
     params0, macs0 = count_params(model), count_macs(model, shape)
     imp = IMPORTANCES.get(importance)()
     if not global_pruning and ratio > 0:
-        ratio_dict = {**rounded_ratios(model, ratio), **(ratio_dict or {})}
+        ratio_dict = {**rounded_ratios(model, ratio, min_channels), **(ratio_dict or {})}
     pruner = build_pruner(model, example_input, imp, num_classes=num_classes, ratio=ratio,
                           global_pruning=global_pruning, max_layer_ratio=max_layer_ratio, ignored=ignored,
                           ratio_dict=ratio_dict)
