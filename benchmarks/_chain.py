@@ -104,6 +104,7 @@ def run_chain(chain: str, doc: str, targets: Sequence[Target], argv: Sequence[st
     previous = json.loads(out.read_text()) if out.is_file() else None
     from slimcv._io import atomic_write_json, atomic_write_text
 
+    results["figures"] = copy_figures(run.run_dir / "report" / "figures", out.parent / "figures", out.stem)
     atomic_write_json(out, results)
     atomic_write_text(out.with_suffix(".md"), markdown(results))  # the tables docs/benchmarks.md quotes
     print_headline(results)
@@ -111,6 +112,20 @@ def run_chain(chain: str, doc: str, targets: Sequence[Target], argv: Sequence[st
         print_comparison(compare(previous, results), f"against the previous {out.name}")
     print(f"results: {out}")
     return results
+
+
+def copy_figures(src: Path, dest: Path, prefix: str) -> list[str]:
+    """The report's Pareto plot, per-class chart and first overlay, copied beside the results for the docs."""
+    import shutil
+
+    chosen = [src / "pareto.png", src / "per_class.png", *sorted(src.glob("overlay_*.png"))[:1]]
+    copied = []
+    for f in chosen:
+        if f.is_file():
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, dest / f"{prefix}_{f.name}")
+            copied.append(_rel(dest / f"{prefix}_{f.name}"))
+    return copied
 
 
 def collect(run_dir: Path, chain: str, recipe_path: Path, *, run_wall_s: float | None = None,

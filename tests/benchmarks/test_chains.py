@@ -49,6 +49,8 @@ def test_camvid_chain_script_runs_every_stage_and_writes_results(capsys):
     macs = saved["targets"][0]
     assert macs["value"] == pytest.approx(m["teacher"]["macs"] / m["student_kd_pruned"]["macs"])
     assert "targets (issue 10)" in capsys.readouterr().out
+    assert Path("figures/res_pareto.png").stat().st_size > 1000  # the report's plot, copied for the docs
+    assert "figures/res_pareto.png" in saved["figures"]
     table = Path("res.md").read_text()  # the Markdown the docs quote: one row per model, one per target
     assert all(f"| {LABELS[k]} |" in table for k in MODELS) and table.count("| final student") == 3
     assert saved["stages_wall_time_s"] >= sum(v for v in saved["stage_time_s"].values() if v) - 1e-6
