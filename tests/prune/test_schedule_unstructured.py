@@ -36,3 +36,13 @@ def test_unstructured_is_permanent_and_compresses():
     assert (model.fc.weight == 0).float().mean() < 0.5  # the class layer is left alone
     with pytest.raises(SlimcvError):
         prune_unstructured(model, 1.2)
+
+
+def test_steps_remove_the_same_fraction_of_what_is_left():
+    torch.manual_seed(0)
+    model = create_model("resnet20", 10)
+    records = prune_to_target(model, torch.randn(1, 3, 32, 32), num_classes=10, remove=0.75, target="params",
+                              steps=2)
+    # geometric: half of the params after step 1 (not 62.5%), a quarter after step 2
+    assert records[0]["achieved_remove"] == pytest.approx(0.5, abs=0.02)
+    assert records[1]["achieved_remove"] == pytest.approx(0.75, abs=0.02)

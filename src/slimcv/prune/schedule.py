@@ -71,9 +71,10 @@ def prune_to_target(
     fine_tune: Callable[[nn.Module, int, list], dict[str, Any]] | None = None,
     **prune_kwargs: Any,
 ) -> list[dict[str, Any]]:
-    """Remove ``remove`` (e.g. 0.3 = 30%) of the model's params, MACs or latency in ``steps`` equal steps; after
-    each step ``fine_tune(model, step, history)`` may train and return metrics (``history``: the pruning so far). Returns one record per step. A latency
-    target is met within the measurement noise of batch-1 eager timing, not to the 1% of params/MACs."""
+    """Remove ``remove`` (e.g. 0.3 = 30%) of the model's params, MACs or latency in ``steps`` steps that each
+    remove the same fraction of what is left; after each step ``fine_tune(model, step, history)`` may train and
+    return metrics (``history``: the pruning so far). Returns one record per step. A latency target is met
+    within the measurement noise of batch-1 eager timing, not to the 1% of params/MACs."""
     if not 0 < remove < 1:
         raise SlimcvError(f"remove={remove} must be a fraction between 0 and 1 (0.3 removes 30%).")
     shape = tuple(example.shape)
@@ -81,7 +82,9 @@ def prune_to_target(
     start = measure(model)
     records, history = [], []
     for step in range(1, steps + 1):
-        goal = start * (1 - remove * step / steps)
+        # geometric: every step removes the same fraction of what is left (equal absolute steps make the last
+        # one brutal: 10x fewer MACs in 4 equal steps ends by removing 69% of the remaining MACs at once)
+        goal = start * (1 - remove) ** (step / steps)
         kwargs = dict(num_classes=num_classes, importance=importance, **prune_kwargs)
         ratio = ratio_for(model, example, goal, measure, tol=0.02 if target == "latency" else 0.002, **kwargs)
         result: PruneResult = prune_structured(model, example, ratio=ratio, **kwargs)
