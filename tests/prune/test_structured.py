@@ -190,6 +190,9 @@ def test_narrow_layers_keep_their_channels_until_the_ratio_asks_for_one():
     prune_structured(model, x, num_classes=3, ratio=0.5, min_channels=6)
     widths = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     assert widths["encoders.0.0"] == 4 and widths["encoders.1.0"] == 6 and widths["encoders.3.0"] == 16
+    # the up-convolutions (ConvTranspose2d) follow the same rule: the one feeding the 4-wide level stays whole
+    ups = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.ConvTranspose2d)}
+    assert ups["ups.2"] == 4, ups
 
 
 def test_fine_tuning_keeps_the_class_weights_the_source_run_was_trained_with(tmp_path):

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 from slimcv.bench.macs import count_macs, count_params
 from slimcv.errors import SlimcvError, close_matches
@@ -229,7 +230,8 @@ def rounded_ratios(model: nn.Module, ratio: float, min_channels: int = 1) -> dic
     """
     out = {}
     for name, m in model.named_modules():
-        n = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features if isinstance(m, nn.Linear) else 0
+        # every convolution, transposed ones too (a U-Net's up-convolutions feed its narrowest layers)
+        n = m.out_channels if isinstance(m, _ConvNd) else m.out_features if isinstance(m, nn.Linear) else 0
         if n:
             keep = max(min(n, min_channels), 1, round(n * (1 - ratio)))
             # Torch-Pruning keeps int(n * (1 - r)): aim half a channel above `keep` so the floor lands on it
