@@ -21,7 +21,7 @@ FAST = ["teacher.epochs=1", "student.epochs=1", "distill.epochs=1", "prune.steps
         "quantize.latency_runs=2", "bench.runs=3", "bench.warmup=1"]
 SEG = ["data={spec: synthetic-shapes, options: {size: 32, length: 16}, val_subset: 8, batch_size: 8, workers: 0}",
        "models.teacher.model_kwargs={base_width: 8, depth: 2}", "models.student.model_kwargs={base_width: 2, depth: 2}",
-       "report.images=1"]
+       "report.images=1", "prune.min_channels=1"]  # the recipe's floor of 8 would leave a 2-wide student whole
 MODELS = {"teacher", "student_alone", "student_kd", "student_kd_pruned", "student_kd_pruned_int8", "teacher_pruned"}
 
 
@@ -51,6 +51,11 @@ def test_camvid_chain_script_runs_every_stage_and_writes_results(capsys):
     assert "targets (issue 10)" in capsys.readouterr().out
     assert Path("figures/res_pareto.png").stat().st_size > 1000  # the report's plot, copied for the docs
     assert "figures/res_pareto.png" in saved["figures"]
+    dep = saved["deployed"]  # chosen from the quiet interleaved bench, the quantize stage's pick kept beside it
+    assert "quantize_recommended" in dep and dep["latency_ms"] > 0
+    int8 = m["student_kd_pruned_int8"]
+    if int8["miou"] >= m["student_kd_pruned"]["miou"] - 0.5:
+        assert dep["latency_ms"] <= min(int8["latency_ms"].values())
     table = Path("res.md").read_text()  # the Markdown the docs quote: one row per model, one per target
     assert all(f"| {LABELS[k]} |" in table for k in MODELS) and table.count("| final student") == 3
     assert saved["stages_wall_time_s"] >= sum(v for v in saved["stage_time_s"].values() if v) - 1e-6
