@@ -354,7 +354,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(num(pc.get(c), ".1f") for c in classes) + " |")
     dep = results.get("deployed") or {}
     if dep:
-        lines += ["", f"Deployed (the quantize stage's choice): `{dep.get('name')}`, {key} {num(dep.get(key), '.2f')}, "
+        lines += ["", "Deployed (the fastest of the quantize stage's models within 0.5 pt, in the bench): "
+                      f"`{dep.get('name')}`, {key} {num(dep.get(key), '.2f')}, "
                       f"{num(dep.get('latency_ms'), '.2f')} ms: {dep.get('why')}"]
     lines += ["", "| target | value | rule | verdict |", "|---|---|---|---|"]
     for t in results.get("targets", []):
