@@ -26,7 +26,7 @@ from slimcv.engine.train import class_weights, fit, make_eval_loader
 from slimcv.prune import sensitivity as S
 from slimcv.prune.schedule import _Meter, prune_to_target, ratio_for
 from slimcv.prune.soft import remove_soft_pruned, soft_prune_step, zeroed_filters
-from slimcv.prune.structured import NEEDS_DATA, PruneResult, prune_structured, save_pruned
+from slimcv.prune.structured import NEEDS_DATA, PruneResult, prune_structured, pruned_spec, save_pruned
 
 
 @dataclass
@@ -66,7 +66,7 @@ def prune(cfg: PruneConfig | dict[str, Any], data: DataBundle | None = None) -> 
         if cfg.finetune_epochs == 0:
             return {}
         step_cfg = tcfg.model_copy(update={"out_dir": str(out / f"step_{step}")})
-        return fit(m, data, step_cfg, objective, model_spec=pruned_spec(spec, history, example)).metrics
+        return fit(m, data, step_cfg, objective, model_spec=pruned_spec(spec, history, example.shape)).metrics
 
     extra: dict[str, Any] = {}
     if cfg.sensitivity:
@@ -105,12 +105,6 @@ def prune(cfg: PruneConfig | dict[str, Any], data: DataBundle | None = None) -> 
     return PruneStageResult(model, out, steps, before, after)
 
 
-def pruned_spec(spec: dict[str, Any], history: list, example: torch.Tensor) -> dict[str, Any]:
-    """The model.json of a pruned model mid-schedule, so every step_N folder reloads like the final one."""
-    return {**spec, "pruning_history": [*spec.get("pruning_history", []), *history],
-            "input_shape": list(example.shape)}
-
-
 def _source_class_weights(cfg: PruneConfig):
     """The fine-tuning loss's class weights: 'source' reuses the pruned run's own (a model trained with
     median-frequency weights and fine-tuned without them drifts toward the frequent classes)."""
@@ -139,7 +133,8 @@ def _calibration(cfg: PruneConfig, data: DataBundle) -> list:
 def _soft(model, example, data, cfg, spec, tcfg, objective, common, out):
     """Soft filter pruning for the first ``soft_epochs`` (zeroed every epoch, free to grow back), then the
     still-zeroed filters are removed and the smaller network is fine-tuned for the remaining epochs."""
-    goal_kwargs = {k: v for k, v in common.items() if k in ("num_classes", "ignored", "max_layer_ratio", "min_channels")}
+    goal_kwargs = {k: v for k, v in common.items()
+                   if k in ("num_classes", "ignored", "max_layer_ratio", "min_channels")}
     meter = _Meter(model, example, cfg.target)
     ratio = ratio_for(model, example, meter(model) * (1 - cfg.remove), meter, importance="l2", **goal_kwargs)
     soft_epochs = cfg.soft_epochs or max(1, -(-cfg.finetune_epochs // 2))
@@ -164,7 +159,7 @@ def _soft(model, example, data, cfg, spec, tcfg, objective, common, out):
     if hard_epochs > 0:
         record["metrics"] = fit(model, data, tcfg.model_copy(update={"out_dir": str(out / "finetune"),
                                                                      "epochs": hard_epochs}),
-                                objective, model_spec=pruned_spec(spec, result.history, example)).metrics
+                                objective, model_spec=pruned_spec(spec, result.history, example.shape)).metrics
     return [record], result.history
 
 

@@ -294,6 +294,11 @@ def describe(result: PruneResult) -> dict[str, Any]:
             "params_ratio": result.params_ratio, "macs_ratio": result.macs_ratio}
 
 
+def pruned_spec(spec: dict[str, Any], history: list, input_shape: Sequence[int]) -> dict[str, Any]:
+    """The model.json of ``spec`` after ``history``: what load_run_model replays on a freshly built model."""
+    return {**spec, "pruning_history": [*spec.get("pruning_history", []), *history], "input_shape": list(input_shape)}
+
+
 def save_pruned(model: nn.Module, spec: dict[str, Any], result: PruneResult, input_shape: tuple[int, ...],
                 out_dir) -> None:
     """Write a run folder (model.json with the pruning history, model.safetensors) that load_run_model reads."""
@@ -303,7 +308,6 @@ def save_pruned(model: nn.Module, spec: dict[str, Any], result: PruneResult, inp
     from slimcv.models import save_weights
 
     out = Path(out_dir)
-    history = [*spec.get("pruning_history", []), *result.history]
-    atomic_write_json(out / "model.json", {**spec, "pruning_history": history, "input_shape": list(input_shape),
+    atomic_write_json(out / "model.json", {**pruned_spec(spec, result.history, input_shape),
                                            "pruning": describe(result)})
     save_weights(model, out / "model.safetensors")
