@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from slimcv.errors import SlimcvError
+
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` then rename onto ``path``; a crash leaves the old file intact."""
@@ -22,6 +24,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -44,19 +47,83 @@ def atomic_write_safetensors(tensors: dict, path: str | Path, metadata: dict[str
 
 
 @contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder to fill; on success it replaces ``final``, on error it is removed."""
+def atomic_dir(final: str | Path, owned_by: str | None = None) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; on success it replaces ``final``, on error it is removed.
+
+    The swap is two renames (old aside, new in) and then the old copy is deleted, so a crash at any moment
+    leaves either the old or the new folder complete; :func:`recover_dir` (called here first) puts an old copy
+    back that a crash left aside and removes half-written temporaries. With ``owned_by``, an existing non-empty
+    ``final`` that lacks that file was not written by slimcv and is refused instead of replaced.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    recover_dir(final)
+    if owned_by is not None:
+        check_owned(final, owned_by)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=_TMP, dir=final.parent))
     try:
         yield tmp
+        _fsync_tree(tmp)
         if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+            aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=_OLD, dir=final.parent))
+            os.rename(final, aside / final.name)
+            os.rename(tmp, final)
+            _fsync_dir(final.parent)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+            _fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+_TMP, _OLD = ".tmp", ".old"
+
+
+def recover_dir(final: str | Path) -> None:
+    """Finish what an interrupted :func:`atomic_dir` left: restore an old copy set aside, drop temporaries."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return
+    for aside in sorted(final.parent.glob(f".{final.name}.*{_OLD}")):
+        kept = aside / final.name
+        if not final.exists() and kept.is_dir():
+            os.rename(kept, final)  # crashed between the two renames: the old folder is still whole
+        shutil.rmtree(aside, ignore_errors=True)
+    for tmp in final.parent.glob(f".{final.name}.*{_TMP}"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_owned(folder: str | Path, marker: str) -> None:
+    """Refuse to replace a non-empty folder that has no ``marker`` file: slimcv did not write it."""
+    folder = Path(folder)
+    if folder.is_file():
+        raise SlimcvError(f"{folder} is a file, not a folder; choose another output folder.")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / marker).is_file():
+        raise SlimcvError(f"{folder} already holds files that slimcv did not write (no {marker}); move them away "
+                          "or choose another output folder.")
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory
+    finally:
+        os.close(fd)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -187,3 +187,16 @@ def test_a_second_run_on_the_same_folder_is_refused_while_the_first_holds_it(tmp
     (tmp_path / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
     with run_lock(tmp_path):
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+
+
+def test_a_folder_named_like_a_stage_that_slimcv_did_not_write_is_refused_not_deleted(tiny, tiny_yaml, capsys):
+    user = Path("runs/tiny/teacher")
+    user.mkdir(parents=True)
+    (user / "my_weights.pth").write_bytes(b"precious")
+    assert main(["run", str(tiny_yaml), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "runs/tiny/teacher" in err and "no manifest.json" in err and "Traceback" not in err
+    with pytest.raises(SlimcvError, match="did not write"):
+        run(tiny)
+    assert (user / "my_weights.pth").read_bytes() == b"precious"
+    assert sorted(p.name for p in user.iterdir()) == ["my_weights.pth"]

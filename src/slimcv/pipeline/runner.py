@@ -174,6 +174,8 @@ class RunContext:
             if entry.weights and not Path(entry.weights).is_file():
                 raise SlimcvError(f"{self.recipe.source}: models.{name}.weights: {entry.weights} does not exist.")
         for spec in stages:
+            folder = self.folder(spec.name)
+            check_stage_folder(folder, read_manifest(folder))
             bundle = self.data(spec)
             if spec.type in ("train", "distill"):
                 check_task(spec.config.model, bundle)
@@ -203,6 +205,7 @@ def run_stage(ctx: RunContext, spec: StageSpec, index: int, total: int) -> Stage
         ctx.digests[spec.name] = old["digest"]
         return StageRecord(spec.name, spec.type, "skipped", folder, old.get("metrics", {}), old.get("wall_time_s", 0))
     if action == "run" and folder.exists():
+        check_stage_folder(folder, old)
         shutil.rmtree(folder)
     attempts = (old or {}).get("attempts", 0) + 1 if action == "resume" else 1
     started = (old or {}).get("started") if action == "resume" else _now()
@@ -222,6 +225,17 @@ def run_stage(ctx: RunContext, spec: StageSpec, index: int, total: int) -> Stage
                             "wall_time_s": wall, "finished": _now()})
     ctx.digests[spec.name] = digest
     return StageRecord(spec.name, spec.type, "resumed" if action == "resume" else "ran", folder, metrics, wall)
+
+
+def check_stage_folder(folder: Path, manifest: dict[str, Any] | None) -> None:
+    """Refuse a stage folder that holds files but no manifest of slimcv's: the user's files are never deleted."""
+    if manifest is not None or not folder.exists():
+        return
+    if folder.is_file():
+        raise SlimcvError(f"Stage folder {folder} is a file; move it away or choose another --out-dir.")
+    if any(folder.iterdir()):
+        raise SlimcvError(f"{folder} already holds files that slimcv run did not write (it has no manifest.json), "
+                          "so it will not be replaced; move it away or choose another --out-dir.")
 
 
 def decide(old: dict[str, Any] | None, fingerprint: str, inputs: dict[str, str], folder: Path,
@@ -266,7 +280,7 @@ def _now() -> str:
 
 def _dry_run(ctx: RunContext, stages: list[StageSpec]) -> RunResult:
     """Say what a run would do without running anything (inputs of not-yet-run stages count as changed)."""
-    records = []
+    records, problems = [], []
     for spec in stages:
         folder = ctx.folder(spec.name)
         old = read_manifest(folder)
@@ -278,9 +292,17 @@ def _dry_run(ctx: RunContext, stages: list[StageSpec]) -> RunResult:
         action = decide(old, _fingerprint(spec, params), inputs, folder, STAGE_TYPES[spec.type].resumable)
         if action == "skip":
             ctx.digests[spec.name] = old["digest"]
-        records.append(StageRecord(spec.name, spec.type, f"would {action}", folder, (old or {}).get("metrics", {})))
+        try:
+            check_stage_folder(folder, old)
+            status = f"would {action}"
+        except SlimcvError as e:
+            problems.append(str(e))
+            status = "refused: not slimcv's"
+        records.append(StageRecord(spec.name, spec.type, status, folder, (old or {}).get("metrics", {})))
     result = RunResult(ctx.root, records, ctx.recipe)
     print_run_summary(result, title=f"plan for {ctx.root}")
+    if problems:
+        raise SlimcvError(" ".join(problems))
     return result
 
 

@@ -83,7 +83,7 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], data: DataBundle | None = Non
     elif cpu.get("vnni") and cfg.reduce_range and cfg.calibration:
         notes.append("this CPU has VNNI, so full-range weights would not saturate here; reduce_range keeps the "
                      "INT8 files exact on AVX2-only CPUs too and cost no accuracy in slimcv's benchmarks")
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owned_by="quantize.json") as tmp:
         files = _build_variants(net, spec, data, cfg, tmp, notes)
         models = _evaluate_all(net, files, data, cfg, threads, tmp)
         key = metric_key(data.task)
