@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from slimcv.config import DataConfig
 from slimcv.data import load_data, spread
 from slimcv.distill.teacher_cache import CacheFormat, build_cache
-from slimcv.engine.checkpoint import load_run_model
+from slimcv.artifact import load_run_model
 
 HERE = Path(__file__).parent
 FORMATS = {"uint8_half": CacheFormat(0.5, "uint8"), "uint8_full": CacheFormat(1.0, "uint8"),

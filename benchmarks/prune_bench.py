@@ -23,7 +23,7 @@ import torch
 
 from slimcv.config import DataConfig
 from slimcv.data import load_data
-from slimcv.engine.checkpoint import load_run_model
+from slimcv.artifact import load_run_model
 from slimcv.engine.loop import evaluate
 from slimcv.engine.train import make_eval_loader
 from slimcv.prune.prune import prune

@@ -110,7 +110,7 @@ def ort_efficiency(run: str, threads: int, size: tuple[int, int] = (360, 480)) -
 
     from slimcv.bench.latency import eager_runner, ort_runner, ort_session, time_interleaved
     from slimcv.bench.macs import count_macs
-    from slimcv.engine.checkpoint import load_run_model
+    from slimcv.artifact import load_run_model
 
     net, _ = load_run_model(run)
     net.eval()

@@ -219,7 +219,7 @@ class PruneConfig(_Config):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     device: str = "auto"
     seed: int = 0
-    out_dir: str = "runs/prune"
+    out_dir: str | None = Field("runs/prune", description="where the pruned model is saved (None: not saved)")
     progress: bool = True
 
     @field_validator("importance")

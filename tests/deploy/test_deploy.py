@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,7 +76,7 @@ def test_predictor_needs_no_torch_and_a_sidecar(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert 0 <= int(out.stdout.strip()) < bundle.num_classes
-    path.with_suffix(".json").unlink()
+    Path(str(path) + ".json").unlink()
     with pytest.raises(SlimcvError, match="preprocessing"):
         deploy.load(path)
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from slimcv._io import atomic_write_text
-from slimcv.engine.checkpoint import last_checkpoint, load_run_model, load_state, save_checkpoint
+from slimcv.engine.checkpoint import last_checkpoint, load_state, save_checkpoint
+from slimcv.artifact import load_run_model
 from slimcv.errors import SlimcvError
 from slimcv.models import create_model, load_weights
 

@@ -117,7 +117,7 @@ def test_public_api_and_cli(tmp_path):
     assert slimcv.export is not None and callable(slimcv.export)
     rc = main(["export", "resnet8", "--data", "synthetic-shapes:classification", "-o", str(tmp_path / "c.onnx"),
                "--static-batch", "1"])
-    assert rc == 0 and (tmp_path / "c.json").is_file()
+    assert rc == 0 and (tmp_path / "c.onnx.json").is_file()
     assert main(["export", "resnet8", "--data", "synthetic-shapes:classification", "--opset", "8"]) == 2
 
 

@@ -42,7 +42,7 @@ def test_tiny_chain_end_to_end_writes_manifests(tiny):
     assert prune["params"] < result["distill"].metrics["params"] and 0.1 < prune["params_removed"] < 0.4
     assert 0 <= result["ft"].metrics["miou"] <= 100
     # the fine-tuned pruned model reloads with its pruned architecture
-    from slimcv.engine.checkpoint import load_run_model
+    from slimcv.artifact import load_run_model
 
     model, spec = load_run_model(root / "ft")
     assert sum(p.numel() for p in model.parameters()) == prune["params"] and spec["pruning_history"]

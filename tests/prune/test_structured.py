@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from slimcv.engine.checkpoint import load_run_model
+from slimcv.artifact import load_run_model
 from slimcv.errors import SlimcvError
 from slimcv.models import create_model
 from slimcv.prune.structured import IMPORTANCES, output_layers, prune_structured, save_pruned
@@ -202,8 +202,8 @@ def test_fine_tuning_keeps_the_class_weights_the_source_run_was_trained_with(tmp
     from slimcv.prune.prune import _source_class_weights
 
     (tmp_path / "config.json").write_text(json.dumps({"class_weights": "median_frequency"}))
-    assert _source_class_weights(PruneConfig(source=str(tmp_path))) == "median_frequency"
-    assert _source_class_weights(PruneConfig(source=str(tmp_path), class_weights=None)) is None
-    assert _source_class_weights(PruneConfig(source=str(tmp_path), class_weights=[1.0, 2.0])) == (1.0, 2.0)
+    assert _source_class_weights(PruneConfig(source=str(tmp_path)), tmp_path) == "median_frequency"
+    assert _source_class_weights(PruneConfig(source=str(tmp_path), class_weights=None), tmp_path) is None
+    assert _source_class_weights(PruneConfig(source=str(tmp_path), class_weights=[1.0, 2.0]), tmp_path) == (1.0, 2.0)
     (tmp_path / "config.json").write_text(json.dumps({"class_weights": None}))
-    assert _source_class_weights(PruneConfig(source=str(tmp_path))) is None
+    assert _source_class_weights(PruneConfig(source=str(tmp_path)), tmp_path) is None

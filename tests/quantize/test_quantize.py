@@ -87,7 +87,7 @@ def test_quantize_stage_ptq_dynamic_and_deployed_metrics(seg_run, tmp_path):
     assert weights and all(i.data_type == onnx.TensorProto.INT8 for i in weights)
     assert fp32["metrics"]["miou"] > 20 and abs(int8["metrics"]["miou"] - fp32["metrics"]["miou"]) < 5.0
     assert _ops(tmp_path / "q" / int8["path"])["QuantizeLinear"] > 0
-    assert json.loads((tmp_path / "q" / "model_int8_minmax.json").read_text())["calibration_images"] == 16
+    assert json.loads((tmp_path / "q" / "model_int8_minmax.onnx.json").read_text())["calibration_images"] == 16
     assert info["recommendation"]["name"] in by and "fastest" in r.recommendation["why"]
 
 

@@ -78,7 +78,7 @@ def _torch_candidate(name: str, source: str, kind: str, model: nn.Module, shape:
 
 
 def _run_folder(path: Path, input_size) -> Candidate:
-    from slimcv.engine.checkpoint import find_weights, load_run_model
+    from slimcv.artifact import find_weights, load_run_model
 
     model, spec = load_run_model(path)
     shape = (3, *input_size) if input_size else run_input_shape(path, spec)
@@ -131,7 +131,10 @@ def _onnx(path: Path, name: str, input_size, params: int | None = None, macs: in
     dims = info["input_shape"]
     if len(dims) != 4:
         raise SlimcvError(f"{path} takes a {len(dims)}-D input; slimcv bench measures image models (N, C, H, W).")
-    sidecar = read_json(path.with_suffix(".json")) or {}
+    from slimcv.deploy.predictor import find_sidecar
+
+    side = find_sidecar(path)
+    sidecar = (read_json(side) or {}) if side else {}
     hw = tuple(input_size) if input_size else tuple(dims[2:])
     if None in hw:
         hw = _sidecar_size(sidecar)
@@ -151,7 +154,7 @@ def _sidecar_size(sidecar: dict[str, Any]) -> tuple[int, int] | None:
             return (v, v) if isinstance(v, int) else tuple(v)
     source = Path(str(sidecar.get("source", "")))
     if source.is_dir() and (source / "model.json").is_file():
-        from slimcv.engine.checkpoint import read_model_spec
+        from slimcv.artifact import read_model_spec
 
         try:
             return tuple(run_input_shape(source, read_model_spec(source))[1:])

@@ -21,7 +21,8 @@ from slimcv.data.presets import (
 )
 from slimcv.errors import SlimcvError
 
-__all__ = ["DataBundle", "DatasetInfo", "build_dataset", "load_data", "make_loader", "list_datasets", "parse_spec"]
+__all__ = ["DataBundle", "DatasetInfo", "as_bundle", "build_dataset", "from_datasets", "load_data", "make_loader",
+           "list_datasets", "parse_spec"]
 
 
 def list_datasets() -> list[str]:
@@ -54,6 +55,7 @@ class DataBundle:
     val: Dataset
     info: DatasetInfo
     config: DataConfig
+    calibration: Dataset | None = None  # images for INT8 calibration (default: train read like val)
 
     @property
     def task(self) -> str:
@@ -87,6 +89,35 @@ def load_data(cfg: DataConfig | dict[str, Any] | str) -> DataBundle:
     if cfg.val_subset:
         val = Subset(val, spread(cfg.val_subset, len(val)))
     return DataBundle(train=train, val=val, info=info, config=cfg)
+
+
+def as_bundle(data: Any, model: torch.nn.Module | None = None, **info: Any) -> DataBundle:
+    """Any data a stage takes as a DataBundle: a spec string, a DataConfig or dict, a DataBundle, or a pair
+    ``(train, val)`` of ``Dataset``s / ``DataLoader``s yielding (image, target)."""
+    if isinstance(data, DataBundle):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3) and all(
+            isinstance(d, (Dataset, DataLoader)) for d in data):
+        return from_datasets(*data, model=model, **info)
+    if isinstance(data, (Dataset, DataLoader)):
+        raise SlimcvError("Give the data as a pair (train, val) of Datasets or DataLoaders: slimcv scores every "
+                          "model on the validation part.")
+    if data is None:
+        raise SlimcvError("No data given: pass a dataset spec (e.g. camvid:PATH) or (train_dataset, val_dataset).")
+    return load_data(data)
+
+
+def from_datasets(train: Dataset | DataLoader, val: Dataset | DataLoader, calibration: Dataset | None = None, *,
+                  model: torch.nn.Module | None = None, num_classes: int | None = None,
+                  class_names: list[str] | None = None, task: str | None = None, mean=None, std=None,
+                  ignore_index: int = 255, palette=None, name: str | None = None) -> DataBundle:
+    """A DataBundle over a user's own (image, target) datasets; PIL or uint8 images are converted and normalised
+    (ImageNet mean/std unless given), float tensors are used as they are (give ``mean``/``std`` if your
+    dataset normalised them, so a deployed model is fed the same)."""
+    from slimcv.data.user import wrap_user_data
+
+    return wrap_user_data(train, val, calibration, model=model, num_classes=num_classes, class_names=class_names,
+                          task=task, mean=mean, std=std, ignore_index=ignore_index, palette=palette, name=name)
 
 
 def spread(n: int, total: int) -> list[int]:

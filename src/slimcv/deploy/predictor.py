@@ -80,16 +80,42 @@ def load(path: str | Path, threads: int | None = None) -> Predictor:
     return Predictor(path, threads)
 
 
+def sidecar_path(onnx_path: str | Path) -> Path:
+    """``model.onnx`` -> ``model.onnx.json``: its own name, so it never replaces a model folder's model.json."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(onnx_path.name + ".json")
+
+
+def find_sidecar(onnx_path: str | Path) -> Path | None:
+    """The sidecar of an ONNX file (``model.onnx.json``, or ``model.json`` from older slimcv), None if absent."""
+    onnx_path = Path(onnx_path)
+    side = sidecar_path(onnx_path)
+    if side.is_file():
+        return side
+    legacy = onnx_path.with_suffix(".json")
+    if legacy.is_file():
+        try:
+            meta = json.loads(legacy.read_text())
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if isinstance(meta, dict) and "mean" in meta and "task" in meta:
+            return legacy
+    return None
+
+
 def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
     """The JSON written beside an exported ONNX file."""
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise SlimcvError(f"ONNX file {onnx_path} does not exist; export one with `slimcv export`.")
-    side = onnx_path.with_suffix(".json")
-    if not side.is_file():
-        raise SlimcvError(f"{side} is missing: it holds the preprocessing; re-export with `slimcv export` "
-                          "or `slimcv quantize`, which write it beside the .onnx file.")
-    meta = json.loads(side.read_text())
+    side = find_sidecar(onnx_path)
+    if side is None:
+        raise SlimcvError(f"{sidecar_path(onnx_path)} is missing: it holds the preprocessing; re-export with "
+                          "`slimcv export` or `slimcv quantize`, which write it beside the .onnx file.")
+    try:
+        meta = json.loads(side.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SlimcvError(f"Sidecar {side} is damaged ({e}); re-export the model with slimcv.") from e
     for key in ("task", "mean", "std"):
         if key not in meta:
             raise SlimcvError(f"Sidecar {side} lacks {key!r}; re-export the model with slimcv.")

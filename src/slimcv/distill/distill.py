@@ -112,7 +112,7 @@ class DistillObjective(nn.Module):
 
 def load_teacher(cfg: DistillConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
     """The teacher from a run folder, or from a model name plus ``teacher_weights``."""
-    from slimcv.engine.checkpoint import load_run_model
+    from slimcv.artifact import load_run_model
 
     if Path(cfg.teacher).is_dir():
         model, spec = load_run_model(cfg.teacher)

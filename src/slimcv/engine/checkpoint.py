@@ -90,46 +90,6 @@ def load_state(ckpt_dir: str | Path) -> dict[str, Any]:
         raise SlimcvError(f"Checkpoint state {path} is truncated or unreadable ({e}).") from e
 
 
-def find_weights(run_dir: str | Path) -> Path:
-    """The best weights of a run directory, else its last checkpoint's."""
-    run_dir = Path(run_dir)
-    for candidate in (run_dir / "best.safetensors", run_dir / "model.safetensors"):
-        if candidate.is_file():
-            return candidate
-    last = last_checkpoint(run_dir)
-    if last is None:
-        raise SlimcvError(f"{run_dir} holds no weights (best.safetensors or a checkpoint); is it a slimcv run folder?")
-    return last / "model.safetensors"
-
-
-def read_model_spec(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "model.json"
-    if not path.is_file():
-        raise SlimcvError(f"{run_dir} has no model.json; pass a model name with --model and the weights file.")
-    return json.loads(path.read_text())
-
-
-def load_run_model(run_dir: str | Path, which: str = "best") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a run directory describes (model.json) and load its best or last weights."""
-    from slimcv.models import create_model, load_weights
-
-    spec = read_model_spec(run_dir)
-    model = create_model(spec["name"], spec["num_classes"], **spec.get("kwargs", {}))
-    if spec.get("pruning_history"):
-        from slimcv.prune.structured import apply_pruning_history
-
-        apply_pruning_history(model, spec["pruning_history"], tuple(spec["input_shape"]))
-    if which == "last":
-        last = last_checkpoint(run_dir)
-        if last is None:
-            raise SlimcvError(f"{run_dir} has no checkpoint yet.")
-        weights = last / "model.safetensors"
-    else:
-        weights = find_weights(run_dir)
-    load_weights(model, weights)
-    return model, spec
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain module inside DDP / compile wrappers."""
     model = getattr(model, "module", model)

@@ -8,14 +8,12 @@ from typing import Any
 from torch import nn
 
 from slimcv._io import atomic_write_json
-from slimcv.config import DataConfig
-from slimcv.data import DataBundle, load_data
+from slimcv.data import as_bundle
 from slimcv.engine import distributed as D
-from slimcv.engine.checkpoint import load_run_model
+from slimcv.artifact import check_exists, is_onnx, resolve_model, run_data_config
 from slimcv.engine.loop import evaluate
 from slimcv.engine.train import make_eval_loader, print_metrics
 from slimcv.errors import SlimcvError
-from slimcv.models import create_model
 
 
 @dataclass
@@ -25,35 +23,36 @@ class EvalResult:
     out: Path | None
 
 
-def load_model(source: str | nn.Module, num_classes: int | None = None, model: str | None = None,
-               **kwargs: Any) -> tuple[nn.Module, str]:
-    """A module from a run folder (model.json + weights), a weights file with ``model``, or a model name."""
-    if isinstance(source, nn.Module):
-        return source, type(source).__name__
-    path = Path(source)
-    if path.is_dir():
-        net, spec = load_run_model(path)
-        return net, spec["name"]
-    if path.suffix in (".safetensors", ".pt", ".pth"):
-        if path.parent.joinpath("model.json").is_file() and model is None:
-            net, spec = load_run_model(path.parent)
-            from slimcv.models import load_weights
-
-            return load_weights(net, path), spec["name"]
-        if model is None:
-            raise SlimcvError(f"{path} holds only weights; also pass the architecture with --model NAME.")
-        return create_model(model, num_classes, weights=path, **kwargs), model
-    if path.suffix or "/" in str(source):
-        raise SlimcvError(f"{source} is neither a run folder nor a weights file that exists; check the path.")
-    return create_model(str(source), num_classes, **kwargs), str(source)
+def load_model(source: Any, num_classes: int | None = None, model: str | None = None,
+               weights: str | Path | None = None, **kwargs: Any) -> tuple[nn.Module, str]:
+    """A module from a module, run folder, weights file (with ``model``) or model name (see artifact.resolve_model)."""
+    if model is not None and isinstance(source, (str, Path)) and Path(str(source)).suffix in (
+            ".safetensors", ".pt", ".pth", ".bin"):
+        source, weights = model, source  # `eval weights.safetensors --model NAME`
+    loaded = resolve_model(source, weights=weights, num_classes=num_classes, kwargs=kwargs)
+    return loaded.model, loaded.name
 
 
-def evaluate_model(source: str | nn.Module, data: DataBundle | DataConfig | dict | str, *, model: str | None = None,
+def evaluate_model(source: Any, data: Any = None, *, model: str | None = None, weights: str | Path | None = None,
                    out: str | Path | None = None, device: str = "auto", batch_size: int | None = None,
-                   quiet: bool = False) -> EvalResult:
-    """Score a model on the validation split; prints a table and writes JSON when ``out`` is given."""
-    bundle = data if isinstance(data, DataBundle) else load_data(data)
-    net, name = load_model(source, bundle.num_classes, model)
+                   runtime: str = "ort", quiet: bool = False) -> EvalResult:
+    """Score a model (module, folder, name + weights, or an .onnx file run in ``runtime``) on the validation split;
+    ``data`` is a spec, a DataConfig, a (train, val) pair of Datasets or DataLoaders, or None for a folder's own."""
+    if data is None:
+        data = run_data_config(source) if isinstance(source, (str, Path)) and Path(source).is_dir() else None
+        if data is None:
+            raise SlimcvError(f"Give the data to evaluate on: {source if isinstance(source, (str, Path)) else 'the model'} "
+                              "has no data settings of its own (a slimcv model folder has).")
+    bundle = as_bundle(data)
+    if is_onnx(source):
+        from slimcv.deploy.runtime import DeployedModule
+
+        net, name, device = DeployedModule(check_exists(source, "ONNX file"), runtime), Path(source).name, "cpu"
+    else:
+        net, name = load_model(source, bundle.num_classes, model if model is not None and not isinstance(
+            source, nn.Module) else None, weights)
+        if model is not None and isinstance(source, str) and not Path(source).exists() and source == model:
+            name = model
     dev = D.pick_device(device)
     net.to(dev)
     bs = batch_size or bundle.config.eval_batch_size or bundle.config.batch_size

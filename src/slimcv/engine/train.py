@@ -51,7 +51,7 @@ def train(cfg: TrainConfig | dict[str, Any], data: DataBundle | None = None) -> 
 
 def check_task(model_name: str, data: DataBundle) -> None:
     task = model_task(model_name)
-    if task != data.task:
+    if task is not None and task != data.task:
         raise SlimcvError(
             f"Model {model_name!r} is a {task} model but dataset {data.config.spec!r} is for {data.task}; "
             f"pick a model from `slimcv models --task {data.task}`."

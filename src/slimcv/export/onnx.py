@@ -208,8 +208,10 @@ def sidecar_meta(bundle, task: str, name: str, source: str) -> dict[str, Any]:
 
 
 def write_sidecar(onnx_path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write ``<name>.json`` beside the ONNX file: everything ``slimcv.deploy.load`` needs."""
-    return atomic_write_json(Path(onnx_path).with_suffix(".json"), meta)
+    """Write ``<name>.onnx.json`` beside the ONNX file: everything ``slimcv.deploy.load`` needs."""
+    from slimcv.deploy.predictor import sidecar_path
+
+    return atomic_write_json(sidecar_path(onnx_path), meta)
 
 
 def _check_opset(opset: int) -> None:

@@ -23,23 +23,37 @@ def list_models(task: str | None = None) -> list[str]:
     return [n for n in MODELS.names() if task is None or MODELS.meta(n)["task"] == task]
 
 
+def is_factory(name: str) -> bool:
+    """True for ``package.module:factory``: a user's own builder, imported by that path when the model is built."""
+    from slimcv.artifact import is_factory as _is_factory
+
+    return _is_factory(name)
+
+
 def check_model_name(name: str) -> None:
     """Raise a SlimcvError with close matches when ``name`` is not a model slimcv can build."""
-    if not name.startswith(EXTERNAL_PREFIXES):
+    if not name.startswith(EXTERNAL_PREFIXES) and not is_factory(name):
         MODELS.get(name)
 
 
-def model_task(name: str) -> str:
-    """'classification' or 'segmentation' for a model name."""
+def model_task(name: str) -> str | None:
+    """'classification' or 'segmentation' for a model name (None for a factory: known once built)."""
     if name.startswith(EXTERNAL_PREFIXES):
         return external_task(name)
+    if is_factory(name):
+        return None  # known once built
     return MODELS.meta(name)["task"]
 
 
 def create_model(name: str, num_classes: int, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
-    """Build a model by name; ``weights`` is a local safetensors/state_dict file (never a download)."""
+    """Build a model by registered name or ``package.module:factory``; ``weights`` is a local safetensors or
+    state_dict file (never a download)."""
     if name.startswith(EXTERNAL_PREFIXES):
         model = build_external(name, num_classes, **kwargs)
+    elif is_factory(name):
+        from slimcv.artifact import build_factory
+
+        model = build_factory(name, num_classes, **kwargs)
     else:
         builder = MODELS.get(name)
         try:
@@ -48,4 +62,6 @@ def create_model(name: str, num_classes: int, weights: str | Path | None = None,
             raise SlimcvError(f"Bad options for model {name!r}: {e}.") from e
     if weights is not None:
         load_weights(model, weights)
-    return model
+    from slimcv.artifact import tag
+
+    return tag(model, {"name": name, "num_classes": num_classes, "kwargs": dict(kwargs)})

@@ -21,9 +21,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read tensors from a .safetensors file or a torch state_dict file without running pickled code."""
     path = Path(path)
     if path.is_dir():
-        from slimcv.engine.checkpoint import find_weights
-
-        path = find_weights(path)
+        raise SlimcvError(f"{path} is a folder; give its weights file (e.g. {path}/best.safetensors).")
     if not path.is_file():
         raise SlimcvError(f"Weights file {path} does not exist; check the path.")
     if path.suffix == ".safetensors":
@@ -57,10 +55,21 @@ def load_weights(model: nn.Module, source: str | Path, strict: bool = True) -> n
     if isinstance(source, str) and not Path(source).exists() and (source.isupper() or "_Weights." in source or "://" in source):
         raise SlimcvError(f"Weights {source!r} are not a local file. " + HUB_HINT.format(w=source))
     state = read_state_dict(source)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = adapt_keys(model, {k.removeprefix("module."): v for k, v in state.items()})
     check_state_dict(model, state, str(source), strict)
     model.load_state_dict(state, strict=strict)
     return model
+
+
+def adapt_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fit a file saved from the bare torchvision network to slimcv's wrapper of it (``model.`` prefix), and
+    drop an auxiliary head (``aux_classifier``) the deployed model does not have."""
+    own = model.state_dict()
+    if state and not any(k in own for k in state) and any(f"model.{k}" in own for k in state):
+        state = {f"model.{k}": v for k, v in state.items()}
+    if not any(".aux_classifier." in k or k.startswith("aux_classifier.") for k in own):
+        state = {k: v for k, v in state.items() if not (k.startswith(("aux_classifier.", "model.aux_classifier.")))}
+    return state
 
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True) -> None:

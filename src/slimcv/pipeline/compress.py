@@ -151,7 +151,7 @@ def _task(model: str, data_cfg: dict[str, Any]) -> str | None:
     path = Path(model)
     path = path.parent if path.is_file() else path
     if path.is_dir():
-        from slimcv.engine.checkpoint import read_model_spec
+        from slimcv.artifact import read_model_spec
 
         return read_model_spec(path).get("task")
     from slimcv.models import model_task

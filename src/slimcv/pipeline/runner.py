@@ -158,14 +158,14 @@ class RunContext:
     def _model_digest(self, ref: str) -> str:
         entry = self.recipe.config.models[ref]
         if entry.run:
-            from slimcv.engine.checkpoint import find_weights
+            from slimcv.artifact import find_weights
 
             return sha256_file(find_weights(entry.run))
         return sha256_file(entry.weights)
 
     def preflight(self, stages: list[StageSpec]) -> None:
         """Everything that can fail before training: data paths, tasks of models vs data, trained runs."""
-        from slimcv.engine.checkpoint import read_model_spec
+        from slimcv.artifact import read_model_spec
         from slimcv.engine.train import check_task
 
         for name, entry in self.recipe.config.models.items():
@@ -266,7 +266,7 @@ def _model_stats(out: StageOutput, ctx: RunContext, spec: StageSpec) -> dict[str
     if out.model_dir is None:
         return {}
     from slimcv.bench.macs import count_macs, count_params
-    from slimcv.engine.checkpoint import find_weights, load_run_model
+    from slimcv.artifact import find_weights, load_run_model
 
     model, _ = load_run_model(out.model_dir)
     image = ctx.data(spec).val[0][0]

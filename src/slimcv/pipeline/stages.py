@@ -209,7 +209,7 @@ def finetune(cfg: FinetuneConfig, data=None):
     from slimcv.data import load_data
     from slimcv.distill.distill import DistillObjective, load_teacher
     from slimcv.engine import distributed as D
-    from slimcv.engine.checkpoint import load_run_model
+    from slimcv.artifact import load_run_model
     from slimcv.engine.loop import SupervisedLoss
     from slimcv.engine.train import fit
 
@@ -284,7 +284,7 @@ def _run_export(spec: StageSpec, ctx) -> StageOutput:
     cfg: ExportStageConfig = spec.config
     result = export(cfg.source, cfg.out, ctx.data(spec), **cfg.options)
     agreement = result.agreement.to_dict() if result.agreement else {}
-    return StageOutput(["model.onnx", "model.json"], {"file_bytes": result.file_bytes, "opset": result.opset,
+    return StageOutput(["model.onnx", "model.onnx.json"], {"file_bytes": result.file_bytes, "opset": result.opset,
                                                       **{f"agreement_{k}": v for k, v in agreement.items()
                                                          if isinstance(v, (int, float))}})
 

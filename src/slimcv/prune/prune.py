@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
-import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,9 @@ from slimcv._io import atomic_write_json
 from slimcv.bench.latency import eager_runner, time_interleaved
 from slimcv.bench.macs import count_macs, count_params
 from slimcv.config import PruneConfig, TrainConfig, build_config
-from slimcv.data import DataBundle, load_data, make_loader
+from slimcv.data import DataBundle, make_loader
 from slimcv.engine import distributed as D
-from slimcv.engine.checkpoint import load_run_model
+from slimcv.artifact import check_rebuildable, load_inputs, metric_key, read_run_config, source_label, tag
 from slimcv.engine.loop import SupervisedLoss, evaluate, match_size
 from slimcv.engine.train import class_weights, fit, make_eval_loader
 from slimcv.prune import sensitivity as S
@@ -31,28 +32,63 @@ from slimcv.prune.structured import NEEDS_DATA, PruneResult, prune_structured, p
 
 @dataclass
 class PruneStageResult:
+    """The pruned module (reloadable from ``out_dir`` when one was given), before/after figures and steps."""
+
     model: nn.Module
-    out_dir: Path
+    out_dir: Path | None
     steps: list[dict[str, Any]]
     before: dict[str, Any]
     after: dict[str, Any]
+    spec: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.after.get("metrics", {})
 
 
-def prune(cfg: PruneConfig | dict[str, Any], data: DataBundle | None = None) -> PruneStageResult:
-    """Load ``cfg.source``, remove ``cfg.remove`` of its params/MACs/latency, fine-tune, save and compare."""
-    cfg = build_config(PruneConfig, cfg, "prune config")
-    data = data or load_data(cfg.data)
+def prune(source: Any, data: Any = None, *, weights: str | None = None, **options: Any) -> PruneStageResult:
+    """Prune a model toward a params/MACs/latency target, fine-tune, compare before/after.
+
+    ``source`` is a PruneConfig (or its dict), or the model itself: an ``nn.Module``, a model folder, a model
+    name or ``package.module:factory`` with ``weights``; ``options`` are PruneConfig fields, e.g.
+    ``prune(net, data=(train_ds, val_ds), remove=0.5, finetune_epochs=10)``. Without ``out_dir`` nothing is
+    kept on disk."""
+    if isinstance(source, (PruneConfig, dict)):
+        cfg, model_source = build_config(PruneConfig, source, "prune config"), None
+    else:
+        cfg = build_config(PruneConfig, {"source": source_label(source), "out_dir": None, **options}, "prune options")
+        model_source = source
+    if cfg.out_dir is None:
+        with tempfile.TemporaryDirectory(prefix="slimcv-prune-") as tmp:
+            result = _prune(cfg.model_copy(update={"out_dir": tmp}), model_source, data, weights, keep=False)
+        result.out_dir = None
+        return result
+    return _prune(cfg, model_source, data, weights, keep=True)
+
+
+def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, keep: bool) -> PruneStageResult:
+    if model_source is None:
+        model_source = cfg.source
+        if data is None and ("data" in cfg.model_fields_set or not Path(cfg.source).is_dir()):
+            data = cfg.data
+    loaded, data = load_inputs(model_source, data, weights=weights)
+    model, spec = loaded.model, loaded.spec
+    if keep:
+        check_rebuildable(model, spec)
+    if isinstance(model_source, nn.Module):
+        model = copy.deepcopy(model)  # the caller's module stays as it was
     device = D.pick_device(cfg.device)
-    model, spec = load_run_model(cfg.source)
     original = copy.deepcopy(model).eval()
     example = data.val[0][0][None]
     before = _measure(model, data, cfg, device, example)
     out = Path(cfg.out_dir)
-    key = "miou" if data.task == "segmentation" else "top1"
-    tcfg = TrainConfig(model=spec["name"], model_kwargs=spec.get("kwargs", {}), data=data.config,
-                       epochs=max(cfg.finetune_epochs, 1), optim=cfg.optim, schedule=cfg.schedule,
-                       class_weights=_source_class_weights(cfg), device=cfg.device, seed=cfg.seed,
-                       out_dir=str(out), progress=cfg.progress, resume=True)
+    key = metric_key(data.task)
+    # fine-tuning is a fit of the model at hand; the model name only labels its config.json
+    tcfg = TrainConfig(data=data.config, epochs=max(cfg.finetune_epochs, 1), optim=cfg.optim,
+                       schedule=cfg.schedule, class_weights=_source_class_weights(cfg, loaded.folder),
+                       device=cfg.device, seed=cfg.seed, out_dir=str(out), progress=cfg.progress, resume=True,
+                       tensorboard=keep).model_copy(update={"model": spec["name"],
+                                                            "model_kwargs": spec.get("kwargs", {})})
     objective = _objective(cfg, original, data, device, class_weights(tcfg, data))
     model.to("cpu")
     common = dict(num_classes=spec["num_classes"], global_pruning=cfg.global_pruning,
@@ -88,30 +124,33 @@ def prune(cfg: PruneConfig | dict[str, Any], data: DataBundle | None = None) -> 
     result = PruneResult(history, before["params"], count_params(model), before["macs"],
                          count_macs(model, tuple(example.shape)))
     save_pruned(model, spec, result, tuple(example.shape), out)
+    final_spec = {**pruned_spec(spec, result.history, tuple(example.shape))}
+    tag(model, final_spec)
     after = _measure(model, data, cfg, device, example)
     if cfg.latency_runs:
         t = time_interleaved({"before": eager_runner(original.to("cpu"), example),
                               "after": eager_runner(model.to("cpu").eval(), example)}, runs=cfg.latency_runs)
         before["latency_ms"], after["latency_ms"] = t["before"].median_ms, t["after"].median_ms
         after["latency_threads"] = before["latency_threads"] = t["after"].threads
-    metrics = after.pop("metrics")
+    metrics = after["metrics"]
     before.pop("metrics")
     # the same files a train run has, so eval, report and later stages read a pruned folder like any run
     atomic_write_json(out / "config.json", tcfg.model_dump(mode="json"))
     atomic_write_json(out / "summary.json", {"metrics": metrics, "stage": "prune"})
-    atomic_write_json(out / "prune.json", {"before": before, "after": after, "steps": steps, **extra,
-                                           "config": cfg.model_dump(mode="json")})
+    atomic_write_json(out / "prune.json", {"before": before, "after": {k: v for k, v in after.items()
+                                                                       if k != "metrics"}, "steps": steps,
+                                           **extra, "config": cfg.model_dump(mode="json")})
     _print(before, after, key)
-    return PruneStageResult(model, out, steps, before, after)
+    return PruneStageResult(model, out, steps, before, after, final_spec)
 
 
-def _source_class_weights(cfg: PruneConfig):
+def _source_class_weights(cfg: PruneConfig, folder: Path | None):
     """The fine-tuning loss's class weights: 'source' reuses the pruned run's own (a model trained with
     median-frequency weights and fine-tuned without them drifts toward the frequent classes)."""
     if cfg.class_weights != "source":
         return cfg.class_weights
-    path = Path(cfg.source) / "config.json"
-    return json.loads(path.read_text()).get("class_weights") if path.is_file() else None
+    run = read_run_config(folder) if folder is not None else None
+    return (run or {}).get("class_weights")
 
 
 def _objective(cfg: PruneConfig, original: nn.Module, data: DataBundle, device, weights: list[float] | None):
@@ -191,7 +230,7 @@ def _measure(model: nn.Module, data: DataBundle, cfg: PruneConfig, device, examp
     m = evaluate(model, loader, device, task=data.task, num_classes=data.num_classes,
                  ignore_index=data.info.ignore_index, class_names=data.info.class_names)
     model.to("cpu")
-    key = "miou" if data.task == "segmentation" else "top1"
+    key = metric_key(data.task)
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     return {key: m[key], "params": count_params(model), "macs": count_macs(model, tuple(example.shape)),
             "bytes": size, "metrics": m}

@@ -104,12 +104,16 @@ def metric_key(task: str) -> str:
 
 def calibration_set(data: DataBundle):
     """The training split read with the validation transforms (no augmentation): what calibration should see."""
+    if data.calibration is not None:
+        return data.calibration
+    if data.config.spec.startswith("python:"):
+        return data.train  # a user's own dataset: calibrate on it as given
     val = data.val.dataset if isinstance(data.val, Subset) else data.val
     return build_dataset(data.config.spec, data.config.train_split, transform=val.transform, **data.config.options)
 
 
 def _load(source: str, data: DataBundle, model: nn.Module | None) -> tuple[nn.Module, dict[str, Any]]:
-    from slimcv.engine.checkpoint import read_model_spec
+    from slimcv.artifact import read_model_spec
     from slimcv.engine.evaluation import load_model
 
     net, name = load_model(model if model is not None else source, data.num_classes)

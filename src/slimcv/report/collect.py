@@ -217,7 +217,7 @@ def _weights_and_counts(e: Entry, count: bool) -> None:
     if e.model_path is None:
         e.notes.append("no model.json: the model cannot be loaded for counts, overlays or timing")
         return
-    from slimcv.engine.checkpoint import find_weights
+    from slimcv.artifact import find_weights
 
     try:
         e.file_bytes = find_weights(e.path).stat().st_size
@@ -236,7 +236,7 @@ def _count_run(path: Path) -> dict[str, Any]:
     """Params and MACs of a run folder's model at the size it was evaluated at ({} when it cannot be loaded)."""
     from slimcv.bench.macs import count_macs, count_params
     from slimcv.bench.sources import run_input_shape
-    from slimcv.engine.checkpoint import load_run_model
+    from slimcv.artifact import load_run_model
 
     try:
         model, spec = load_run_model(path)

@@ -95,7 +95,7 @@ def _forward(entry: Entry, threads: int | None) -> Callable[[torch.Tensor], torc
             return torch.from_numpy(np.concatenate(outs))
 
         return run_onnx
-    from slimcv.engine.checkpoint import load_run_model
+    from slimcv.artifact import load_run_model
 
     model, _ = load_run_model(path)
     model.eval()

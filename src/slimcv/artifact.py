@@ -1,0 +1,360 @@
+"""What a saved model is, and the only code that reads and writes model folders.
+
+A model folder (a run of ``train``/``distill``/``prune``, or one written by :func:`save_model`) holds::
+
+    model.json        the architecture reference: {"name": registered name | "package.module:factory",
+                      "num_classes", "kwargs", "task", "pruning_history", "input_shape", "class_names",
+                      "palette", "preprocess": {"mean", "std"}}
+    best.safetensors | model.safetensors   the weights (plain tensors, never pickled modules)
+    config.json       the settings that trained it (train-like stages)
+    summary.json      {"metrics": {...}} of its last evaluation
+
+A model is rebuilt by calling its builder (a registered name, or a user's factory by import path), replaying the
+pruning history with Torch-Pruning, then loading the weights: user-defined modules reload without pickling.
+
+Sources a stage accepts (:func:`resolve_model`): an ``nn.Module``; a model folder; a registered name or
+``package.module:factory`` with an optional local weights file; a weights file beside a ``model.json``.
+ONNX files are resolved by the stages that can run them (:func:`is_onnx`).
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from slimcv._io import atomic_write_json
+from slimcv.errors import SlimcvError
+
+MODEL_JSON = "model.json"
+WEIGHT_FILES = ("best.safetensors", "model.safetensors")
+
+
+def metric_key(task: str) -> str:
+    """The metric that ranks models of a task: mIoU for segmentation, top-1 for classification."""
+    return "miou" if task == "segmentation" else "top1"
+
+
+def read_json(path: str | Path) -> Any:
+    """Parsed JSON, None when the file is absent; a damaged file raises a SlimcvError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SlimcvError(f"{path} is damaged (not valid JSON: {e}); restore it or run the stage that wrote it "
+                          "again.") from e
+
+
+def is_model_folder(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / MODEL_JSON).is_file()
+
+
+def is_onnx(source: Any) -> bool:
+    return isinstance(source, (str, Path)) and str(source).endswith(".onnx")
+
+
+def check_exists(source: str | Path, what: str = "model") -> Path:
+    """The path, or one sentence saying it does not exist (before any other message about it)."""
+    path = Path(source)
+    if not path.exists():
+        raise SlimcvError(f"{what.capitalize()} {path} does not exist; check the path.")
+    return path
+
+
+def read_model_spec(folder: str | Path) -> dict[str, Any]:
+    """The architecture reference of a model folder."""
+    folder = check_exists(folder, "model folder")
+    spec = read_json(folder / MODEL_JSON)
+    if spec is None:
+        raise SlimcvError(f"{folder} has no {MODEL_JSON}, so slimcv cannot tell its architecture; pass the model "
+                          "with --model NAME (or package.module:factory) and its weights file with --weights.")
+    if not isinstance(spec, dict) or "name" not in spec or "num_classes" not in spec:
+        raise SlimcvError(f"{folder / MODEL_JSON} lacks the model name or num_classes; restore it or train again.")
+    return spec
+
+
+def read_run_config(folder: str | Path) -> dict[str, Any] | None:
+    """The settings a train-like stage saved in ``config.json``; None when the folder has none."""
+    return read_json(Path(folder) / "config.json")
+
+
+def run_data_config(folder: str | Path) -> dict[str, Any] | None:
+    """The data settings a model folder was trained or pruned with, or None."""
+    cfg = read_run_config(folder)
+    if cfg and isinstance(cfg.get("data"), dict):
+        return cfg["data"]
+    prune = read_json(Path(folder) / "prune.json") or {}
+    return (prune.get("config") or {}).get("data")
+
+
+def read_metrics(folder: str | Path) -> dict[str, Any]:
+    """The last evaluation a stage recorded for the model in ``folder`` ({} when none)."""
+    summary = read_json(Path(folder) / "summary.json") or {}
+    return summary.get("metrics") or {}
+
+
+def find_weights(folder: str | Path) -> Path:
+    """The best weights of a model folder, else its last checkpoint's."""
+    from slimcv.engine.checkpoint import last_checkpoint
+
+    folder = check_exists(folder, "model folder")
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    last = last_checkpoint(folder)
+    if last is None:
+        raise SlimcvError(f"{folder} holds no weights (best.safetensors, model.safetensors or a checkpoint); "
+                          "is it a slimcv model folder?")
+    return last / "model.safetensors"
+
+
+def build_from_spec(spec: dict[str, Any]) -> nn.Module:
+    """A freshly built (untrained) module of the architecture ``spec`` describes, pruning replayed."""
+    from slimcv.models import create_model
+
+    model = create_model(spec["name"], spec["num_classes"], **spec.get("kwargs", {}))
+    if spec.get("pruning_history"):
+        from slimcv.prune.structured import apply_pruning_history
+
+        apply_pruning_history(model, spec["pruning_history"], tuple(spec["input_shape"]))
+    return model
+
+
+def load_run_model(folder: str | Path, which: str = "best") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a folder describes (model.json) and load its best or last weights."""
+    from slimcv.engine.checkpoint import last_checkpoint
+    from slimcv.models import load_weights
+
+    spec = read_model_spec(folder)
+    model = build_from_spec(spec)
+    if which == "last":
+        last = last_checkpoint(folder)
+        if last is None:
+            raise SlimcvError(f"{folder} has no checkpoint yet.")
+        weights = last / "model.safetensors"
+    else:
+        weights = find_weights(folder)
+    load_weights(model, weights)
+    return model, spec
+
+
+@dataclass
+class Loaded:
+    """A model ready for a stage: the module, its architecture reference and where it came from."""
+
+    model: nn.Module
+    spec: dict[str, Any]
+    folder: Path | None = None  # the model folder it was read from, if any
+    weights: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+
+def resolve_model(source: Any, *, weights: str | Path | None = None, num_classes: int | None = None,
+                  task: str | None = None, kwargs: dict[str, Any] | None = None) -> Loaded:
+    """Any model source a stage takes (module, folder, name or factory with weights, weights file) as a module."""
+    from slimcv.models import create_model, load_weights
+
+    kwargs = dict(kwargs or {})
+    if isinstance(source, nn.Module):
+        if weights is not None:
+            load_weights(source, weights)
+        return Loaded(source, module_spec(source, num_classes, task, kwargs))
+    if not isinstance(source, (str, Path)):
+        raise SlimcvError(f"A model is an nn.Module, a model folder, a model name or a weights file, not a "
+                          f"{type(source).__name__}.")
+    text = str(source)
+    path = Path(text)
+    if is_onnx(text):
+        raise SlimcvError(f"{path} is an ONNX file; this step needs the PyTorch model (its folder, or --model NAME "
+                          "--weights FILE).")
+    if path.is_dir():
+        model, spec = load_run_model(path)
+        if weights is not None:
+            load_weights(model, weights)
+        return Loaded(model, spec, folder=path, weights=Path(weights) if weights else find_weights(path))
+    if path.suffix in (".safetensors", ".pt", ".pth", ".bin"):
+        check_exists(path, "weights file")
+        if (path.parent / MODEL_JSON).is_file():
+            model, spec = load_run_model(path.parent)
+            return Loaded(load_weights(model, path), spec, folder=path.parent, weights=path)
+        raise SlimcvError(f"{path} holds only weights; also give the architecture: --model NAME (or "
+                          "package.module:factory) with --weights FILE.")
+    if (path.suffix or "/" in text) and not is_factory(text):
+        raise SlimcvError(f"{text} does not exist; give a model folder, a weights file, a model name (see "
+                          "`slimcv models`) or package.module:factory.")
+    if num_classes is None:
+        raise SlimcvError(f"Building model {text!r} needs the number of classes: give data (--data) or "
+                          "num_classes.")
+    model = create_model(text, num_classes, weights=weights, **kwargs)
+    from slimcv.models import model_task
+
+    spec = {"name": text, "num_classes": num_classes, "kwargs": kwargs,
+            "task": task or (model_task(text) if not is_factory(text) else guess_task(model))}
+    return Loaded(model, spec, weights=Path(weights) if weights else None)
+
+
+def module_spec(model: nn.Module, num_classes: int | None, task: str | None,
+                kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The architecture reference of a user's module: a registered name when slimcv built it, else its class."""
+    known = getattr(model, "_slimcv_spec", None)
+    if known:
+        return dict(known)
+    cls = type(model)
+    return {"name": f"{cls.__module__}:{cls.__qualname__}", "num_classes": num_classes, "kwargs": dict(kwargs or {}),
+            "task": task or guess_task(model)}
+
+
+def check_rebuildable(model: nn.Module, spec: dict[str, Any]) -> None:
+    """Fail early, in one sentence, when ``spec`` would not rebuild ``model`` (so its folder could not reload)."""
+    name = spec["name"]
+    if "<locals>" in name or name.startswith("__main__:"):
+        raise SlimcvError(f"{name.replace(':', '.')} is defined {'inside a function' if '<locals>' in name else 'in the script being run'}, "
+                          "so a saved copy could not be rebuilt from another program; define the class in an "
+                          "importable module, or pass model_kwargs and a factory 'package.module:function'.")
+    try:
+        fresh = build_from_spec({**spec, "pruning_history": []})
+    except SlimcvError as e:
+        raise SlimcvError(f"Cannot save this {type(model).__name__} so that it reloads: {e}") from e
+    ours = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if not spec.get("pruning_history") and ours != theirs:
+        diff = sorted(set(ours.items()) ^ set(theirs.items()))[:2]
+        raise SlimcvError(f"{name}({', '.join(f'{k}={v!r}' for k, v in spec.get('kwargs', {}).items())}) builds a "
+                          f"different network than the one given (e.g. {diff}); pass the constructor's arguments "
+                          "as model_kwargs so a saved copy rebuilds the same architecture.")
+
+
+def save_model(model: nn.Module, folder: str | Path, spec: dict[str, Any], *,
+               metrics: dict[str, Any] | None = None, weights_name: str = "model.safetensors") -> Path:
+    """Write a model folder (model.json + safetensors weights [+ summary.json]) that :func:`load_run_model` reads."""
+    from slimcv.models import save_weights
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / MODEL_JSON, spec)
+    save_weights(model, folder / weights_name)
+    if metrics is not None:
+        atomic_write_json(folder / "summary.json", {"metrics": metrics})
+    return folder
+
+
+def is_factory(name: str) -> bool:
+    """True for ``package.module:attr`` (an import path), not for ``timm:NAME`` / ``smp:ARCH:ENCODER``."""
+    module, sep, attr = name.partition(":")
+    return bool(sep) and module not in ("timm", "smp") and bool(attr) and all(
+        part.isidentifier() for part in module.split(".")) and all(p.isidentifier() for p in attr.split("."))
+
+
+def import_factory(name: str):
+    """The callable ``package.module:attr`` names (imports that module: user code, by explicit opt-in)."""
+    module_name, _, attr = name.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise SlimcvError(f"Unknown model {name!r}: it is no registered name (see `slimcv models`), and as a "
+                          f"factory package.module:function its module {module_name!r} cannot be imported ({e}); "
+                          "make that module importable (install it, or add its folder to PYTHONPATH).") from e
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise SlimcvError(f"Module {module_name!r} has no {attr!r} for model {name!r}; check the name after ':'.")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise SlimcvError(f"{name} is not callable; point --model at a class or a function that returns a module.")
+    return obj
+
+
+def build_factory(name: str, num_classes: int | None, **kwargs: Any) -> nn.Module:
+    """Call a user's factory; ``num_classes`` is passed when its signature takes it."""
+    fn = import_factory(name)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if num_classes is not None and ("num_classes" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())) and "num_classes" not in kwargs:
+        kwargs["num_classes"] = num_classes
+    try:
+        model = fn(**kwargs)
+    except TypeError as e:
+        raise SlimcvError(f"Calling {name}({', '.join(kwargs)}) failed ({e}); pass its arguments as model_kwargs "
+                          "(--set model_kwargs.NAME=VALUE).") from e
+    if not isinstance(model, nn.Module):
+        raise SlimcvError(f"{name} returned a {type(model).__name__}, not a torch.nn.Module.")
+    return model
+
+
+def guess_task(model: nn.Module) -> str:
+    """'segmentation' when the model maps an image to an image of logits, else 'classification'."""
+    import torch
+
+    was = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(1, 3, 64, 64))
+    except Exception as e:  # a user's forward: any failure here is theirs to see, in one sentence
+        raise SlimcvError(f"Cannot run {type(model).__name__} on a 1x3x64x64 image to tell its task ({e}); pass "
+                          "task='classification' or 'segmentation'.") from e
+    finally:
+        model.train(was)
+    out = out.get("out", next(iter(out.values()))) if isinstance(out, dict) else out
+    return "segmentation" if getattr(out, "ndim", 2) == 4 else "classification"
+
+
+def load_inputs(source: Any, data: Any = None, *, weights: str | Path | None = None,
+                kwargs: dict[str, Any] | None = None):
+    """The model and the data of a stage, from any model source and any data form (see :func:`resolve_model`
+    and ``slimcv.data.as_bundle``); a model folder's own data settings are the default."""
+    from slimcv.data import as_bundle
+
+    if data is None and isinstance(source, (str, Path)) and Path(source).is_dir():
+        check_exists(source, "model folder")
+        data = run_data_config(source)
+        if data is None:
+            raise SlimcvError(f"{source} records no data settings; give the data (--data SPEC).")
+    if data is None:
+        raise SlimcvError("Give the data (--data SPEC, or data=(train_dataset, val_dataset)): slimcv measures "
+                          "what every step costs in accuracy.")
+    if isinstance(source, nn.Module):
+        bundle = as_bundle(data, model=source)
+        loaded = resolve_model(source, weights=weights, num_classes=bundle.num_classes, task=bundle.task,
+                               kwargs=kwargs)
+    elif isinstance(source, (str, Path)) and (Path(source).is_dir() or Path(source).suffix in (
+            ".safetensors", ".pt", ".pth", ".bin")):
+        loaded = resolve_model(source, weights=weights, kwargs=kwargs)
+        bundle = as_bundle(data, model=loaded.model)
+    else:
+        bundle = as_bundle(data)
+        loaded = resolve_model(source, weights=weights, num_classes=bundle.num_classes, task=bundle.task,
+                               kwargs=kwargs)
+    if loaded.spec.get("num_classes") is None:
+        loaded.spec["num_classes"] = bundle.num_classes
+    loaded.spec.setdefault("task", bundle.task)
+    loaded.spec.setdefault("class_names", list(bundle.info.class_names))
+    if bundle.info.palette:
+        loaded.spec.setdefault("palette", [list(c) for c in bundle.info.palette])
+    loaded.spec.setdefault("preprocess", {"mean": list(bundle.info.mean), "std": list(bundle.info.std)})
+    return loaded, bundle
+
+
+def tag(model: nn.Module, spec: dict[str, Any]) -> nn.Module:
+    """Remember on the module how to rebuild it, so a later stage given the object saves it rebuildably."""
+    object.__setattr__(model, "_slimcv_spec", dict(spec))
+    return model
+
+
+def source_label(source: Any) -> str:
+    """How a model source is written in configs and reports: its path or name, or the module's class."""
+    if isinstance(source, nn.Module):
+        spec = getattr(source, "_slimcv_spec", None)
+        return f"<{spec['name'] if spec else type(source).__name__}>"
+    return str(source)
