@@ -56,4 +56,4 @@ def test_models_lists_registry(capsys):
 
 def test_eval_without_data_needs_a_run_folder(capsys):
     assert main(["eval", "resnet20"]) == 2
-    assert "Give a dataset spec" in capsys.readouterr().err
+    assert "Give --data SPEC" in capsys.readouterr().err

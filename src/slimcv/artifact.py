@@ -316,6 +316,10 @@ def load_inputs(source: Any, data: Any = None, *, weights: str | Path | None = N
     and ``slimcv.data.as_bundle``); a model folder's own data settings are the default."""
     from slimcv.data import as_bundle
 
+    if isinstance(source, (str, Path)) and not is_factory(str(source)) and (
+            Path(source).suffix or "/" in str(source)) and not Path(source).exists():
+        raise SlimcvError(f"{source} does not exist; give a model folder, a weights file with --model, a model "
+                          "name (see `slimcv models`) or package.module:factory.")
     if data is None and isinstance(source, (str, Path)) and Path(source).is_dir():
         check_exists(source, "model folder")
         data = run_data_config(source)

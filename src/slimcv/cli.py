@@ -12,12 +12,14 @@ EXAMPLES = {
     "train": "slimcv train --model unet_small --data synthetic-shapes --epochs 3 --out-dir runs/shapes\n"
              "  slimcv train --config recipes/camvid_teacher.yaml --set optim.lr=0.002 --resume",
     "eval": "slimcv eval runs/shapes\n"
-            "  slimcv eval weights.safetensors camvid:data/camvid --model unet --out metrics.json",
+            "  slimcv eval --model resnet18 --weights resnet18.pth --data imagefolder:data/flowers --out metrics.json\n"
+            "  slimcv eval model.onnx --data camvid:data/camvid",
     "distill": "slimcv distill --teacher runs/teacher --model unet_small --data camvid:data/camvid --size 176 240 \\\n"
                "      --mode offline --loss kd:1.0 --alpha 1.0 --temperature 4 --epochs 30 --out-dir runs/student",
     "prune": "slimcv prune runs/teacher --remove 0.3 --target params --steps 3 --finetune-epochs 5 -o runs/pruned\n"
              "  slimcv prune runs/teacher --remove 0.5 --target macs --method soft --finetune-epochs 10 --distill kd\n"
-             "  slimcv prune runs/teacher --sensitivity 0.25 0.5 0.75 --max-drop 1.0 --finetune-epochs 5",
+             "  slimcv prune runs/teacher --sensitivity 0.25 0.5 0.75 --max-drop 1.0 --finetune-epochs 5\n"
+             "  slimcv prune --model mypackage.nets:build_net --weights net.pth --data camvid:data/camvid -o runs/p",
     "run": "slimcv run recipes/camvid.yaml --set distill.epochs=5 --set data.batch_size=4\n"
            "  slimcv run recipes/cifar10.yaml --until distill --dry-run",
     "compress": "slimcv compress --model runs/teacher --data camvid:data/camvid --target-speedup 4 --max-drop 1.0 "
@@ -26,7 +28,8 @@ EXAMPLES = {
     "export": "slimcv export runs/teacher -o teacher.onnx\n"
               "  slimcv export resnet20 --data cifar10:data/cifar10 --static-batch 1 --opset 17 --simplify -o r20.onnx",
     "quantize": "slimcv quantize runs/teacher -o runs/int8 --calibration minmax entropy percentile --qat-epochs 2\n"
-                "  slimcv quantize runs/cifar_resnet20 -o runs/int8 --dynamic --exclude fc --max-drop 0.5 --threads 2",
+                "  slimcv quantize runs/cifar_resnet20 -o runs/int8 --dynamic --exclude fc --max-drop 0.5 --threads 2\n"
+                "  slimcv quantize model.onnx --data camvid:data/camvid -o runs/int8",
     "bench": "slimcv bench runs/teacher runs/student runs/int8/model_int8_minmax.onnx --out bench.json\n"
              "  slimcv bench resnet18 mobilenet_v3_large --input-size 224 224 --batch-sizes 1 8 --threads 2",
     "report": "slimcv report runs/teacher runs/student runs/pruned runs/int8 -o reports/camvid --measure\n"
@@ -62,6 +65,14 @@ def _train_args(t: argparse.ArgumentParser) -> None:
                    help="override any config key, e.g. --set model_kwargs.base_width=16")
 
 
+def _model_args(sp: argparse.ArgumentParser, positional: str = "source") -> None:
+    """The same way into every command that takes a model: a folder, or --model NAME --weights FILE."""
+    sp.add_argument(positional, nargs="?", help="model folder written by slimcv (or a weights file with --model)")
+    sp.add_argument("--model", help="architecture: a registered name (see `slimcv models`) or your own "
+                    "package.module:factory (imported: runs that code)")
+    sp.add_argument("--weights", help="local weights file (.safetensors, or a state_dict .pth) for --model")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimcv", description="Make vision models small and fast: distil, prune, "
                                 "quantize, export, measure.")
@@ -90,8 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--cache-dir", help="where offline teacher maps are stored")
 
     pr = add("prune", "Structured pruning of a trained run toward a params/MACs target, fine-tuning after each step.")
-    pr.add_argument("source", help="run folder of the trained model")
-    pr.add_argument("--data", help="dataset spec (default: the run's own data settings)")
+    _model_args(pr)
+    pr.add_argument("--data", help="dataset spec (default: the model folder's own data settings)")
     pr.add_argument("--remove", type=float, default=0.3, help="fraction of params/MACs to remove (default 0.3)")
     pr.add_argument("--target", choices=["params", "macs", "latency"], default="params",
                     help="what --remove is a fraction of (latency: batch-1 eager, measured)")
@@ -118,9 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     _deploy_commands(add)
 
     e = add("eval", "Evaluate a run folder, weights file or model on a dataset's validation split.")
-    e.add_argument("source", help="run folder, weights file (.safetensors/.pth) or model name")
-    e.add_argument("data", nargs="?", help="dataset spec (default: the run folder's own data settings)")
-    e.add_argument("--model", help="architecture when SOURCE is a bare weights file")
+    _model_args(e)
+    e.add_argument("data_spec", nargs="?", metavar="data", help="dataset spec (same as --data)")
+    e.add_argument("--data", help="dataset spec (default: the model folder's own data settings)")
     e.add_argument("--size", type=int, nargs="+", metavar="N", help="resize images to H W for the model")
     e.add_argument("--batch-size", "-b", type=int, default=4)
     e.add_argument("--split", default="val")
@@ -181,9 +192,8 @@ def _pipeline_commands(add) -> None:
 def _deploy_commands(add) -> None:
     """export, quantize, bench, report."""
     ex = add("export", "Export a model to ONNX and check it in ONNX Runtime against PyTorch on real samples.")
-    ex.add_argument("source", help="run folder, weights file (with --model) or model name")
+    _model_args(ex)
     ex.add_argument("--data", help="dataset spec for the check samples and the sidecar (default: the run's own)")
-    ex.add_argument("--model", help="architecture when SOURCE is a bare weights file")
     ex.add_argument("--num-classes", type=int, help="classes when SOURCE is a model name without --data")
     ex.add_argument("--out", "-o", default="model.onnx", help="ONNX file to write (a .json sidecar goes beside it)")
     ex.add_argument("--static-batch", type=int, metavar="N", help="fixed batch size (default: dynamic)")
@@ -195,8 +205,8 @@ def _deploy_commands(add) -> None:
     ex.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime agreement check")
 
     q = add("quantize", "INT8 by static PTQ (calibrated), dynamic or QAT; every model scored and timed as deployed.")
-    q.add_argument("source", help="run folder of the FP32 model (a pruned run works too)")
-    q.add_argument("--data", help="dataset spec (default: the run's own data settings)")
+    _model_args(q)
+    q.add_argument("--data", help="dataset spec (default: the model folder's own data settings)")
     q.add_argument("--out-dir", "-o", default="runs/quantize")
     q.add_argument("--calibration", nargs="*", default=["minmax"], choices=["minmax", "entropy", "percentile"],
                    help="static PTQ calibration methods, one INT8 model each (none: skip static PTQ)")
@@ -306,7 +316,8 @@ def _run(args: argparse.Namespace) -> int:
 
         distill = [{"name": n, "weight": float(w) if w else 1.0, "temperature": args.temperature}
                    for n, _, w in (item.partition(":") for item in args.distill or [])]
-        prune({"source": args.source, "data": _run_data(args.source, args.data), "remove": args.remove,
+        source, weights = _model_source(args)
+        prune(source, _run_data(source, args.data), weights=weights, **{"remove": args.remove,
                "target": args.target, "method": args.method, "steps": args.steps, "importance": args.importance,
                "global_pruning": args.global_pruning, "min_channels": args.min_channels, "ignore": args.ignore,
                "finetune_epochs": args.finetune_epochs,
@@ -315,9 +326,9 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "eval":
         from slimcv.engine.evaluation import evaluate_model
 
-        data = _eval_data(args)
-        evaluate_model(args.source, data, model=args.model, out=args.out, device=args.device,
-                       batch_size=args.batch_size)
+        source, weights = _model_source(args)
+        data = _eval_data(args, source)
+        evaluate_model(source, data, weights=weights, out=args.out, device=args.device, batch_size=args.batch_size)
     elif args.command == "run":
         from slimcv.pipeline.runner import run
 
@@ -335,14 +346,16 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "export":
         from slimcv.export.onnx import export
 
-        export(args.source, args.out, args.data, num_classes=args.num_classes, model=args.model,
+        source, weights = _model_source(args)
+        export(source, args.out, args.data, num_classes=args.num_classes, weights=weights,
                batch=args.static_batch or "dynamic", dynamic_hw=False if args.static else None,
                size=args.size, opset=args.opset, exporter=args.exporter, simplify=args.simplify,
                check=not args.no_check)
     elif args.command == "quantize":
         from slimcv.quantize.quantize import quantize
 
-        quantize({"source": args.source, "data": _run_data(args.source, args.data), "out_dir": args.out_dir,
+        source, weights = _model_source(args)
+        quantize(source, _run_data(source, args.data), weights=weights, **{"out_dir": args.out_dir,
                   "calibration": args.calibration, "calibration_images": args.calibration_images,
                   "percentile": args.percentile, "exclude": args.exclude, "per_channel": not args.per_tensor,
                   "reduce_range": not args.no_reduce_range, "dynamic": args.dynamic, "qat_epochs": args.qat_epochs,
@@ -369,33 +382,52 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_data(source: str, spec: str | None):
-    import json
+def _model_source(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(model source, weights) from SOURCE / --model / --weights, the same for every command."""
     from pathlib import Path
 
-    run_cfg = Path(source) / "config.json"
-    if run_cfg.is_file():
-        data = json.loads(run_cfg.read_text())["data"]
+    source, model, weights = args.source, getattr(args, "model", None), getattr(args, "weights", None)
+    if model and source and Path(source).suffix in (".safetensors", ".pt", ".pth", ".bin"):
+        source, weights = None, weights or source  # `cmd weights.pth --model NAME`
+    if model and source:
+        raise SlimcvError(f"Give the model once: a folder ({source}) or --model {model}, not both.")
+    if weights and not model and not (source and Path(source).is_dir()):
+        raise SlimcvError("--weights needs the architecture too: add --model NAME (or package.module:factory).")
+    if not (model or source):
+        raise SlimcvError(f"slimcv {args.command} needs a model: a model folder, or --model NAME --weights FILE.")
+    if source and not Path(source).exists() and (Path(source).suffix or "/" in source) and ":" not in source:
+        raise SlimcvError(f"{source} does not exist; give a model folder written by slimcv, an .onnx file where "
+                          "the command takes one, or --model NAME --weights FILE.")
+    return (model or source), weights
+
+
+def _run_data(source: str, spec: str | None):
+    from slimcv.artifact import run_data_config
+
+    data = run_data_config(source) if source and __import__("pathlib").Path(source).is_dir() else None
+    if data is not None:
         return {**data, "spec": spec} if spec else data
     if spec is None:
-        raise SlimcvError(f"Give --data: {source} is not a run folder with a config.json.")
+        raise SlimcvError(f"Give --data SPEC: {source} carries no data settings of its own (a slimcv model folder "
+                          "has them).")
     return {"spec": spec}
 
 
-def _eval_data(args: argparse.Namespace):
-    import json
+def _eval_data(args: argparse.Namespace, source: str):
     from pathlib import Path
 
+    from slimcv.artifact import run_data_config
     from slimcv.config import DataConfig
 
-    run_cfg = Path(args.source) / "config.json"
-    if args.data is None:
-        if not run_cfg.is_file():
-            raise SlimcvError(f"Give a dataset spec: {args.source} is not a run folder with a config.json.")
-        data = json.loads(run_cfg.read_text())["data"]
+    spec = args.data or args.data_spec
+    if spec is None:
+        data = run_data_config(source) if Path(source).is_dir() else None
+        if data is None:
+            raise SlimcvError(f"Give --data SPEC: {source} carries no data settings of its own (a slimcv model "
+                              "folder has them).")
         update = {"val_split": args.split, **({"eval_size": _size(args.size)} if args.size else {})}
         return DataConfig(**{**data, **update})
-    return DataConfig(spec=args.data, size=_size(args.size), val_split=args.split)
+    return DataConfig(spec=spec, size=_size(args.size), val_split=args.split)
 
 
 def _check_data(args: argparse.Namespace) -> None:

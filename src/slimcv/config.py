@@ -112,9 +112,20 @@ def build_config(cls: type[C], values: dict[str, Any] | C, source: str = "config
     if isinstance(values, cls):
         return values
     try:
-        return cls.model_validate(values)
+        return cls.model_validate(_paths_as_str(values))
     except ValidationError as e:
         raise SlimcvError(format_validation_error(e, source)) from None
+
+
+def _paths_as_str(obj: Any) -> Any:
+    """pathlib paths where configs hold strings (``out_dir=Path(...)`` from Python)."""
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _paths_as_str(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_paths_as_str(v) for v in obj)
+    return obj
 
 
 def format_validation_error(e: ValidationError, source: str) -> str:

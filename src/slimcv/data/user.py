@@ -92,7 +92,7 @@ def wrap_user_data(train, val, calibration=None, *, model=None, num_classes=None
     task = task or ("classification" if isinstance(target, int) else "segmentation")
     class_names = list(class_names or getattr(train_ds, "classes", None) or [])
     if not class_names:
-        num_classes = num_classes or _classes_from_model(model, val_w)
+        num_classes = num_classes or _classes_from_model(model, val_w) or _classes_from_labels(train_ds, task)
         if num_classes is None:
             raise SlimcvError("Cannot tell how many classes the data has: pass num_classes= (or class_names=), "
                               "or a dataset with a .classes list.")
@@ -107,6 +107,18 @@ def wrap_user_data(train, val, calibration=None, *, model=None, num_classes=None
     config = DataConfig(spec=f"python:{label}", batch_size=batch_size, workers=0, size=size)
     calib = wrap(calibration.dataset if isinstance(calibration, DataLoader) else calibration) if calibration else None
     return DataBundle(train=train_w, val=val_w, info=info, config=config, calibration=calib)
+
+
+def _classes_from_labels(ds, task: str) -> int | None:
+    """Classification labels a dataset exposes without loading images: ``.targets`` or a TensorDataset's."""
+    if task != "classification":
+        return None
+    labels = getattr(ds, "targets", None)
+    if labels is None and isinstance(ds, torch.utils.data.TensorDataset) and len(ds.tensors) > 1:
+        labels = ds.tensors[1]
+    if labels is None or len(labels) == 0:
+        return None
+    return int(torch.as_tensor(labels).max()) + 1
 
 
 def _classes_from_model(model, val) -> int | None:

@@ -10,7 +10,7 @@ from torch import nn
 from slimcv._io import atomic_write_json
 from slimcv.data import as_bundle
 from slimcv.engine import distributed as D
-from slimcv.artifact import check_exists, is_onnx, resolve_model, run_data_config
+from slimcv.artifact import check_exists, is_onnx, load_inputs, resolve_model
 from slimcv.engine.loop import evaluate
 from slimcv.engine.train import make_eval_loader, print_metrics
 from slimcv.errors import SlimcvError
@@ -21,6 +21,7 @@ class EvalResult:
     metrics: dict[str, Any]
     model_name: str
     out: Path | None
+    model: nn.Module | None = None
 
 
 def load_model(source: Any, num_classes: int | None = None, model: str | None = None,
@@ -38,21 +39,19 @@ def evaluate_model(source: Any, data: Any = None, *, model: str | None = None, w
                    runtime: str = "ort", quiet: bool = False) -> EvalResult:
     """Score a model (module, folder, name + weights, or an .onnx file run in ``runtime``) on the validation split;
     ``data`` is a spec, a DataConfig, a (train, val) pair of Datasets or DataLoaders, or None for a folder's own."""
-    if data is None:
-        data = run_data_config(source) if isinstance(source, (str, Path)) and Path(source).is_dir() else None
-        if data is None:
-            raise SlimcvError(f"Give the data to evaluate on: {source if isinstance(source, (str, Path)) else 'the model'} "
-                              "has no data settings of its own (a slimcv model folder has).")
-    bundle = as_bundle(data)
     if is_onnx(source):
         from slimcv.deploy.runtime import DeployedModule
 
-        net, name, device = DeployedModule(check_exists(source, "ONNX file"), runtime), Path(source).name, "cpu"
+        net = DeployedModule(check_exists(source, "ONNX file"), runtime)
+        if data is None:
+            raise SlimcvError(f"Give the data to evaluate {source} on (a dataset spec, or (train, val) datasets).")
+        bundle, name, device = as_bundle(data, model=net), Path(source).name, "cpu"
     else:
-        net, name = load_model(source, bundle.num_classes, model if model is not None and not isinstance(
-            source, nn.Module) else None, weights)
-        if model is not None and isinstance(source, str) and not Path(source).exists() and source == model:
-            name = model
+        if model is not None and isinstance(source, (str, Path)) and Path(source).suffix in (
+                ".safetensors", ".pt", ".pth", ".bin"):
+            source, weights = model, source  # `eval weights.safetensors --model NAME`
+        loaded, bundle = load_inputs(source, data, weights=weights)
+        net, name = loaded.model, loaded.name
     dev = D.pick_device(device)
     net.to(dev)
     bs = batch_size or bundle.config.eval_batch_size or bundle.config.batch_size
@@ -63,4 +62,4 @@ def evaluate_model(source: Any, data: Any = None, *, model: str | None = None, w
         atomic_write_json(out, {"model": name, "data": bundle.config.spec, "metrics": metrics})
     if not quiet:
         print_metrics(f"{name} on {bundle.config.spec}", metrics, bundle.info.class_names)
-    return EvalResult(metrics, name, Path(out) if out else None)
+    return EvalResult(metrics, name, Path(out) if out else None, net)

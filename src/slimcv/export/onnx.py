@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from torch import nn
 
 from slimcv._console import print_table
 from slimcv._io import atomic_write, atomic_write_json
-from slimcv.config import DataConfig, _Config, build_config
+from slimcv.config import _Config, build_config
 from slimcv.errors import SlimcvError
 from slimcv.export.verify import Agreement, compare
 
@@ -64,15 +63,21 @@ class ExportResult:
 
 
 def export(source: str | Path | nn.Module, out: str | Path = "model.onnx", data: Any = None, *,
-           num_classes: int | None = None, model: str | None = None, **options: Any) -> ExportResult:
-    """Export a run folder, weights file, model name or module to ONNX and check it in ONNX Runtime."""
-    cfg = build_config(ExportConfig, options, "export options")
-    bundle = resolve_data(source, data)
+           num_classes: int | None = None, model: str | None = None, weights: str | Path | None = None,
+           **options: Any) -> ExportResult:
+    """Export a module, model folder, or model name / factory with ``weights`` to ONNX and check it in ONNX
+    Runtime; ``data`` (a spec or (train, val) Datasets) gives the check samples and the preprocessing."""
+    from slimcv.artifact import source_label
     from slimcv.engine.evaluation import load_model
 
-    net, name = load_model(source, num_classes or (bundle.num_classes if bundle else None), model)
+    cfg = build_config(ExportConfig, options, "export options")
+    bundle = resolve_data(source, data)
+    net, name = load_model(source, num_classes or (bundle.num_classes if bundle else None), model, weights)
     task = bundle.task if bundle else _guess_task(net)
-    meta = sidecar_meta(bundle, task, name, str(source) if not isinstance(source, nn.Module) else name)
+    meta = sidecar_meta(bundle, task, name, source_label(source))
+    spec = getattr(net, "_slimcv_spec", None)
+    if spec:  # how to rebuild the PyTorch model this file came from
+        meta["architecture"] = {k: v for k, v in spec.items() if k != "pruning_history"}
     result = export_module(net.cpu().eval(), out, sample_batches(bundle, cfg, net), task=task, cfg=cfg, meta=meta)
     _print(result)
     return result
@@ -85,6 +90,8 @@ def export_module(net: nn.Module, out: str | Path, batches: list[torch.Tensor], 
     out = Path(out)
     dynamic_hw = task == "segmentation" if cfg.dynamic_hw is None else cfg.dynamic_hw
     example = trace_example(batches[0], cfg, dynamic_hw)
+    if dynamic_hw and not _runs(net, example):
+        example = trace_example(batches[0], cfg, False)  # a model that needs even sizes: trace at the data's own
     atomic_write(out, lambda tmp: to_onnx(net, example, tmp, cfg, dynamic_hw))
     if cfg.simplify:
         simplify(out)
@@ -139,6 +146,15 @@ def to_onnx(net: nn.Module, example: torch.Tensor, path: str | Path, cfg: Export
                           f"{'dynamo' if cfg.exporter == 'torchscript' else 'torchscript'}.") from e
 
 
+def _runs(net: nn.Module, x: torch.Tensor) -> bool:
+    try:
+        with torch.no_grad():
+            net(x)
+    except RuntimeError:
+        return False
+    return True
+
+
 def simplify(path: str | Path) -> None:
     """Constant-fold and drop dead nodes with onnxscript's optimizer, in place."""
     import onnx
@@ -162,16 +178,18 @@ def trace_example(batch: torch.Tensor, cfg: ExportConfig, dynamic_hw: bool) -> t
 
 def resolve_data(source: Any, data: Any):
     """The DataBundle for ``data``, or the run folder's own data settings, or None."""
-    from slimcv.data import DataBundle, load_data
+    from slimcv.artifact import is_model_folder, read_model_spec, run_data_config
+    from slimcv.data import as_bundle
 
-    if isinstance(data, DataBundle):
-        return data
     if data is not None:
-        return load_data(data)
-    if not isinstance(source, nn.Module):
-        cfg_path = Path(source) / "config.json"
-        if cfg_path.is_file():
-            return load_data(DataConfig(**json.loads(cfg_path.read_text())["data"]))
+        if isinstance(source, (str, Path)) and is_model_folder(source) and isinstance(data, (tuple, list)):
+            spec = read_model_spec(source)
+            return as_bundle(data, num_classes=spec["num_classes"], class_names=spec.get("class_names"))
+        return as_bundle(data, model=source if isinstance(source, nn.Module) else None)
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        own = run_data_config(source)
+        if own is not None:
+            return as_bundle(own)
     return None
 
 
@@ -204,7 +222,7 @@ def sidecar_meta(bundle, task: str, name: str, source: str) -> dict[str, Any]:
         resize, crop = int(hw[0] / 0.875), hw
     return {"model": name, "source": source, "samples": "real", "data": c.spec, "mean": list(info.mean),
             "std": list(info.std), "resize": resize, "center_crop": crop, "class_names": list(info.class_names),
-            "ignore_index": info.ignore_index}
+            "palette": [list(c) for c in info.palette] if info.palette else None, "ignore_index": info.ignore_index}
 
 
 def write_sidecar(onnx_path: str | Path, meta: dict[str, Any]) -> Path:

@@ -200,20 +200,30 @@ def score_inputs(model: nn.Module, importance: str, imp, calibration, loss_fn) -
 
 
 def check_forward(model: nn.Module, example_input: torch.Tensor) -> None:
-    """Run the pruned model once; if it fails, name the layer that hard-codes a channel count."""
+    """Run the pruned model once; if it fails, name the layer whose channel count the failing code hard-codes."""
     entered: list[str] = []
-    hooks = [m.register_forward_pre_hook(lambda _m, _i, n=n: entered.append(n))
-             for n, m in model.named_modules() if n]
+    done: set[str] = set()
+    leaves = {n: m for n, m in model.named_modules() if n and not any(True for _ in m.children())}
+    hooks = [m.register_forward_pre_hook(lambda _m, _i, n=n: entered.append(n)) for n, m in leaves.items()]
+    hooks += [m.register_forward_hook(lambda _m, _i, _o, n=n: done.add(n)) for n, m in leaves.items()]
     try:
         with torch.no_grad():
             model(example_input)
     except RuntimeError as e:
-        layer = entered[-1] if entered else "(top level)"
-        recent = ", ".join(repr(n) for n in entered[-3:])
-        raise SlimcvError(f"After pruning, the model fails at layer {layer!r} ({str(e).splitlines()[0]}): a layer "
-                          f"that ran just before it ({recent}) uses a channel count Torch-Pruning cannot see; keep "
-                          "the layer that produces its input unpruned with ignored=[NAME] (--ignore NAME) or use "
-                          "unstructured pruning.") from e
+        why = str(e).splitlines()[0]
+        if not entered:
+            where, layer = "before its first layer", None
+        elif entered[-1] in done:  # between layers: code in forward() that assumes the old width
+            layer = entered[-1]
+            where = f"in the code right after layer {layer!r}"
+        else:
+            before = ", ".join(repr(n) for n in entered[-3:-1])
+            where = f"inside layer {entered[-1]!r} (the layers run just before it: {before or 'none'})"
+            layer = None
+        keep = (f"keep layer {layer!r} unpruned with ignore=[{layer!r}] (--ignore {layer})" if layer
+                else "keep the layer that produces its input unpruned with ignore=[NAME] (--ignore NAME)")
+        raise SlimcvError(f"After pruning, the model fails {where} ({why}): that code uses a channel count "
+                          f"Torch-Pruning cannot see; {keep}, or use unstructured pruning.") from e
     finally:
         for h in hooks:
             h.remove()

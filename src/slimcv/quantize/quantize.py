@@ -23,7 +23,9 @@ from slimcv._console import console, print_table
 from slimcv._io import atomic_dir, atomic_write_json
 from slimcv.bench.latency import eager_runner, time_interleaved
 from slimcv.config import DataConfig, OptimConfig, ScheduleConfig, TrainConfig, _Config, build_config
-from slimcv.data import DataBundle, build_dataset, load_data
+from slimcv.artifact import check_exists, is_onnx, load_inputs, metric_key, read_json, source_label
+from slimcv.errors import SlimcvError
+from slimcv.data import DataBundle, as_bundle, build_dataset
 from slimcv.deploy.chooser import Candidate, choose_runtime
 from slimcv.deploy.runtime import DeployedModule, cpu_features, deployed_runner, openvino_available
 from slimcv.engine.loop import SupervisedLoss, evaluate
@@ -67,12 +69,37 @@ class QuantizeResult:
     notes: list[str]
 
 
-def quantize(cfg: QuantizeConfig | dict[str, Any], data: DataBundle | None = None, model: nn.Module | None = None
-             ) -> QuantizeResult:
-    """Export ``cfg.source`` to ONNX, build the INT8 variants, evaluate and time each as deployed, recommend one."""
-    cfg = build_config(QuantizeConfig, cfg, "quantize config")
-    data = data or load_data(cfg.data)
-    net, spec = _load(cfg.source, data, model)
+def quantize(source: Any, data: Any = None, *, weights: str | None = None, **options: Any) -> QuantizeResult:
+    """Export to ONNX, build the INT8 variants, evaluate and time each as deployed, recommend one.
+
+    ``source`` is a QuantizeConfig (or its dict), or the model: an ``nn.Module``, a model folder, a model name
+    or ``package.module:factory`` with ``weights``, or an existing ``.onnx`` file (exported anywhere);
+    ``options`` are QuantizeConfig fields, e.g. ``quantize(net, data=(train_ds, val_ds), out_dir="int8")``."""
+    model = options.pop("model", None)  # older form: quantize(cfg, data, model=module)
+    if isinstance(source, (QuantizeConfig, dict)):
+        cfg = build_config(QuantizeConfig, source, "quantize config")
+        model_source = model if model is not None else cfg.source
+        if data is None and ("data" in cfg.model_fields_set or not Path(cfg.source).is_dir()):
+            data = cfg.data
+    else:
+        cfg = build_config(QuantizeConfig, {"source": source_label(source), **options}, "quantize options")
+        model_source = source
+    if is_onnx(model_source):
+        from slimcv.deploy.runtime import DeployedModule
+
+        net, spec = None, None
+        if data is None:
+            raise SlimcvError(f"Quantizing {model_source} needs data for calibration and scoring: give --data SPEC "
+                              "(or data=(train_dataset, val_dataset)).")
+        check_exists(model_source, "ONNX file")
+        data = as_bundle(data, model=DeployedModule(model_source))
+        if cfg.qat_epochs:
+            raise SlimcvError("QAT fine-tunes the PyTorch model, which an .onnx file does not hold; give the model "
+                              "folder (or --model NAME --weights FILE) instead, or set qat_epochs 0.")
+        cfg = cfg.model_copy(update={"eager": False})
+    else:
+        loaded, data = load_inputs(model_source, data, weights=weights)
+        net, spec = loaded.model.cpu().eval(), loaded.spec
     threads = cfg.threads or torch.get_num_threads()
     out = Path(cfg.out_dir)
     notes: list[str] = []
@@ -84,7 +111,10 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], data: DataBundle | None = Non
         notes.append("this CPU has VNNI, so full-range weights would not saturate here; reduce_range keeps the "
                      "INT8 files exact on AVX2-only CPUs too and cost no accuracy in slimcv's benchmarks")
     with atomic_dir(out, owned_by="quantize.json") as tmp:
-        files = _build_variants(net, spec, data, cfg, tmp, notes)
+        if net is None:
+            files = _build_variants_onnx(Path(model_source), data, cfg, tmp, notes)
+        else:
+            files = _build_variants(net, spec, data, cfg, tmp, notes)
         models = _evaluate_all(net, files, data, cfg, threads, tmp)
         key = metric_key(data.task)
         rec = choose_runtime([Candidate(m["name"], m["metrics"][key], m["latency_ms"]["median"], m["runtime"],
@@ -98,10 +128,6 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], data: DataBundle | None = Non
     return QuantizeResult(out, models, recommendation, notes)
 
 
-def metric_key(task: str) -> str:
-    return "miou" if task == "segmentation" else "top1"
-
-
 def calibration_set(data: DataBundle):
     """The training split read with the validation transforms (no augmentation): what calibration should see."""
     if data.calibration is not None:
@@ -110,16 +136,6 @@ def calibration_set(data: DataBundle):
         return data.train  # a user's own dataset: calibrate on it as given
     val = data.val.dataset if isinstance(data.val, Subset) else data.val
     return build_dataset(data.config.spec, data.config.train_split, transform=val.transform, **data.config.options)
-
-
-def _load(source: str, data: DataBundle, model: nn.Module | None) -> tuple[nn.Module, dict[str, Any]]:
-    from slimcv.artifact import read_model_spec
-    from slimcv.engine.evaluation import load_model
-
-    net, name = load_model(model if model is not None else source, data.num_classes)
-    spec = read_model_spec(source) if Path(source).is_dir() else {"name": name, "num_classes": data.num_classes,
-                                                                   "kwargs": {}, "task": data.task}
-    return net.cpu().eval(), spec
 
 
 def _build_variants(net: nn.Module, spec: dict, data: DataBundle, cfg: QuantizeConfig, tmp: Path,
@@ -151,6 +167,45 @@ def _build_variants(net: nn.Module, spec: dict, data: DataBundle, cfg: QuantizeC
     return files
 
 
+def _build_variants_onnx(source: Path, data: DataBundle, cfg: QuantizeConfig, tmp: Path,
+                         notes: list[str]) -> list[dict[str, Any]]:
+    """The INT8 variants of an existing FP32 ONNX file (exported by slimcv or anything else)."""
+    import shutil
+
+    from slimcv.deploy.predictor import find_sidecar
+
+    fp32 = tmp / "model_fp32.onnx"
+    shutil.copyfile(source, fp32)
+    side = find_sidecar(source)
+    meta = read_json(side) if side else {**sidecar_meta(data, data.task, source.stem, str(source)),
+                                         "task": data.task, "precision": "fp32", "input_name": _input_name(fp32)}
+    write_sidecar(fp32, meta)
+    files = [{"name": "fp32", "file": fp32.name, "precision": "fp32"}]
+    if cfg.calibration:
+        reader = ImageCalibrationReader(calibration_set(data), cfg.calibration_images, _input_name(fp32),
+                                        _input_shape(fp32))
+        for method in cfg.calibration:
+            path = quantize_ptq(fp32, tmp / f"model_int8_{method}.onnx", reader, method=method,
+                                per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, exclude=cfg.exclude,
+                                percentile=cfg.percentile)
+            files.append(_variant(path, meta, f"int8_{method}", {"calibration": method,
+                                  "calibration_images": len(reader), "exclude": list(cfg.exclude)}))
+    if cfg.dynamic:
+        app = dynamic_applicability(fp32)
+        notes.append(f"dynamic: {app.note}")
+        if app.ops:
+            path = quantize_dyn(fp32, tmp / "model_int8_dynamic.onnx", per_channel=cfg.per_channel,
+                                reduce_range=cfg.reduce_range)
+            files.append(_variant(path, meta, "int8_dynamic", {"calibration": "dynamic"}))
+    return files
+
+
+def _input_name(path: Path) -> str:
+    import onnx
+
+    return onnx.load(str(path)).graph.input[0].name
+
+
 def _variant(path: Path, fp32_meta: dict, name: str, extra: dict) -> dict[str, Any]:
     write_sidecar(path, {**fp32_meta, "precision": "int8", **extra, "agreement": None})
     return {"name": name, "file": path.name, "precision": "int8"}
@@ -164,11 +219,11 @@ def _qat(net: nn.Module, spec: dict, data: DataBundle, cfg: QuantizeConfig, tmp:
     n = min(len(data.train), 2 * data.config.batch_size)
     probe = Subset(data.train, range(0, len(data.train), max(1, len(data.train) // n))[:n])  # spread: sorted sets
     qdata = dataclasses.replace(data, val=probe)
-    same = _source_objective(cfg.source)  # the loss the model was trained with (class weights, smoothing)
-    tcfg = TrainConfig(model=spec["name"], model_kwargs=spec.get("kwargs", {}), data=data.config,
-                       epochs=cfg.qat_epochs, optim=cfg.qat_optim, schedule=ScheduleConfig(name="cosine"),
-                       device="cpu", seed=cfg.seed, out_dir=str(tmp / "qat_run"), progress=cfg.progress,
-                       tensorboard=False, keep_checkpoints=1, **same)
+    same = _source_objective(cfg.source) if Path(cfg.source).is_dir() else {}  # the loss the model was trained with (class weights, smoothing)
+    tcfg = TrainConfig(data=data.config, epochs=cfg.qat_epochs, optim=cfg.qat_optim,
+                       schedule=ScheduleConfig(name="cosine"), device="cpu", seed=cfg.seed,
+                       out_dir=str(tmp / "qat_run"), progress=cfg.progress, tensorboard=False, keep_checkpoints=1,
+                       **same).model_copy(update={"model": spec["name"], "model_kwargs": spec.get("kwargs", {})})
     objective = SupervisedLoss(data.info.ignore_index, class_weights(tcfg, data), tcfg.label_smoothing)
     result = fit(qmodel, qdata, tcfg, objective, model_spec={**spec, "qat": True})
     return export_qat(result.model, example, tmp / "model_int8_qat.onnx", opset=cfg.opset,

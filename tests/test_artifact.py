@@ -1,0 +1,150 @@
+"""Your model in, a deployable artifact out: user modules, torchvision weights files, external ONNX files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import slimcv
+from slimcv import deploy
+from slimcv.artifact import load_run_model, resolve_model
+from slimcv.cli import main
+from slimcv.errors import SlimcvError
+from user_models import Blobs, ChannelCountInForward, UserSegNet
+
+QUIET = {"progress": False, "latency_runs": 0}
+
+
+@pytest.fixture
+def blobs():
+    return Blobs(24, seed=0), Blobs(8, seed=1)
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        torch.testing.assert_close(a.eval()(x), b.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_user_module_goes_through_prune_quantize_export_and_deploy(tmp_path, blobs):
+    torch.manual_seed(0)
+    net = UserSegNet(num_classes=3, width=8)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    pruned = slimcv.prune(net, data=blobs, remove=0.3, finetune_epochs=1, out_dir=tmp_path / "pruned", **QUIET)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the caller's module is untouched
+    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert params(pruned.model) < 0.85 * params(net)
+    assert pruned.spec["name"] == "user_models:UserSegNet" and pruned.spec["pruning_history"]
+    assert "miou" in pruned.metrics
+    # reloads from its folder alone, without pickling: the class is rebuilt and the history replayed
+    reloaded, spec = load_run_model(tmp_path / "pruned")
+    x = blobs[1][0][0][None]
+    _same(pruned.model, reloaded, x)
+    assert spec["class_names"] == ["class_0", "class_1", "class_2"]
+
+    q = slimcv.quantize(pruned.model, data=blobs, out_dir=str(tmp_path / "int8"), calibration=["minmax"],
+                        latency_runs=2, progress=False)
+    names = {m["name"] for m in q.models}
+    assert {"fp32", "int8_minmax", "fp32_pytorch"} <= names and q.recommendation["name"] in names
+
+    onnx_path = tmp_path / "pruned" / "model.onnx"
+    slimcv.export(tmp_path / "pruned", onnx_path, data=blobs)
+    load_run_model(tmp_path / "pruned")  # exporting into the model folder leaves it loadable
+    predictor = deploy.load(onnx_path)
+    image = (blobs[1][0][0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    with torch.no_grad():
+        ref = pruned.model.eval()(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255).argmax(1)[0]
+    assert (predictor(image).mask == ref.numpy()).mean() > 0.99
+
+
+def test_a_dataloader_pair_is_accepted_and_sets_the_batch_size(tmp_path, blobs):
+    loaders = (DataLoader(blobs[0], batch_size=4), DataLoader(blobs[1], batch_size=4))
+    result = slimcv.prune(UserSegNet(3, 8), data=loaders, remove=0.2, finetune_epochs=1, **QUIET)
+    assert result.out_dir is None and "miou" in result.metrics
+    r = slimcv.evaluate(result.model, loaders, quiet=True)
+    assert r.metrics["miou"] == pytest.approx(result.metrics["miou"])
+
+
+def test_a_module_defined_in_a_function_is_refused_before_work_when_it_must_be_saved(tmp_path, blobs):
+    class Local(UserSegNet):
+        pass
+
+    with pytest.raises(SlimcvError, match="inside a function"):
+        slimcv.prune(Local(), data=blobs, remove=0.3, out_dir=tmp_path / "p", **QUIET)
+    assert not (tmp_path / "p").exists()
+    assert slimcv.prune(Local(), data=blobs, remove=0.3, **QUIET).model is not None  # nothing to save: fine
+
+
+def test_a_layer_torch_pruning_cannot_follow_is_named_in_one_sentence(blobs):
+    with pytest.raises(SlimcvError, match=r"right after layer 'a'.*ignore=\['a'\]") as e:
+        slimcv.prune(ChannelCountInForward(3), data=blobs, remove=0.5, **QUIET)
+    assert "\n" not in str(e.value)
+
+
+def _write_tv_weights(tmp_path: Path, builder, name: str, **kwargs) -> Path:
+    path = tmp_path / f"{name}.pth"
+    torch.save(builder(weights=None, **kwargs).state_dict(), path)  # a bare torchvision state_dict
+    return path
+
+
+def test_torchvision_resnet18_with_a_weights_file(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    w = _write_tv_weights(tmp_path, torchvision.models.resnet18, "r18", num_classes=4)
+    images = torch.rand(16, 3, 32, 32)
+    labels = torch.arange(16) % 4
+    data = (TensorDataset(images, labels), TensorDataset(images[:8], labels[:8]))
+    loaded = resolve_model("resnet18", weights=w, num_classes=4)
+    ref = torchvision.models.resnet18(num_classes=4)
+    ref.load_state_dict(torch.load(w, weights_only=True))
+    _same(loaded.model, ref, images[:2])
+    pruned = slimcv.prune("resnet18", data=data, weights=str(w), remove=0.3, out_dir=tmp_path / "p", **QUIET)
+    reloaded, spec = load_run_model(tmp_path / "p")
+    assert spec["name"] == "resnet18" and spec["num_classes"] == 4
+    _same(pruned.model, reloaded, images[:2])
+
+
+def test_torchvision_deeplabv3_mobilenet_with_a_weights_file(tmp_path, capsys):
+    import torchvision
+
+    torch.manual_seed(0)
+    w = _write_tv_weights(tmp_path, torchvision.models.segmentation.deeplabv3_mobilenet_v3_large, "dl",
+                          num_classes=3, weights_backbone=None, aux_loss=True)
+    loaded = resolve_model("deeplabv3_mobilenet_v3_large", weights=w, num_classes=3)  # aux head dropped
+    ref = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(num_classes=3, weights_backbone=None,
+                                                                       aux_loss=True)
+    ref.load_state_dict(torch.load(w, weights_only=True))
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.eval()(x), ref.eval()(x)["out"])
+    out = tmp_path / "dl.onnx"
+    rc = main(["export", "--model", "deeplabv3_mobilenet_v3_large", "--weights", str(w), "--num-classes", "3",
+               "--size", "64", "64", "-o", str(out)])
+    assert rc == 0 and out.is_file() and json.loads(Path(str(out) + ".json").read_text())["task"] == "segmentation"
+
+
+def test_an_onnx_file_exported_outside_slimcv_is_quantized_evaluated_and_benched(tmp_path, blobs):
+    torch.manual_seed(0)
+    net = UserSegNet(3, 8).eval()
+    path = tmp_path / "plain.onnx"
+    torch.onnx.export(net, (torch.rand(1, 3, 32, 32),), str(path), dynamo=False, input_names=["pixels"],
+                      dynamic_axes={"pixels": {0: "n"}})
+    r = slimcv.evaluate(str(path), blobs, quiet=True)
+    ref = slimcv.evaluate(net, blobs, quiet=True)
+    assert r.metrics["miou"] == pytest.approx(ref.metrics["miou"], abs=1e-3)
+    q = slimcv.quantize(str(path), data=blobs, out_dir=str(tmp_path / "q"), latency_runs=2, progress=False)
+    assert {m["name"] for m in q.models} >= {"fp32", "int8_minmax"}
+    assert all(m["metrics"]["miou"] >= 0 for m in q.models)
+    b = slimcv.bench([str(path), str(tmp_path / "q")], runs=2, warmup=1, memory=False, runtimes=["ort"])
+    assert len(b.models) >= 3 and all(m.runtimes for m in b.models)
+
+
+def test_a_model_folder_that_does_not_exist_is_named(tmp_path, blobs, capsys):
+    with pytest.raises(SlimcvError, match="does not exist"):
+        slimcv.prune(str(tmp_path / "nope"), data=blobs, remove=0.3, **QUIET)
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
