@@ -96,11 +96,13 @@ def recover_dir(final: str | Path) -> None:
 
 
 def check_owned(folder: str | Path, marker: str) -> None:
-    """Refuse to replace a non-empty folder that has no ``marker`` file: slimcv did not write it."""
+    """Refuse to replace a non-empty folder that has no ``marker`` file (nor a recipe stage's manifest):
+    slimcv did not write it."""
     folder = Path(folder)
     if folder.is_file():
         raise SlimcvError(f"{folder} is a file, not a folder; choose another output folder.")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / marker).is_file():
+    ours = (folder / marker).is_file() or (folder / "manifest.json").is_file()
+    if folder.is_dir() and any(folder.iterdir()) and not ours:
         raise SlimcvError(f"{folder} already holds files that slimcv did not write (no {marker}); move them away "
                           "or choose another output folder.")
 
