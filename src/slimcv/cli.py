@@ -284,7 +284,7 @@ def _distill_config(args: argparse.Namespace) -> dict[str, Any]:
         losses = []
         for item in args.loss:
             name, _, weight = item.partition(":")
-            spec: dict[str, Any] = {"name": name, "weight": float(weight) if weight else 1.0}
+            spec: dict[str, Any] = {"name": name, "weight": _weight(item, weight, "--loss")}
             if args.temperature is not None:
                 spec["temperature"] = args.temperature
             losses.append(spec)
@@ -294,11 +294,22 @@ def _distill_config(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def _weight(item: str, weight: str, flag: str) -> float:
+    if not weight:
+        return 1.0
+    try:
+        return float(weight)
+    except ValueError:
+        raise SlimcvError(f"{flag} {item}: the weight after ':' must be a number, e.g. {flag} kd:1.0.") from None
+
+
 def _size(size: Sequence[int] | None):
     if size is None:
         return None
     if len(size) not in (1, 2):
         raise SlimcvError(f"--size takes one or two numbers (H W), got {len(size)}.")
+    if any(n < 1 for n in size):
+        raise SlimcvError(f"--size {' '.join(map(str, size))}: sizes are positive pixel counts, e.g. --size 176 240.")
     return size[0] if len(size) == 1 else list(size)
 
 
@@ -306,15 +317,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from slimcv.engine.train import train
 
-        train(_train_config(args))
+        values = _train_config(args)
+        with _run_folder_lock(values, args):
+            train(values)
     elif args.command == "distill":
         from slimcv.distill.distill import distill
 
-        distill(_distill_config(args))
+        values = _distill_config(args)
+        with _run_folder_lock(values, args):
+            distill(values)
     elif args.command == "prune":
         from slimcv.prune.prune import prune
 
-        distill = [{"name": n, "weight": float(w) if w else 1.0, "temperature": args.temperature}
+        distill = [{"name": n, "weight": _weight(f"{n}:{w}", w, "--distill"), "temperature": args.temperature}
                    for n, _, w in (item.partition(":") for item in args.distill or [])]
         source, weights = _model_source(args)
         prune(source, _run_data(source, args.data), weights=weights, **{"remove": args.remove,
@@ -374,12 +389,26 @@ def _run(args: argparse.Namespace) -> int:
                measure="all" if args.remeasure else args.measure, images=args.images, predict=not args.no_predict,
                threads=args.threads, title=args.title)
     elif args.command == "check-data":
-        _check_data(args)
+        return 1 if _check_data(args) else 0
     elif args.command == "models":
         _list_models(args.task)
     elif args.command == "datasets":
         _list_datasets()
     return 0
+
+
+def _run_folder_lock(values: dict[str, Any], args: argparse.Namespace):
+    """The lock `slimcv run` takes, on the folder train/distill write; --resume needs a run to continue."""
+    from pathlib import Path
+
+    from slimcv.pipeline.runner import run_lock
+
+    out = Path(values.get("out_dir") or ("runs/distill" if args.command == "distill" else "runs/train"))
+    if values.get("resume") and not (out / "last.json").is_file():
+        raise SlimcvError(f"--resume: {out} holds no checkpoint to continue from (no last.json); drop --resume "
+                          "to start a new run there, or give the run's folder with --out-dir.")
+    out.mkdir(parents=True, exist_ok=True)
+    return run_lock(out)
 
 
 def _model_source(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -430,7 +459,8 @@ def _eval_data(args: argparse.Namespace, source: str):
     return DataConfig(spec=spec, size=_size(args.size), val_split=args.split)
 
 
-def _check_data(args: argparse.Namespace) -> None:
+def _check_data(args: argparse.Namespace) -> int:
+    """Print the scan; returns the number of problems found (the exit status is 1 when there are any)."""
     from dataclasses import asdict
 
     from slimcv._console import print_table
@@ -452,6 +482,7 @@ def _check_data(args: argparse.Namespace) -> None:
         print(f"  - {line}")
     if args.out:
         atomic_write_json(args.out, asdict(r))
+    return len(r.problems)
 
 
 def _list_models(task: str | None) -> None:
@@ -479,6 +510,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"slimcv: error: {e}", file=sys.stderr)
+        return 2
+    except PermissionError as e:
+        if args.debug:
+            raise
+        print(f"slimcv: error: cannot write or read {e.filename}: permission denied; choose a folder you can "
+              "write (--out-dir) or fix its permissions.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         again = "run the same command again" if args.command in ("run", "compress", "demo") else "run again with --resume"

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimcv.errors import SlimcvError
+
 from slimcv.engine.metrics import ConfusionMatrix, TopK
 
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
@@ -66,6 +68,10 @@ def autocast(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+class NonFiniteLoss(SlimcvError, FloatingPointError):
+    """The loss became NaN or infinite: a user-fixable setting (learning rate, clipping)."""
+
+
 def train_one_epoch(
     model: nn.Module,
     objective: Objective,
@@ -93,7 +99,8 @@ def train_one_epoch(
             terms = objective(model, images, targets)
         loss = terms["loss"]
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()}; lower the learning rate or enable clip_grad_norm")
+            raise NonFiniteLoss(f"The training loss became {loss.item()}; lower the learning rate (--lr) or set "
+                                "clip_grad_norm (--set clip_grad_norm=1.0).")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

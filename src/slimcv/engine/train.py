@@ -206,8 +206,11 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def _prepare_run_dir(run_dir: Path, cfg: TrainConfig):
     ckpt = last_checkpoint(run_dir)
     if ckpt is None:
-        if cfg.resume and D.is_main():
-            console.print(f"[yellow]No checkpoint in {run_dir}; starting from scratch.[/]")
+        if cfg.resume and _has_files(run_dir) and not (run_dir / "config.json").is_file():
+            raise SlimcvError(f"--resume: {run_dir} holds files but no slimcv run to continue (no config.json, no "
+                              "last.json); point --out-dir at the run to continue, or at a new folder.")
+        if cfg.resume and D.is_main() and _has_files(run_dir):
+            console.print(f"[yellow]{run_dir} died before its first checkpoint; starting it from scratch.[/]")
         return 0, [], {}, None
     if not cfg.resume:
         raise SlimcvError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out-dir.")
@@ -218,11 +221,16 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig):
     return epoch, history, state.get("best") or {}, ckpt
 
 
+def _has_files(run_dir: Path) -> bool:
+    return run_dir.is_dir() and any(p.name not in ("manifest.json", "tb") for p in run_dir.iterdir())
+
+
 def _check_same_config(run_dir: Path, cfg: TrainConfig) -> None:
-    path = run_dir / "config.json"
-    if not path.is_file():
+    from slimcv.artifact import read_run_config
+
+    old = read_run_config(run_dir)
+    if old is None:
         return
-    old = json.loads(path.read_text())
     new = json.loads(cfg.model_dump_json())
     ignore = {"resume", "progress", "out_dir", "epochs", "threads", "device"}
     diff = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))

@@ -1,0 +1,97 @@
+"""Bad input walks: every case exits 2 with one sentence naming the problem, no traceback, nothing deleted."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slimcv import deploy
+from slimcv.cli import main
+from slimcv.errors import SlimcvError
+
+TINY = ["--model", "unet", "--set", "model_kwargs.base_width=2", "--set", "model_kwargs.depth=2", "--data",
+        "synthetic-shapes", "--set", "data.options={size: 32, length: 16}", "--workers", "0", "-b", "8",
+        "--set", "progress=false", "--set", "tensorboard=false"]
+
+
+def _one_sentence_exit_2(argv, capsys, *needles):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and err.startswith("slimcv: error: ") and err.count("\n") == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    assert main(["train", *TINY, "--epochs", "1", "-o", str(tmp_path / "run")]) == 0
+    return tmp_path / "run"
+
+
+def test_bad_flags(tmp_path, capsys):
+    _one_sentence_exit_2(["train", *TINY, "--size", "0", "0", "-o", str(tmp_path / "a")], capsys, "--size 0 0")
+    _one_sentence_exit_2(["distill", *TINY, "--teacher", "unet", "--loss", "kd:abc", "-o", str(tmp_path / "b")],
+                         capsys, "kd:abc", "number")
+    _one_sentence_exit_2(["train", *TINY, "--resume", "-o", str(tmp_path / "fresh")], capsys, "no checkpoint")
+
+
+@pytest.mark.parametrize("command", ["eval", "prune", "quantize", "export"])
+def test_a_model_folder_that_does_not_exist_is_named(tmp_path, capsys, command):
+    _one_sentence_exit_2([command, str(tmp_path / "missing_run")], capsys, "missing_run", "does not exist")
+
+
+@pytest.mark.parametrize("damaged", ["model.json", "config.json"])
+def test_a_damaged_json_file_in_a_model_folder_is_named(run_folder, capsys, damaged):
+    (run_folder / damaged).write_text("{not json")
+    _one_sentence_exit_2(["eval", str(run_folder)], capsys, damaged, "damaged")
+
+
+def test_an_unwritable_output_folder(run_folder, tmp_path, capsys):
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permission bits
+            pytest.skip("running as root: permission bits are not enforced")
+        _one_sentence_exit_2(["train", *TINY, "--epochs", "1", "-o", str(locked / "run")], capsys, "permission")
+    finally:
+        os.chmod(locked, 0o700)
+
+
+def test_a_nan_loss_is_one_sentence(tmp_path, capsys):
+    err = _one_sentence_exit_2(["train", *TINY, "--epochs", "2", "--lr", "1e38", "--opt", "sgd", "-o",
+                                str(tmp_path / "nan")], capsys, "loss became")
+    assert "learning rate" in err
+
+
+def test_deploy_refuses_a_file_that_is_not_onnx(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not an onnx model")
+    (tmp_path / "model.onnx.json").write_text('{"task": "classification", "mean": [0, 0, 0], "std": [1, 1, 1]}')
+    with pytest.raises(SlimcvError, match="not an ONNX model"):
+        deploy.load(bad)
+
+
+def test_predictor_inputs(tmp_path):
+    import torch
+
+    from slimcv.export import export
+    from slimcv.models import create_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "m.onnx"
+    export(create_model("unet", 3, base_width=2, depth=2), path, "synthetic-shapes", check=False)
+    p = deploy.load(path)
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    as_float = u8.astype(np.float32) / 255
+    assert (p(u8).mask == p(as_float).mask).all()  # float [0, 1] is the same image, not a black one
+    with pytest.raises(SlimcvError, match=r"\[0, 1\]"):
+        p(as_float * 255)
+    with pytest.raises(SlimcvError, match="empty"):
+        p(np.zeros((0, 0, 3), np.uint8))
+    with pytest.raises(SlimcvError, match="uint8"):
+        p(u8.astype(np.int64))
