@@ -95,3 +95,13 @@ def test_predictor_inputs(tmp_path):
         p(np.zeros((0, 0, 3), np.uint8))
     with pytest.raises(SlimcvError, match="uint8"):
         p(u8.astype(np.int64))
+
+
+def test_an_empty_class_folder_is_named_and_refused(tmp_path, capsys):
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "tree" / cls).mkdir(parents=True)
+    for i in range(4):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / "tree" / "cat" / f"{i}.png")
+    _one_sentence_exit_2(["check-data", f"imagefolder:{tmp_path / 'tree'}"], capsys, "dog", "holds no images")

@@ -109,3 +109,17 @@ def test_shipped_recipes_validate(path):
     assert len(r.stages) >= 4
     types = [s.type for s in r.stages]
     assert types[0] == "train" and "distill" in types and "prune" in types and "report" in types
+
+
+def test_natural_short_forms_are_accepted_and_their_real_errors_shown(tiny):
+    from slimcv.pipeline.recipe import validate
+
+    short = dict(tiny, data="synthetic-shapes")
+    short["stages"] = [{"train": {"name": "teacher", "model": "teacher", "epochs": 1}},
+                       {"distill": {"teacher": "teacher", "model": "student", "epochz": 1, "data": "synthetic-shapes"}}]
+    with pytest.raises(SlimcvError) as e:
+        validate(short)
+    assert "epochz" in str(e.value) and "must be a mapping" not in str(e.value)
+    short["stages"][1]["distill"].pop("epochz")
+    rec = validate(short)
+    assert [s.type for s in rec.stages] == ["train", "distill"] and rec.config.data.spec == "synthetic-shapes"

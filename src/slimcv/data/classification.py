@@ -20,6 +20,9 @@ def _scan_classes(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     samples = []
     for idx, name in enumerate(classes):
         files = sorted((p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_EXTS), key=lambda p: p.name)
+        if not files:
+            raise SlimcvError(f"Class folder {root / name} holds no images ({', '.join(sorted(IMAGE_EXTS))}); add "
+                              "images to it or remove the folder: a class without images cannot be learned.")
         samples += [(p, idx) for p in files]
     return classes, samples
 

@@ -102,11 +102,37 @@ def load_recipe(recipe: str | Path | dict[str, Any] | Recipe, overrides: Sequenc
         source, values = "recipe", copy.deepcopy(recipe)
     else:
         source, values = str(recipe), read_yaml(recipe)
+    values = normalise_forms(values)
     for item in overrides:
         apply_override(values, item, source)
     if out_dir is not None:
         values["out_dir"] = str(out_dir)
     return validate(values, source)
+
+
+def normalise_forms(values: Any) -> Any:
+    """Accept the natural short forms: ``data: camvid:PATH`` for ``data: {spec: camvid:PATH}``, and a stage
+    written ``- distill: {epochs: 5}`` for ``- {type: distill, epochs: 5}``."""
+    from slimcv.pipeline.stages import STAGE_TYPES
+
+    if not isinstance(values, dict):
+        return values
+    values = dict(values)
+    if isinstance(values.get("data"), str):
+        values["data"] = {"spec": values["data"]}
+    stages = values.get("stages")
+    if isinstance(stages, list):
+        out = []
+        for stage in stages:
+            if isinstance(stage, dict) and len(stage) == 1:
+                (kind, body), = stage.items()
+                if kind in STAGE_TYPES and isinstance(body, dict) and "type" not in body:
+                    stage = {"type": kind, **body}
+            if isinstance(stage, dict) and isinstance(stage.get("data"), str):
+                stage = {**stage, "data": {"spec": stage["data"]}}
+            out.append(stage)
+        values["stages"] = out
+    return values
 
 
 def apply_override(values: dict[str, Any], item: str, source: str = "recipe") -> None:
@@ -139,6 +165,7 @@ def validate(values: dict[str, Any], source: str = "recipe") -> Recipe:
     """Check the whole recipe (keys, types, names, references) and build every stage's config."""
     from slimcv.pipeline.stages import STAGE_TYPES
 
+    values = normalise_forms(values)
     try:
         cfg = RecipeConfig.model_validate(values)
     except ValidationError as e:
