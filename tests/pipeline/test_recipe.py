@@ -123,3 +123,14 @@ def test_natural_short_forms_are_accepted_and_their_real_errors_shown(tiny):
     short["stages"][1]["distill"].pop("epochz")
     rec = validate(short)
     assert [s.type for s in rec.stages] == ["train", "distill"] and rec.config.data.spec == "synthetic-shapes"
+
+
+def test_a_dense_only_kd_loss_on_classification_is_caught_before_training():
+    from slimcv.pipeline.recipe import validate
+
+    rec = {"name": "c", "data": "synthetic-shapes",
+           "models": {"teacher": {"model": "resnet20"}, "student": {"model": "resnet8"}},
+           "stages": [{"name": "teacher", "type": "train", "model": "teacher"},
+                      {"name": "distill", "teacher": "teacher", "model": "student", "losses": [{"name": "cwd"}]}]}
+    with pytest.raises(SlimcvError, match="'cwd' compares pixel maps"):
+        validate(rec)

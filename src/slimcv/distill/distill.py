@@ -46,6 +46,13 @@ def distill(cfg: DistillConfig | dict[str, Any], data: DataBundle | None = None)
     cfg = build_config(DistillConfig, cfg, "distill config")
     data = data or load_data(cfg.data)
     check_task(cfg.model, data)
+    if data.task == "classification":
+        from slimcv.distill.losses import DENSE_ONLY
+
+        dense = [ls.name for ls in cfg.losses if ls.name in DENSE_ONLY]
+        if dense:
+            raise SlimcvError(f"Loss {dense[0]!r} compares pixel maps and works on segmentation only; use kd, dkd or "
+                              "dist for classification.")
     device = D.pick_device(cfg.device, cfg.threads)
     teacher, teacher_spec = load_teacher(cfg, data.num_classes)
     teacher.to(device).eval().requires_grad_(False)

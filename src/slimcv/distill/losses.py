@@ -33,6 +33,9 @@ def kd(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor | Non
     return {"loss": loss * t * t}
 
 
+DENSE_ONLY = frozenset({"cwd"})  # losses over (N, C, H, W) maps: segmentation only
+
+
 @KD_LOSSES.register("cwd")
 def cwd(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor | None = None, *,
         temperature: float = 4.0, ignore_index: int = 255) -> dict[str, torch.Tensor]:

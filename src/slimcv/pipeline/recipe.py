@@ -307,12 +307,22 @@ def _task_problems(cfg: RecipeConfig, specs: list[StageSpec]) -> list[str]:
     for name, entry in cfg.models.items():
         if entry.model is not None:
             try:
-                tasks[name] = model_task(entry.model)
+                task = model_task(entry.model)
             except SlimcvError:
                 continue
+            if task is not None:
+                tasks[name] = task
     wanted = cfg.task or (next(iter(tasks.values())) if tasks else None)
-    return [f"models.{n}: {cfg.models[n].model!r} is a {t} model but the recipe is for {wanted}; pick a model "
-            f"from `slimcv models --task {wanted}`" for n, t in tasks.items() if t != wanted]
+    out = [f"models.{n}: {cfg.models[n].model!r} is a {t} model but the recipe is for {wanted}; pick a model "
+           f"from `slimcv models --task {wanted}`" for n, t in tasks.items() if t != wanted]
+    if wanted == "classification":
+        from slimcv.distill.losses import DENSE_ONLY
+
+        for spec in specs:
+            losses = getattr(spec.config, "losses", None) or getattr(spec.config, "distill", None) or ()
+            out += [f"stages.{spec.name}: loss {ls.name!r} compares pixel maps and works on segmentation only; "
+                    "use kd, dkd or dist for classification" for ls in losses if ls.name in DENSE_ONLY]
+    return out
 
 
 def _pydantic_problems(e: ValidationError, schema: type[BaseModel], hidden: Sequence[str] = ()) -> list[str]:
