@@ -511,11 +511,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"slimcv: error: {e}", file=sys.stderr)
         return 2
-    except PermissionError as e:
-        if args.debug:
+    except OSError as e:
+        if args.debug or e.filename is None:
             raise
-        print(f"slimcv: error: cannot write or read {e.filename}: permission denied; choose a folder you can "
-              "write (--out-dir) or fix its permissions.", file=sys.stderr)
+        # a path the user gave cannot be written or read (permissions, a file where a folder should be, ...)
+        print(f"slimcv: error: cannot use {e.filename}: {(e.strerror or str(e)).lower()}; choose a path you can "
+              "write (--out-dir) or fix it.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         again = "run the same command again" if args.command in ("run", "compress", "demo") else "run again with --resume"
