@@ -121,7 +121,7 @@ def test_empty_camvid_list(make_camvid):
 def test_empty_imagefolder_class_folders(tmp_path):
     (tmp_path / "cat").mkdir()
     (tmp_path / "dog").mkdir()
-    with pytest.raises(SlimcvError, match="'imagefolder' is empty"):
+    with pytest.raises(SlimcvError, match="cat holds no images"):
         build_dataset(f"imagefolder:{tmp_path}")
 
 
