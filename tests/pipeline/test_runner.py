@@ -200,3 +200,10 @@ def test_a_folder_named_like_a_stage_that_slimcv_did_not_write_is_refused_not_de
         run(tiny)
     assert (user / "my_weights.pth").read_bytes() == b"precious"
     assert sorted(p.name for p in user.iterdir()) == ["my_weights.pth"]
+
+
+def test_dry_run_names_the_user_code_a_recipe_will_import(tiny, capsys):
+    tiny["models"]["student"] = {"model": "user_models:UserSegNet", "model_kwargs": {"width": 4}}
+    run(tiny, dry_run=True)
+    captured = capsys.readouterr()
+    assert "will import your code: user_models:UserSegNet" in captured.out + captured.err

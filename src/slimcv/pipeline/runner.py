@@ -301,9 +301,20 @@ def _dry_run(ctx: RunContext, stages: list[StageSpec]) -> RunResult:
         records.append(StageRecord(spec.name, spec.type, status, folder, (old or {}).get("metrics", {})))
     result = RunResult(ctx.root, records, ctx.recipe)
     print_run_summary(result, title=f"plan for {ctx.root}")
+    for code in _factories(ctx.recipe):
+        console.print(f"will import your code: {code}")
     if problems:
         raise SlimcvError(" ".join(problems))
     return result
+
+
+def _factories(rec: Recipe) -> list[str]:
+    """The package.module:factory models a recipe names: running it imports that code."""
+    from slimcv.artifact import is_factory
+
+    names = [e.model for e in rec.config.models.values() if e.model]
+    names += [s.params.get("model") for s in rec.stages if isinstance(s.params.get("model"), str)]
+    return sorted({n for n in names if n and is_factory(n)})
 
 
 def print_run_summary(result: RunResult, title: str | None = None) -> None:
