@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slimcv.artifact import is_model_folder, read_summary
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = "slimcv.chain/1"
 # result key -> recipe stage; the INT8 model comes from the quantize stage
@@ -70,7 +72,7 @@ def chain_recipe(path: Path, overrides: Sequence[str] = (), teacher: Path | None
     for item in overrides:
         apply_override(values, item, str(path))
     if teacher is not None:
-        if not (Path(teacher) / "model.json").is_file():
+        if not is_model_folder(teacher):
             raise SlimcvError(f"--teacher {teacher} is not a slimcv run folder (no model.json); give the folder a "
                               "`slimcv train` run wrote, e.g. runs/bench/camvid_teacher.")
         values["stages"] = [s for s in values["stages"] if s.get("name") != "teacher"]
@@ -179,10 +181,10 @@ def _per_class(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _run_entry(folder: Path, bench: dict[str, Any], key: str) -> dict[str, Any] | None:
-    summary_path = folder / "summary.json"
-    if not summary_path.is_file():
+    summary = read_summary(folder)
+    if summary is None:
         return None
-    metrics = json.loads(summary_path.read_text()).get("metrics", {})
+    metrics = summary.get("metrics", {})
     row = _bench_row(bench, folder)
     return {"source": _rel(folder), key: metrics.get(key), "per_class": _per_class(metrics),
             "params": (row or {}).get("params"), "macs": (row or {}).get("macs"),

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from slimcv.config import DataConfig
 from slimcv.data import load_data, spread
 from slimcv.distill.teacher_cache import CacheFormat, build_cache
-from slimcv.artifact import load_run_model
+from slimcv.artifact import load_run_model, run_data_config
 
 HERE = Path(__file__).parent
 FORMATS = {"uint8_half": CacheFormat(0.5, "uint8"), "uint8_full": CacheFormat(1.0, "uint8"),
@@ -55,7 +55,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     teacher, spec = load_run_model(args.teacher)
     teacher.eval()
-    data_cfg = DataConfig(**json.loads((Path(args.teacher) / "config.json").read_text())["data"])
+    data_cfg = DataConfig(**run_data_config(args.teacher))
     data = load_data(data_cfg)
     base = data.train.dataset if hasattr(data.train, "dataset") else data.train
     some = _Some(base, spread(args.images, len(base)))

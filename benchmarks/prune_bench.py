@@ -28,6 +28,7 @@ from slimcv.engine.loop import evaluate
 from slimcv.engine.train import make_eval_loader
 from slimcv.prune.prune import prune
 from slimcv.prune.unstructured import prune_unstructured
+from slimcv.artifact import metric_key, run_data_config
 
 HERE = Path(__file__).parent
 TEACHERS = {"cifar": "runs/bench/cifar10_teacher", "camvid": "runs/bench/camvid_teacher"}
@@ -65,9 +66,9 @@ def main() -> None:
     out = Path(args.out or HERE / "results" / f"prune_{args.task}.json")
     results = json.loads(out.read_text()) if out.is_file() else {}
     results.update(teacher=teacher, finetune_epochs=epochs, threads=torch.get_num_threads())
-    data_cfg = DataConfig(**json.loads((Path(teacher) / "config.json").read_text())["data"])
+    data_cfg = DataConfig(**run_data_config(teacher))
     data = load_data(data_cfg)
-    key = "miou" if data.task == "segmentation" else "top1"
+    key = metric_key(data.task)
 
     def save() -> None:
         out.write_text(json.dumps(results, indent=2, default=float) + "\n")

@@ -25,6 +25,7 @@ from torch.utils.data import Subset
 import slimcv
 from slimcv.data import load_data
 from slimcv.deploy.runtime import cpu_features
+from slimcv.artifact import run_data_config
 
 HERE = Path(__file__).parent
 MODELS = {
@@ -70,7 +71,7 @@ def main() -> None:
 def run_model(name: str, args) -> dict:
     """slimcv.quantize on one trained run; a compact summary beside the full quantize.json records."""
     run = Path(MODELS[name])
-    data = json.loads((run / "config.json").read_text())["data"]
+    data = run_data_config(run)
     qat_epochs = args.qat_epochs if args.qat_epochs is not None else (1 if args.quick else 2)
     bundle = load_data(data)
     if args.quick:  # QAT fine-tunes on this many training images, spread over the split (CIFAR is sorted by class)

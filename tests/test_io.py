@@ -1,5 +1,4 @@
 """Atomic folder replacement: a kill at any step leaves the old or the new folder whole, never neither."""
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -18,8 +18,6 @@ ONNX files are resolved by the stages that can run them (:func:`is_onnx`).
 """
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +27,9 @@ from torch import nn
 
 from slimcv._io import atomic_write_json
 from slimcv.errors import SlimcvError
+from slimcv.models.factory import is_factory
 
-MODEL_JSON = "model.json"
+MODEL_JSON, CONFIG_JSON, SUMMARY_JSON = "model.json", "config.json", "summary.json"
 WEIGHT_FILES = ("best.safetensors", "model.safetensors")
 
 
@@ -81,7 +80,7 @@ def read_model_spec(folder: str | Path) -> dict[str, Any]:
 
 def read_run_config(folder: str | Path) -> dict[str, Any] | None:
     """The settings a train-like stage saved in ``config.json``; None when the folder has none."""
-    return read_json(Path(folder) / "config.json")
+    return read_json(Path(folder) / CONFIG_JSON)
 
 
 def run_data_config(folder: str | Path) -> dict[str, Any] | None:
@@ -93,10 +92,29 @@ def run_data_config(folder: str | Path) -> dict[str, Any] | None:
     return (prune.get("config") or {}).get("data")
 
 
+def read_summary(folder: str | Path) -> dict[str, Any] | None:
+    """``summary.json``: {"metrics": the last evaluation, "best": {...}, ...}, or None."""
+    return read_json(Path(folder) / SUMMARY_JSON)
+
+
 def read_metrics(folder: str | Path) -> dict[str, Any]:
     """The last evaluation a stage recorded for the model in ``folder`` ({} when none)."""
-    summary = read_json(Path(folder) / "summary.json") or {}
-    return summary.get("metrics") or {}
+    return (read_summary(folder) or {}).get("metrics") or {}
+
+
+def write_run_config(folder: str | Path, config: dict[str, Any]) -> Path:
+    """``config.json``: the settings a train-like stage ran with (what ``--resume`` compares)."""
+    return atomic_write_json(Path(folder) / CONFIG_JSON, config)
+
+
+def write_model_spec(folder: str | Path, spec: dict[str, Any]) -> Path:
+    """``model.json``: the architecture reference :func:`load_run_model` rebuilds."""
+    return atomic_write_json(Path(folder) / MODEL_JSON, spec)
+
+
+def write_summary(folder: str | Path, summary: dict[str, Any]) -> Path:
+    """``summary.json``: {"metrics": ..., ...} of the folder's model."""
+    return atomic_write_json(Path(folder) / SUMMARY_JSON, summary)
 
 
 def find_weights(folder: str | Path) -> Path:
@@ -120,9 +138,26 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
 
     model = create_model(spec["name"], spec["num_classes"], **spec.get("kwargs", {}))
     if spec.get("pruning_history"):
-        from slimcv.prune.structured import apply_pruning_history
-
         apply_pruning_history(model, spec["pruning_history"], tuple(spec["input_shape"]))
+    return model
+
+
+def apply_pruning_history(model: nn.Module, history: list, input_shape: tuple[int, ...]) -> nn.Module:
+    """Replay a saved pruning history (Torch-Pruning's) on a freshly built model so pruned weights fit it."""
+    import torch
+
+    try:
+        import torch_pruning as tp
+    except ImportError as e:  # a declared dependency; this only guards broken installs
+        raise SlimcvError("Pruned models need torch-pruning to rebuild: pip install torch-pruning.") from e
+    model.eval()
+    with torch.enable_grad():
+        graph = tp.DependencyGraph().build_dependency(model, torch.zeros(input_shape))
+    try:
+        graph.load_pruning_history(history)
+    except (KeyError, IndexError, AttributeError) as e:
+        raise SlimcvError(f"The pruning history does not fit this architecture ({e}); "
+                          "rebuild with the same model name and options it was pruned from.") from e
     return model
 
 
@@ -241,56 +276,11 @@ def save_model(model: nn.Module, folder: str | Path, spec: dict[str, Any], *,
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / MODEL_JSON, spec)
+    write_model_spec(folder, spec)
     save_weights(model, folder / weights_name)
     if metrics is not None:
-        atomic_write_json(folder / "summary.json", {"metrics": metrics})
+        write_summary(folder, {"metrics": metrics})
     return folder
-
-
-def is_factory(name: str) -> bool:
-    """True for ``package.module:attr`` (an import path), not for ``timm:NAME`` / ``smp:ARCH:ENCODER``."""
-    module, sep, attr = name.partition(":")
-    return bool(sep) and module not in ("timm", "smp") and bool(attr) and all(
-        part.isidentifier() for part in module.split(".")) and all(p.isidentifier() for p in attr.split("."))
-
-
-def import_factory(name: str):
-    """The callable ``package.module:attr`` names (imports that module: user code, by explicit opt-in)."""
-    module_name, _, attr = name.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as e:
-        raise SlimcvError(f"Unknown model {name!r}: it is no registered name (see `slimcv models`), and as a "
-                          f"factory package.module:function its module {module_name!r} cannot be imported ({e}); "
-                          "make that module importable (install it, or add its folder to PYTHONPATH).") from e
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise SlimcvError(f"Module {module_name!r} has no {attr!r} for model {name!r}; check the name after ':'.")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise SlimcvError(f"{name} is not callable; point --model at a class or a function that returns a module.")
-    return obj
-
-
-def build_factory(name: str, num_classes: int | None, **kwargs: Any) -> nn.Module:
-    """Call a user's factory; ``num_classes`` is passed when its signature takes it."""
-    fn = import_factory(name)
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if num_classes is not None and ("num_classes" in params or any(
-            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())) and "num_classes" not in kwargs:
-        kwargs["num_classes"] = num_classes
-    try:
-        model = fn(**kwargs)
-    except TypeError as e:
-        raise SlimcvError(f"Calling {name}({', '.join(kwargs)}) failed ({e}); pass its arguments as model_kwargs "
-                          "(--set model_kwargs.NAME=VALUE).") from e
-    if not isinstance(model, nn.Module):
-        raise SlimcvError(f"{name} returned a {type(model).__name__}, not a torch.nn.Module.")
-    return model
 
 
 def guess_task(model: nn.Module) -> str:

@@ -106,8 +106,9 @@ def _forget_loading() -> None:
 
 
 def _is_pruned_run(source: str) -> bool:
-    spec = Path(source) / "model.json"
-    return spec.is_file() and bool(json.loads(spec.read_text()).get("pruning_history"))
+    from slimcv.artifact import is_model_folder, read_model_spec
+
+    return is_model_folder(source) and bool(read_model_spec(source).get("pruning_history"))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from torch import nn
 
 from slimcv.bench.macs import count_macs, count_params
 from slimcv.bench.size import file_bytes, onnx_summary, state_dict_bytes
+from slimcv.artifact import is_model_folder, read_json, read_run_config
 from slimcv.errors import SlimcvError
 
 
@@ -59,7 +59,7 @@ def _resolve(src: Any, input_size, num_classes) -> list[Candidate]:
     path = Path(str(src))
     if path.is_dir() and (path / "quantize.json").is_file():
         return _quantize_folder(path, input_size)
-    if path.is_dir() or (path.suffix == ".safetensors" and (path.parent / "model.json").is_file()):
+    if path.is_dir() or (path.suffix == ".safetensors" and is_model_folder(path.parent)):
         return [_run_folder(path if path.is_dir() else path.parent, input_size)]
     if path.suffix == ".onnx":
         if not path.is_file():
@@ -90,7 +90,7 @@ def run_input_shape(path: Path, spec: dict[str, Any]) -> tuple[int, ...]:
     """The (C, H, W) a run folder's model was evaluated at: its model.json, config.json, comparison.json or data."""
     if spec.get("input_shape"):
         return tuple(spec["input_shape"][1:])
-    cfg = read_json(path / "config.json") or {}
+    cfg = read_run_config(path) or {}
     data = cfg.get("data") or (read_json(path / "prune.json") or {}).get("config", {}).get("data") or {}
     size = data.get("eval_size") or data.get("size")
     if size is not None:
@@ -153,7 +153,7 @@ def _sidecar_size(sidecar: dict[str, Any]) -> tuple[int, int] | None:
             v = sidecar[key]
             return (v, v) if isinstance(v, int) else tuple(v)
     source = Path(str(sidecar.get("source", "")))
-    if source.is_dir() and (source / "model.json").is_file():
+    if is_model_folder(source):
         from slimcv.artifact import read_model_spec
 
         try:
@@ -171,7 +171,7 @@ def _quantize_folder(path: Path, input_size) -> list[Candidate]:
         raise SlimcvError(f"{path / 'quantize.json'} lists no models; run `slimcv quantize` again.")
     params = macs = None
     source = Path(str(info.get("source", "")))
-    if source.is_dir() and (source / "model.json").is_file():
+    if is_model_folder(source):
         c = _run_folder(source, input_size)
         params, macs, input_size = c.params, c.macs, input_size or c.input_shape[1:]
     out = []
@@ -183,13 +183,3 @@ def _quantize_folder(path: Path, input_size) -> list[Candidate]:
         raise SlimcvError(f"None of the ONNX files listed in {path / 'quantize.json'} exist; "
                           "run `slimcv quantize` again.")
     return out
-
-
-def read_json(path: Path) -> Any:
-    """Parsed JSON, None when the file is absent; a damaged file raises a SlimcvError naming it."""
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise SlimcvError(f"{path} is not valid JSON ({e}); regenerate it or remove it.") from e

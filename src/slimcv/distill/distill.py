@@ -17,6 +17,7 @@ from slimcv.data import DataBundle, load_data
 from slimcv.engine import distributed as D
 from slimcv.engine.loop import SupervisedLoss, evaluate, match_size
 from slimcv.engine.train import TrainResult, check_task, class_weights, fit, make_eval_loader, seed_everything
+from slimcv.artifact import metric_key
 from slimcv.errors import SlimcvError
 from slimcv.distill.features import FeatureDistiller
 from slimcv.distill.losses import KD_LOSSES
@@ -176,7 +177,7 @@ def compare_models(models: dict[str, nn.Module], data: DataBundle, cfg, device) 
     for name, model in models.items():
         m = evaluate(model, loader, device, task=data.task, num_classes=data.num_classes,
                      ignore_index=data.info.ignore_index, class_names=data.info.class_names)
-        key = "miou" if data.task == "segmentation" else "top1"
+        key = metric_key(data.task)
         rows.append({"model": name, key: m[key], "params": count_params(model),
                      "macs": count_macs(model, (1, *image.shape)), "input": list(image.shape),
                      "per_class": m.get("per_class_iou", m.get("per_class_acc"))})
@@ -184,7 +185,7 @@ def compare_models(models: dict[str, nn.Module], data: DataBundle, cfg, device) 
 
 
 def print_comparison(rows: list[dict[str, Any]], task: str) -> None:
-    key = "miou" if task == "segmentation" else "top1"
+    key = metric_key(task)
     base = rows[0]
     table = [(r["model"], r[key], r[key] - base[key], r["params"] / 1e6, r["macs"] / 1e9,
               base["macs"] / max(r["macs"], 1)) for r in rows]

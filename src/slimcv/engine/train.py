@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from slimcv._console import console, print_table, progress_bar
 from slimcv._io import atomic_write_json, atomic_write_safetensors, read_jsonl
+from slimcv.artifact import metric_key, read_run_config, write_model_spec, write_run_config, write_summary
 from slimcv.config import TrainConfig, build_config
 from slimcv.data import DataBundle, load_data, make_loader
 from slimcv.engine import distributed as D
@@ -112,7 +113,7 @@ def fit(
     writer = _tensorboard(run_dir, cfg)
     ev = dict(task=data.task, num_classes=data.num_classes, ignore_index=data.info.ignore_index,
               class_names=data.info.class_names, amp=cfg.amp, channels_last=cfg.channels_last)
-    metric_name = cfg.metric or ("miou" if data.task == "segmentation" else "top1")
+    metric_name = cfg.metric or metric_key(data.task)
     metrics: dict[str, Any] = history[-1].get("val", {}) if history else {}
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -143,7 +144,7 @@ def fit(
         D.barrier()
     result = TrainResult(run_dir=run_dir, metrics=metrics, best=best, history=history, model=model)
     if D.is_main():
-        atomic_write_json(run_dir / "summary.json", {"metrics": metrics, "best": best, "epochs": cfg.epochs})
+        write_summary(run_dir, {"metrics": metrics, "best": best, "epochs": cfg.epochs})
         print_summary(result, data)
     if writer is not None:
         writer.close()
@@ -206,7 +207,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def _prepare_run_dir(run_dir: Path, cfg: TrainConfig):
     ckpt = last_checkpoint(run_dir)
     if ckpt is None:
-        if cfg.resume and _has_files(run_dir) and not (run_dir / "config.json").is_file():
+        if cfg.resume and _has_files(run_dir) and read_run_config(run_dir) is None:
             raise SlimcvError(f"--resume: {run_dir} holds files but no slimcv run to continue (no config.json, no "
                               "last.json); point --out-dir at the run to continue, or at a new folder.")
         if cfg.resume and D.is_main() and _has_files(run_dir):
@@ -226,8 +227,6 @@ def _has_files(run_dir: Path) -> bool:
 
 
 def _check_same_config(run_dir: Path, cfg: TrainConfig) -> None:
-    from slimcv.artifact import read_run_config
-
     old = read_run_config(run_dir)
     if old is None:
         return
@@ -260,9 +259,9 @@ def _objective_state(objective) -> dict:
 
 
 def _write_run_files(run_dir: Path, cfg: TrainConfig, spec: dict | None) -> None:
-    atomic_write_json(run_dir / "config.json", json.loads(cfg.model_dump_json()))
+    write_run_config(run_dir, json.loads(cfg.model_dump_json()))
     if spec is not None:
-        atomic_write_json(run_dir / "model.json", spec)
+        write_model_spec(run_dir, spec)
 
 
 def _append_jsonl(path: Path, record: dict) -> None:

@@ -12,6 +12,7 @@ from slimcv.models import tv as _tv  # noqa: F401
 from slimcv.models import unet as _unet  # noqa: F401
 from slimcv.models._registry import MODELS
 from slimcv.models.external import build_external, external_task
+from slimcv.models.factory import build_factory, is_factory
 from slimcv.models.weights import load_weights, read_state_dict, save_weights
 
 __all__ = ["create_model", "list_models", "model_task", "load_weights", "read_state_dict", "save_weights", "MODELS"]
@@ -21,13 +22,6 @@ EXTERNAL_PREFIXES = ("timm:", "smp:")
 def list_models(task: str | None = None) -> list[str]:
     """Registered model names, optionally only those of one task."""
     return [n for n in MODELS.names() if task is None or MODELS.meta(n)["task"] == task]
-
-
-def is_factory(name: str) -> bool:
-    """True for ``package.module:factory``: a user's own builder, imported by that path when the model is built."""
-    from slimcv.artifact import is_factory as _is_factory
-
-    return _is_factory(name)
 
 
 def check_model_name(name: str) -> None:
@@ -51,8 +45,6 @@ def create_model(name: str, num_classes: int, weights: str | Path | None = None,
     if name.startswith(EXTERNAL_PREFIXES):
         model = build_external(name, num_classes, **kwargs)
     elif is_factory(name):
-        from slimcv.artifact import build_factory
-
         model = build_factory(name, num_classes, **kwargs)
     else:
         builder = MODELS.get(name)
@@ -62,6 +54,6 @@ def create_model(name: str, num_classes: int, weights: str | Path | None = None,
             raise SlimcvError(f"Bad options for model {name!r}: {e}.") from e
     if weights is not None:
         load_weights(model, weights)
-    from slimcv.artifact import tag
-
-    return tag(model, {"name": name, "num_classes": num_classes, "kwargs": dict(kwargs)})
+    # how to rebuild it: stages given this object later can save it as a reloadable folder
+    object.__setattr__(model, "_slimcv_spec", {"name": name, "num_classes": num_classes, "kwargs": dict(kwargs)})
+    return model

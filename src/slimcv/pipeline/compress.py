@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from slimcv._console import console, print_table
+from slimcv.artifact import is_model_folder, read_summary, run_data_config
 from slimcv.errors import SlimcvError
 from slimcv.pipeline.recipe import validate
 from slimcv.pipeline.runner import RunResult, run
@@ -125,16 +126,15 @@ def _source(model: str, data: str | None, teacher_epochs: int | None):
     """Models, data and first stages: a trained run is used as is; a model name is trained first."""
     path = Path(model)
     if path.is_file():
-        if not (path.parent / "model.json").is_file():
+        if not is_model_folder(path.parent):
             raise SlimcvError(f"{model} is a bare weights file: give its run folder (with model.json), or a recipe "
                               "with models: {original: {model: ARCH, weights: FILE}} for `slimcv run`.")
         path = path.parent  # a checkpoint inside a run folder: the run
     if path.is_dir():
-        config = path / "config.json"
         if data is None:
-            if not config.is_file():
-                raise SlimcvError(f"Give --data: {model} has no config.json to read its data settings from.")
-            data_cfg = json.loads(config.read_text())["data"]
+            data_cfg = run_data_config(path)
+            if data_cfg is None:
+                raise SlimcvError(f"Give --data: {model} records no data settings to read.")
         else:
             data_cfg = {"spec": data}
         return {"original": {"run": str(path)}}, data_cfg, [], "original"
@@ -221,8 +221,7 @@ def _source_macs(record, result: RunResult, rows: list[dict[str, Any]]) -> int |
 
 def _metric(record, model: dict[str, Any], result: RunResult) -> float | None:
     if record is None:  # the original trained run
-        summary = Path(result.recipe.config.models["original"].run) / "summary.json"
-        best = json.loads(summary.read_text()).get("best", {}) if summary.is_file() else {}
+        best = (read_summary(result.recipe.config.models["original"].run) or {}).get("best", {})
         return best.get("value")
     if record.type == "quantize":
         info = json.loads((record.folder / "quantize.json").read_text())

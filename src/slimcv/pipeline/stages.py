@@ -92,10 +92,6 @@ def _resume(folder: Path) -> bool:
     return (folder / "last.json").is_file()
 
 
-def _key_metric(task: str) -> str:
-    return "miou" if task == "segmentation" else "top1"
-
-
 # ---------------------------------------------------------------- train
 
 def _build_train(spec: StageSpec, r: Resolver) -> TrainConfig:
@@ -249,7 +245,9 @@ def _run_quantize(spec: StageSpec, ctx) -> StageOutput:
     from slimcv.quantize.quantize import quantize
 
     result = quantize(spec.config, ctx.data(spec))  # replaces its folder atomically when done
-    key = _key_metric(ctx.data(spec).task)
+    from slimcv.artifact import metric_key
+
+    key = metric_key(ctx.data(spec).task)
     files = sorted({m["path"] for m in result.models if str(m["path"]).endswith(".onnx")})
     chosen = next((m for m in result.models if m["name"] == result.recommendation["name"]), None)
     metrics = {"recommended": result.recommendation["name"], "why": result.recommendation["why"],

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -21,7 +20,8 @@ from slimcv.bench.macs import count_macs, count_params
 from slimcv.config import PruneConfig, TrainConfig, build_config
 from slimcv.data import DataBundle, make_loader
 from slimcv.engine import distributed as D
-from slimcv.artifact import check_rebuildable, load_inputs, metric_key, read_run_config, source_label, tag
+from slimcv.artifact import (check_rebuildable, load_inputs, metric_key, read_run_config, source_label, tag,
+                             write_run_config, write_summary)
 from slimcv.engine.loop import SupervisedLoss, evaluate, match_size
 from slimcv.engine.train import class_weights, fit, make_eval_loader
 from slimcv.prune import sensitivity as S
@@ -135,8 +135,8 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
     metrics = after["metrics"]
     before.pop("metrics")
     # the same files a train run has, so eval, report and later stages read a pruned folder like any run
-    atomic_write_json(out / "config.json", tcfg.model_dump(mode="json"))
-    atomic_write_json(out / "summary.json", {"metrics": metrics, "stage": "prune"})
+    write_run_config(out, tcfg.model_dump(mode="json"))
+    write_summary(out, {"metrics": metrics, "stage": "prune"})
     atomic_write_json(out / "prune.json", {"before": before, "after": {k: v for k, v in after.items()
                                                                        if k != "metrics"}, "steps": steps,
                                            **extra, "config": cfg.model_dump(mode="json")})

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
+from slimcv.artifact import apply_pruning_history, save_model  # noqa: F401  (apply_pruning_history: re-export)
 from slimcv.bench.macs import count_macs, count_params
 from slimcv.errors import SlimcvError, close_matches
 from slimcv.registry import Registry
@@ -284,20 +285,6 @@ def prune_structured(
     return PruneResult(pruner.pruning_history(), params0, count_params(model), macs0, count_macs(model, shape))
 
 
-def apply_pruning_history(model: nn.Module, history: list, input_shape: tuple[int, ...]) -> nn.Module:
-    """Replay a saved pruning history on a freshly built model so pruned weights fit it."""
-    tp = _tp()
-    model.eval()
-    with torch.enable_grad():
-        graph = tp.DependencyGraph().build_dependency(model, torch.zeros(input_shape))
-    try:
-        graph.load_pruning_history(history)
-    except (KeyError, IndexError, AttributeError) as e:
-        raise SlimcvError(f"The pruning history does not fit this architecture ({e}); "
-                          "rebuild with the same model name and options it was pruned from.") from e
-    return model
-
-
 def describe(result: PruneResult) -> dict[str, Any]:
     return {"params_before": result.params_before, "params_after": result.params_after,
             "macs_before": result.macs_before, "macs_after": result.macs_after,
@@ -311,13 +298,5 @@ def pruned_spec(spec: dict[str, Any], history: list, input_shape: Sequence[int])
 
 def save_pruned(model: nn.Module, spec: dict[str, Any], result: PruneResult, input_shape: tuple[int, ...],
                 out_dir) -> None:
-    """Write a run folder (model.json with the pruning history, model.safetensors) that load_run_model reads."""
-    from pathlib import Path
-
-    from slimcv._io import atomic_write_json
-    from slimcv.models import save_weights
-
-    out = Path(out_dir)
-    atomic_write_json(out / "model.json", {**pruned_spec(spec, result.history, input_shape),
-                                           "pruning": describe(result)})
-    save_weights(model, out / "model.safetensors")
+    """Write a model folder (model.json with the pruning history, model.safetensors) that load_run_model reads."""
+    save_model(model, out_dir, {**pruned_spec(spec, result.history, input_shape), "pruning": describe(result)})

@@ -23,7 +23,7 @@ from slimcv._console import console, print_table
 from slimcv._io import atomic_dir, atomic_write_json
 from slimcv.bench.latency import eager_runner, time_interleaved
 from slimcv.config import DataConfig, OptimConfig, ScheduleConfig, TrainConfig, _Config, build_config
-from slimcv.artifact import check_exists, is_onnx, load_inputs, metric_key, read_json, source_label
+from slimcv.artifact import check_exists, is_onnx, load_inputs, metric_key, read_json, read_run_config, source_label
 from slimcv.errors import SlimcvError
 from slimcv.data import DataBundle, as_bundle, build_dataset
 from slimcv.deploy.chooser import Candidate, choose_runtime
@@ -232,12 +232,9 @@ def _qat(net: nn.Module, spec: dict, data: DataBundle, cfg: QuantizeConfig, tmp:
 
 def _source_objective(source: str) -> dict[str, Any]:
     """class_weights and label_smoothing from the source run's config.json (none for a bare model name)."""
-    import json
-
-    path = Path(source) / "config.json"
-    if not path.is_file():
+    run = read_run_config(source)
+    if run is None:
         return {}
-    run = json.loads(path.read_text())
     return {k: run[k] for k in ("class_weights", "label_smoothing") if run.get(k) is not None}
 
 

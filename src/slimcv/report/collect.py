@@ -13,13 +13,12 @@ What each folder may hold (everything optional except what identifies the stage)
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from slimcv._io import read_jsonl
-from slimcv.bench.sources import read_json
+from slimcv.artifact import MODEL_JSON, is_model_folder, read_json, read_run_config, read_summary
 from slimcv.errors import SlimcvError
 
 METRIC_KEYS = ("miou", "top1")
@@ -84,7 +83,7 @@ def collect(paths: list[str | Path], *, count: bool = True) -> list[Entry]:
             entries.extend(_quantize(path, count))
         elif (path / "prune.json").is_file():
             entries.append(_prune(path, count))
-        elif (path / "config.json").is_file() or (path / "model.json").is_file():
+        elif read_run_config(path) is not None or is_model_folder(path):
             entries.append(_train(path, count))
         else:
             raise SlimcvError(f"{path} holds no config.json, prune.json or quantize.json; is it a slimcv run folder?")
@@ -119,8 +118,8 @@ def source_key(path: Any) -> str:
 
 
 def _train(path: Path, count: bool) -> Entry:
-    cfg = read_json(path / "config.json")
-    spec = read_json(path / "model.json") or {}
+    cfg = read_run_config(path)
+    spec = read_json(path / MODEL_JSON) or {}
     kind = "distill" if isinstance(cfg, dict) and "teacher" in cfg else "train"
     curves = read_jsonl(path / "metrics.jsonl")
     e = Entry(name=path.name, kind=kind, path=path, task=spec.get("task"), config=cfg, curves=curves,
@@ -138,10 +137,10 @@ def _prune(path: Path, count: bool) -> Entry:
     info = read_json(path / "prune.json") or {}
     after = info.get("after") or {}
     pcfg = info.get("config") or {}
-    spec = read_json(path / "model.json") or {}
+    spec = read_json(path / MODEL_JSON) or {}
     curves = read_jsonl(path / "metrics.jsonl") or _step_curves(path)
     e = Entry(name=path.name, kind="prune", path=path, task=spec.get("task"), curves=curves,
-              config=read_json(path / "config.json") or pcfg, data=pcfg.get("data"),
+              config=read_run_config(path) or pcfg, data=pcfg.get("data"),
               model_path=path if spec else None)
     e.metrics = _summary_metrics(path, curves) or {k: after[k] for k in METRIC_KEYS if k in after}
     e.params, e.macs, e.file_bytes = after.get("params"), after.get("macs"), None
@@ -162,13 +161,13 @@ def _quantize(path: Path, count: bool) -> list[Entry]:
         raise SlimcvError(f"{path / 'quantize.json'} lists no models; run `slimcv quantize` again.")
     source = Path(str(info.get("source", "")))
     counts: dict[str, Any] = {}
-    if count and source.is_dir() and (source / "model.json").is_file():
+    if count and is_model_folder(source):
         counts = _count_run(source)
     command = _recorded_command(path, info)
     out = []
     for m in models:
         model = _listed_path(path, str(m.get("path", "")))
-        loadable = (model.suffix == ".onnx" and model.is_file()) or (model / "model.json").is_file()
+        loadable = (model.suffix == ".onnx" and model.is_file()) or is_model_folder(model)
         e = Entry(name=f"{path.name}:{m['name']}", kind="quantize", path=path, task=info.get("task"),
                   metrics=dict(m.get("metrics") or {}), file_bytes=m.get("file_bytes"), config=info.get("config"),
                   data=info.get("data"), model_path=model if loadable else None, command=command,
@@ -206,7 +205,7 @@ def _runtime_name(m: dict[str, Any]) -> str:
 
 
 def _summary_metrics(path: Path, curves: list[dict[str, Any]]) -> dict[str, Any]:
-    summary = read_json(path / "summary.json")
+    summary = read_summary(path)
     if isinstance(summary, dict) and summary.get("metrics"):
         return dict(summary["metrics"])
     evaluated = [r["val"] for r in curves if isinstance(r.get("val"), dict)]

@@ -1,0 +1,56 @@
+"""A user's own model builder named by import path, ``package.module:factory`` (an explicit opt-in: it runs
+that module's code)."""
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from torch import nn
+
+from slimcv.errors import SlimcvError
+
+
+def is_factory(name: str) -> bool:
+    """True for ``package.module:attr`` (an import path), not for ``timm:NAME`` / ``smp:ARCH:ENCODER``."""
+    module, sep, attr = name.partition(":")
+    return bool(sep) and module not in ("timm", "smp") and bool(attr) and all(
+        part.isidentifier() for part in module.split(".")) and all(p.isidentifier() for p in attr.split("."))
+
+
+def import_factory(name: str):
+    """The callable ``package.module:attr`` names (imports that module: user code, by explicit opt-in)."""
+    module_name, _, attr = name.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise SlimcvError(f"Unknown model {name!r}: it is no registered name (see `slimcv models`), and as a "
+                          f"factory package.module:function its module {module_name!r} cannot be imported ({e}); "
+                          "make that module importable (install it, or add its folder to PYTHONPATH).") from e
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise SlimcvError(f"Module {module_name!r} has no {attr!r} for model {name!r}; check the name after ':'.")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise SlimcvError(f"{name} is not callable; point --model at a class or a function that returns a module.")
+    return obj
+
+
+def build_factory(name: str, num_classes: int | None, **kwargs: Any) -> nn.Module:
+    """Call a user's factory; ``num_classes`` is passed when its signature takes it."""
+    fn = import_factory(name)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if num_classes is not None and ("num_classes" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())) and "num_classes" not in kwargs:
+        kwargs["num_classes"] = num_classes
+    try:
+        model = fn(**kwargs)
+    except TypeError as e:
+        raise SlimcvError(f"Calling {name}({', '.join(kwargs)}) failed ({e}); pass its arguments as model_kwargs "
+                          "(--set model_kwargs.NAME=VALUE).") from e
+    if not isinstance(model, nn.Module):
+        raise SlimcvError(f"{name} returned a {type(model).__name__}, not a torch.nn.Module.")
+    return model
