@@ -148,3 +148,23 @@ def test_a_model_folder_that_does_not_exist_is_named(tmp_path, blobs, capsys):
         slimcv.prune(str(tmp_path / "nope"), data=blobs, remove=0.3, **QUIET)
     assert main(["eval", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_and_distill_take_modules_and_a_teacher_object(tmp_path, blobs):
+    torch.manual_seed(0)
+    teacher = slimcv.train(UserSegNet(3, 8), data=blobs, epochs=2, out_dir=tmp_path / "t", progress=False,
+                           tensorboard=False, optim={"lr": 0.01})
+    reloaded, spec = load_run_model(tmp_path / "t", which="last")  # the final weights (best may be earlier)
+    _same(teacher.model, reloaded, blobs[1][0][0][None])
+    student = UserSegNet(3, 4)
+    r = slimcv.distill(student, teacher=teacher.model, data=blobs, epochs=1, progress=False,
+                       losses=[{"name": "kd", "temperature": 1.0}])
+    assert r.train.model is student and {row["model"] for row in r.comparison} == {"teacher", "student"}
+    with pytest.raises(SlimcvError, match="pass the constructor's arguments as model_kwargs"):
+        slimcv.distill(UserSegNet(3, 4), teacher=str(tmp_path / "t"), data=blobs, epochs=1, out_dir=tmp_path / "s")
+    by_folder = slimcv.distill(UserSegNet(3, 4), teacher=str(tmp_path / "t"), data=blobs, epochs=1, progress=False,
+                               out_dir=tmp_path / "s", model_kwargs={"width": 4})
+    assert load_run_model(tmp_path / "s")[1]["teacher"]["source"] == str(tmp_path / "t")
+    assert by_folder.train.run_dir == tmp_path / "s"
+    with pytest.raises(SlimcvError, match="has no weights"):
+        slimcv.distill(UserSegNet(3, 4), teacher="unet", data=blobs, epochs=1)

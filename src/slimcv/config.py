@@ -192,7 +192,7 @@ class DistillConfig(TrainConfig):
     alpha: float = Field(1.0, ge=0, description="weight of the cross-entropy on hard labels")
     losses: tuple[LossSpec, ...] = (LossSpec(name="kd"),)
     cache: CacheConfig = Field(default_factory=CacheConfig)
-    out_dir: str = "runs/distill"
+    out_dir: str | None = Field("runs/distill", description="where the student's run is saved (None: not saved)")
 
 
 class PruneConfig(_Config):

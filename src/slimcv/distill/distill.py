@@ -1,6 +1,7 @@
 """The ``distill`` stage: train a student on hard labels plus a teacher's soft outputs (online or cached)."""
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,16 +14,16 @@ from slimcv._console import print_table
 from slimcv._io import atomic_write_json
 from slimcv.bench.macs import count_macs, count_params
 from slimcv.config import DistillConfig, LossSpec, build_config
-from slimcv.data import DataBundle, load_data
+from slimcv.data import DataBundle, as_bundle
 from slimcv.engine import distributed as D
 from slimcv.engine.loop import SupervisedLoss, evaluate, match_size
 from slimcv.engine.train import TrainResult, check_task, class_weights, fit, make_eval_loader, seed_everything
-from slimcv.artifact import metric_key
+from slimcv.artifact import check_rebuildable, metric_key, module_spec, resolve_model, source_label
 from slimcv.errors import SlimcvError
 from slimcv.distill.features import FeatureDistiller
 from slimcv.distill.losses import KD_LOSSES
 from slimcv.distill.teacher_cache import CacheFormat, CachedTeacherDataset, build_cache, soft_to_logits
-from slimcv.models import create_model
+from slimcv.models import create_model, load_weights
 
 
 @dataclass
@@ -42,11 +43,45 @@ class DistillResult:
         return self.train.run_dir
 
 
-def distill(cfg: DistillConfig | dict[str, Any], data: DataBundle | None = None) -> DistillResult:
-    """Train ``cfg.model`` (student) from ``cfg.teacher`` with CE * alpha + the weighted KD losses."""
-    cfg = build_config(DistillConfig, cfg, "distill config")
-    data = data or load_data(cfg.data)
-    check_task(cfg.model, data)
+def distill(source: Any, data: Any = None, *, teacher: Any = None, weights: str | None = None,
+            teacher_weights: str | None = None, **options: Any) -> DistillResult:
+    """Train a student from a teacher with CE * alpha + the weighted KD losses.
+
+    ``source`` is a DistillConfig (or its dict), or the student itself: an ``nn.Module`` (trained in place), a
+    model name or ``package.module:factory``. ``teacher`` is a module, a model folder, or a name / factory with
+    ``teacher_weights``; ``options`` are DistillConfig fields, e.g.
+    ``distill(small_net, teacher=big_net, data=(train_ds, val_ds), epochs=30, mode="online")``."""
+    if isinstance(source, (DistillConfig, dict)):
+        cfg = build_config(DistillConfig, source, "distill config")
+        student_src = cfg.model
+        teacher_src = teacher if teacher is not None else cfg.teacher
+        data = data if data is not None else cfg.data
+    else:
+        if teacher is None:
+            raise SlimcvError("distill needs a teacher: distill(student, teacher=TEACHER, data=...).")
+        values = {"teacher": source_label(teacher) if not isinstance(teacher, str) else teacher,
+                  "out_dir": None, **options}
+        if isinstance(source, str):
+            values["model"] = source
+        cfg = build_config(DistillConfig, values, "distill options")
+        student_src, teacher_src = source, teacher
+        if data is None:
+            data = cfg.data if "data" in options else None
+    if cfg.out_dir is None:
+        with tempfile.TemporaryDirectory(prefix="slimcv-distill-") as tmp:
+            result = _distill(cfg.model_copy(update={"out_dir": tmp, "tensorboard": False}), student_src,
+                              teacher_src, data, weights, teacher_weights, keep=False)
+        return result
+    return _distill(cfg, student_src, teacher_src, data, weights, teacher_weights, keep=True)
+
+
+def _distill(cfg: DistillConfig, student_src: Any, teacher_src: Any, data: Any, weights: str | None,
+             teacher_weights: str | None, keep: bool) -> DistillResult:
+    if isinstance(student_src, nn.Module):
+        data = as_bundle(data, model=student_src)
+    else:
+        data = as_bundle(data)
+        check_task(str(student_src), data)
     if data.task == "classification":
         from slimcv.distill.losses import DENSE_ONLY
 
@@ -54,19 +89,32 @@ def distill(cfg: DistillConfig | dict[str, Any], data: DataBundle | None = None)
         if dense:
             raise SlimcvError(f"Loss {dense[0]!r} compares pixel maps and works on segmentation only; use kd, dkd or "
                               "dist for classification.")
+    if cfg.mode == "offline" and data.config.spec.startswith("python:"):
+        raise SlimcvError("Offline distillation caches the teacher's maps per file of a dataset spec; with your own "
+                          "Dataset use mode='online'.")
     device = D.pick_device(cfg.device, cfg.threads)
-    teacher, teacher_spec = load_teacher(cfg, data.num_classes)
+    teacher, teacher_spec = load_teacher(cfg, data.num_classes, teacher_src, teacher_weights)
     teacher.to(device).eval().requires_grad_(False)
     seed_everything(cfg.seed, cfg.deterministic)
-    student = create_model(cfg.model, data.num_classes, weights=cfg.weights, **cfg.model_kwargs)
+    if isinstance(student_src, nn.Module):
+        student = student_src
+        if weights is not None:
+            load_weights(student, weights)
+        student_spec = module_spec(student, data.num_classes, data.task, cfg.model_kwargs)
+        if keep:
+            check_rebuildable(student, student_spec)
+    else:
+        student = create_model(cfg.model, data.num_classes, weights=weights or cfg.weights, **cfg.model_kwargs)
+        student_spec = {"name": cfg.model, "num_classes": data.num_classes, "kwargs": dict(cfg.model_kwargs)}
     cache_path = None
     if cfg.mode == "offline":
         data, cache_path = with_teacher_cache(teacher, data, cfg, device)
     features = _features(cfg, student, teacher, data)
     objective = DistillObjective(None if cfg.mode == "offline" else teacher, cfg.losses, cfg.alpha,
                                  data.info.ignore_index, class_weights(cfg, data), features)
-    spec = {"name": cfg.model, "num_classes": data.num_classes, "kwargs": dict(cfg.model_kwargs), "task": data.task,
-            "teacher": teacher_spec}
+    spec = {**student_spec, "task": data.task, "teacher": teacher_spec}
+    if isinstance(student_src, nn.Module):
+        cfg = cfg.model_copy(update={"model": spec["name"]})  # labels config.json; the module is what trains
     result = fit(student, data, cfg, objective, model_spec=spec)
     if features is not None:
         features.remove()
@@ -118,21 +166,24 @@ class DistillObjective(nn.Module):
         return {"loss": total, **{k: v.detach() for k, v in terms.items()}}
 
 
-def load_teacher(cfg: DistillConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
-    """The teacher from a run folder, or from a model name plus ``teacher_weights``."""
-    from slimcv.artifact import load_run_model
-
-    if Path(cfg.teacher).is_dir():
-        model, spec = load_run_model(cfg.teacher)
-        if spec["num_classes"] != num_classes:
-            raise SlimcvError(f"Teacher {cfg.teacher} predicts {spec['num_classes']} classes but the data has "
-                              f"{num_classes}; use a teacher trained on this dataset.")
-        return model, {**spec, "source": str(cfg.teacher)}
-    if cfg.teacher_weights is None:
-        raise SlimcvError(f"Teacher {cfg.teacher!r} has no weights: pass a teacher run folder, or teacher_weights "
+def load_teacher(cfg: DistillConfig, num_classes: int, source: Any = None,
+                 weights: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The teacher: a module, a model folder, or a model name / factory with its weights file."""
+    source = cfg.teacher if source is None else source
+    weights = weights or cfg.teacher_weights
+    if isinstance(source, (str, Path)) and not Path(source).is_dir() and weights is None and not str(
+            source).endswith((".safetensors", ".pt", ".pth", ".bin")):
+        if Path(source).suffix or "/" in str(source):
+            raise SlimcvError(f"Teacher {source} does not exist; give the teacher's model folder, or a model name "
+                              "with --teacher-weights FILE.")
+        raise SlimcvError(f"Teacher {source!r} has no weights: pass a teacher model folder, or teacher_weights "
                           "with a local weights file (an untrained teacher teaches nothing).")
-    model = create_model(cfg.teacher, num_classes, weights=cfg.teacher_weights, **cfg.teacher_kwargs)
-    return model, {"name": cfg.teacher, "kwargs": dict(cfg.teacher_kwargs), "source": cfg.teacher_weights}
+    loaded = resolve_model(source, weights=weights, num_classes=num_classes, kwargs=cfg.teacher_kwargs)
+    if loaded.spec.get("num_classes") not in (None, num_classes):
+        raise SlimcvError(f"Teacher {source_label(source)} predicts {loaded.spec['num_classes']} classes but the data "
+                          f"has {num_classes}; use a teacher trained on this dataset.")
+    origin = str(loaded.folder or weights or source_label(source))
+    return loaded.model, {**loaded.spec, "source": origin}
 
 
 def with_teacher_cache(teacher: nn.Module, data: DataBundle, cfg: DistillConfig, device) -> tuple[DataBundle, Path]:

@@ -17,7 +17,7 @@ from slimcv._console import console, print_table, progress_bar
 from slimcv._io import atomic_write_json, atomic_write_safetensors, read_jsonl
 from slimcv.artifact import metric_key, read_run_config, write_model_spec, write_run_config, write_summary
 from slimcv.config import TrainConfig, build_config
-from slimcv.data import DataBundle, load_data, make_loader
+from slimcv.data import DataBundle, make_loader
 from slimcv.engine import distributed as D
 from slimcv.engine.checkpoint import last_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state, unwrap
 from slimcv.engine.loop import Objective, SupervisedLoss, evaluate, train_one_epoch
@@ -37,21 +37,42 @@ class TrainResult:
     model: nn.Module | None = field(default=None, repr=False)
 
 
-def train(cfg: TrainConfig | dict[str, Any], data: DataBundle | None = None) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.data`` with cross-entropy; resumable, DDP-aware."""
-    cfg = build_config(TrainConfig, cfg, "train config")
-    data = data or load_data(cfg.data)
-    check_task(cfg.model, data)
-    kwargs = dict(cfg.model_kwargs)
-    seed_everything(cfg.seed, cfg.deterministic)  # the initial weights depend on the seed alone
-    model = create_model(cfg.model, data.num_classes, weights=cfg.weights, **kwargs)
-    spec = {"name": cfg.model, "num_classes": data.num_classes, "kwargs": kwargs, "task": data.task}
+def train(source: Any, data: Any = None, *, weights: str | None = None, **options: Any) -> TrainResult:
+    """Train with cross-entropy; resumable, DDP-aware.
+
+    ``source`` is a TrainConfig (or its dict), or the model: an ``nn.Module`` (trained in place), a model name or
+    ``package.module:factory``; ``options`` are TrainConfig fields, e.g.
+    ``train(net, data=(train_ds, val_ds), epochs=20, out_dir="runs/mine")``."""
+    from slimcv.artifact import check_rebuildable, module_spec
+    from slimcv.data import as_bundle
+
+    if isinstance(source, (TrainConfig, dict)):
+        cfg = build_config(TrainConfig, source, "train config")
+        data = as_bundle(data if data is not None else cfg.data)
+        check_task(cfg.model, data)
+        kwargs = dict(cfg.model_kwargs)
+        seed_everything(cfg.seed, cfg.deterministic)  # the initial weights depend on the seed alone
+        model = create_model(cfg.model, data.num_classes, weights=weights or cfg.weights, **kwargs)
+        spec = {"name": cfg.model, "num_classes": data.num_classes, "kwargs": kwargs, "task": data.task}
+    elif isinstance(source, nn.Module):
+        cfg = build_config(TrainConfig, options, "train options")
+        data = as_bundle(data if data is not None else cfg.data, model=source)
+        model = source
+        if weights is not None:
+            from slimcv.models import load_weights
+
+            load_weights(model, weights)
+        spec = module_spec(model, data.num_classes, data.task, cfg.model_kwargs)
+        check_rebuildable(model, spec)
+        cfg = cfg.model_copy(update={"model": spec["name"], "model_kwargs": spec.get("kwargs", {})})
+    else:
+        return train({**options, "model": str(source)}, data, weights=weights)
     objective = SupervisedLoss(data.info.ignore_index, class_weights(cfg, data), cfg.label_smoothing)
     return fit(model, data, cfg, objective, model_spec=spec)
 
 
 def check_task(model_name: str, data: DataBundle) -> None:
-    task = model_task(model_name)
+    task = model_task(model_name) if isinstance(model_name, str) else None
     if task is not None and task != data.task:
         raise SlimcvError(
             f"Model {model_name!r} is a {task} model but dataset {data.config.spec!r} is for {data.task}; "

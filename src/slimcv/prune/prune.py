@@ -53,6 +53,7 @@ def prune(source: Any, data: Any = None, *, weights: str | None = None, **option
     name or ``package.module:factory`` with ``weights``; ``options`` are PruneConfig fields, e.g.
     ``prune(net, data=(train_ds, val_ds), remove=0.5, finetune_epochs=10)``. Without ``out_dir`` nothing is
     kept on disk."""
+    model_kwargs = options.pop("model_kwargs", None)  # how to rebuild a user's module, when it takes arguments
     if isinstance(source, (PruneConfig, dict)):
         cfg, model_source = build_config(PruneConfig, source, "prune config"), None
     else:
@@ -60,18 +61,20 @@ def prune(source: Any, data: Any = None, *, weights: str | None = None, **option
         model_source = source
     if cfg.out_dir is None:
         with tempfile.TemporaryDirectory(prefix="slimcv-prune-") as tmp:
-            result = _prune(cfg.model_copy(update={"out_dir": tmp}), model_source, data, weights, keep=False)
+            result = _prune(cfg.model_copy(update={"out_dir": tmp}), model_source, data, weights, keep=False,
+                            model_kwargs=model_kwargs)
         result.out_dir = None
         return result
-    return _prune(cfg, model_source, data, weights, keep=True)
+    return _prune(cfg, model_source, data, weights, keep=True, model_kwargs=model_kwargs)
 
 
-def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, keep: bool) -> PruneStageResult:
+def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, keep: bool,
+           model_kwargs: dict | None = None) -> PruneStageResult:
     if model_source is None:
         model_source = cfg.source
         if data is None and ("data" in cfg.model_fields_set or not Path(cfg.source).is_dir()):
             data = cfg.data
-    loaded, data = load_inputs(model_source, data, weights=weights)
+    loaded, data = load_inputs(model_source, data, weights=weights, kwargs=model_kwargs)
     model, spec = loaded.model, loaded.spec
     if keep:
         check_rebuildable(model, spec)
