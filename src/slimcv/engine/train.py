@@ -71,6 +71,15 @@ def train(source: Any, data: Any = None, *, weights: str | None = None, **option
     return fit(model, data, cfg, objective, model_spec=spec)
 
 
+def finetune_config(spec: dict[str, Any], data_config: Any, out_dir: str | Path, **settings: Any) -> TrainConfig:
+    """The TrainConfig that fine-tunes the model ``spec`` describes (prune's fine-tuning, QAT, finetune): the one
+    place such a config is built. ``settings`` are TrainConfig fields (epochs, optim, schedule, ...)."""
+    values = {"data": data_config, "out_dir": str(out_dir), "resume": True, **settings}
+    # the model at hand is what trains; its name and options only label config.json
+    return build_config(TrainConfig, values, "fine-tuning settings").model_copy(
+        update={"model": spec["name"], "model_kwargs": dict(spec.get("kwargs", {}))})
+
+
 def check_task(model_name: str, data: DataBundle) -> None:
     task = model_task(model_name) if isinstance(model_name, str) else None
     if task is not None and task != data.task:

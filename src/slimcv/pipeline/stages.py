@@ -207,15 +207,14 @@ def finetune(cfg: FinetuneConfig, data=None):
     from slimcv.engine import distributed as D
     from slimcv.artifact import load_run_model
     from slimcv.engine.loop import SupervisedLoss
-    from slimcv.engine.train import fit
+    from slimcv.engine.train import finetune_config, fit
 
     data = data or load_data(cfg.data)
     model, spec = load_run_model(cfg.source)
-    tcfg = TrainConfig(model=spec["name"], model_kwargs=spec.get("kwargs", {}), data=cfg.data, epochs=cfg.epochs,
-                       optim=cfg.optim, schedule=cfg.schedule, clip_grad_norm=cfg.clip_grad_norm,
-                       label_smoothing=cfg.label_smoothing, seed=cfg.seed, device=cfg.device,
-                       eval_every=cfg.eval_every, progress=cfg.progress, tensorboard=cfg.tensorboard,
-                       out_dir=cfg.out_dir, resume=cfg.resume)
+    tcfg = finetune_config(spec, cfg.data, cfg.out_dir, resume=cfg.resume, epochs=cfg.epochs, optim=cfg.optim,
+                           schedule=cfg.schedule, clip_grad_norm=cfg.clip_grad_norm,
+                           label_smoothing=cfg.label_smoothing, seed=cfg.seed, device=cfg.device,
+                           eval_every=cfg.eval_every, progress=cfg.progress, tensorboard=cfg.tensorboard)
     if cfg.teacher is not None:
         teacher, _ = load_teacher(cfg, data.num_classes)
         teacher.to(D.pick_device(cfg.device)).eval().requires_grad_(False)

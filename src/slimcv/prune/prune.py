@@ -17,13 +17,13 @@ from slimcv._console import print_table
 from slimcv._io import atomic_write_json
 from slimcv.bench.latency import eager_runner, time_interleaved
 from slimcv.bench.macs import count_macs, count_params
-from slimcv.config import PruneConfig, TrainConfig, build_config
+from slimcv.config import PruneConfig, build_config
 from slimcv.data import DataBundle, make_loader
 from slimcv.engine import distributed as D
 from slimcv.artifact import (check_rebuildable, load_inputs, metric_key, read_run_config, source_label, tag,
                              write_run_config, write_summary)
 from slimcv.engine.loop import SupervisedLoss, evaluate, match_size
-from slimcv.engine.train import class_weights, fit, make_eval_loader
+from slimcv.engine.train import class_weights, finetune_config, fit, make_eval_loader
 from slimcv.prune import sensitivity as S
 from slimcv.prune.schedule import _Meter, prune_to_target, ratio_for
 from slimcv.prune.soft import remove_soft_pruned, soft_prune_step, zeroed_filters
@@ -87,11 +87,9 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
     out = Path(cfg.out_dir)
     key = metric_key(data.task)
     # fine-tuning is a fit of the model at hand; the model name only labels its config.json
-    tcfg = TrainConfig(data=data.config, epochs=max(cfg.finetune_epochs, 1), optim=cfg.optim,
-                       schedule=cfg.schedule, class_weights=_source_class_weights(cfg, loaded.folder),
-                       device=cfg.device, seed=cfg.seed, out_dir=str(out), progress=cfg.progress, resume=True,
-                       tensorboard=keep).model_copy(update={"model": spec["name"],
-                                                            "model_kwargs": spec.get("kwargs", {})})
+    tcfg = finetune_config(spec, data.config, out, epochs=max(cfg.finetune_epochs, 1), optim=cfg.optim,
+                           schedule=cfg.schedule, class_weights=_source_class_weights(cfg, loaded.folder),
+                           device=cfg.device, seed=cfg.seed, progress=cfg.progress, tensorboard=keep)
     objective = _objective(cfg, original, data, device, class_weights(tcfg, data))
     model.to("cpu")
     common = dict(num_classes=spec["num_classes"], global_pruning=cfg.global_pruning,

@@ -22,14 +22,14 @@ from torch.utils.data import Subset
 from slimcv._console import console, print_table
 from slimcv._io import atomic_dir, atomic_write_json
 from slimcv.bench.latency import eager_runner, time_interleaved
-from slimcv.config import DataConfig, OptimConfig, ScheduleConfig, TrainConfig, _Config, build_config
+from slimcv.config import DataConfig, OptimConfig, ScheduleConfig, _Config, build_config
 from slimcv.artifact import check_exists, is_onnx, load_inputs, metric_key, read_json, read_run_config, source_label
 from slimcv.errors import SlimcvError
 from slimcv.data import DataBundle, as_bundle, build_dataset
 from slimcv.deploy.chooser import Candidate, choose_runtime
 from slimcv.deploy.runtime import DeployedModule, cpu_features, deployed_runner, openvino_available
 from slimcv.engine.loop import SupervisedLoss, evaluate
-from slimcv.engine.train import class_weights, fit, make_eval_loader
+from slimcv.engine.train import class_weights, finetune_config, fit, make_eval_loader
 from slimcv.export.onnx import ExportConfig, export_module, sample_batches, sidecar_meta, write_sidecar
 from slimcv.quantize.calibration import ImageCalibrationReader
 from slimcv.quantize.dynamic import dynamic_applicability, quantize_dyn
@@ -220,10 +220,9 @@ def _qat(net: nn.Module, spec: dict, data: DataBundle, cfg: QuantizeConfig, tmp:
     probe = Subset(data.train, range(0, len(data.train), max(1, len(data.train) // n))[:n])  # spread: sorted sets
     qdata = dataclasses.replace(data, val=probe)
     same = _source_objective(cfg.source) if Path(cfg.source).is_dir() else {}  # the loss the model was trained with (class weights, smoothing)
-    tcfg = TrainConfig(data=data.config, epochs=cfg.qat_epochs, optim=cfg.qat_optim,
-                       schedule=ScheduleConfig(name="cosine"), device="cpu", seed=cfg.seed,
-                       out_dir=str(tmp / "qat_run"), progress=cfg.progress, tensorboard=False, keep_checkpoints=1,
-                       **same).model_copy(update={"model": spec["name"], "model_kwargs": spec.get("kwargs", {})})
+    tcfg = finetune_config(spec, data.config, tmp / "qat_run", resume=False, epochs=cfg.qat_epochs,
+                           optim=cfg.qat_optim, schedule=ScheduleConfig(name="cosine"), device="cpu", seed=cfg.seed,
+                           progress=cfg.progress, tensorboard=False, keep_checkpoints=1, **same)
     objective = SupervisedLoss(data.info.ignore_index, class_weights(tcfg, data), tcfg.label_smoothing)
     result = fit(qmodel, qdata, tcfg, objective, model_spec={**spec, "qat": True})
     return export_qat(result.model, example, tmp / "model_int8_qat.onnx", opset=cfg.opset,
