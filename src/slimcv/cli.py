@@ -163,7 +163,9 @@ def _pipeline_commands(add) -> None:
 
     cp = add("compress", "Make a model N times faster or smaller: prune toward the target while distilling from the "
              "original, quantize when it helps here, report.")
-    cp.add_argument("--model", required=True, help="trained run folder, or a model name to train first on --data")
+    cp.add_argument("--model", required=True, help="trained model folder, a model name or package.module:factory "
+                    "with --weights, or a bare name to train first on --data")
+    cp.add_argument("--weights", help="local weights file of a trained --model NAME")
     cp.add_argument("--data", help="dataset spec (default: the run folder's own data settings)")
     target = cp.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-speedup", type=float, metavar="N", help="N times lower latency (MACs as the guide)")
@@ -351,7 +353,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "compress":
         from slimcv.pipeline.compress import compress
 
-        compress(args.model, args.data, target_speedup=args.target_speedup, target_size=args.target_size,
+        compress(args.model, args.data, weights=args.weights, target_speedup=args.target_speedup, target_size=args.target_size,
                  target_macs=args.target_macs, max_drop=args.max_drop, epochs=args.epochs,
                  teacher_epochs=args.teacher_epochs, out_dir=args.out_dir, overrides=args.set, dry_run=args.dry_run)
     elif args.command == "demo":

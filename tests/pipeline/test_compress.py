@@ -75,3 +75,18 @@ def test_compress_end_to_end_reports_the_measured_outcome(trained, tmp_path):
     assert o["target"] == 2 and o["achieved"] >= 1.8 and o["within_budget"]
     assert {r["stage"] for r in o["rows"]} >= {"original", "prune", "quantize"}
     assert Path(result.run.report).is_file()
+
+
+def test_a_trained_module_or_name_with_weights_is_saved_as_the_source_folder(trained, tmp_path):
+    from slimcv.artifact import load_run_model, read_summary
+    from slimcv.pipeline.compress import _import_source
+
+    net, spec = load_run_model(trained)
+    plan = compress(net, "synthetic-shapes", target_macs=2, out_dir=tmp_path / "c", dry_run=True)
+    assert plan.plan["remove"] == 0.5 and not (tmp_path / "c" / "source").exists()  # a dry run writes nothing
+    folder = _import_source(net, None, "synthetic-shapes", tmp_path / "src", dry_run=False)
+    again, _ = load_run_model(folder)
+    assert sum(p.numel() for p in again.parameters()) == sum(p.numel() for p in net.parameters())
+    assert read_summary(folder)["best"]["metric"] == "miou"
+    with pytest.raises(SlimcvError, match="needs --data"):
+        compress(net, None, target_macs=2, out_dir=tmp_path / "d")

@@ -42,15 +42,21 @@ class CompressResult:
     outcome: dict[str, Any] = field(default_factory=dict)
 
 
-def compress(model: str, data: str | None = None, *, target_speedup: float | None = None,
-             target_size: float | None = None, target_macs: float | None = None, max_drop: float = 1.0,
-             epochs: int | None = None, teacher_epochs: int | None = None, out_dir: str | Path = "runs/compress",
-             overrides: Sequence[str] = (), dry_run: bool = False) -> CompressResult:
-    """Prune ``model`` (run folder, or a name trained first on ``data``) toward one target, distilling from the
-    original, quantize when it pays off here, and report the measured outcome."""
+def compress(model: Any, data: str | None = None, *, weights: str | None = None,
+             target_speedup: float | None = None, target_size: float | None = None, target_macs: float | None = None,
+             max_drop: float = 1.0, epochs: int | None = None, teacher_epochs: int | None = None,
+             out_dir: str | Path = "runs/compress", overrides: Sequence[str] = (), dry_run: bool = False
+             ) -> CompressResult:
+    """Prune ``model`` toward one target, distilling from the original, quantize when it pays off here, and report
+    the measured outcome. ``model`` is a model folder, an ``nn.Module``, a name or ``package.module:factory`` with
+    ``weights`` (a trained model: saved as the run's ``source`` folder first), or a bare name, trained first."""
+    task = None
+    if _is_trained_object(model, weights):
+        task = _given_task(model)
+        model = str(_import_source(model, weights, data, Path(out_dir) / "source", dry_run))
     recipe, plan = compress_recipe(model, data, target_speedup=target_speedup, target_size=target_size,
                                    target_macs=target_macs, max_drop=max_drop, epochs=epochs,
-                                   teacher_epochs=teacher_epochs, out_dir=out_dir)
+                                   teacher_epochs=teacher_epochs, out_dir=out_dir, imported=task)
     rec = validate(recipe, "compress recipe")
     _print_plan(plan)
     if dry_run:
@@ -67,13 +73,18 @@ def compress(model: str, data: str | None = None, *, target_speedup: float | Non
 def compress_recipe(model: str, data: str | None, *, target_speedup: float | None = None,
                     target_size: float | None = None, target_macs: float | None = None, max_drop: float = 1.0,
                     epochs: int | None = None, teacher_epochs: int | None = None,
-                    out_dir: str | Path = "runs/compress") -> tuple[dict[str, Any], dict[str, Any]]:
-    """The recipe ``compress`` runs, and the plan behind it (target, what is removed, why)."""
+                    out_dir: str | Path = "runs/compress", imported: str | None = None
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The recipe ``compress`` runs, and the plan behind it (target, what is removed, why). ``imported``: the task
+    of a given trained model saved (or, in a dry run, to be saved) as the folder ``model``."""
     plan = _plan(target_speedup, target_size, target_macs, max_drop)
-    models, data_cfg, stages, original = _source(model, data, teacher_epochs)
+    if imported:
+        models, data_cfg, stages, original = {"original": {"run": str(model)}}, {"spec": data}, [], "original"
+    else:
+        models, data_cfg, stages, original = _source(model, data, teacher_epochs)
     from slimcv.pipeline.stages import STAGE_TYPES
 
-    task = _task(model, data_cfg)
+    task = imported or _task(model, data_cfg)
     last = original
     if plan["remove"] > 0:
         steps = max(1, math.ceil(plan["remove"] / MAX_STEP - 1e-9))
@@ -122,6 +133,54 @@ def _plan(speedup: float | None, size: float | None, macs: float | None, max_dro
             "max_drop": max_drop}
 
 
+def _is_trained_object(model: Any, weights: str | None) -> bool:
+    from torch import nn
+
+    return isinstance(model, nn.Module) or weights is not None
+
+
+def _given_task(model: Any) -> str:
+    from torch import nn
+
+    from slimcv.artifact import guess_task
+    from slimcv.models import model_task
+
+    if isinstance(model, nn.Module):
+        return guess_task(model)
+    task = model_task(str(model))
+    if task is None:
+        from slimcv.models import create_model
+
+        task = guess_task(create_model(str(model), 2))
+    return task
+
+
+def _import_source(model: Any, weights: str | None, data: str | None, folder: Path, dry_run: bool) -> Path:
+    """Save a user's trained model (module, or name / factory + weights) as a model folder the recipe starts from,
+    with its validation metric, so the outcome compares against it."""
+    from slimcv.artifact import check_rebuildable, load_inputs, metric_key, save_model
+    from slimcv.engine.evaluation import evaluate_model
+
+    if data is None:
+        raise SlimcvError("compress needs --data SPEC to fine-tune and score a model given with --weights or as a "
+                          "module.")
+    if dry_run:
+        return folder
+    from slimcv._io import check_owned
+
+    check_owned(folder, "model.json")
+    loaded, bundle = load_inputs(model, {"spec": data}, weights=weights)
+    check_rebuildable(loaded.model, loaded.spec)
+    metrics = evaluate_model(loaded.model, bundle, quiet=True).metrics
+    key = metric_key(bundle.task)
+    save_model(loaded.model, folder, loaded.spec, metrics=metrics)
+    from slimcv.artifact import write_summary
+
+    write_summary(folder, {"metrics": metrics, "best": {"metric": key, "value": metrics[key]}, "stage": "source"})
+    console.print(f"compress: saved the given model as {folder} ({key} {metrics[key]:.2f})")
+    return folder
+
+
 def _source(model: str, data: str | None, teacher_epochs: int | None):
     """Models, data and first stages: a trained run is used as is; a model name is trained first."""
     path = Path(model)
@@ -150,7 +209,7 @@ def _source(model: str, data: str | None, teacher_epochs: int | None):
 def _task(model: str, data_cfg: dict[str, Any]) -> str | None:
     path = Path(model)
     path = path.parent if path.is_file() else path
-    if path.is_dir():
+    if is_model_folder(path):
         from slimcv.artifact import read_model_spec
 
         return read_model_spec(path).get("task")
