@@ -168,3 +168,18 @@ def test_train_and_distill_take_modules_and_a_teacher_object(tmp_path, blobs):
     assert by_folder.train.run_dir == tmp_path / "s"
     with pytest.raises(SlimcvError, match="has no weights"):
         slimcv.distill(UserSegNet(3, 4), teacher="unet", data=blobs, epochs=1)
+
+
+def test_bench_measures_a_name_with_a_weights_file_from_the_cli(tmp_path, capsys):
+    import torchvision
+
+    w = _write_tv_weights(tmp_path, torchvision.models.resnet18, "r18", num_classes=4)
+    out = tmp_path / "b.json"
+    rc = main(["bench", "--model", "resnet18", "--weights", str(w), "--num-classes", "4", "--input-size", "32", "32",
+               "--runs", "2", "--warmup", "1", "--batch-sizes", "1", "--runtimes", "eager", "--no-memory",
+               "-o", str(out)])
+    assert rc == 0
+    row = json.loads(out.read_text())["models"][0]
+    assert row["name"] == "resnet18" and row["params"] == sum(p.numel() for p in torchvision.models.resnet18(
+        num_classes=4).parameters())
+    assert main(["bench", "--weights", str(w)]) == 2

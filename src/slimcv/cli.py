@@ -228,7 +228,9 @@ def _deploy_commands(add) -> None:
     q.add_argument("--no-eager", action="store_true", help="skip evaluating and timing the PyTorch model")
 
     b = add("bench", "Cost of models: params, size, MACs, latency per runtime, throughput, peak memory (interleaved).")
-    b.add_argument("sources", nargs="+", help="run folders, quantize folders, .onnx files or model names")
+    b.add_argument("sources", nargs="*", help="run folders, quantize folders, .onnx files or model names")
+    b.add_argument("--model", help="also measure this architecture (a name or package.module:factory), with --weights")
+    b.add_argument("--weights", help="local weights file for --model")
     b.add_argument("--input-size", type=int, nargs="+", metavar="N", help="H W (needed for model names)")
     b.add_argument("--num-classes", type=int, help="classes of a model given by name (default: its builder's)")
     b.add_argument("--runtimes", nargs="+", default=["eager", "ort"], choices=["eager", "ort"])
@@ -381,7 +383,15 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "bench":
         from slimcv.bench.bench import bench
 
-        bench(args.sources, input_size=_size(args.input_size), num_classes=args.num_classes, runtimes=args.runtimes,
+        sources: list[Any] = list(args.sources)
+        if args.weights and not args.model:
+            raise SlimcvError("--weights needs the architecture too: add --model NAME (or package.module:factory).")
+        if args.model:
+            from slimcv.artifact import resolve_model
+
+            sources.insert(0, resolve_model(args.model, weights=args.weights, num_classes=args.num_classes or
+                                            _default_classes(args.model)).model)
+        bench(sources, input_size=_size(args.input_size), num_classes=args.num_classes, runtimes=args.runtimes,
               batch_sizes=args.batch_sizes, warmup=args.warmup, runs=args.runs, threads=args.threads,
               memory=not args.no_memory, out=args.out)
     elif args.command == "report":
@@ -411,6 +421,19 @@ def _run_folder_lock(values: dict[str, Any], args: argparse.Namespace):
                           "to start a new run there, or give the run's folder with --out-dir.")
     out.mkdir(parents=True, exist_ok=True)
     return run_lock(out)
+
+
+def _default_classes(name: str) -> int:
+    """The class count a registered builder defaults to (10 for others): what `bench` builds a name with."""
+    import inspect
+
+    from slimcv.models import MODELS
+
+    if name in MODELS:
+        default = inspect.signature(MODELS.get(name)).parameters.get("num_classes")
+        if default is not None and isinstance(default.default, int):
+            return default.default
+    return 10
 
 
 def _model_source(args: argparse.Namespace) -> tuple[str, str | None]:

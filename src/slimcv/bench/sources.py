@@ -55,7 +55,9 @@ def _resolve(src: Any, input_size, num_classes) -> list[Candidate]:
     if isinstance(src, nn.Module):
         if input_size is None:
             raise SlimcvError(f"Measuring an in-memory {type(src).__name__} needs input_size=(H, W).")
-        return [_torch_candidate(type(src).__name__, "<module>", "module", src, (3, *input_size), None, None, {})]
+        spec = getattr(src, "_slimcv_spec", None) or {}
+        return [_torch_candidate(spec.get("name") or type(src).__name__, "<module>", "module", src, (3, *input_size),
+                                 spec.get("task"), None, {})]
     path = Path(str(src))
     if path.is_dir() and (path / "quantize.json").is_file():
         return _quantize_folder(path, input_size)
