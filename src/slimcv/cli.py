@@ -41,26 +41,11 @@ EXAMPLES = {
 
 
 def _train_args(t: argparse.ArgumentParser) -> None:
+    from slimcv.cli_flags import TRAIN, add_flags
+    from slimcv.config import TrainConfig
+
     t.add_argument("--config", help="YAML file with train settings (CLI flags override it)")
-    t.add_argument("--model", help="model name (see `slimcv models`)")
-    t.add_argument("--weights", help="local weights file to start from")
-    t.add_argument("--data", help="dataset spec, e.g. camvid:PATH, cifar10:PATH, synthetic-shapes")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", "-b", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--opt", choices=["sgd", "adam", "adamw"])
-    t.add_argument("--weight-decay", "--wd", type=float)
-    t.add_argument("--sched", choices=["cosine", "step", "poly", "constant"])
-    t.add_argument("--size", type=int, nargs="+", metavar="N", help="training size: H W (or one N)")
-    t.add_argument("--augment", nargs="*", help="augmentations: hflip rotate shift scale_crop pad_crop color_jitter")
-    t.add_argument("--workers", "-j", type=int)
-    t.add_argument("--amp", choices=["none", "fp16", "bf16"])
-    t.add_argument("--channels-last", action="store_true", default=None)
-    t.add_argument("--deterministic", action="store_true", default=None)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--device")
-    t.add_argument("--out-dir", "-o")
-    t.add_argument("--resume", action="store_true", default=None, help="continue the run in --out-dir")
+    add_flags(t, TRAIN, TrainConfig)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set model_kwargs.base_width=16")
 
@@ -90,40 +75,22 @@ def _parser() -> argparse.ArgumentParser:
 
     d = add("distill", "Train a student from a teacher: CE on labels + KD losses (online or offline cached teacher).")
     _train_args(d)
-    d.add_argument("--teacher", help="teacher run folder, or model name (with --teacher-weights)")
-    d.add_argument("--teacher-weights", help="local weights file for a teacher given by name")
-    d.add_argument("--mode", choices=["online", "offline"], help="online: teacher runs beside the student; "
-                   "offline: its maps are computed once and cached")
+    from slimcv.cli_flags import DISTILL, PRUNE, add_flags
+    from slimcv.config import DistillConfig, PruneConfig
+
+    add_flags(d, DISTILL, DistillConfig)
     d.add_argument("--loss", action="append", metavar="NAME[:WEIGHT]",
                    help="KD loss and weight, repeatable: kd, cwd, dkd, dist (e.g. --loss kd:1 --loss cwd:3)")
-    d.add_argument("--alpha", type=float, help="weight of the cross-entropy on hard labels")
     d.add_argument("--temperature", "-T", type=float, help="temperature of every --loss")
-    d.add_argument("--cache-dir", help="where offline teacher maps are stored")
 
     pr = add("prune", "Structured pruning of a trained run toward a params/MACs target, fine-tuning after each step.")
     _model_args(pr)
     pr.add_argument("--data", help="dataset spec (default: the model folder's own data settings)")
-    pr.add_argument("--remove", type=float, default=0.3, help="fraction of params/MACs to remove (default 0.3)")
-    pr.add_argument("--target", choices=["params", "macs", "latency"], default="params",
-                    help="what --remove is a fraction of (latency: batch-1 eager, measured)")
-    pr.add_argument("--method", choices=["hard", "soft"], default="hard",
-                    help="hard: prune then fine-tune; soft: soft filter pruning during fine-tuning (SFP)")
-    pr.add_argument("--steps", type=int, default=1)
-    pr.add_argument("--importance", default="l1", help="l1, l2, bn_scale, taylor, activation or apoz")
-    pr.add_argument("--global-pruning", action="store_true")
-    pr.add_argument("--min-channels", type=int, default=1,
-                    help="layer-uniform pruning leaves every layer at least this many channels (default 1)")
-    pr.add_argument("--ignore", nargs="*", default=[], metavar="LAYER", help="layer names never pruned")
-    pr.add_argument("--finetune-epochs", type=int, default=0)
-    pr.add_argument("--lr", type=float, default=1e-3)
+    add_flags(pr, PRUNE, PruneConfig)
     pr.add_argument("--distill", action="append", metavar="NAME[:WEIGHT]",
-                    help="distil from the unpruned model while fine-tuning, e.g. --distill kd:1")
+                    help="distil from the unpruned model while fine-tuning, e.g. --distill kd:1 "
+                    "(loss = alpha * CE + weight * KD)")
     pr.add_argument("--temperature", "-T", type=float, default=4.0, help="temperature of --distill losses")
-    pr.add_argument("--sensitivity", type=float, nargs="*", metavar="RATIO",
-                    help="first prune each layer alone at these ratios and plot (e.g. 0.25 0.5 0.75)")
-    pr.add_argument("--max-drop", type=float, help="with --sensitivity: per-layer ratios within this drop")
-    pr.add_argument("--latency-runs", type=int, default=20, help="timed runs for before/after latency (0: skip)")
-    pr.add_argument("--out-dir", "-o", default="runs/prune")
 
     _pipeline_commands(add)
     _deploy_commands(add)
@@ -209,23 +176,10 @@ def _deploy_commands(add) -> None:
     q = add("quantize", "INT8 by static PTQ (calibrated), dynamic or QAT; every model scored and timed as deployed.")
     _model_args(q)
     q.add_argument("--data", help="dataset spec (default: the model folder's own data settings)")
-    q.add_argument("--out-dir", "-o", default="runs/quantize")
-    q.add_argument("--calibration", nargs="*", default=["minmax"], choices=["minmax", "entropy", "percentile"],
-                   help="static PTQ calibration methods, one INT8 model each (none: skip static PTQ)")
-    q.add_argument("--calibration-images", type=int, default=64, help="real training images for calibration")
-    q.add_argument("--percentile", type=float, default=99.999)
-    q.add_argument("--exclude", nargs="*", default=[], metavar="LAYER", help="layers kept in FP32 (e.g. head)")
-    q.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: per-channel)")
-    q.add_argument("--no-reduce-range", action="store_true",
-                   help="full 8-bit weights (only on CPUs with VNNI/AMX: AVX2 saturates)")
-    q.add_argument("--dynamic", action="store_true", help="also dynamic quantization (MatMul/Gemm weights)")
-    q.add_argument("--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning epochs (0: no QAT)")
-    q.add_argument("--qat-lr", type=float, default=1e-3, help="SGD (momentum 0.9) learning rate of QAT")
-    q.add_argument("--opset", type=int, default=17)
-    q.add_argument("--threads", type=int, help="threads for every runtime (default: torch's)")
-    q.add_argument("--latency-runs", type=int, default=20)
-    q.add_argument("--max-drop", type=float, default=0.5, help="accuracy points the recommended model may lose")
-    q.add_argument("--no-eager", action="store_true", help="skip evaluating and timing the PyTorch model")
+    from slimcv.cli_flags import QUANTIZE, add_flags
+    from slimcv.quantize.quantize import QuantizeConfig
+
+    add_flags(q, QUANTIZE, QuantizeConfig)
 
     b = add("bench", "Cost of models: params, size, MACs, latency per runtime, throughput, peak memory (interleaved).")
     b.add_argument("sources", nargs="*", help="run folders, quantize folders, .onnx files or model names")
@@ -256,34 +210,32 @@ def _deploy_commands(add) -> None:
 
 
 def _train_config(args: argparse.Namespace) -> dict[str, Any]:
+    from slimcv.cli_flags import TRAIN, values
     from slimcv.config import read_yaml, set_by_path
 
-    values: dict[str, Any] = read_yaml(args.config) if args.config else {}
-    flat = {"model": args.model, "weights": args.weights, "data.spec": args.data, "epochs": args.epochs,
-            "data.batch_size": args.batch_size, "optim.lr": args.lr, "optim.name": args.opt,
-            "optim.weight_decay": args.weight_decay, "schedule.name": args.sched,
-            "data.size": _size(args.size), "data.augment": args.augment, "data.workers": args.workers,
-            "amp": args.amp, "channels_last": args.channels_last, "deterministic": args.deterministic,
-            "seed": args.seed, "device": args.device, "out_dir": args.out_dir, "resume": args.resume}
-    for key, value in flat.items():
-        if value is not None:
-            set_by_path(values, key, value)
+    merged: dict[str, Any] = read_yaml(args.config) if args.config else {}
+    _merge(merged, values(args, TRAIN))
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             raise SlimcvError(f"--set {item!r} needs KEY=VALUE, e.g. --set optim.lr=0.01.")
-        set_by_path(values, key.strip(), value)
-    return values
+        set_by_path(merged, key.strip(), value)
+    return merged
+
+
+def _merge(base: dict[str, Any], new: dict[str, Any]) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
 
 
 def _distill_config(args: argparse.Namespace) -> dict[str, Any]:
-    from slimcv.config import set_by_path
+    from slimcv.cli_flags import DISTILL, values as flag_values
 
     values = _train_config(args)
-    for key, value in {"teacher": args.teacher, "teacher_weights": args.teacher_weights, "mode": args.mode,
-                       "alpha": args.alpha, "cache.dir": args.cache_dir}.items():
-        if value is not None:
-            set_by_path(values, key, value)
+    _merge(values, flag_values(args, DISTILL))
     if args.loss:
         losses = []
         for item in args.loss:
@@ -335,13 +287,11 @@ def _run(args: argparse.Namespace) -> int:
 
         distill = [{"name": n, "weight": _weight(f"{n}:{w}", w, "--distill"), "temperature": args.temperature}
                    for n, _, w in (item.partition(":") for item in args.distill or [])]
+        from slimcv.cli_flags import PRUNE, values
+
         source, weights = _model_source(args)
-        prune(source, _run_data(source, args.data), weights=weights, **{"remove": args.remove,
-               "target": args.target, "method": args.method, "steps": args.steps, "importance": args.importance,
-               "global_pruning": args.global_pruning, "min_channels": args.min_channels, "ignore": args.ignore,
-               "finetune_epochs": args.finetune_epochs,
-               "distill": distill, "sensitivity": args.sensitivity or [], "max_drop": args.max_drop,
-               "latency_runs": args.latency_runs, "optim": {"lr": args.lr}, "out_dir": args.out_dir})
+        options = {"out_dir": "runs/prune", **values(args, PRUNE), "distill": distill}
+        prune(source, _run_data(source, args.data), weights=weights, **options)
     elif args.command == "eval":
         from slimcv.engine.evaluation import evaluate_model
 
@@ -373,13 +323,10 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "quantize":
         from slimcv.quantize.quantize import quantize
 
+        from slimcv.cli_flags import QUANTIZE, values
+
         source, weights = _model_source(args)
-        quantize(source, _run_data(source, args.data), weights=weights, **{"out_dir": args.out_dir,
-                  "calibration": args.calibration, "calibration_images": args.calibration_images,
-                  "percentile": args.percentile, "exclude": args.exclude, "per_channel": not args.per_tensor,
-                  "reduce_range": not args.no_reduce_range, "dynamic": args.dynamic, "qat_epochs": args.qat_epochs,
-                  "qat_optim": {"name": "sgd", "lr": args.qat_lr}, "opset": args.opset, "threads": args.threads,
-                  "latency_runs": args.latency_runs, "max_drop": args.max_drop, "eager": not args.no_eager})
+        quantize(source, _run_data(source, args.data), weights=weights, **values(args, QUANTIZE))
     elif args.command == "bench":
         from slimcv.bench.bench import bench
 

@@ -1,0 +1,175 @@
+"""The CLI's flags, one table per command: each row is a flag and the config key it sets.
+
+The same table adds the flags to the parser and builds the config dict from the parsed arguments, so a new
+config field is one row; help text defaults to the field's description and default in the config model.
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class Flag:
+    """``names`` set config ``key`` (dotted); ``value`` maps the parsed value when the key's form differs."""
+
+    names: tuple[str, ...]
+    key: str
+    kw: dict[str, Any] = field(default_factory=dict)
+    value: Callable[[Any], Any] | None = None
+
+    @property
+    def dest(self) -> str:
+        return "cfg__" + self.key.replace(".", "__")
+
+
+def _size(v: Sequence[int]) -> Any:
+    from slimcv.errors import SlimcvError
+
+    if len(v) not in (1, 2):
+        raise SlimcvError(f"--size takes one or two numbers (H W), got {len(v)}.")
+    if any(n < 1 for n in v):
+        raise SlimcvError(f"--size {' '.join(map(str, v))}: sizes are positive pixel counts, e.g. --size 176 240.")
+    return v[0] if len(v) == 1 else list(v)
+
+
+TRAIN = (
+    Flag(("--model",), "model", {"help": "model name (see `slimcv models`) or package.module:factory"}),
+    Flag(("--weights",), "weights", {"help": "local weights file to start from"}),
+    Flag(("--data",), "data.spec", {"help": "dataset spec, e.g. camvid:PATH, cifar10:PATH, synthetic-shapes"}),
+    Flag(("--epochs",), "epochs", {"type": int}),
+    Flag(("--batch-size", "-b"), "data.batch_size", {"type": int}),
+    Flag(("--lr",), "optim.lr", {"type": float}),
+    Flag(("--opt",), "optim.name", {"choices": ["sgd", "adam", "adamw"]}),
+    Flag(("--weight-decay", "--wd"), "optim.weight_decay", {"type": float}),
+    Flag(("--sched",), "schedule.name", {"choices": ["cosine", "step", "poly", "constant"]}),
+    Flag(("--size",), "data.size", {"type": int, "nargs": "+", "metavar": "N",
+                                    "help": "training size: H W (or one N)"}, _size),
+    Flag(("--augment",), "data.augment", {"nargs": "*",
+                                          "help": "augmentations: hflip rotate shift scale_crop pad_crop color_jitter"}),
+    Flag(("--workers", "-j"), "data.workers", {"type": int}),
+    Flag(("--amp",), "amp", {"choices": ["none", "fp16", "bf16"]}),
+    Flag(("--channels-last",), "channels_last", {"action": "store_true"}),
+    Flag(("--deterministic",), "deterministic", {"action": "store_true"}),
+    Flag(("--seed",), "seed", {"type": int}),
+    Flag(("--device",), "device", {}),
+    Flag(("--threads",), "threads", {"type": int}),
+    Flag(("--out-dir", "-o"), "out_dir", {}),
+    Flag(("--resume",), "resume", {"action": "store_true", "help": "continue the run in --out-dir"}),
+)
+
+DISTILL = (
+    Flag(("--teacher",), "teacher", {"help": "teacher model folder, or model name (with --teacher-weights)"}),
+    Flag(("--teacher-weights",), "teacher_weights", {"help": "local weights file for a teacher given by name"}),
+    Flag(("--mode",), "mode", {"choices": ["online", "offline"], "help": "online: teacher runs beside the "
+                               "student; offline: its maps are computed once and cached"}),
+    Flag(("--alpha",), "alpha", {"type": float, "help": "weight of the cross-entropy on hard labels: "
+                                 "loss = alpha * CE + sum of weight * KD"}),
+    Flag(("--cache-dir",), "cache.dir", {"help": "where offline teacher maps are stored"}),
+)
+
+PRUNE = (
+    Flag(("--remove",), "remove", {"type": float, "help": "fraction of params/MACs/latency to remove"}),
+    Flag(("--target",), "target", {"choices": ["params", "macs", "latency"],
+                                   "help": "what --remove is a fraction of (latency: batch-1 eager, measured)"}),
+    Flag(("--method",), "method", {"choices": ["hard", "soft"],
+                                   "help": "hard: prune then fine-tune; soft: soft filter pruning (SFP)"}),
+    Flag(("--steps",), "steps", {"type": int}),
+    Flag(("--importance",), "importance", {"help": "l1, l2, bn_scale, taylor, activation or apoz"}),
+    Flag(("--global-pruning",), "global_pruning", {"action": "store_true"}),
+    Flag(("--min-channels",), "min_channels", {"type": int}),
+    Flag(("--ignore",), "ignore", {"nargs": "*", "metavar": "LAYER", "help": "layer names never pruned"}),
+    Flag(("--finetune-epochs",), "finetune_epochs", {"type": int}),
+    Flag(("--lr",), "optim.lr", {"type": float}),
+    Flag(("--sensitivity",), "sensitivity", {"type": float, "nargs": "*", "metavar": "RATIO"}),
+    Flag(("--max-drop",), "max_drop", {"type": float}),
+    Flag(("--latency-runs",), "latency_runs", {"type": int}),
+    Flag(("--device",), "device", {}),
+    Flag(("--seed",), "seed", {"type": int}),
+    Flag(("--out-dir", "-o"), "out_dir", {}),
+)
+
+QUANTIZE = (
+    Flag(("--out-dir", "-o"), "out_dir", {}),
+    Flag(("--calibration",), "calibration", {"nargs": "*", "choices": ["minmax", "entropy", "percentile"],
+                                             "help": "static PTQ calibration methods, one INT8 model each "
+                                             "(none: skip static PTQ)"}),
+    Flag(("--calibration-images",), "calibration_images", {"type": int}),
+    Flag(("--percentile",), "percentile", {"type": float}),
+    Flag(("--exclude",), "exclude", {"nargs": "*", "metavar": "LAYER"}),
+    Flag(("--per-tensor",), "per_channel", {"action": "store_true", "help": "per-tensor weights "
+                                            "(default: per-channel)"}, lambda v: not v),
+    Flag(("--no-reduce-range",), "reduce_range", {"action": "store_true", "help": "full 8-bit weights "
+                                                  "(only on CPUs with VNNI/AMX: AVX2 saturates)"}, lambda v: not v),
+    Flag(("--dynamic",), "dynamic", {"action": "store_true"}),
+    Flag(("--qat-epochs",), "qat_epochs", {"type": int}),
+    Flag(("--qat-lr",), "qat_optim", {"type": float, "help": "SGD (momentum 0.9) learning rate of QAT"},
+         lambda v: {"name": "sgd", "lr": v, "momentum": 0.9}),
+    Flag(("--opset",), "opset", {"type": int}),
+    Flag(("--threads",), "threads", {"type": int}),
+    Flag(("--latency-runs",), "latency_runs", {"type": int}),
+    Flag(("--max-drop",), "max_drop", {"type": float}),
+    Flag(("--no-eager",), "eager", {"action": "store_true", "help": "skip evaluating and timing the PyTorch "
+                                    "model"}, lambda v: not v),
+)
+
+
+def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag], schema: type[BaseModel]) -> None:
+    """Add each row of ``flags``; help without its own text shows the field's description and default."""
+    for f in flags:
+        kw = dict(f.kw)
+        kw.setdefault("help", describe(schema, f.key))
+        if kw.get("action") != "store_true" and "choices" not in kw:
+            kw.setdefault("metavar", f.names[0].lstrip("-").replace("-", "_").upper())
+        default = field_default(schema, f.key)
+        if default is not None and "default" not in kw["help"] and kw.get("action") != "store_true":
+            kw["help"] = f"{kw['help']} (default {default})".strip()
+        parser.add_argument(*f.names, dest=f.dest, default=None, **kw)
+
+
+def values(args: argparse.Namespace, flags: Sequence[Flag]) -> dict[str, Any]:
+    """The config dict the given flags set (unset flags leave the config's own defaults)."""
+    out: dict[str, Any] = {}
+    for f in flags:
+        v = getattr(args, f.dest, None)
+        if v is None or (f.kw.get("action") == "store_true" and v is False):
+            continue
+        node = out
+        *parents, last = f.key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[last] = f.value(v) if f.value else v  # flag values are taken as given, not parsed as YAML
+    return out
+
+
+def _field(schema: type[BaseModel], key: str):
+    node: Any = schema
+    info = None
+    for part in key.split("."):
+        fields = getattr(node, "model_fields", {})
+        if part not in fields:
+            return None
+        info = fields[part]
+        node = info.annotation if isinstance(info.annotation, type) else None
+        if node is None and info.default_factory is not None:
+            node = type(info.default_factory())
+    return info
+
+
+def describe(schema: type[BaseModel], key: str) -> str:
+    info = _field(schema, key)
+    return (info.description or "") if info is not None else ""
+
+
+def field_default(schema: type[BaseModel], key: str) -> Any:
+    info = _field(schema, key)
+    if info is None:
+        return None
+    if info.default_factory is not None:
+        return None
+    d = info.default
+    return None if d is None or d is ... or isinstance(d, (list, tuple, dict)) and not d else d

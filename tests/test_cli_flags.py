@@ -1,0 +1,37 @@
+"""The flag tables: every row sets a real config key, and parsed flags become the config the stage validates."""
+import pytest
+
+from slimcv.cli import _parser
+from slimcv.cli_flags import DISTILL, PRUNE, QUANTIZE, TRAIN, _field, values
+from slimcv.config import DistillConfig, PruneConfig, TrainConfig, build_config
+from slimcv.quantize.quantize import QuantizeConfig
+
+TABLES = [(TRAIN, TrainConfig), (DISTILL, DistillConfig), (PRUNE, PruneConfig), (QUANTIZE, QuantizeConfig)]
+
+
+@pytest.mark.parametrize("flags,schema", TABLES)
+def test_every_row_names_a_field_of_its_config(flags, schema):
+    missing = [f.key for f in flags if _field(schema, f.key) is None]
+    assert not missing
+
+
+def test_parsed_flags_build_the_config():
+    args = _parser().parse_args(["quantize", "runs/x", "--per-tensor", "--qat-lr", "0.01", "--calibration", "entropy",
+                                 "--no-eager", "-o", "out"])
+    cfg = build_config(QuantizeConfig, {"source": "runs/x", **values(args, QUANTIZE)})
+    assert cfg.per_channel is False and cfg.qat_optim.name == "sgd" and cfg.qat_optim.lr == 0.01
+    assert cfg.calibration == ("entropy",) and cfg.eager is False and cfg.out_dir == "out"
+    assert cfg.reduce_range is True  # an unset flag leaves the config's default
+    args = _parser().parse_args(["prune", "runs/x", "--remove", "0.5", "--lr", "0.01", "--ignore", "head", "fc"])
+    cfg = build_config(PruneConfig, {"source": "runs/x", **values(args, PRUNE)})
+    assert cfg.remove == 0.5 and cfg.optim.lr == 0.01 and cfg.ignore == ("head", "fc")
+    args = _parser().parse_args(["train", "--size", "32", "48", "--out-dir", "123", "--channels-last"])
+    v = values(args, TRAIN)
+    assert v == {"data": {"size": [32, 48]}, "out_dir": "123", "channels_last": True}  # "123" stays a path
+
+
+def test_threads_and_out_dir_are_spelled_the_same_on_every_command_that_has_them():
+    for command in ("train", "distill", "prune", "quantize"):
+        sub = _parser()._subparsers._group_actions[0].choices[command]
+        opts = {o for a in sub._actions for o in a.option_strings}
+        assert {"--out-dir", "-o"} <= opts, command
