@@ -49,6 +49,7 @@ def test_a_user_module_goes_through_prune_quantize_export_and_deploy(tmp_path, b
                         latency_runs=2, progress=False)
     names = {m["name"] for m in q.models}
     assert {"fp32", "int8_minmax", "fp32_pytorch"} <= names and q.recommendation["name"] in names
+    assert q.path.is_file() and q.path.suffix == ".onnx" and "miou" in q.metrics
 
     onnx_path = tmp_path / "pruned" / "model.onnx"
     slimcv.export(tmp_path / "pruned", onnx_path, data=blobs)
@@ -183,3 +184,11 @@ def test_bench_measures_a_name_with_a_weights_file_from_the_cli(tmp_path, capsys
     assert row["name"] == "resnet18" and row["params"] == sum(p.numel() for p in torchvision.models.resnet18(
         num_classes=4).parameters())
     assert main(["bench", "--weights", str(w)]) == 2
+
+
+def test_an_operator_the_exporter_cannot_translate_is_named_in_one_sentence(tmp_path, blobs):
+    from user_models import UsesSvd
+
+    with pytest.raises(SlimcvError, match=r"aten::linalg_svd.*not supported.*--opset") as e:
+        slimcv.export(UsesSvd(3), tmp_path / "m.onnx", data=blobs)
+    assert "\n" not in str(e.value) and not (tmp_path / "m.onnx").exists()

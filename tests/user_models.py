@@ -61,3 +61,15 @@ class Blobs(Dataset):
 
     def __getitem__(self, i: int):
         return self.items[i]
+
+
+class UsesSvd(nn.Module):
+    """An operator the ONNX exporter has no translation for."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y + torch.linalg.svd(y.flatten(2))[0].sum()

@@ -39,6 +39,10 @@ class DistillResult:
         return self.train.model
 
     @property
+    def metrics(self) -> dict[str, Any]:
+        return self.train.metrics
+
+    @property
     def run_dir(self) -> Path:
         return self.train.run_dir
 

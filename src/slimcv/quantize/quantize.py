@@ -63,10 +63,26 @@ class QuantizeConfig(_Config):
 
 @dataclass
 class QuantizeResult:
+    """Every model built, scored and timed as deployed; the recommended one's file and metrics."""
+
     out_dir: Path
     models: list[dict[str, Any]]
     recommendation: dict[str, str]
     notes: list[str]
+
+    @property
+    def recommended(self) -> dict[str, Any]:
+        return next(m for m in self.models if m["name"] == self.recommendation["name"])
+
+    @property
+    def path(self) -> Path:
+        """The recommended model's file (the FP32 ONNX file when PyTorch itself was recommended)."""
+        m = self.recommended
+        return self.out_dir / (m["path"] if m["runtime"] != "pytorch" else "model_fp32.onnx")
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.recommended["metrics"]
 
 
 def quantize(source: Any, data: Any = None, *, weights: str | None = None, **options: Any) -> QuantizeResult:
