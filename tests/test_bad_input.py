@@ -110,3 +110,24 @@ def test_train_into_a_folder_another_process_is_writing_is_refused(tmp_path, cap
     (busy / ".lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
     _one_sentence_exit_2(["train", *TINY, "--epochs", "1", "-o", str(busy)], capsys, "Another slimcv run")
     assert not (busy / "config.json").exists()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--config", "missing.yaml"], "missing.yaml"),
+    (["distill", *TINY, "--teacher", "missing/teacher", "-o", "s"], "missing/teacher"),
+    (["prune", "missing/run"], "missing/run"),
+    (["quantize", "missing/run"], "missing/run"),
+    (["quantize", "missing.onnx", "--data", "synthetic-shapes"], "missing.onnx"),
+    (["export", "missing/run"], "missing/run"),
+    (["eval", "missing/run"], "missing/run"),
+    (["eval", "missing.onnx", "--data", "synthetic-shapes"], "missing.onnx"),
+    (["bench", "missing.onnx"], "missing.onnx"),
+    (["report", "missing/run"], "missing/run"),
+    (["run", "missing.yaml"], "missing.yaml"),
+    (["compress", "--model", "missing/run", "--target-speedup", "2"], "missing/run"),
+    (["check-data", "camvid:missing/camvid"], "missing/camvid"),
+    (["demo", "--data", "camvid:missing/camvid", "--quick"], "missing/camvid"),
+])
+def test_every_command_names_a_path_that_does_not_exist(tmp_path, capsys, argv, needle):
+    _one_sentence_exit_2(argv, capsys, needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written for a command that could not start

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -366,8 +367,21 @@ def _run_folder_lock(values: dict[str, Any], args: argparse.Namespace):
     if values.get("resume") and not (out / "last.json").is_file():
         raise SlimcvError(f"--resume: {out} holds no checkpoint to continue from (no last.json); drop --resume "
                           "to start a new run there, or give the run's folder with --out-dir.")
+    return _locked(out, run_lock)
+
+
+@contextlib.contextmanager
+def _locked(out, run_lock):
+    """Hold the run lock on ``out``; a folder made only for the lock is removed again when the command fails."""
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    return run_lock(out)
+    try:
+        with run_lock(out):
+            yield
+    except BaseException:
+        if made and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def _default_classes(name: str) -> int:

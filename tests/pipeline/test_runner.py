@@ -207,3 +207,13 @@ def test_dry_run_names_the_user_code_a_recipe_will_import(tiny, capsys):
     run(tiny, dry_run=True)
     captured = capsys.readouterr()
     assert "will import your code: user_models:UserSegNet" in captured.out + captured.err
+
+
+def test_dry_run_reports_every_problem_it_can_find_without_training(tiny, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    tiny["data"] = {"spec": f"camvid:{tmp_path / 'nowhere'}"}
+    with pytest.raises(SlimcvError) as e:
+        run(tiny, out_dir=tmp_path / "a_file" / "run", dry_run=True)
+    msg = str(e.value)
+    assert "a_file is a file" in msg and "nowhere" in msg and "\n" not in msg
+    assert (tmp_path / "a_file").read_text() == "x"

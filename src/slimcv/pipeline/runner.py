@@ -164,21 +164,50 @@ class RunContext:
         return sha256_file(entry.weights)
 
     def preflight(self, stages: list[StageSpec]) -> None:
-        """Everything that can fail before training: data paths, tasks of models vs data, trained runs."""
+        """Everything that can fail before training: data paths, tasks of models vs data, trained runs, the
+        output folder; every problem found is reported at once."""
+        problems = self.problems(stages)
+        if problems:
+            raise SlimcvError(" ".join(p if p.endswith(".") else p + "." for p in problems))
+
+    def problems(self, stages: list[StageSpec]) -> list[str]:
         from slimcv.artifact import read_model_spec
         from slimcv.engine.train import check_task
 
+        problems: list[str] = []
+
+        def attempt(fn, *args) -> Any:
+            try:
+                return fn(*args)
+            except SlimcvError as e:
+                if str(e) not in problems:
+                    problems.append(str(e))
+                return None
+
         for name, entry in self.recipe.config.models.items():
             if entry.run:
-                read_model_spec(entry.run)
+                attempt(read_model_spec, entry.run)
             if entry.weights and not Path(entry.weights).is_file():
-                raise SlimcvError(f"{self.recipe.source}: models.{name}.weights: {entry.weights} does not exist.")
+                problems.append(f"{self.recipe.source}: models.{name}.weights: {entry.weights} does not exist.")
+        attempt(check_writable, self.root)
         for spec in stages:
             folder = self.folder(spec.name)
-            check_stage_folder(folder, read_manifest(folder))
-            bundle = self.data(spec)
-            if spec.type in ("train", "distill"):
-                check_task(spec.config.model, bundle)
+            attempt(check_stage_folder, folder, read_manifest(folder))
+            bundle = attempt(self.data, spec)
+            if bundle is not None and spec.type in ("train", "distill"):
+                attempt(check_task, spec.config.model, bundle)
+        return problems
+
+
+def check_writable(root: Path) -> None:
+    """The run folder can be created and written: its first existing parent is a writable folder."""
+    probe = Path(root).absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise SlimcvError(f"Cannot write the run folder {root}: {probe} is a file; choose another --out-dir.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SlimcvError(f"Cannot write the run folder {root}: {probe} is not writable; choose another --out-dir.")
 
 
 def _plan(rec: Recipe, until: str | None) -> list[StageSpec]:
@@ -303,8 +332,9 @@ def _dry_run(ctx: RunContext, stages: list[StageSpec]) -> RunResult:
     print_run_summary(result, title=f"plan for {ctx.root}")
     for code in _factories(ctx.recipe):
         console.print(f"will import your code: {code}")
+    problems += [p for p in ctx.problems(stages) if p not in problems]
     if problems:
-        raise SlimcvError(" ".join(problems))
+        raise SlimcvError(" ".join(p if p.endswith(".") else p + "." for p in problems))
     return result
 
 
