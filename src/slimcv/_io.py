@@ -102,7 +102,7 @@ def check_owned(folder: str | Path, marker: str) -> None:
     if folder.is_file():
         raise SlimcvError(f"{folder} is a file, not a folder; choose another output folder.")
     ours = (folder / marker).is_file() or (folder / "manifest.json").is_file()
-    if folder.is_dir() and any(folder.iterdir()) and not ours:
+    if folder.is_dir() and any(p.name != ".lock" for p in folder.iterdir()) and not ours:
         raise SlimcvError(f"{folder} already holds files that slimcv did not write (no {marker}); move them away "
                           "or choose another output folder.")
 

@@ -292,7 +292,8 @@ def _run(args: argparse.Namespace) -> int:
 
         source, weights = _model_source(args)
         options = {"out_dir": "runs/prune", **values(args, PRUNE), "distill": distill}
-        prune(source, _run_data(source, args.data), weights=weights, **options)
+        with _run_folder_lock(options, args):
+            prune(source, _run_data(source, args.data), weights=weights, **options)
     elif args.command == "eval":
         from slimcv.engine.evaluation import evaluate_model
 
@@ -327,7 +328,9 @@ def _run(args: argparse.Namespace) -> int:
         from slimcv.cli_flags import QUANTIZE, values
 
         source, weights = _model_source(args)
-        quantize(source, _run_data(source, args.data), weights=weights, **values(args, QUANTIZE))
+        options = {"out_dir": "runs/quantize", **values(args, QUANTIZE)}
+        with _run_folder_lock(options, args):
+            quantize(source, _run_data(source, args.data), weights=weights, **options)
     elif args.command == "bench":
         from slimcv.bench.bench import bench
 
@@ -363,7 +366,7 @@ def _run_folder_lock(values: dict[str, Any], args: argparse.Namespace):
 
     from slimcv.pipeline.runner import run_lock
 
-    out = Path(values.get("out_dir") or ("runs/distill" if args.command == "distill" else "runs/train"))
+    out = Path(values.get("out_dir") or f"runs/{args.command}")
     if values.get("resume") and not (out / "last.json").is_file():
         raise SlimcvError(f"--resume: {out} holds no checkpoint to continue from (no last.json); drop --resume "
                           "to start a new run there, or give the run's folder with --out-dir.")
