@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slimcv.artifact import is_model_folder, read_summary
+from slimcv.artifact import is_model_folder, metric_key, read_summary
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = "slimcv.chain/1"
@@ -164,7 +164,7 @@ def collect(run_dir: Path, chain: str, recipe_path: Path, *, run_wall_s: float |
 
 def _metric_key(bench: dict[str, Any]) -> str:
     tasks = {m.get("task") for m in bench["models"]}
-    return "miou" if "segmentation" in tasks else "top1"
+    return metric_key("segmentation" if "segmentation" in tasks else "classification")
 
 
 def _bench_row(bench: dict[str, Any], source: Path) -> dict[str, Any] | None:

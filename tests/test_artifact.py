@@ -192,3 +192,17 @@ def test_an_operator_the_exporter_cannot_translate_is_named_in_one_sentence(tmp_
     with pytest.raises(SlimcvError, match=r"aten::linalg_svd.*not supported.*--opset") as e:
         slimcv.export(UsesSvd(3), tmp_path / "m.onnx", data=blobs)
     assert "\n" not in str(e.value) and not (tmp_path / "m.onnx").exists()
+
+
+def test_bench_and_report_take_stage_results_and_name_weight_pairs(tmp_path, blobs):
+    import torchvision
+
+    pruned = slimcv.prune(UserSegNet(3, 8), data=blobs, remove=0.3, out_dir=tmp_path / "p", **QUIET)
+    w = _write_tv_weights(tmp_path, torchvision.models.resnet18, "r18", num_classes=4)
+    b = slimcv.bench([pruned, ("resnet18", str(w))], input_size=(32, 32), num_classes=4, runs=2, warmup=1,
+                     batch_sizes=[1], runtimes=["eager"], memory=False, quiet=True)
+    assert [m.name for m in b.models] == ["p", "resnet18"]
+    page = slimcv.report([pruned], out=tmp_path / "r", predict=False, quiet=True)
+    assert page.html.is_file()
+    with pytest.raises(SlimcvError, match="was not saved"):
+        slimcv.report([slimcv.prune(UserSegNet(3, 8), data=blobs, remove=0.3, **QUIET)], out=tmp_path / "r2")

@@ -2,11 +2,13 @@
 import pytest
 
 from slimcv.cli import _parser
-from slimcv.cli_flags import DISTILL, PRUNE, QUANTIZE, TRAIN, _field, values
+from slimcv.cli_flags import DISTILL, EXPORT, PRUNE, QUANTIZE, TRAIN, _field, values
 from slimcv.config import DistillConfig, PruneConfig, TrainConfig, build_config
+from slimcv.export.onnx import ExportConfig
 from slimcv.quantize.quantize import QuantizeConfig
 
-TABLES = [(TRAIN, TrainConfig), (DISTILL, DistillConfig), (PRUNE, PruneConfig), (QUANTIZE, QuantizeConfig)]
+TABLES = [(TRAIN, TrainConfig), (DISTILL, DistillConfig), (PRUNE, PruneConfig), (QUANTIZE, QuantizeConfig),
+          (EXPORT, ExportConfig)]
 
 
 @pytest.mark.parametrize("flags,schema", TABLES)

@@ -352,3 +352,12 @@ def source_label(source: Any) -> str:
         spec = getattr(source, "_slimcv_spec", None)
         return f"<{spec['name'] if spec else type(source).__name__}>"
     return str(source)
+
+
+def result_folder(result: Any) -> Path:
+    """The folder a stage's result object (train, distill, prune, quantize) was saved in."""
+    folder = getattr(result, "out_dir", None) or getattr(result, "run_dir", None)
+    if folder is None:
+        raise SlimcvError(f"This {type(result).__name__} was not saved (no out_dir); run the stage with out_dir=... "
+                          "to measure or report it.")
+    return Path(folder)

@@ -165,14 +165,12 @@ def _deploy_commands(add) -> None:
     _model_args(ex)
     ex.add_argument("--data", help="dataset spec for the check samples and the sidecar (default: the run's own)")
     ex.add_argument("--num-classes", type=int, help="classes when SOURCE is a model name without --data")
-    ex.add_argument("--out", "-o", default="model.onnx", help="ONNX file to write (a .json sidecar goes beside it)")
-    ex.add_argument("--static-batch", type=int, metavar="N", help="fixed batch size (default: dynamic)")
-    ex.add_argument("--static", action="store_true", help="fixed height/width (default: dynamic for segmentation)")
-    ex.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="example size (default: the eval size)")
-    ex.add_argument("--opset", type=int, default=17)
-    ex.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript")
-    ex.add_argument("--simplify", action="store_true", help="constant-fold and drop dead nodes (onnxscript)")
-    ex.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime agreement check")
+    ex.add_argument("--out", "-o", default="model.onnx", help="ONNX file to write (its .onnx.json sidecar goes "
+                    "beside it)")
+    from slimcv.cli_flags import EXPORT, add_flags
+    from slimcv.export.onnx import ExportConfig
+
+    add_flags(ex, EXPORT, ExportConfig)
 
     q = add("quantize", "INT8 by static PTQ (calibrated), dynamic or QAT; every model scored and timed as deployed.")
     _model_args(q)
@@ -318,10 +316,9 @@ def _run(args: argparse.Namespace) -> int:
         from slimcv.export.onnx import export
 
         source, weights = _model_source(args)
-        export(source, args.out, args.data, num_classes=args.num_classes, weights=weights,
-               batch=args.static_batch or "dynamic", dynamic_hw=False if args.static else None,
-               size=args.size, opset=args.opset, exporter=args.exporter, simplify=args.simplify,
-               check=not args.no_check)
+        from slimcv.cli_flags import EXPORT, values
+
+        export(source, args.out, args.data, num_classes=args.num_classes, weights=weights, **values(args, EXPORT))
     elif args.command == "quantize":
         from slimcv.quantize.quantize import quantize
 
@@ -338,10 +335,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.weights and not args.model:
             raise SlimcvError("--weights needs the architecture too: add --model NAME (or package.module:factory).")
         if args.model:
-            from slimcv.artifact import resolve_model
-
-            sources.insert(0, resolve_model(args.model, weights=args.weights, num_classes=args.num_classes or
-                                            _default_classes(args.model)).model)
+            sources.insert(0, (args.model, args.weights) if args.weights else args.model)
         bench(sources, input_size=_size(args.input_size), num_classes=args.num_classes, runtimes=args.runtimes,
               batch_sizes=args.batch_sizes, warmup=args.warmup, runs=args.runs, threads=args.threads,
               memory=not args.no_memory, out=args.out)
@@ -385,19 +379,6 @@ def _locked(out, run_lock):
         if made and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
-
-
-def _default_classes(name: str) -> int:
-    """The class count a registered builder defaults to (10 for others): what `bench` builds a name with."""
-    import inspect
-
-    from slimcv.models import MODELS
-
-    if name in MODELS:
-        default = inspect.signature(MODELS.get(name)).parameters.get("num_classes")
-        if default is not None and isinstance(default.default, int):
-            return default.default
-    return 10
 
 
 def _model_source(args: argparse.Namespace) -> tuple[str, str | None]:

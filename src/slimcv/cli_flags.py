@@ -117,6 +117,20 @@ QUANTIZE = (
                                     "model"}, lambda v: not v),
 )
 
+EXPORT = (
+    Flag(("--static-batch",), "batch", {"type": int, "metavar": "N", "help": "fixed batch size (default: dynamic)"}),
+    Flag(("--static",), "dynamic_hw", {"action": "store_true", "help": "fixed height/width (default: dynamic for "
+                                       "segmentation)"}, lambda v: not v),
+    Flag(("--size",), "size", {"type": int, "nargs": 2, "metavar": ("H", "W"),
+                               "help": "example size (default: the eval size)"}, _size),
+    Flag(("--opset",), "opset", {"type": int}),
+    Flag(("--exporter",), "exporter", {"choices": ["torchscript", "dynamo"]}),
+    Flag(("--simplify",), "simplify", {"action": "store_true", "help": "constant-fold and drop dead nodes "
+                                       "(onnxscript)"}),
+    Flag(("--no-check",), "check", {"action": "store_true", "help": "skip the ONNX Runtime agreement check"},
+         lambda v: not v),
+)
+
 
 def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag], schema: type[BaseModel]) -> None:
     """Add each row of ``flags``; help without its own text shows the field's description and default."""

@@ -10,7 +10,7 @@ from torch import nn
 
 from slimcv.bench.macs import count_macs, count_params
 from slimcv.bench.size import file_bytes, onnx_summary, state_dict_bytes
-from slimcv.artifact import is_model_folder, read_json, read_run_config
+from slimcv.artifact import is_model_folder, read_json, read_run_config, result_folder
 from slimcv.errors import SlimcvError
 
 
@@ -52,6 +52,13 @@ def resolve_sources(sources: list[Any], input_size: tuple[int, int] | None = Non
 
 
 def _resolve(src: Any, input_size, num_classes) -> list[Candidate]:
+    if isinstance(src, tuple) and len(src) == 2 and all(isinstance(v, (str, Path)) for v in src):
+        from slimcv.artifact import resolve_model
+
+        name, weights = src  # (architecture, local weights file)
+        src = resolve_model(str(name), weights=weights, num_classes=num_classes or _default_classes(str(name))).model
+    if hasattr(src, "out_dir") or hasattr(src, "run_dir"):  # a stage's result: its saved folder
+        src = result_folder(src)
     if isinstance(src, nn.Module):
         if input_size is None:
             raise SlimcvError(f"Measuring an in-memory {type(src).__name__} needs input_size=(H, W).")
@@ -70,6 +77,16 @@ def _resolve(src: Any, input_size, num_classes) -> list[Candidate]:
     if path.suffix or "/" in str(src):
         raise SlimcvError(f"{src} is neither a run folder nor an .onnx file that exists; check the path.")
     return [_by_name(str(src), input_size, num_classes)]
+
+
+def _default_classes(name: str) -> int:
+    from slimcv.models import MODELS
+
+    if name in MODELS:
+        default = inspect.signature(MODELS.get(name)).parameters.get("num_classes")
+        if default is not None and isinstance(default.default, int):
+            return default.default
+    return 10
 
 
 def _torch_candidate(name: str, source: str, kind: str, model: nn.Module, shape: tuple[int, ...], task, weights,

@@ -140,7 +140,8 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
     write_summary(out, {"metrics": metrics, "stage": "prune"})
     atomic_write_json(out / "prune.json", {"before": before, "after": {k: v for k, v in after.items()
                                                                        if k != "metrics"}, "steps": steps,
-                                           **extra, "config": cfg.model_dump(mode="json")})
+                                           **extra, "config": cfg.model_copy(update={"data": data.config}).model_dump(
+                                               mode="json")})
     _print(before, after, key)
     return PruneStageResult(model, out, steps, before, after, final_spec)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from slimcv._io import read_jsonl
-from slimcv.artifact import MODEL_JSON, is_model_folder, read_json, read_run_config, read_summary
+from slimcv.artifact import MODEL_JSON, is_model_folder, read_json, read_run_config, read_summary, result_folder
 from slimcv.errors import SlimcvError
 
 METRIC_KEYS = ("miou", "top1")
@@ -76,6 +76,8 @@ def collect(paths: list[str | Path], *, count: bool = True) -> list[Entry]:
         raise SlimcvError("Give at least one run folder to report on.")
     entries: list[Entry] = []
     for p in paths:
+        if hasattr(p, "out_dir") or hasattr(p, "run_dir"):  # a stage's result object: its saved folder
+            p = result_folder(p)
         path = Path(p)
         if not path.is_dir():
             raise SlimcvError(f"{path} is not a folder; give run folders written by train, distill, prune or quantize.")
