@@ -63,6 +63,9 @@ def compress(model: Any, data: str | None = None, *, weights: str | None = None,
         import yaml
 
         print(yaml.safe_dump(recipe, sort_keys=False))
+        if task is not None:  # the given model is saved as the source folder first: nothing to check yet
+            console.print(f"would first save the given model as {model}, then run the recipe above")
+            return CompressResult(None, plan)
         return CompressResult(run(rec, overrides, dry_run=True), plan)
     result = run(rec, overrides)
     outcome = judge(result, plan)

@@ -9,6 +9,7 @@ Output folder (read by the report and recipe stages)::
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ from slimcv.artifact import check_exists, is_onnx, load_inputs, metric_key, read
 from slimcv.errors import SlimcvError
 from slimcv.data import DataBundle, as_bundle, build_dataset
 from slimcv.deploy.chooser import Candidate, choose_runtime
-from slimcv.deploy.runtime import DeployedModule, cpu_features, deployed_runner, openvino_available
+from slimcv.deploy import runtimes
+from slimcv.deploy.runtime import DeployedModule, cpu_features, deployed_runner
 from slimcv.engine.loop import SupervisedLoss, evaluate
 from slimcv.engine.train import class_weights, finetune_config, fit, make_eval_loader
 from slimcv.export.onnx import ExportConfig, export_module, sample_batches, sidecar_meta, write_sidecar
@@ -78,7 +80,7 @@ class QuantizeResult:
     def path(self) -> Path:
         """The recommended model's file (the FP32 ONNX file when PyTorch itself was recommended)."""
         m = self.recommended
-        return self.out_dir / (m["path"] if m["runtime"] != "pytorch" else "model_fp32.onnx")
+        return self.out_dir / (m["path"] if not str(m["runtime"]).startswith("eager") else "model_fp32.onnx")
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -253,6 +255,9 @@ def _source_objective(source: str) -> dict[str, Any]:
     return {k: run[k] for k in ("class_weights", "label_smoothing") if run.get(k) is not None}
 
 
+MODULE_ROW = {"eager": "fp32_pytorch", "eager-bf16": "bf16_pytorch", "eager-cuda": "fp32_pytorch_cuda"}
+
+
 def _evaluate_all(net: nn.Module, files: list[dict], data: DataBundle, cfg: QuantizeConfig, threads: int,
                   tmp: Path) -> list[dict[str, Any]]:
     """Score each file in each runtime on the validation split, then time all of them interleaved at batch 1."""
@@ -261,25 +266,33 @@ def _evaluate_all(net: nn.Module, files: list[dict], data: DataBundle, cfg: Quan
     example = data.val[0][0][None]
     ev = dict(task=data.task, num_classes=data.num_classes, ignore_index=data.info.ignore_index,
               class_names=data.info.class_names)
-    runtimes = ["ort"] + (["openvino"] if openvino_available() else [])
+    onnx_runtimes = runtimes.available("onnx")
     records, runners = [], {}
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         if cfg.eager:
-            records.append({"name": "fp32_pytorch", "path": cfg.source, "precision": "fp32", "runtime": "pytorch",
-                            "metrics": evaluate(net, loader, torch.device("cpu"), **ev),
-                            "file_bytes": sum(t.numel() * t.element_size() for t in net.state_dict().values())})
-            runners["fp32_pytorch"] = eager_runner(net, example)
+            size = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+            for rt in runtimes.available("module"):  # eager FP32, and bf16 / CUDA where this machine has them
+                name = MODULE_ROW[rt.name]
+                with console.status(f"evaluating {name}") if cfg.progress else _null():
+                    module = net if rt.name == "eager" else DeployedModule(copy.deepcopy(net), rt.name, threads)
+                    metrics = evaluate(module, loader, torch.device("cpu"), **ev)
+                records.append({"name": name, "path": cfg.source, "precision": rt.precision, "runtime": rt.name,
+                                "metrics": metrics, "file_bytes": size})
+                runners[name] = eager_runner(net, example) if rt.name == "eager" else \
+                    deployed_runner(copy.deepcopy(net), example, rt.name, threads)
         for f in files:
-            for rt in runtimes:
-                name = f["name"] + ("" if rt == "ort" else f"_{rt}")
+            for rt in onnx_runtimes:
+                if not runtimes.pairs_with(rt, f["precision"]):
+                    continue
+                name = f["name"] + ("" if rt.name == "ort" else f"_{rt.name}")
                 path = tmp / f["file"]
                 with console.status(f"evaluating {name}") if cfg.progress else _null():
-                    metrics = evaluate(DeployedModule(path, rt, threads), loader, torch.device("cpu"), **ev)
-                records.append({"name": name, "path": f["file"], "precision": f["precision"], "runtime": rt,
+                    metrics = evaluate(DeployedModule(path, rt.name, threads), loader, torch.device("cpu"), **ev)
+                records.append({"name": name, "path": f["file"], "precision": f["precision"], "runtime": rt.name,
                                 "metrics": metrics, "file_bytes": path.stat().st_size})
-                runners[name] = deployed_runner(path, example, rt, threads)
+                runners[name] = deployed_runner(path, example, rt.name, threads)
     finally:
         torch.set_num_threads(previous)
     timings = time_interleaved(runners, warmup=3, runs=cfg.latency_runs, threads=threads)

@@ -198,12 +198,14 @@ def _listed_path(folder: Path, listed: str) -> Path:
 
 
 def _runtime_name(m: dict[str, Any]) -> str:
+    """The runtime table's row label (eager, eager-bf16, ort-fp32, ort-int8, openvino-int8, ...)."""
+    from slimcv.deploy.runtimes import row_name
+
     runtime = str(m.get("runtime") or "ort").lower()
-    if runtime in ("eager", "torch", "pytorch"):
-        return "eager"
-    if runtime.startswith(("ort", "onnxruntime")) and not runtime.startswith("ort-"):
-        return f"ort-{(m.get('precision') or 'fp32').lower()}"
-    return runtime
+    try:
+        return row_name(runtime, str(m.get("precision") or "fp32").lower())
+    except SlimcvError:
+        return runtime  # a label from a newer or older slimcv: shown as written
 
 
 def _summary_metrics(path: Path, curves: list[dict[str, Any]]) -> dict[str, Any]:

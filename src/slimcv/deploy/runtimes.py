@@ -1,0 +1,220 @@
+"""The runtime table: every way slimcv can run a model, with its availability check on this machine.
+
+Each entry says what it runs (an ``onnx`` file or a PyTorch ``module``), how to check it can run here (library
+importable, CPU flags, a GPU), how to open a session, and the precision it computes in (``None``: the file's
+own, FP32 or INT8). ``bench``, ``quantize``, the chooser and ``slimcv.deploy`` read it; a new runtime is one
+entry (and its test). Importing this module needs only numpy: torch, ONNX Runtime and OpenVINO are imported
+by the entries that use them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimcv.errors import SlimcvError, close_matches
+
+Session = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One way to run a model: ``open(source, threads)`` gives a function from an NCHW float32 array to logits."""
+
+    name: str
+    runs: str  # "onnx" (an .onnx file) or "module" (a PyTorch nn.Module)
+    check: Callable[[], str | None]  # None when it can run here, else the reason it cannot
+    open: Callable[[Any, int | None], Session]
+    precision: str | None = None  # computes in this precision; None: the file's own (fp32 or int8)
+    device: str = "cpu"
+    doc: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.check() is None
+
+
+# ----------------------------------------------------------------------------- availability checks
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def native_bf16() -> bool:
+    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX): bf16 is only faster there."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def _importable(module: str, extra: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        try:
+            __import__(module)
+        except ImportError:
+            return f"{module} is not installed (pip install 'slimcv[{extra}]')" if extra else \
+                f"{module} is not installed"
+        return None
+
+    return check
+
+
+def _bf16_check() -> str | None:
+    if not native_bf16():
+        return "this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 would be emulated and slower"
+    return None
+
+
+def _cuda_check() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    return None if torch.cuda.is_available() else "no CUDA GPU here"
+
+
+def _ort_cuda_check() -> str | None:
+    missing = _importable("onnxruntime", "")() or _cuda_check()
+    if missing:
+        return missing
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "this onnxruntime build has no CUDA provider (pip install onnxruntime-gpu)"
+    return None
+
+
+# ----------------------------------------------------------------------------- sessions
+
+def _ort(providers: list[str]) -> Callable[[Any, int | None], Session]:
+    def open_(path: Any, threads: int | None) -> Session:
+        import onnxruntime as ort
+
+        _need_file(path)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        # several sessions share the cores in one process: idle spinning would steal them from the next one
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            session = ort.InferenceSession(str(path), opts, providers=providers)
+        except Exception as e:  # ONNX Runtime raises its own types for files it cannot load
+            raise SlimcvError(f"{path} is not an ONNX model ONNX Runtime can load "
+                              f"({str(e).splitlines()[0][:200]}); export one with `slimcv export`.") from e
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+
+    return open_
+
+
+def _openvino(hint: str | None) -> Callable[[Any, int | None], Session]:
+    def open_(path: Any, threads: int | None) -> Session:
+        import openvino as ov
+
+        _need_file(path)
+        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+        if hint:
+            config["INFERENCE_PRECISION_HINT"] = hint
+        try:
+            compiled = ov.Core().compile_model(str(path), "CPU", config)
+        except RuntimeError as e:
+            raise SlimcvError(f"OpenVINO cannot compile {path} ({str(e).splitlines()[0][:200]}).") from e
+        request = compiled.create_infer_request()
+        return lambda x: np.asarray(next(iter(request.infer({0: x}).values())))
+
+    return open_
+
+
+def _torch(dtype: str | None, device: str) -> Callable[[Any, int | None], Session]:
+    def open_(module: Any, threads: int | None) -> Session:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        net = module.eval().to(device)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            t = torch.from_numpy(x).to(device)
+            with torch.inference_mode():
+                if dtype == "bf16":
+                    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+                        out = net(t)
+                else:
+                    out = net(t)
+            return out.float().cpu().numpy()
+
+        return run
+
+    return open_
+
+
+def _need_file(path: Any) -> None:
+    if not Path(str(path)).is_file():
+        raise SlimcvError(f"ONNX file {path} does not exist; export one with `slimcv export`.")
+
+
+TABLE: dict[str, Runtime] = {r.name: r for r in (
+    Runtime("eager", "module", lambda: None, _torch(None, "cpu"), "fp32", doc="PyTorch eager, FP32"),
+    Runtime("eager-bf16", "module", _bf16_check, _torch("bf16", "cpu"), "bf16",
+            doc="PyTorch eager under bf16 autocast (CPUs with AVX512-BF16/AMX)"),
+    Runtime("eager-cuda", "module", _cuda_check, _torch(None, "cuda"), "fp32", "cuda", doc="PyTorch on the GPU"),
+    Runtime("ort", "onnx", _importable("onnxruntime", ""), _ort(["CPUExecutionProvider"]),
+            doc="ONNX Runtime, CPU (FP32 files, and INT8 QDQ files in its INT8 kernels)"),
+    Runtime("ort-cuda", "onnx", _ort_cuda_check, _ort(["CUDAExecutionProvider", "CPUExecutionProvider"]),
+            device="cuda", doc="ONNX Runtime's CUDA provider"),
+    Runtime("openvino", "onnx", _importable("openvino", "openvino"), _openvino(None),
+            doc="OpenVINO at its default precision for this CPU (bf16 on AMX CPUs, else FP32; INT8 files in INT8)"),
+    Runtime("openvino-f32", "onnx", _importable("openvino", "openvino"), _openvino("f32"), "fp32",
+            doc="OpenVINO with FP32 inference forced (differs from 'openvino' where the CPU has AMX/bf16)"),
+)}
+ALIASES = {"pytorch": "eager", "torch": "eager", "onnxruntime": "ort", "ov": "openvino"}
+
+
+def get(name: str) -> Runtime:
+    """The table entry ``name`` (aliases: pytorch, onnxruntime, ov); a one-sentence error otherwise."""
+    key = ALIASES.get(name, name)
+    if key not in TABLE:
+        raise SlimcvError(f"Unknown runtime {name!r}; choose from {', '.join(TABLE)}.{close_matches(name, TABLE)}")
+    return TABLE[key]
+
+
+def available(runs: str | None = None) -> list[Runtime]:
+    """The entries that can run here (optionally only those that run ``onnx`` files or ``module``s)."""
+    return [r for r in TABLE.values() if (runs is None or r.runs == runs) and r.available]
+
+
+def unavailable() -> dict[str, str]:
+    """Each entry that cannot run here, with the reason."""
+    return {r.name: r.check() for r in TABLE.values() if not r.available}
+
+
+def open_session(source: Any, runtime: str = "ort", threads: int | None = None) -> Session:
+    """A function running ``source`` (an .onnx path or a module, as the runtime takes) on one NCHW array."""
+    rt = get(runtime)
+    why = rt.check()
+    if why:
+        raise SlimcvError(f"Runtime {rt.name!r} cannot run here: {why}.")
+    return rt.open(source, threads)
+
+
+def row_name(runtime: str, precision: str) -> str:
+    """How a (runtime, file precision) pair is labelled in tables: eager, eager-bf16, ort-fp32, ort-int8,
+    openvino-int8, openvino-f32 (a runtime with a fixed precision is its own label)."""
+    rt = get(runtime)
+    return rt.name if rt.precision else f"{rt.name}-{precision}"
+
+
+def pairs_with(runtime: Runtime, precision: str) -> bool:
+    """Whether a runtime is worth measuring on a file of ``precision`` (forced-FP32 OpenVINO: FP32 files only)."""
+    return runtime.precision is None or runtime.precision == precision
