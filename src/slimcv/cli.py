@@ -186,7 +186,9 @@ def _deploy_commands(add) -> None:
     b.add_argument("--weights", help="local weights file for --model")
     b.add_argument("--input-size", type=int, nargs="+", metavar="N", help="H W (needed for model names)")
     b.add_argument("--num-classes", type=int, help="classes of a model given by name (default: its builder's)")
-    b.add_argument("--runtimes", nargs="+", default=["eager", "ort"], choices=["eager", "ort"])
+    b.add_argument("--runtimes", nargs="+", default=["eager", "ort"], metavar="RUNTIME",
+                   help="from the runtime table: eager, eager-bf16, eager-cuda, ort, ort-cuda, openvino, openvino-f32 "
+                   "(default eager ort); one this machine cannot run is noted and skipped")
     b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="throughput at these batch sizes")
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--runs", type=int, default=20, help="timed calls per model and runtime at batch 1")

@@ -84,8 +84,9 @@ def test_comparison_table_lists_every_model_with_costs_and_runtimes(rendered):
                    "ort-fp32(ms)", "ort-int8(ms)", "speed-up(fastest runtime)"):
         assert column in table["headers"], column
     names = [e.name for e in result.entries]
-    assert names == ["teacher", "student", "pruned", "quantized:fp32_pytorch", "quantized:fp32",
-                     "quantized:int8_minmax"]
+    # a bf16 row joins where the CPU computes bf16 natively (AVX512-BF16/AMX)
+    assert [n for n in names if n != "quantized:bf16_pytorch"] == [
+        "teacher", "student", "pruned", "quantized:fp32_pytorch", "quantized:fp32", "quantized:int8_minmax"]
     assert table["rows"] == 1 + len(names)
     per_class = page.tables[1]
     assert per_class["headers"] == ["class", *names] and per_class["rows"] == 1 + 4  # background + 3 shapes
@@ -140,7 +141,7 @@ def test_collect_reads_each_stage(runs):
     assert len(teacher.curves) == 3 and teacher.command.startswith("slimcv train --config")
     assert teacher.params and teacher.macs and teacher.file_bytes
     assert pruned.kind == "prune" and pruned.command.startswith("slimcv prune")
-    assert [q.kind for q in quant] == ["quantize"] * 3
+    assert len(quant) >= 3 and {q.kind for q in quant} == {"quantize"}  # + a bf16 row on bf16 CPUs
     int8 = quant[-1]
     assert set(int8.latency) == {"ort-int8"} and int8.model_path.suffix == ".onnx"
     assert int8.params == teacher.params and int8.macs == teacher.macs  # counted on the source run

@@ -42,7 +42,8 @@ class Latency(_Strict):
 class RuntimeResult(_Strict):
     """One model in one runtime: latency at batch 1, throughput per batch size, peak memory."""
 
-    runtime: str = Field(description="eager, ort-fp32 or ort-int8")
+    runtime: str = Field(description="the runtime table's row label: eager, eager-bf16, ort-fp32, ort-int8, "
+                         "openvino-fp32, openvino-int8, ...")
     latency_ms: Latency = Field(description="batch 1")
     throughput: dict[str, float] = Field(description="images per second, keyed by batch size")
     batch_latency_ms: dict[str, Latency] = Field(description="per-call latency, keyed by batch size")
@@ -90,9 +91,11 @@ def bench(sources: Sequence[Any], *, input_size: Sequence[int] | None = None, nu
           threads: int | None = None, memory: bool = True, out: str | Path | None = None,
           quiet: bool = False) -> BenchReport:
     """Measure every source (run folder, quantize folder, model name, .onnx file or nn.Module) in each runtime."""
-    bad = sorted(set(runtimes) - set(RUNTIMES))
-    if bad or not runtimes:
-        raise SlimcvError(f"Unknown runtime(s) {bad or list(runtimes)}; choose from {list(RUNTIMES)}.")
+    from slimcv.deploy import runtimes as table
+
+    if not runtimes:
+        raise SlimcvError(f"Give at least one runtime; choose from {', '.join(table.TABLE)}.")
+    runtimes = [table.get(r).name for r in runtimes]  # one sentence for an unknown name
     if not batch_sizes or min(batch_sizes) < 1:
         raise SlimcvError(f"Batch sizes must be positive integers, got {list(batch_sizes)}.")
     size = _hw(input_size)
@@ -104,7 +107,7 @@ def bench(sources: Sequence[Any], *, input_size: Sequence[int] | None = None, nu
         plan = _plan(candidates, runtimes, Path(tmp), notes)
         timings = {b: _time(plan, b, warmup, runs if b == 1 else max(5, runs // 4), threads, quiet)
                    for b in batch_sizes}
-        mem = {key: _memory(c, rt, path, threads) for key, (c, rt, path) in plan.items()} if memory else {}
+        mem = {key: _memory(c, rt, path, threads) for key, (c, _label, path, rt) in plan.items()} if memory else {}
     report = _assemble(candidates, plan, timings, mem, threads, warmup, runs, batch_sizes, memory)
     report.notes = notes
     if out is not None:
@@ -127,26 +130,34 @@ def _hw(size: Sequence[int] | int | None) -> tuple[int, int] | None:
 
 def _plan(candidates: list[Candidate], runtimes: Sequence[str], tmp: Path, notes: list[str]) -> dict[str, tuple]:
     """(candidate, runtime, onnx path or None) per measured row, keyed 'name · runtime'."""
+    from slimcv.deploy import runtimes as table
+
     plan: dict[str, tuple] = {}
-    ort_ok = _has_ort()
+    usable = []
+    for name in runtimes:
+        why = table.get(name).check()
+        if why:
+            notes.append(f"runtime {name} not measured: {why}")
+        else:
+            usable.append(table.get(name))
+    exported: dict[int, Path] = {}
     for c in candidates:
-        if c.onnx is not None:
-            if "ort" not in runtimes:
-                continue
-            if not ort_ok:
-                raise SlimcvError(f"{c.source} is an ONNX file and ONNX Runtime is not installed: "
-                                  "pip install onnxruntime.")
-            plan[f"{c.name} · ort-{c.precision}"] = (c, f"ort-{c.precision}", c.onnx)
-            continue
-        if "eager" in runtimes:
-            plan[f"{c.name} · eager"] = (c, "eager", None)
-        if "ort" in runtimes and ort_ok:
-            try:
-                plan[f"{c.name} · ort-fp32"] = (c, "ort-fp32", _export(c, tmp))
-            except SlimcvError as e:  # one model that does not export must not stop the others' measurement
-                notes.append(f"{c.name}: no ort-fp32 row, export failed: {e}")
+        for rt in usable:
+            if c.onnx is not None and rt.runs == "onnx" and table.pairs_with(rt, c.precision):
+                plan[f"{c.name} · {table.row_name(rt.name, c.precision)}"] = (c, table.row_name(rt.name, c.precision),
+                                                                               c.onnx, rt.name)
+            elif c.onnx is None and rt.runs == "module":
+                plan[f"{c.name} · {rt.name}"] = (c, rt.name, None, rt.name)
+            elif c.onnx is None and rt.runs == "onnx" and table.pairs_with(rt, "fp32"):
+                try:
+                    path = exported.get(id(c)) or exported.setdefault(id(c), _export(c, tmp))
+                except SlimcvError as e:  # one model that does not export must not stop the others' measurement
+                    notes.append(f"{c.name}: no {rt.name} rows, export failed: {e}")
+                    continue
+                plan[f"{c.name} · {table.row_name(rt.name, 'fp32')}"] = (c, table.row_name(rt.name, "fp32"), path,
+                                                                          rt.name)
     if not plan:
-        raise SlimcvError(f"No runtime in {list(runtimes)} can run these models; add 'eager' or install onnxruntime.")
+        raise SlimcvError(f"No runtime in {list(runtimes)} can run these models here; add 'eager' or 'ort'.")
     return plan
 
 
@@ -170,12 +181,19 @@ def _export(c: Candidate, tmp: Path) -> Path:
 
 
 def _time(plan: dict[str, tuple], batch: int, warmup: int, runs: int, threads: int, quiet: bool) -> dict[str, Timing]:
+    from slimcv.deploy.runtime import deployed_runner
+
     runners = {}
-    for key, (c, runtime, path) in plan.items():
+    for key, (c, _label, path, runtime) in plan.items():
         if c.batch_dim not in (None, batch):
             continue  # an ONNX file exported for a fixed batch size
         x = torch.randn(batch, *c.input_shape, generator=torch.Generator().manual_seed(0))
-        runners[key] = eager_runner(c.model, x) if path is None else ort_runner(ort_session(path, threads, spinning=False), x)
+        if runtime == "eager":
+            runners[key] = eager_runner(c.model, x)
+        elif path is not None and runtime == "ort":
+            runners[key] = ort_runner(ort_session(path, threads, spinning=False), x)
+        else:
+            runners[key] = deployed_runner(path if path is not None else c.model, x, runtime, threads)
     if not runners:
         return {}
     if not quiet:
@@ -185,6 +203,8 @@ def _time(plan: dict[str, tuple], batch: int, warmup: int, runs: int, threads: i
 
 
 def _memory(c: Candidate, runtime: str, path: Path | None, threads: int) -> float | None:
+    if runtime not in ("eager", "ort"):
+        return None  # the memory probe runs PyTorch eager and ONNX Runtime
     if runtime == "eager" and not c.load:
         return None  # an in-memory module cannot be rebuilt in a fresh process
     spec = {"runtime": "eager" if runtime == "eager" else "ort", "source": str(path) if path else c.load["source"],
@@ -199,7 +219,7 @@ def _assemble(candidates, plan, timings, mem, threads, warmup, runs, batch_sizes
     models = []
     for c in candidates:
         rows = []
-        for key, (cand, runtime, _) in plan.items():
+        for key, (cand, runtime, _, _rt) in plan.items():
             if cand is not c or key not in timings[1]:
                 continue
             per_batch = {str(b): _latency(t[key]) for b, t in timings.items() if key in t}

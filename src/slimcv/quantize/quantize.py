@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -296,6 +297,8 @@ def _evaluate_all(net: nn.Module, files: list[dict], data: DataBundle, cfg: Quan
     finally:
         torch.set_num_threads(previous)
     timings = time_interleaved(runners, warmup=3, runs=cfg.latency_runs, threads=threads)
+    runners.clear()
+    gc.collect()  # release the runtimes' sessions (and OpenVINO's compiled models) before anything else runs
     for r in records:
         t = timings[r["name"]]
         r["latency_ms"] = {"median": t.median_ms, "p90": t.p90_ms}

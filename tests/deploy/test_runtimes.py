@@ -1,0 +1,77 @@
+"""The runtime table: every runtime this machine has agrees with PyTorch FP32; the others say why they are absent."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from slimcv.deploy import runtimes
+from slimcv.deploy.chooser import Candidate, choose_runtime
+from slimcv.errors import SlimcvError
+from slimcv.export import ExportConfig, export_module
+from slimcv.models import create_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.manual_seed(0)
+    net = create_model("unet", 3, base_width=4, depth=2).eval()
+    x = torch.rand(2, 3, 32, 32)
+    path = tmp_path_factory.mktemp("rt") / "m.onnx"
+    export_module(net, path, [x], task="segmentation", cfg=ExportConfig(check=False), meta={"mean": [0] * 3,
+                                                                                             "std": [1] * 3})
+    with torch.no_grad():
+        ref = net(x).numpy()
+    return net, path, x.numpy(), ref
+
+
+@pytest.mark.parametrize("name", list(runtimes.TABLE))
+def test_every_available_runtime_matches_pytorch_fp32(tiny, name):
+    rt = runtimes.TABLE[name]
+    why = rt.check()
+    if why:
+        pytest.skip(f"{name}: {why}")
+    net, path, x, ref = tiny
+    out = runtimes.open_session(path if rt.runs == "onnx" else net, name, threads=1)(x)
+    assert out.shape == ref.shape
+    agree = (out.argmax(1) == ref.argmax(1)).mean()
+    assert agree > (0.97 if rt.precision == "bf16" else 0.999), agree
+    if rt.precision != "bf16":
+        np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-4)
+
+
+def test_an_unavailable_runtime_says_why_and_is_refused(monkeypatch):
+    monkeypatch.setattr(runtimes, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert "no native bf16" in runtimes.TABLE["eager-bf16"].check()
+    assert "eager-bf16" in runtimes.unavailable()
+    with pytest.raises(SlimcvError, match="cannot run here: this CPU has no native bf16"):
+        runtimes.open_session(torch.nn.Identity(), "eager-bf16")
+    monkeypatch.setattr(runtimes, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    assert runtimes.TABLE["eager-bf16"].check() is None
+
+
+def test_names_aliases_and_row_labels():
+    assert runtimes.get("pytorch").name == "eager" and runtimes.get("onnxruntime").name == "ort"
+    with pytest.raises(SlimcvError, match="Unknown runtime 'openvno'.*'openvino'"):
+        runtimes.get("openvno")
+    assert [runtimes.row_name("ort", "int8"), runtimes.row_name("eager", "fp32"), runtimes.row_name("openvino-f32", "fp32"),
+            runtimes.row_name("eager-bf16", "fp32")] == ["ort-int8", "eager", "openvino-f32", "eager-bf16"]
+    assert runtimes.available("module")[0].name == "eager"
+
+
+def test_the_quantize_choice_is_reproduced_from_its_recorded_timings(tmp_path):
+    import slimcv
+
+    data = {"spec": "synthetic-shapes", "options": {"size": 32, "length": 16}, "batch_size": 8, "workers": 0}
+    torch.manual_seed(0)
+    net = create_model("unet", 4, base_width=2, depth=2)
+    q = slimcv.quantize(net, data=data, out_dir=tmp_path / "q", latency_runs=3, progress=False)
+    info = json.loads((tmp_path / "q" / "quantize.json").read_text())
+    again = choose_runtime([Candidate(m["name"], m["metrics"]["miou"], m["latency_ms"]["median"], m["runtime"],
+                                      m["precision"]) for m in info["models"]], info["config"]["max_drop"],
+                           metric_name="miou")
+    assert again.name == info["recommendation"]["name"] == q.recommendation["name"]
+    assert info["cpu"]["model"] and "bf16" in info["cpu"] and info["threads"] >= 1
+    assert {m["runtime"] for m in info["models"]} >= {"eager", "ort"}
