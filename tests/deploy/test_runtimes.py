@@ -75,3 +75,22 @@ def test_the_quantize_choice_is_reproduced_from_its_recorded_timings(tmp_path):
     assert again.name == info["recommendation"]["name"] == q.recommendation["name"]
     assert info["cpu"]["model"] and "bf16" in info["cpu"] and info["threads"] >= 1
     assert {m["runtime"] for m in info["models"]} >= {"eager", "ort"}
+
+
+def test_deploy_load_runs_what_quantize_chose_and_a_runtime_can_be_forced(tmp_path):
+    import slimcv
+    from slimcv import deploy
+
+    data = {"spec": "synthetic-shapes", "options": {"size": 32, "length": 16}, "batch_size": 8, "workers": 0}
+    torch.manual_seed(0)
+    q = slimcv.quantize(create_model("unet", 4, base_width=2, depth=2), data=data, out_dir=tmp_path / "q",
+                        latency_runs=3, progress=False)
+    p = deploy.load(tmp_path / "q")
+    chosen = q.recommended
+    assert p.path == q.path and (p.runtime == chosen["runtime"] or chosen["runtime"].startswith("eager"))
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    ref = deploy.load(tmp_path / "q" / "model_fp32.onnx")(image).mask
+    for rt in runtimes.available("onnx"):  # predictor parity per runtime on the FP32 file
+        assert (deploy.load(tmp_path / "q" / "model_fp32.onnx", runtime=rt.name)(image).mask == ref).mean() > 0.99
+    with pytest.raises(SlimcvError, match="runs PyTorch modules"):
+        deploy.load(tmp_path / "q" / "model_fp32.onnx", runtime="eager")

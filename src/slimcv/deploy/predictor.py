@@ -25,23 +25,18 @@ class Prediction:
 class Predictor:
     """Preprocess like validation, run the ONNX file, postprocess: ``Predictor(path)(image)``."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
+                 runtime: str | None = None) -> None:
+        from slimcv.deploy import runtimes
+
         self.path = Path(path)
         self.meta = read_sidecar(self.path)
-        try:
-            import onnxruntime as ort
-        except ImportError as e:
-            raise SlimcvError("ONNX Runtime is not installed: pip install onnxruntime.") from e
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts,
-                                                providers=providers or ["CPUExecutionProvider"])
-        except Exception as e:  # ONNX Runtime raises its own types for files that are not ONNX models
-            raise SlimcvError(f"{self.path} is not an ONNX model ONNX Runtime can load "
-                              f"({str(e).splitlines()[0][:200]}); export one with `slimcv export`.") from e
-        self.input_name = self.session.get_inputs()[0].name
+        self.runtime = runtimes.get(runtime or ("ort-cuda" if providers and "CUDAExecutionProvider" in providers
+                                                else "ort")).name
+        if runtimes.get(self.runtime).runs != "onnx":
+            raise SlimcvError(f"Runtime {self.runtime!r} runs PyTorch modules; a deployed file runs in ort, ort-cuda "
+                              "or openvino.")
+        self.run = runtimes.open_session(self.path, self.runtime, threads)
         self.task = self.meta["task"]
         self.class_names = self.meta.get("class_names")
 
@@ -63,7 +58,7 @@ class Predictor:
 
     def logits(self, image: Any) -> np.ndarray:
         """Raw model output for one image."""
-        return self.session.run(None, {self.input_name: self.preprocess(image)})[0]
+        return self.run(self.preprocess(image))
 
     def __call__(self, image: Any) -> Prediction:
         """Predict one image."""
@@ -80,9 +75,33 @@ class Predictor:
         return Prediction(mask=out.argmax(0).astype(np.uint8))
 
 
-def load(path: str | Path, threads: int | None = None) -> Predictor:
-    """A :class:`Predictor` over the ONNX file at ``path`` (its ``.json`` sidecar holds the preprocessing)."""
-    return Predictor(path, threads)
+def load(path: str | Path, threads: int | None = None, runtime: str | None = None) -> Predictor:
+    """A :class:`Predictor` over an ONNX file (its ``.onnx.json`` sidecar holds the preprocessing), or over the
+    model a ``quantize`` folder recommends, in the runtime it was chosen for; ``runtime`` forces one."""
+    path = Path(path)
+    if path.is_dir() and (path / "quantize.json").is_file():
+        path, chosen = _recommended(path)
+        runtime = runtime or chosen
+    return Predictor(path, threads, runtime=runtime)
+
+
+def _recommended(folder: Path) -> tuple[Path, str]:
+    """The file and runtime ``quantize.json`` recommends (PyTorch itself: its FP32 ONNX file in ONNX Runtime)."""
+    from slimcv.deploy import runtimes
+
+    try:
+        info = json.loads((folder / "quantize.json").read_text())
+        name = info["recommendation"]["name"]
+        model = next(m for m in info["models"] if m["name"] == name)
+    except (ValueError, KeyError, StopIteration) as e:
+        raise SlimcvError(f"{folder / 'quantize.json'} names no recommended model ({e}); run `slimcv quantize` "
+                          "again.") from e
+    rt = runtimes.get(model["runtime"])
+    if rt.runs != "onnx":
+        return folder / "model_fp32.onnx", "ort"
+    if not rt.available:  # chosen on another machine: run the same file where it can run here
+        return folder / model["path"], "ort"
+    return folder / model["path"], rt.name
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:
