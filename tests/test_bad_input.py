@@ -131,3 +131,12 @@ def test_train_into_a_folder_another_process_is_writing_is_refused(tmp_path, cap
 def test_every_command_names_a_path_that_does_not_exist(tmp_path, capsys, argv, needle):
     _one_sentence_exit_2(argv, capsys, needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written for a command that could not start
+
+
+def test_a_model_with_another_class_count_than_the_data_is_one_sentence():
+    import slimcv
+    from slimcv.models import create_model
+
+    data = {"spec": "synthetic-shapes:classification", "options": {"size": 32, "length": 8}, "workers": 0}
+    with pytest.raises(SlimcvError, match="predicts 10 classes but the data has 3"):
+        slimcv.quantize(create_model("resnet20", 10), data=data, out_dir="q")

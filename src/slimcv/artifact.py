@@ -330,6 +330,7 @@ def load_inputs(source: Any, data: Any = None, *, weights: str | Path | None = N
         bundle = as_bundle(data)
         loaded = resolve_model(source, weights=weights, num_classes=bundle.num_classes, task=bundle.task,
                                kwargs=kwargs)
+    check_classes(loaded.model, bundle)
     if loaded.spec.get("num_classes") is None:
         loaded.spec["num_classes"] = bundle.num_classes
     loaded.spec.setdefault("task", bundle.task)
@@ -338,6 +339,27 @@ def load_inputs(source: Any, data: Any = None, *, weights: str | Path | None = N
         loaded.spec.setdefault("palette", [list(c) for c in bundle.info.palette])
     loaded.spec.setdefault("preprocess", {"mean": list(bundle.info.mean), "std": list(bundle.info.std)})
     return loaded, bundle
+
+
+def check_classes(model: nn.Module, bundle: Any) -> None:
+    """One sentence when the model predicts a different number of classes than the data has."""
+    import torch
+
+    was = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(bundle.val[0][0][None])
+    except Exception as e:  # the user's forward on the user's data: say so in one sentence
+        raise SlimcvError(f"{type(model).__name__} cannot run on the data's first validation image "
+                          f"{tuple(bundle.val[0][0].shape)} ({str(e).splitlines()[0][:200]}); check the input size "
+                          "and channels the model expects.") from e
+    finally:
+        model.train(was)
+    out = out.get("out", next(iter(out.values()))) if isinstance(out, dict) else out
+    if out.ndim >= 2 and out.shape[1] != bundle.num_classes:
+        raise SlimcvError(f"The model predicts {out.shape[1]} classes but the data has {bundle.num_classes} "
+                          f"({bundle.config.spec}); build it with num_classes={bundle.num_classes} or use the data it "
+                          "was trained on.")
 
 
 def tag(model: nn.Module, spec: dict[str, Any]) -> nn.Module:
