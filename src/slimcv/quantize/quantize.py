@@ -35,6 +35,7 @@ from slimcv.engine.loop import SupervisedLoss, evaluate
 from slimcv.engine.train import class_weights, finetune_config, fit, make_eval_loader
 from slimcv.export.onnx import ExportConfig, export_module, sample_batches, sidecar_meta, write_sidecar
 from slimcv.quantize.calibration import ImageCalibrationReader
+from slimcv.quantize.compact import compact_onnx
 from slimcv.quantize.dynamic import dynamic_applicability, quantize_dyn
 from slimcv.quantize.ptq import quantize_ptq
 from slimcv.quantize.qat import export_qat, prepare_qat
@@ -226,6 +227,7 @@ def _input_name(path: Path) -> str:
 
 
 def _variant(path: Path, fp32_meta: dict, name: str, extra: dict) -> dict[str, Any]:
+    compact_onnx(path)  # the INT8 file as small as its weights allow (short internal names)
     write_sidecar(path, {**fp32_meta, "precision": "int8", **extra, "agreement": None})
     return {"name": name, "file": path.name, "precision": "int8"}
 
