@@ -22,10 +22,18 @@ def compact_onnx(path: str | Path) -> Path:
     keep = {v.name for v in graph.input} | {v.name for v in graph.output}
     names: dict[str, str] = {}
 
+    taken = set(keep)
+
     def short(name: str) -> str:
         if not name or name in keep:
             return name
-        return names.setdefault(name, format(len(names), "x"))
+        if name not in names:
+            i = len(names)
+            while format(i, "x") in taken:  # never collide with a kept input/output name (e.g. "44")
+                i += 1
+            names[name] = format(i, "x")
+            taken.add(names[name])
+        return names[name]
 
     for init in graph.initializer:
         init.name = short(init.name)
