@@ -263,15 +263,15 @@ def _weight(item: str, weight: str, flag: str) -> float:
 def _size(size: Sequence[int] | None):
     if size is None:
         return None
-    if len(size) not in (1, 2):
-        raise SlimcvError(f"--size takes one or two numbers (H W), got {len(size)}.")
-    if any(n < 1 for n in size):
-        raise SlimcvError(f"--size {' '.join(map(str, size))}: sizes are positive pixel counts, e.g. --size 176 240.")
-    return size[0] if len(size) == 1 else list(size)
+    from slimcv.cli_flags import check_size
+
+    return check_size(size)
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.command == "train":
+    if args.command in MODEL_COMMANDS:
+        _run_model_command(args)
+    elif args.command == "train":
         from slimcv.engine.train import train
 
         values = _train_config(args)
@@ -283,7 +283,41 @@ def _run(args: argparse.Namespace) -> int:
         values = _distill_config(args)
         with _run_folder_lock(values, args):
             distill(values)
-    elif args.command == "prune":
+    elif args.command == "run":
+        from slimcv.pipeline.runner import run
+
+        run(args.recipe, args.set, out_dir=args.out_dir, until=args.until, dry_run=args.dry_run)
+    elif args.command == "compress":
+        from slimcv.pipeline.compress import compress
+
+        compress(args.model, args.data, weights=args.weights, target_speedup=args.target_speedup, target_size=args.target_size,
+                 target_macs=args.target_macs, max_drop=args.max_drop, epochs=args.epochs,
+                 teacher_epochs=args.teacher_epochs, out_dir=args.out_dir, overrides=args.set, dry_run=args.dry_run)
+    elif args.command == "demo":
+        from slimcv.pipeline.demo import demo
+
+        demo(args.data, out_dir=args.out_dir, quick=args.quick, threads=args.threads, overrides=args.set)
+    elif args.command == "report":
+        from slimcv.report.report import report
+
+        report(args.runs, out=args.out, baseline=args.baseline, bench=args.bench,
+               measure="all" if args.remeasure else args.measure, images=args.images, predict=not args.no_predict,
+               threads=args.threads, title=args.title)
+    elif args.command == "check-data":
+        return 1 if _check_data(args) else 0
+    elif args.command == "models":
+        _list_models(args.task)
+    elif args.command == "datasets":
+        _list_datasets()
+    return 0
+
+
+MODEL_COMMANDS = ("prune", "eval", "export", "quantize", "bench")
+
+
+def _run_model_command(args: argparse.Namespace) -> None:
+    """The commands that take a model as SOURCE or --model NAME --weights FILE."""
+    if args.command == "prune":
         from slimcv.prune.prune import prune
 
         distill = [{"name": n, "weight": _weight(f"{n}:{w}", w, "--distill"), "temperature": args.temperature}
@@ -300,20 +334,6 @@ def _run(args: argparse.Namespace) -> int:
         source, weights = _model_source(args)
         data = _eval_data(args, source)
         evaluate_model(source, data, weights=weights, out=args.out, device=args.device, batch_size=args.batch_size)
-    elif args.command == "run":
-        from slimcv.pipeline.runner import run
-
-        run(args.recipe, args.set, out_dir=args.out_dir, until=args.until, dry_run=args.dry_run)
-    elif args.command == "compress":
-        from slimcv.pipeline.compress import compress
-
-        compress(args.model, args.data, weights=args.weights, target_speedup=args.target_speedup, target_size=args.target_size,
-                 target_macs=args.target_macs, max_drop=args.max_drop, epochs=args.epochs,
-                 teacher_epochs=args.teacher_epochs, out_dir=args.out_dir, overrides=args.set, dry_run=args.dry_run)
-    elif args.command == "demo":
-        from slimcv.pipeline.demo import demo
-
-        demo(args.data, out_dir=args.out_dir, quick=args.quick, threads=args.threads, overrides=args.set)
     elif args.command == "export":
         from slimcv.export.onnx import export
 
@@ -341,19 +361,6 @@ def _run(args: argparse.Namespace) -> int:
         bench(sources, input_size=_size(args.input_size), num_classes=args.num_classes, runtimes=args.runtimes,
               batch_sizes=args.batch_sizes, warmup=args.warmup, runs=args.runs, threads=args.threads,
               memory=not args.no_memory, out=args.out)
-    elif args.command == "report":
-        from slimcv.report.report import report
-
-        report(args.runs, out=args.out, baseline=args.baseline, bench=args.bench,
-               measure="all" if args.remeasure else args.measure, images=args.images, predict=not args.no_predict,
-               threads=args.threads, title=args.title)
-    elif args.command == "check-data":
-        return 1 if _check_data(args) else 0
-    elif args.command == "models":
-        _list_models(args.task)
-    elif args.command == "datasets":
-        _list_datasets()
-    return 0
 
 
 def _run_folder_lock(values: dict[str, Any], args: argparse.Namespace):

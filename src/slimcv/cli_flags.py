@@ -27,7 +27,8 @@ class Flag:
         return "cfg__" + self.key.replace(".", "__")
 
 
-def _size(v: Sequence[int]) -> Any:
+def check_size(v: Sequence[int]) -> Any:
+    """--size as a config value: one N or [H, W], positive."""
     from slimcv.errors import SlimcvError
 
     if len(v) not in (1, 2):
@@ -48,7 +49,7 @@ TRAIN = (
     Flag(("--weight-decay", "--wd"), "optim.weight_decay", {"type": float}),
     Flag(("--sched",), "schedule.name", {"choices": ["cosine", "step", "poly", "constant"]}),
     Flag(("--size",), "data.size", {"type": int, "nargs": "+", "metavar": "N",
-                                    "help": "training size: H W (or one N)"}, _size),
+                                    "help": "training size: H W (or one N)"}, check_size),
     Flag(("--augment",), "data.augment", {"nargs": "*",
                                           "help": "augmentations: hflip rotate shift scale_crop pad_crop color_jitter"}),
     Flag(("--workers", "-j"), "data.workers", {"type": int}),
@@ -122,7 +123,7 @@ EXPORT = (
     Flag(("--static",), "dynamic_hw", {"action": "store_true", "help": "fixed height/width (default: dynamic for "
                                        "segmentation)"}, lambda v: not v),
     Flag(("--size",), "size", {"type": int, "nargs": 2, "metavar": ("H", "W"),
-                               "help": "example size (default: the eval size)"}, _size),
+                               "help": "example size (default: the eval size)"}, check_size),
     Flag(("--opset",), "opset", {"type": int}),
     Flag(("--exporter",), "exporter", {"choices": ["torchscript", "dynamo"]}),
     Flag(("--simplify",), "simplify", {"action": "store_true", "help": "constant-fold and drop dead nodes "
