@@ -19,7 +19,7 @@ ONNX files are resolved by the stages that can run them (:func:`is_onnx`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +95,6 @@ def run_data_config(folder: str | Path) -> dict[str, Any] | None:
 def read_summary(folder: str | Path) -> dict[str, Any] | None:
     """``summary.json``: {"metrics": the last evaluation, "best": {...}, ...}, or None."""
     return read_json(Path(folder) / SUMMARY_JSON)
-
-
-def read_metrics(folder: str | Path) -> dict[str, Any]:
-    """The last evaluation a stage recorded for the model in ``folder`` ({} when none)."""
-    return (read_summary(folder) or {}).get("metrics") or {}
 
 
 def write_run_config(folder: str | Path, config: dict[str, Any]) -> Path:
@@ -187,7 +182,6 @@ class Loaded:
     spec: dict[str, Any]
     folder: Path | None = None  # the model folder it was read from, if any
     weights: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

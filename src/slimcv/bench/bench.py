@@ -161,15 +161,6 @@ def _plan(candidates: list[Candidate], runtimes: Sequence[str], tmp: Path, notes
     return plan
 
 
-def _has_ort() -> bool:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _export(c: Candidate, tmp: Path) -> Path:
     """The candidate as an FP32 ONNX file (dynamic batch, fixed H/W) through slimcv's exporter."""
     from slimcv.export.onnx import ExportConfig, to_onnx
