@@ -55,15 +55,16 @@ def test_a_kill_at_each_step_of_the_swap_leaves_one_whole_folder(tmp_path, kill_
 
 def test_the_next_atomic_dir_recovers_a_folder_set_aside_by_a_crash(tmp_path):
     final = tmp_path / "out"
-    aside = tmp_path / ".out.x1.old"
+    aside = tmp_path / ".out.ab12cd_9.old"
     (aside / "out").mkdir(parents=True)
     (aside / "out" / "keep.txt").write_text("old")
-    (tmp_path / ".out.x2.tmp").mkdir()
+    (tmp_path / ".out.zz34yx_1.tmp").mkdir()
+    (tmp_path / ".out.notes.tmp").mkdir()  # the user's, only named alike: kept
     with pytest.raises(RuntimeError):
         with atomic_dir(final):
             raise RuntimeError("fails before the swap")
     assert _contents(final) == {"keep.txt": "old"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.notes.tmp", "out"]
 
 
 def test_a_failure_inside_leaves_the_old_folder(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -82,17 +83,25 @@ _TMP, _OLD = ".tmp", ".old"
 
 
 def recover_dir(final: str | Path) -> None:
-    """Finish what an interrupted :func:`atomic_dir` left: restore an old copy set aside, drop temporaries."""
+    """Finish what an interrupted :func:`atomic_dir` left: restore an old copy set aside, drop temporaries.
+
+    Only folders named exactly as :func:`atomic_dir` names them (``.<name>.<8 random chars>.tmp|.old``, from
+    ``tempfile.mkdtemp``) are touched: never a user's folder that merely looks similar."""
     final = Path(final)
     if not final.parent.is_dir():
         return
-    for aside in sorted(final.parent.glob(f".{final.name}.*{_OLD}")):
+    for aside in sorted(_ours(final, _OLD)):
         kept = aside / final.name
         if not final.exists() and kept.is_dir():
             os.rename(kept, final)  # crashed between the two renames: the old folder is still whole
         shutil.rmtree(aside, ignore_errors=True)
-    for tmp in final.parent.glob(f".{final.name}.*{_TMP}"):
+    for tmp in _ours(final, _TMP):
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ours(final: Path, suffix: str) -> list[Path]:
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.[a-z0-9_]{{8}}{re.escape(suffix)}")
+    return [p for p in final.parent.iterdir() if p.is_dir() and pattern.fullmatch(p.name)]
 
 
 def check_owned(folder: str | Path, marker: str) -> None:
