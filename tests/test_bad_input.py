@@ -34,17 +34,20 @@ def test_bad_flags(tmp_path, capsys):
     _one_sentence_exit_2(["distill", *TINY, "--teacher", "unet", "--loss", "kd:abc", "-o", str(tmp_path / "b")],
                          capsys, "kd:abc", "number")
     _one_sentence_exit_2(["train", *TINY, "--resume", "-o", str(tmp_path / "fresh")], capsys, "no checkpoint")
+    assert not any((tmp_path / d).exists() for d in ("a", "b", "fresh"))  # refused before any folder is made
 
 
 @pytest.mark.parametrize("command", ["eval", "prune", "quantize", "export"])
 def test_a_model_folder_that_does_not_exist_is_named(tmp_path, capsys, command):
     _one_sentence_exit_2([command, str(tmp_path / "missing_run")], capsys, "missing_run", "does not exist")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no default output folder made either
 
 
 @pytest.mark.parametrize("damaged", ["model.json", "config.json"])
 def test_a_damaged_json_file_in_a_model_folder_is_named(run_folder, capsys, damaged):
     (run_folder / damaged).write_text("{not json")
-    _one_sentence_exit_2(["eval", str(run_folder)], capsys, damaged, "damaged")
+    err = _one_sentence_exit_2(["eval", str(run_folder)], capsys, damaged, "damaged")
+    assert str(run_folder / damaged) in err and (run_folder / damaged).read_text() == "{not json"  # left as it was
 
 
 def test_an_unwritable_output_folder(tmp_path, capsys):
@@ -97,7 +100,8 @@ def test_an_empty_class_folder_is_named_and_refused(tmp_path, capsys):
         (tmp_path / "tree" / cls).mkdir(parents=True)
     for i in range(4):
         Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / "tree" / "cat" / f"{i}.png")
-    _one_sentence_exit_2(["check-data", f"imagefolder:{tmp_path / 'tree'}"], capsys, "dog", "holds no images")
+    err = _one_sentence_exit_2(["check-data", f"imagefolder:{tmp_path / 'tree'}"], capsys, "holds no images")
+    assert str(tmp_path / "tree" / "dog") in err and "Class 1" not in err  # named by its folder, not its index
 
 
 def test_train_into_a_folder_another_process_is_writing_is_refused(tmp_path, capsys):
