@@ -50,6 +50,14 @@ def read_json(path: str | Path) -> Any:
                           "again.") from e
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+def is_weights_file(source: Any) -> bool:
+    """True for a path that names a weights file (it may not exist yet)."""
+    return isinstance(source, (str, Path)) and Path(str(source)).suffix in WEIGHT_SUFFIXES
+
+
 def is_model_folder(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / MODEL_JSON).is_file()
 
@@ -211,7 +219,7 @@ def resolve_model(source: Any, *, weights: str | Path | None = None, num_classes
         if weights is not None:
             load_weights(model, weights)
         return Loaded(model, spec, folder=path, weights=Path(weights) if weights else find_weights(path))
-    if path.suffix in (".safetensors", ".pt", ".pth", ".bin"):
+    if is_weights_file(path):
         check_exists(path, "weights file")
         if (path.parent / MODEL_JSON).is_file():
             model, spec = load_run_model(path.parent)
@@ -316,8 +324,7 @@ def load_inputs(source: Any, data: Any = None, *, weights: str | Path | None = N
         bundle = as_bundle(data, model=source)
         loaded = resolve_model(source, weights=weights, num_classes=bundle.num_classes, task=bundle.task,
                                kwargs=kwargs)
-    elif isinstance(source, (str, Path)) and (Path(source).is_dir() or Path(source).suffix in (
-            ".safetensors", ".pt", ".pth", ".bin")):
+    elif isinstance(source, (str, Path)) and (Path(source).is_dir() or is_weights_file(source)):
         loaded = resolve_model(source, weights=weights, kwargs=kwargs)
         bundle = as_bundle(data, model=loaded.model)
     else:

@@ -395,7 +395,9 @@ def _model_source(args: argparse.Namespace) -> tuple[str, str | None]:
     from pathlib import Path
 
     source, model, weights = args.source, getattr(args, "model", None), getattr(args, "weights", None)
-    if model and source and Path(source).suffix in (".safetensors", ".pt", ".pth", ".bin"):
+    from slimcv.artifact import is_weights_file
+
+    if model and source and is_weights_file(source):
         source, weights = None, weights or source  # `cmd weights.pth --model NAME`
     if model and source:
         raise SlimcvError(f"Give the model once: a folder ({source}) or --model {model}, not both.")

@@ -18,7 +18,8 @@ from slimcv.data import DataBundle, as_bundle
 from slimcv.engine import distributed as D
 from slimcv.engine.loop import SupervisedLoss, evaluate, match_size
 from slimcv.engine.train import TrainResult, check_task, class_weights, fit, make_eval_loader, seed_everything
-from slimcv.artifact import check_rebuildable, metric_key, module_spec, resolve_model, source_label
+from slimcv.artifact import (check_rebuildable, is_weights_file, metric_key, module_spec, resolve_model,
+                             source_label)
 from slimcv.errors import SlimcvError
 from slimcv.distill.features import FeatureDistiller
 from slimcv.distill.losses import KD_LOSSES
@@ -175,8 +176,8 @@ def load_teacher(cfg: DistillConfig, num_classes: int, source: Any = None,
     """The teacher: a module, a model folder, or a model name / factory with its weights file."""
     source = cfg.teacher if source is None else source
     weights = weights or cfg.teacher_weights
-    if isinstance(source, (str, Path)) and not Path(source).is_dir() and weights is None and not str(
-            source).endswith((".safetensors", ".pt", ".pth", ".bin")):
+    if isinstance(source, (str, Path)) and not Path(source).is_dir() and weights is None and not is_weights_file(
+            source):
         if Path(source).suffix or "/" in str(source):
             raise SlimcvError(f"Teacher {source} does not exist; give the teacher's model folder, or a model name "
                               "with --teacher-weights FILE.")

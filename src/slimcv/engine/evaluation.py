@@ -10,7 +10,7 @@ from torch import nn
 from slimcv._io import atomic_write_json
 from slimcv.data import as_bundle
 from slimcv.engine import distributed as D
-from slimcv.artifact import check_exists, is_onnx, load_inputs, resolve_model
+from slimcv.artifact import check_exists, is_onnx, is_weights_file, load_inputs, resolve_model
 from slimcv.engine.loop import evaluate
 from slimcv.engine.train import make_eval_loader, print_metrics
 from slimcv.errors import SlimcvError
@@ -27,11 +27,16 @@ class EvalResult:
 def load_model(source: Any, num_classes: int | None = None, model: str | None = None,
                weights: str | Path | None = None, **kwargs: Any) -> tuple[nn.Module, str]:
     """A module from a module, run folder, weights file (with ``model``) or model name (see artifact.resolve_model)."""
-    if model is not None and isinstance(source, (str, Path)) and Path(str(source)).suffix in (
-            ".safetensors", ".pt", ".pth", ".bin"):
-        source, weights = model, source  # `eval weights.safetensors --model NAME`
+    source, weights = _architecture_first(source, model, weights)
     loaded = resolve_model(source, weights=weights, num_classes=num_classes, kwargs=kwargs)
     return loaded.model, loaded.name
+
+
+def _architecture_first(source: Any, model: str | None, weights: Any) -> tuple[Any, Any]:
+    """``eval weights.safetensors --model NAME``: the architecture is the source, the file its weights."""
+    if model is not None and is_weights_file(source):
+        return model, source
+    return source, weights
 
 
 def evaluate_model(source: Any, data: Any = None, *, model: str | None = None, weights: str | Path | None = None,
@@ -47,9 +52,7 @@ def evaluate_model(source: Any, data: Any = None, *, model: str | None = None, w
             raise SlimcvError(f"Give the data to evaluate {source} on (a dataset spec, or (train, val) datasets).")
         bundle, name, device = as_bundle(data, model=net), Path(source).name, "cpu"
     else:
-        if model is not None and isinstance(source, (str, Path)) and Path(source).suffix in (
-                ".safetensors", ".pt", ".pth", ".bin"):
-            source, weights = model, source  # `eval weights.safetensors --model NAME`
+        source, weights = _architecture_first(source, model, weights)
         loaded, bundle = load_inputs(source, data, weights=weights)
         net, name = loaded.model, loaded.name
     dev = D.pick_device(device)
