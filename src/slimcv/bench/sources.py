@@ -131,17 +131,15 @@ def run_input_shape(path: Path, spec: dict[str, Any]) -> tuple[int, ...]:
 
 
 def _by_name(name: str, input_size, num_classes) -> Candidate:
-    from slimcv.models import MODELS, create_model, model_task
+    from slimcv.models import create_model, model_task
 
     task = model_task(name)
     if input_size is None:
         raise SlimcvError(f"Model name {name!r} carries no input size: pass --input-size H W (e.g. 224 224).")
-    if num_classes is None and not name.startswith(("timm:", "smp:")):
-        default = inspect.signature(MODELS.get(name)).parameters["num_classes"].default
-        num_classes = default if isinstance(default, int) else 10
-    model = create_model(name, num_classes or 10)
+    num_classes = num_classes or _default_classes(name)
+    model = create_model(name, num_classes)
     return _torch_candidate(name, name, "name", model, (3, *input_size), task, None,
-                            {"source": name, "num_classes": num_classes or 10})
+                            {"source": name, "num_classes": num_classes})
 
 
 def _onnx(path: Path, name: str, input_size, params: int | None = None, macs: int | None = None,
