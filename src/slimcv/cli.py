@@ -35,6 +35,10 @@ EXAMPLES = {
              "  slimcv bench resnet18 mobilenet_v3_large --input-size 224 224 --batch-sizes 1 8 --threads 2",
     "report": "slimcv report runs/teacher runs/student runs/pruned runs/int8 -o reports/camvid --measure\n"
               "  slimcv report runs/teacher runs/student --bench bench.json --baseline teacher --images 6",
+    "predict": "slimcv predict runs/int8 photos/ -o predictions\n"
+               "  slimcv predict model.onnx 'data/val/*.png' -o out --batch-size 16 --runtime openvino",
+    "serve": "slimcv serve runs/int8 --port 8000\n"
+             "  curl -F file=@street.png 'http://127.0.0.1:8000/predict?format=json'",
     "check-data": "slimcv check-data camvid:data/camvid --split train --weights",
     "models": "slimcv models --task segmentation",
     "datasets": "slimcv datasets",
@@ -95,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _pipeline_commands(add)
     _deploy_commands(add)
+    _serving_commands(add)
 
     e = add("eval", "Evaluate a run folder, weights file or model on a dataset's validation split.")
     _model_args(e)
@@ -168,7 +173,7 @@ def _deploy_commands(add) -> None:
     ex.add_argument("--out", "-o", default="model.onnx", help="ONNX file to write (its .onnx.json sidecar goes "
                     "beside it)")
     from slimcv.cli_flags import EXPORT, add_flags
-    from slimcv.export.onnx import ExportConfig
+    from slimcv.config import ExportConfig
 
     add_flags(ex, EXPORT, ExportConfig)
 
@@ -176,7 +181,7 @@ def _deploy_commands(add) -> None:
     _model_args(q)
     q.add_argument("--data", help="dataset spec (default: the model folder's own data settings)")
     from slimcv.cli_flags import QUANTIZE, add_flags
-    from slimcv.quantize.quantize import QuantizeConfig
+    from slimcv.config import QuantizeConfig
 
     add_flags(q, QUANTIZE, QuantizeConfig)
 
@@ -208,6 +213,35 @@ def _deploy_commands(add) -> None:
     rp.add_argument("--threads", type=int, help="threads for timing and predictions (default: torch's)")
     rp.add_argument("--title")
 
+
+
+def _serving_commands(add) -> None:
+    """predict, serve: run a deployed model (an .onnx file with its sidecar, or a quantize folder); no torch."""
+    runtime_help = ("runtime from the table: ort, ort-cuda, openvino, openvino-f32 (default: the one quantize chose, "
+                    "else ort)")
+    pd = add("predict", "Predict images, folders or globs with a deployed model: masks and overlays, or labels "
+             "with top-k scores.")
+    pd.add_argument("artifact", help="an .onnx file with its .onnx.json sidecar, or a quantize folder")
+    pd.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or globs")
+    pd.add_argument("--out", "-o", required=True, help="folder for masks/, overlays/, predictions.json (and .csv)")
+    pd.add_argument("--batch-size", "-b", type=int, default=8, help="images per inference call (default 8)")
+    pd.add_argument("--topk", type=int, default=5, help="classification: scores of the k best classes (default 5)")
+    pd.add_argument("--no-overlay", action="store_true", help="segmentation: write the masks only")
+    pd.add_argument("--alpha", type=float, default=0.5, help="opacity of the mask colours in overlays (default 0.5)")
+    pd.add_argument("--runtime", help=runtime_help)
+    pd.add_argument("--threads", type=int, help="intra-op threads of the runtime (default: the runtime's)")
+
+    sv = add("serve", "Serve a deployed model over HTTP: POST /predict, GET /health, GET /metrics; micro-batched.")
+    sv.add_argument("artifact", help="an .onnx file with its .onnx.json sidecar, or a quantize folder")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default 1)")
+    sv.add_argument("--max-batch-size", type=int, default=8, help="images per inference call; 1 turns batching off")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    sv.add_argument("--queue-size", type=int, default=64, help="requests that may wait; more get 503 + Retry-After")
+    sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default 10 MiB)")
+    sv.add_argument("--runtime", help=runtime_help)
+    sv.add_argument("--threads", type=int, help="intra-op threads of the runtime (default: the runtime's)")
 
 
 def _train_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -303,6 +337,15 @@ def _run(args: argparse.Namespace) -> int:
         report(args.runs, out=args.out, baseline=args.baseline, bench=args.bench,
                measure="all" if args.remeasure else args.measure, images=args.images, predict=not args.no_predict,
                threads=args.threads, title=args.title)
+    elif args.command == "predict":
+        return _predict(args)
+    elif args.command == "serve":
+        from slimcv.deploy.serve import ServeConfig, serve
+
+        serve(args.artifact, host=args.host, port=args.port, workers=args.workers,
+              cfg=ServeConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                              queue_size=args.queue_size, max_upload_mb=args.max_upload_mb, runtime=args.runtime,
+                              threads=args.threads))
     elif args.command == "check-data":
         return 1 if _check_data(args) else 0
     elif args.command == "models":
@@ -438,6 +481,24 @@ def _eval_data(args: argparse.Namespace, source: str):
         update = {"val_split": args.split, **({"eval_size": _size(args.size)} if args.size else {})}
         return DataConfig(**{**data, **update})
     return DataConfig(spec=spec, size=_size(args.size), val_split=args.split)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Write the predictions and print a summary; exit status 1 when some images could not be read."""
+    from slimcv.deploy.batch import predict_files
+
+    r = predict_files(args.artifact, args.inputs, args.out, batch_size=args.batch_size, topk=args.topk,
+                      overlays=not args.no_overlay, alpha=args.alpha, runtime=args.runtime, threads=args.threads)
+    rate = f" ({len(r.records) / r.seconds:.1f} images/s)" if r.seconds else ""
+    what = "masks and overlays" if r.task == "segmentation" and not args.no_overlay else \
+        "masks" if r.task == "segmentation" else "labels"
+    print(f"predicted {len(r.records)} images in {r.seconds:.1f} s{rate}: {what} in {r.out_dir}")
+    for s in r.skipped[:10]:
+        print(f"  skipped {s['path']}: {s['reason']}", file=sys.stderr)
+    if r.skipped:
+        print(f"slimcv: {len(r.skipped)} images could not be read and were skipped (listed in "
+              f"{r.out_dir}/predict.json).", file=sys.stderr)
+    return 1 if r.skipped else 0
 
 
 def _check_data(args: argparse.Namespace) -> int:

@@ -190,7 +190,8 @@ class DistillConfig(TrainConfig):
     teacher_weights: str | None = None
     mode: Literal["online", "offline"] = "online"
     alpha: float = Field(1.0, ge=0, description="weight of the cross-entropy on hard labels")
-    losses: tuple[LossSpec, ...] = (LossSpec(name="kd"),)
+    # a factory: building LossSpec here would import the loss registry (and torch) with this module
+    losses: tuple[LossSpec, ...] = Field(default_factory=lambda: (LossSpec(name="kd"),))
     cache: CacheConfig = Field(default_factory=CacheConfig)
     out_dir: str | None = Field("runs/distill", description="where the student's run is saved (None: not saved)")
 
@@ -252,3 +253,43 @@ class PruneConfig(_Config):
         if any(spec.name == "feature" for spec in self.distill):
             raise ValueError("distill during pruning supports logit losses (kd, cwd, dkd, dist), not feature")
         return self
+
+
+class ExportConfig(_Config):
+    """How to export: batch and spatial axes, opset, exporter, simplification and the agreement check."""
+
+    batch: Literal["dynamic"] | int = "dynamic"
+    dynamic_hw: bool | None = Field(None, description="dynamic height/width; default: True for segmentation")
+    size: tuple[int, int] | None = Field(None, description="H W of the example (default: the data's eval size)")
+    opset: int = 17
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    simplify: bool = False
+    check: bool = True
+    samples: int = Field(8, ge=1, description="real validation samples for the agreement check")
+    atol: float = Field(1e-4, ge=0)
+    rtol: float = Field(1e-3, ge=0)
+    min_agreement: float = Field(0.999, ge=0, le=1, description="share of argmax decisions that must match")
+
+
+class QuantizeConfig(_Config):
+    """`slimcv quantize`: which INT8 variants to build, how to calibrate, and the accuracy budget for the choice."""
+
+    source: str = Field(..., description="run folder (or registered model name) of the FP32 model")
+    data: DataConfig = Field(default_factory=DataConfig)
+    out_dir: str = "runs/quantize"
+    calibration: tuple[Literal["minmax", "entropy", "percentile"], ...] = ("minmax",)
+    calibration_images: int = Field(64, ge=0, description="real training images for calibration")
+    percentile: float = Field(99.999, gt=50, le=100)
+    per_channel: bool = True
+    reduce_range: bool = Field(True, description="7-bit weights: avoids u8s8 saturation on CPUs without VNNI")
+    exclude: tuple[str, ...] = Field((), description="layers (module paths or ONNX node names) kept in FP32")
+    dynamic: bool = False
+    qat_epochs: int = Field(0, ge=0, description="epochs of quantization-aware fine-tuning (0: no QAT)")
+    qat_optim: OptimConfig = Field(default_factory=lambda: OptimConfig(name="sgd", lr=1e-3, momentum=0.9))
+    opset: int = 17
+    threads: int | None = Field(None, ge=1, description="threads for every runtime (default: torch's)")
+    latency_runs: int = Field(20, ge=1)
+    eager: bool = Field(True, description="also evaluate and time the PyTorch model")
+    max_drop: float = Field(0.5, ge=0, description="accuracy budget in points for the recommendation")
+    seed: int = 0
+    progress: bool = True

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,22 @@ from slimcv.errors import SlimcvError
 
 @dataclass
 class Prediction:
-    """Classification: ``label``/``name``/``probs``; segmentation: ``mask`` (H, W) at the input image's size."""
+    """Classification: ``label``/``name``/``probs``; segmentation: ``mask`` (H, W) at the input image's size, and
+    ``probs`` (C, H, W) when asked for."""
 
     label: int | None = None
     name: str | None = None
     probs: np.ndarray | None = None
     mask: np.ndarray | None = None
+    class_names: Sequence[str] | None = field(default=None, repr=False)
+
+    def topk(self, k: int = 5) -> list[dict[str, Any]]:
+        """The ``k`` most likely classes of a classification, best first: ``{"label", "name", "score"}``."""
+        if self.mask is not None or self.probs is None:
+            raise SlimcvError("top-k scores are for classification predictions; a segmentation has a mask.")
+        order = np.argsort(-self.probs, kind="stable")[:max(1, k)]
+        return [{"label": int(i), "name": self.class_names[i] if self.class_names else None,
+                 "score": float(self.probs[i])} for i in order]
 
 
 class Predictor:
@@ -39,10 +50,43 @@ class Predictor:
         self.run = runtimes.open_session(self.path, self.runtime, threads)
         self.task = self.meta["task"]
         self.class_names = self.meta.get("class_names")
+        self.ignore_index = int(self.meta.get("ignore_index", 255))
+        batch = self.meta.get("batch", "dynamic")
+        self.fixed_batch = int(batch) if isinstance(batch, int) or str(batch).isdigit() else None
+        self._palette = self.meta.get("palette")
+
+    @property
+    def palette(self) -> list[tuple[int, int, int]]:
+        """Class colours: the dataset's own, else distinct defaults, one per class."""
+        if not self._palette:
+            from slimcv.deploy.visual import default_palette
+
+            self._palette = default_palette(len(self.class_names) if self.class_names else self._num_outputs())
+        return [tuple(int(v) for v in c) for c in self._palette]
+
+    def _num_outputs(self) -> int:
+        size = self.meta.get("center_crop") or self.meta.get("resize")
+        h, w = size if isinstance(size, list) else self.meta.get("input_size") or (64, 64)
+        return int(self.run(np.zeros((self.fixed_batch or 1, 3, h, w), np.float32)).shape[1])
+
+    def colorize(self, mask: Any) -> np.ndarray:
+        """A predicted mask in this model's class colours (H, W, 3 uint8)."""
+        from slimcv.deploy.visual import colorize
+
+        return colorize(_mask_of(mask), self.palette, self.ignore_index)
+
+    def overlay(self, image: Any, mask: Any, alpha: float = 0.5) -> np.ndarray:
+        """``image`` with the predicted mask's colours blended in (H, W, 3 uint8)."""
+        from slimcv.deploy.visual import overlay
+
+        return overlay(image, _mask_of(mask), self.palette, alpha, self.ignore_index)
 
     def preprocess(self, image: Any) -> np.ndarray:
         """An image path, PIL image or HxWx3 uint8 array -> normalised (1, 3, H, W) float32."""
-        im = to_pil(image)
+        return self.prepare(to_pil(image))[None]
+
+    def prepare(self, im: Image.Image) -> np.ndarray:
+        """An RGB PIL image -> the normalised (3, H, W) float32 array the model takes."""
         resize, crop = self.meta.get("resize"), self.meta.get("center_crop")
         if isinstance(resize, int):  # shorter side
             s = resize / min(im.size)
@@ -54,25 +98,69 @@ class Predictor:
             im = im.crop((left, top, left + crop[1], top + crop[0]))
         x = np.asarray(im, dtype=np.float32) / 255.0
         x = (x - np.asarray(self.meta["mean"], np.float32)) / np.asarray(self.meta["std"], np.float32)
-        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        return np.ascontiguousarray(x.transpose(2, 0, 1))
 
     def logits(self, image: Any) -> np.ndarray:
         """Raw model output for one image."""
         return self.run(self.preprocess(image))
 
-    def __call__(self, image: Any) -> Prediction:
-        """Predict one image."""
-        size = to_pil(image).size
-        out = self.logits(image)[0]
+    def __call__(self, image: Any, probs: bool = False) -> Prediction:
+        """Predict one image; ``probs=True`` also returns a segmentation's per-pixel class probabilities."""
+        return self.predict_batch([image], probs=probs)[0]
+
+    def predict_batch(self, images: Sequence[Any], probs: bool = False, batch_size: int = 8) -> list[Prediction]:
+        """Predict several images, running those of one preprocessed size together in batches of ``batch_size``."""
+        pils = [to_pil(im) for im in images]
+        return self.predict_prepared([(self.prepare(im), im.size) for im in pils], probs, batch_size)
+
+    def predict_prepared(self, items: Sequence[tuple[np.ndarray, tuple[int, int]]], probs: bool = False,
+                         batch_size: int = 8) -> list[Prediction]:
+        """Predict already preprocessed (3, H, W) arrays, each with its original (width, height)."""
+        out: list[Prediction | None] = [None] * len(items)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (x, _) in enumerate(items):
+            groups.setdefault(x.shape, []).append(i)
+        step = self.fixed_batch or max(1, batch_size)
+        for idx in groups.values():
+            for start in range(0, len(idx), step):
+                chunk = idx[start:start + step]
+                x = np.stack([items[i][0] for i in chunk])
+                if self.fixed_batch and len(chunk) < self.fixed_batch:  # a file exported for a fixed batch size
+                    x = np.concatenate([x, np.repeat(x[-1:], self.fixed_batch - len(chunk), 0)])
+                logits = self.run(x)
+                for j, i in enumerate(chunk):
+                    out[i] = self.postprocess(logits[j], items[i][1], probs)
+        return out  # type: ignore[return-value]
+
+    def postprocess(self, out: np.ndarray, size: tuple[int, int], probs: bool = False) -> Prediction:
+        """One image's logits -> a :class:`Prediction` (segmentation: logits resized to ``size`` = (W, H))."""
         if self.task == "classification":
-            e = np.exp(out - out.max())
-            probs = e / e.sum()
-            label = int(probs.argmax())
-            return Prediction(label=label, name=self.class_names[label] if self.class_names else None, probs=probs)
+            p = _softmax(out.astype(np.float32), 0)
+            label = int(p.argmax())
+            return Prediction(label=label, name=self.class_names[label] if self.class_names else None, probs=p,
+                              class_names=self.class_names)
         if out.shape[-2:] != (size[1], size[0]):  # bilinear on logits, as evaluation does
             out = np.stack([np.asarray(Image.fromarray(c.astype(np.float32)).resize(size, Image.BILINEAR))
                             for c in out])
-        return Prediction(mask=out.argmax(0).astype(np.uint8))
+        return Prediction(mask=out.argmax(0).astype(np.uint8), probs=_softmax(out.astype(np.float32), 0) if probs
+                          else None, class_names=self.class_names)
+
+
+def class_shares(mask: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, float]:
+    """Share of the mask's pixels per class present, by class name (index where unnamed)."""
+    counts = np.bincount(np.asarray(mask).ravel())
+    names = list(class_names or [])
+    return {(names[c] if c < len(names) else str(c)): round(int(n) / max(1, counts.sum()), 4)
+            for c, n in enumerate(counts) if n}
+
+
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _mask_of(mask: Any) -> np.ndarray:
+    return mask.mask if isinstance(mask, Prediction) else np.asarray(mask)
 
 
 def load(path: str | Path, threads: int | None = None, runtime: str | None = None) -> Predictor:

@@ -17,36 +17,19 @@ import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from slimcv._console import print_table
 from slimcv._io import atomic_write, atomic_write_json
-from slimcv.config import _Config, build_config
+from slimcv.config import ExportConfig, build_config
 from slimcv.errors import SlimcvError
 from slimcv.export.verify import Agreement, compare
 
 MIN_OPSET = 13  # per-channel QuantizeLinear (axis) needs 13
-
-
-class ExportConfig(_Config):
-    """How to export: batch and spatial axes, opset, exporter, simplification and the agreement check."""
-
-    batch: Literal["dynamic"] | int = "dynamic"
-    dynamic_hw: bool | None = Field(None, description="dynamic height/width; default: True for segmentation")
-    size: tuple[int, int] | None = Field(None, description="H W of the example (default: the data's eval size)")
-    opset: int = 17
-    exporter: Literal["torchscript", "dynamo"] = "torchscript"
-    simplify: bool = False
-    check: bool = True
-    samples: int = Field(8, ge=1, description="real validation samples for the agreement check")
-    atol: float = Field(1e-4, ge=0)
-    rtol: float = Field(1e-3, ge=0)
-    min_agreement: float = Field(0.999, ge=0, le=1, description="share of argmax decisions that must match")
 
 
 @dataclass
@@ -112,7 +95,7 @@ def export_module(net: nn.Module, out: str | Path, batches: list[torch.Tensor], 
                 f"{100 * agreement.argmax_agreement:.2f}%; try --exporter dynamo or another --opset.")
     full_meta = {**meta, "task": task, "opset": cfg.opset, "exporter": cfg.exporter,
                  "precision": meta.get("precision", "fp32"), "input_name": "input", "batch": cfg.batch,
-                 "dynamic_hw": dynamic_hw,
+                 "dynamic_hw": dynamic_hw, "input_size": list(example.shape[-2:]),
                  "agreement": agreement.to_dict() if agreement else None}
     sidecar = write_sidecar(out, full_meta)
     return ExportResult(out, sidecar, cfg.opset, cfg.exporter, out.stat().st_size, agreement, full_meta)

@@ -14,17 +14,16 @@ import dataclasses
 import gc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
 from torch import nn
 from torch.utils.data import Subset
 
 from slimcv._console import console, print_table
 from slimcv._io import atomic_dir, atomic_write_json
 from slimcv.bench.latency import eager_runner, time_interleaved
-from slimcv.config import DataConfig, OptimConfig, ScheduleConfig, _Config, build_config
+from slimcv.config import QuantizeConfig, ScheduleConfig, build_config
 from slimcv.artifact import check_exists, is_onnx, load_inputs, metric_key, read_json, read_run_config, source_label
 from slimcv.errors import SlimcvError
 from slimcv.data import DataBundle, as_bundle, build_dataset
@@ -39,30 +38,6 @@ from slimcv.quantize.compact import compact_onnx
 from slimcv.quantize.dynamic import dynamic_applicability, quantize_dyn
 from slimcv.quantize.ptq import quantize_ptq
 from slimcv.quantize.qat import export_qat, prepare_qat
-
-
-class QuantizeConfig(_Config):
-    """`slimcv quantize`: which INT8 variants to build, how to calibrate, and the accuracy budget for the choice."""
-
-    source: str = Field(..., description="run folder (or registered model name) of the FP32 model")
-    data: DataConfig = Field(default_factory=DataConfig)
-    out_dir: str = "runs/quantize"
-    calibration: tuple[Literal["minmax", "entropy", "percentile"], ...] = ("minmax",)
-    calibration_images: int = Field(64, ge=0, description="real training images for calibration")
-    percentile: float = Field(99.999, gt=50, le=100)
-    per_channel: bool = True
-    reduce_range: bool = Field(True, description="7-bit weights: avoids u8s8 saturation on CPUs without VNNI")
-    exclude: tuple[str, ...] = Field((), description="layers (module paths or ONNX node names) kept in FP32")
-    dynamic: bool = False
-    qat_epochs: int = Field(0, ge=0, description="epochs of quantization-aware fine-tuning (0: no QAT)")
-    qat_optim: OptimConfig = Field(default_factory=lambda: OptimConfig(name="sgd", lr=1e-3, momentum=0.9))
-    opset: int = 17
-    threads: int | None = Field(None, ge=1, description="threads for every runtime (default: torch's)")
-    latency_runs: int = Field(20, ge=1)
-    eager: bool = Field(True, description="also evaluate and time the PyTorch model")
-    max_drop: float = Field(0.5, ge=0, description="accuracy budget in points for the recommendation")
-    seed: int = 0
-    progress: bool = True
 
 
 @dataclass

@@ -12,6 +12,7 @@ import torch
 
 from slimcv.config import DataConfig
 from slimcv.data import DataBundle, build_dataset, load_data
+from slimcv.deploy.visual import colorize, void_color
 from slimcv.engine.loop import match_size
 from slimcv.engine.metrics import ConfusionMatrix
 from slimcv.engine.train import make_eval_loader
@@ -116,22 +117,6 @@ def raw_samples(bundle: DataBundle, indices: Sequence[int]) -> dict[int, tuple[n
         image, mask = ds.load(i)
         out[i] = (image.permute(1, 2, 0).numpy(), np.asarray(mask))
     return out
-
-
-def void_color(palette: Sequence[Sequence[int]]) -> tuple[int, int, int]:
-    """Colour of ignored pixels: black, unless a class already is black (then white, then magenta)."""
-    used = {tuple(int(v) for v in c) for c in palette}
-    return next(c for c in ((0, 0, 0), (255, 255, 255), (255, 0, 255), (0, 255, 255)) if c not in used)
-
-
-def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int) -> np.ndarray:
-    """Class indices to RGB with the dataset's palette; ignored pixels in ``void_color(palette)``."""
-    lut = np.zeros((256, 3), np.uint8)
-    lut[: len(palette)] = np.asarray(palette, np.uint8)
-    m = mask.astype(np.int64)
-    rgb = lut[np.clip(m, 0, 255)]
-    rgb[(m == ignore_index) | (m >= len(palette)) | (m < 0)] = void_color(palette)
-    return rgb
 
 
 def error_map(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, ignore_index: int,

@@ -1,0 +1,161 @@
+"""Batch prediction over files: images, folders or globs in; masks and overlays, or labels with top-k scores, out.
+
+Needs only numpy, Pillow and the runtime of the artifact (ONNX Runtime or OpenVINO): no torch.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from slimcv._io import atomic_dir, atomic_write_json
+from slimcv.deploy.predictor import Predictor, class_shares, load, to_pil
+from slimcv.errors import SlimcvError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")
+MARKER = "predict.json"
+
+
+@dataclass
+class PredictResult:
+    """What ``predict_files`` wrote: the output folder, one record per image, and the images it could not read."""
+
+    out_dir: Path
+    task: str
+    records: list[dict[str, Any]]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, str]]:
+    """Image files from files, folders (recursively) and globs, each with the name its outputs get."""
+    found: list[tuple[Path, str]] = []
+    for item in inputs:
+        text = str(item)
+        path = Path(text)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise SlimcvError(f"Folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)}); give a folder of "
+                                  "images, image files or a glob.")
+            found += [(p, p.relative_to(path).as_posix()) for p in files]
+        elif path.is_file():
+            found.append((path, path.name))
+        elif any(c in text for c in "*?["):
+            files = sorted(Path(p) for p in glob.glob(text, recursive=True)
+                           if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise SlimcvError(f"No image matches {text!r}; check the pattern (quote it so the shell does not "
+                                  "expand it).")
+            found += [(p, p.name) for p in files]
+        else:
+            raise SlimcvError(f"Input {text} does not exist; give image files, folders of images or a glob.")
+    return _unique_names(found)
+
+
+def _unique_names(found: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """Inputs whose outputs would share a name (``a/x.png`` and ``b/x.png``, or ``x.png`` and ``x.jpg``) get
+    ``x`` and ``x_1``: nothing is overwritten."""
+    taken: set[str] = set()
+    out = []
+    for path, name in found:
+        stem, suffix = str(Path(name).with_suffix("")), Path(name).suffix
+        key, n = stem, 0
+        while key.lower() in taken:
+            n += 1
+            key = f"{stem}_{n}"
+        taken.add(key.lower())
+        out.append((path, key + suffix))
+    return out
+
+
+def predict_files(artifact: str | Path | Predictor, inputs: Sequence[str | Path], out_dir: str | Path, *,
+                  batch_size: int = 8, topk: int = 5, overlays: bool = True, alpha: float = 0.5,
+                  runtime: str | None = None, threads: int | None = None, progress: bool = True) -> PredictResult:
+    """Predict every image of ``inputs`` with a deployed model and write the results under ``out_dir``.
+
+    Segmentation: ``masks/NAME.png`` (class indices) and ``overlays/NAME.jpg``; classification: ``predictions.csv``.
+    Both: ``predictions.json`` (one record per image) and ``predict.json`` (the summary). Images that cannot be read
+    are listed as skipped, not fatal.
+    """
+    if batch_size < 1 or topk < 1:
+        raise SlimcvError(f"--batch-size and --topk must be at least 1 (got {batch_size} and {topk}).")
+    predictor = artifact if isinstance(artifact, Predictor) else load(artifact, threads=threads, runtime=runtime)
+    files = expand_inputs(inputs)
+    from slimcv._console import progress_bar
+
+    start = time.perf_counter()
+    records: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    with atomic_dir(out_dir, owned_by=MARKER) as tmp, progress_bar("predicting", len(files), progress) as advance:
+        for i in range(0, len(files), batch_size):
+            chunk = files[i:i + batch_size]
+            images, names = [], []
+            for path, name in chunk:
+                try:
+                    images.append(to_pil(path))
+                    names.append((path, name))
+                except SlimcvError as e:
+                    skipped.append({"path": str(path), "reason": str(e)})
+            preds = predictor.predict_batch(images, batch_size=batch_size) if images else []
+            for (path, name), image, pred in zip(names, images, preds):
+                records.append(_write_one(tmp, predictor, path, name, image, pred, topk, overlays, alpha))
+            if advance:
+                advance(len(chunk), {})
+        seconds = time.perf_counter() - start
+        _write_tables(tmp, predictor.task, records)
+        atomic_write_json(Path(tmp) / MARKER, {
+            "artifact": str(predictor.path), "runtime": predictor.runtime, "task": predictor.task,
+            "images": len(records), "skipped": skipped, "seconds": round(seconds, 3),
+            "images_per_s": round(len(records) / seconds, 2) if seconds else None, "topk": topk})
+    return PredictResult(Path(out_dir), predictor.task, records, skipped, seconds)
+
+
+def _write_one(root: Path, predictor: Predictor, path: Path, name: str, image: Image.Image, pred: Any, topk: int,
+               overlays: bool, alpha: float) -> dict[str, Any]:
+    record: dict[str, Any] = {"path": str(path), "name": name}
+    if predictor.task == "classification":
+        top = pred.topk(topk)
+        record.update({"label": pred.label, "class": pred.name, "score": top[0]["score"], "topk": top})
+        return record
+    mask_rel = f"masks/{Path(name).with_suffix('.png').as_posix()}"
+    _save_png(root / mask_rel, pred.mask)
+    record["mask"] = mask_rel
+    if overlays:
+        over_rel = f"overlays/{Path(name).with_suffix('.jpg').as_posix()}"
+        target = root / over_rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(predictor.overlay(image, pred.mask, alpha)).save(target, quality=90)
+        record["overlay"] = over_rel
+    record["classes"] = class_shares(pred.mask, predictor.class_names)
+    return record
+
+
+def _save_png(path: Path, mask: np.ndarray) -> None:
+    """A class-index mask as an 8-bit greyscale PNG: every reader gets the indices back exactly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8), mode="L").save(buf, format="PNG")
+    path.write_bytes(buf.getvalue())
+
+
+def _write_tables(root: Path, task: str, records: list[dict[str, Any]]) -> None:
+    (Path(root) / "predictions.json").write_text(json.dumps(records, indent=1) + "\n")
+    if task != "classification":
+        return
+    with open(Path(root) / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "class", "score", "topk"])
+        for r in records:
+            w.writerow([r["path"], r["label"], r["class"], f"{r['score']:.6f}",
+                        " ".join(f"{t['name'] if t['name'] is not None else t['label']}:{t['score']:.4f}"
+                                 for t in r["topk"])])
