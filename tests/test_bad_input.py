@@ -131,6 +131,8 @@ def test_train_into_a_folder_another_process_is_writing_is_refused(tmp_path, cap
     (["compress", "--model", "missing/run", "--target-speedup", "2"], "missing/run"),
     (["check-data", "camvid:missing/camvid"], "missing/camvid"),
     (["demo", "--data", "camvid:missing/camvid", "--quick"], "missing/camvid"),
+    (["predict", "missing.onnx", "x.png", "-o", "out"], "missing.onnx"),
+    (["serve", "missing.onnx"], "missing.onnx"),
 ])
 def test_every_command_names_a_path_that_does_not_exist(tmp_path, capsys, argv, needle):
     _one_sentence_exit_2(argv, capsys, needle)

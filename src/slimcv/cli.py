@@ -496,7 +496,7 @@ def _predict(args: argparse.Namespace) -> int:
     for s in r.skipped[:10]:
         print(f"  skipped {s['path']}: {s['reason']}", file=sys.stderr)
     if r.skipped:
-        print(f"slimcv: {len(r.skipped)} images could not be read and were skipped (listed in "
+        print(f"slimcv: {len(r.skipped)} of {len(r.skipped) + len(r.records)} images could not be read and were skipped (listed in "
               f"{r.out_dir}/predict.json).", file=sys.stderr)
     return 1 if r.skipped else 0
 

@@ -244,13 +244,12 @@ async def _read_image_bytes(request: Any, limit: int) -> bytes:
     """The uploaded image's bytes: a multipart form's ``file`` field, or the raw body sent as image/*."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise BadRequest(413, f"The upload is {int(declared) / 2**20:.1f} MiB; the limit is {limit / 2**20:.1f} MiB "
-                         "(--max-upload-mb).")
+        raise BadRequest(413, f"The upload is {_size(int(declared))}; the limit is {_size(limit)} (--max-upload-mb).")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise BadRequest(413, f"The upload exceeds the limit of {limit / 2**20:.1f} MiB (--max-upload-mb).")
+            raise BadRequest(413, f"The upload exceeds the limit of {_size(limit)} (--max-upload-mb).")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         from starlette.datastructures import UploadFile
@@ -276,6 +275,10 @@ async def _read_image_bytes(request: Any, limit: int) -> bytes:
         return bytes(body)
     raise BadRequest(415, f"Content type {ctype or 'none'!r} is not an image upload; send multipart/form-data with "
                      "a 'file' field, or the image itself as image/png or image/jpeg.")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
 def _decode(predictor: Any, data: bytes) -> tuple[np.ndarray, tuple[int, int]]:
@@ -331,8 +334,11 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8000, worke
         raise SlimcvError(f"--port must be 0-65535 and --workers at least 1 (got {port} and {workers}).")
     predictor = load(artifact, threads=cfg.threads, runtime=cfg.runtime)  # fails here, in one sentence, if bad
     options = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
-    if workers == 1:
-        uvicorn.run(create_app(predictor, cfg), **options)
-        return
-    os.environ[ENV_SETTINGS] = json.dumps({"artifact": str(artifact), "config": asdict(cfg)})
-    uvicorn.run("slimcv.deploy.serve:app_from_env", factory=True, workers=workers, **options)
+    try:
+        if workers == 1:
+            uvicorn.run(create_app(predictor, cfg), **options)
+        else:
+            os.environ[ENV_SETTINGS] = json.dumps({"artifact": str(artifact), "config": asdict(cfg)})
+            uvicorn.run("slimcv.deploy.serve:app_from_env", factory=True, workers=workers, **options)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: a normal way to stop
+        pass
