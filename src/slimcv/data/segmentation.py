@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slimcv.data._base import INVALID, DatasetInfo, SegmentationFiles, identity_lut
+from slimcv.data._base import DatasetInfo, SegmentationFiles, identity_lut
 from slimcv.data._registry import DATASETS
 from slimcv.errors import SlimcvError
 

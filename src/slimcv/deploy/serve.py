@@ -1,8 +1,8 @@
 """``slimcv serve``: a deployed model behind HTTP (FastAPI + uvicorn) with dynamic micro-batching.
 
 Requests are decoded off the event loop, queued in a bounded queue (full: 503 with Retry-After), grouped into
-batches of up to ``max_batch_size`` images that arrive within ``max_wait_ms`` of the first, and run in one
-inference thread. ``GET /health`` and ``GET /metrics`` (Prometheus text) watch it; stopping the server (Ctrl-C,
+batches of up to ``max_batch_size`` images and run in one inference thread. A batch takes what is queued and
+waits up to ``max_wait_ms`` only for requests already being received, so a lone request never waits. ``GET /health`` and ``GET /metrics`` (Prometheus text) watch it; stopping the server (Ctrl-C,
 SIGTERM) finishes the requests in flight first. The server keeps no state between requests: run more replicas
 behind a load balancer to scale out.
 """
@@ -101,6 +101,8 @@ class Batcher:
         self.queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=cfg.queue_size)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="slimcv-infer")
         self.task: asyncio.Task | None = None
+        self.arriving = 0  # requests received but still being read and decoded: worth waiting for
+
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._loop())
@@ -125,7 +127,7 @@ class Batcher:
                     batch.append(self.queue.get_nowait())
                     continue
                 left = deadline - loop.time()
-                if left <= 0:
+                if left <= 0 or not self.arriving:  # nobody else on the way: waiting would only add latency
                     break
                 try:
                     batch.append(await asyncio.wait_for(self.queue.get(), left))
@@ -204,10 +206,15 @@ def create_app(predictor: Any, cfg: ServeConfig | None = None):
         start = time.perf_counter()
         metrics.in_flight.inc()
         try:
-            fmt, topk = _options(request, predictor.task)
-            data = await _read_image_bytes(request, int(cfg.max_upload_mb * 1024 * 1024))
-            x, size = await run_in_threadpool(_decode, predictor, data)
-            pred = await state["batcher"].submit(x, size, probs=False)
+            batcher = state["batcher"]
+            batcher.arriving += 1
+            try:
+                fmt, topk = _options(request, predictor.task)
+                data = await _read_image_bytes(request, int(cfg.max_upload_mb * 1024 * 1024))
+                x, size = await run_in_threadpool(_decode, predictor, data)
+            finally:
+                batcher.arriving -= 1
+            pred = await batcher.submit(x, size, probs=False)
             response = _answer(predictor, pred, fmt, topk)
         except BadRequest as e:
             return error(e.status, str(e), "/predict", "bad_request")
