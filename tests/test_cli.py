@@ -57,3 +57,25 @@ def test_models_lists_registry(capsys):
 def test_eval_without_data_needs_a_run_folder(capsys):
     assert main(["eval", "resnet20"]) == 2
     assert "Give --data SPEC" in capsys.readouterr().err
+
+
+def test_version_names_slimcv_and_its_runtimes(capsys):
+    import onnxruntime
+
+    import slimcv
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    out = capsys.readouterr().out.strip()
+    assert e.value.code == 0 and len(out.splitlines()) == 1
+    assert out.startswith(f"slimcv {slimcv.__version__}") and f"onnxruntime {onnxruntime.__version__}" in out
+
+
+def test_help_and_the_parser_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from slimcv.cli import _parser; _parser().parse_args(['bench', 'x']); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -63,10 +63,37 @@ def _model_args(sp: argparse.ArgumentParser, positional: str = "source") -> None
     sp.add_argument("--weights", help="local weights file (.safetensors, or a state_dict .pth) for --model")
 
 
+class _Version(argparse.Action):
+    """--version, printed on one line (argparse's own action wraps it at the terminal width)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help"))
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(_version())
+        parser.exit()
+
+
+def _version() -> str:
+    """slimcv's version and the versions of the libraries that decide its numbers (without importing torch)."""
+    from importlib import metadata
+
+    from slimcv import __version__
+
+    parts = [f"slimcv {__version__}"]
+    for dist in ("torch", "torchvision", "onnxruntime", "openvino", "torch-pruning"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(parts)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimcv", description="Make vision models small and fast: distil, prune, "
                                 "quantize, export, measure.")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    p.add_argument("--version", action=_Version, help="print the versions of slimcv and its runtimes, then exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
