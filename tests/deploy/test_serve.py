@@ -197,14 +197,15 @@ def test_shutdown_finishes_the_requests_in_flight(seg):
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(a[2]))), predictor(images[0]).mask)
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-def test_slimcv_serve_command_serves_and_stops_cleanly(seg, stop):
+@pytest.mark.parametrize("stop,workers", [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)])
+def test_slimcv_serve_command_serves_and_stops_cleanly(seg, stop, workers):
     path, images = seg
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    proc = subprocess.Popen([sys.executable, "-m", "slimcv.cli", "serve", str(path), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "slimcv.cli", "serve", str(path), "--port", str(port),
+                             "--workers", str(workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 60
