@@ -37,8 +37,11 @@ def test_every_available_runtime_matches_pytorch_fp32(tiny, name):
     out = runtimes.open_session(path if rt.runs == "onnx" else net, name, threads=1)(x)
     assert out.shape == ref.shape
     agree = (out.argmax(1) == ref.argmax(1)).mean()
-    assert agree > (0.97 if rt.precision == "bf16" else 0.999), agree
-    if rt.precision != "bf16":
+    bf16 = runtimes.computes_in(name) == "bf16"  # OpenVINO's default on CPUs with native bf16
+    assert agree > (0.97 if bf16 else 0.999), agree
+    if bf16:
+        np.testing.assert_allclose(out, ref, rtol=0.05, atol=0.05)
+    else:
         np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-4)
 
 
@@ -94,3 +97,32 @@ def test_deploy_load_runs_what_quantize_chose_and_a_runtime_can_be_forced(tmp_pa
         assert (deploy.load(tmp_path / "q" / "model_fp32.onnx", runtime=rt.name)(image).mask == ref).mean() > 0.99
     with pytest.raises(SlimcvError, match="runs PyTorch modules"):
         deploy.load(tmp_path / "q" / "model_fp32.onnx", runtime="eager")
+
+
+def test_openvino_sessions_closed_out_of_order_leave_the_process_able_to_handle_signals(tiny, tmp_path):
+    """OpenVINO sessions opened and dropped in any order, then a child process exits under a Python SIGCHLD
+    handler (the one torch's DataLoader installs): the process must live. Run in a child so a crash is a failure,
+    not the end of the test run."""
+    pytest.importorskip("openvino")
+    _, path, _, _ = tiny
+    other = tmp_path / "other.onnx"
+    other.write_bytes(path.read_bytes())
+    code = f"""
+import gc, signal, subprocess, sys
+import numpy as np
+from slimcv.deploy import runtimes
+signal.signal(signal.SIGCHLD, lambda *a: None)
+a = runtimes.open_session({str(path)!r}, "openvino", 1)
+b = runtimes.open_session({str(other)!r}, "openvino-f32", 1)
+a(np.zeros((1, 3, 32, 32), np.float32)); b(np.zeros((1, 3, 32, 32), np.float32))
+del a; gc.collect()
+del b; gc.collect()
+for _ in range(3):
+    assert subprocess.run([sys.executable, "-c", "pass"]).returncode == 0
+print("alive")
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "alive", (out.returncode, out.stderr[-1000:])

@@ -118,16 +118,28 @@ def _ort(providers: list[str]) -> Callable[[Any, int | None], Session]:
     return open_
 
 
+@lru_cache(maxsize=1)
+def openvino_core() -> Any:
+    """The process's one OpenVINO Core.
+
+    Each Core's CPU plugin installs an alternate signal stack on the thread that compiles and puts the previous
+    one back when it is destroyed; Cores destroyed out of order leave the thread pointing at freed memory, and
+    the next signal handled in Python (torch's DataLoader SIGCHLD handler, when any child process exits) then
+    kills the process with SIGSEGV. One Core for the whole process never unwinds out of order.
+    """
+    import openvino as ov
+
+    return ov.Core()
+
+
 def _openvino(hint: str | None) -> Callable[[Any, int | None], Session]:
     def open_(path: Any, threads: int | None) -> Session:
-        import openvino as ov
-
         _need_file(path)
         config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads} if threads else {}
         if hint:
             config["INFERENCE_PRECISION_HINT"] = hint
         try:
-            compiled = ov.Core().compile_model(str(path), "CPU", config)
+            compiled = openvino_core().compile_model(str(path), "CPU", config)
         except RuntimeError as e:
             raise SlimcvError(f"OpenVINO cannot compile {path} ({str(e).splitlines()[0][:200]}).") from e
         request = compiled.create_infer_request()
@@ -174,7 +186,8 @@ TABLE: dict[str, Runtime] = {r.name: r for r in (
     Runtime("ort-cuda", "onnx", _ort_cuda_check, _ort(["CUDAExecutionProvider", "CPUExecutionProvider"]),
             device="cuda", doc="ONNX Runtime's CUDA provider"),
     Runtime("openvino", "onnx", _importable("openvino", "openvino"), _openvino(None),
-            doc="OpenVINO at its default precision for this CPU (bf16 on AMX CPUs, else FP32; INT8 files in INT8)"),
+            doc="OpenVINO at its default precision for this CPU (bf16 where the CPU has native bf16: AVX512-BF16 or "
+                "AMX; else FP32; INT8 files in INT8)"),
     Runtime("openvino-f32", "onnx", _importable("openvino", "openvino"), _openvino("f32"), "fp32",
             doc="OpenVINO with FP32 inference forced (differs from 'openvino' where the CPU has AMX/bf16)"),
 )}
@@ -213,6 +226,17 @@ def row_name(runtime: str, precision: str) -> str:
     openvino-int8, openvino-f32 (a runtime with a fixed precision is its own label)."""
     rt = get(runtime)
     return rt.name if rt.precision else f"{rt.name}-{precision}"
+
+
+def computes_in(runtime: str, file_precision: str = "fp32") -> str:
+    """The precision a runtime really computes a file of ``file_precision`` in on this CPU (OpenVINO's default
+    is bf16 where the CPU has native bf16)."""
+    rt = get(runtime)
+    if rt.precision:
+        return rt.precision
+    if rt.name == "openvino" and file_precision == "fp32" and native_bf16():
+        return "bf16"
+    return file_precision
 
 
 def pairs_with(runtime: Runtime, precision: str) -> bool:
