@@ -107,6 +107,8 @@ QUANTIZE = (
     Flag(("--no-reduce-range",), "reduce_range", {"action": "store_true", "help": "full 8-bit weights "
                                                   "(only on CPUs with VNNI/AMX: AVX2 saturates)"}, lambda v: not v),
     Flag(("--dynamic",), "dynamic", {"action": "store_true"}),
+    Flag(("--no-nncf",), "nncf", {"action": "store_true", "help": "skip OpenVINO INT8 by NNCF (built by default "
+                                  "where openvino and nncf are installed)"}, lambda v: not v),
     Flag(("--qat-epochs",), "qat_epochs", {"type": int}),
     Flag(("--qat-lr",), "qat_optim", {"type": float, "help": "SGD (momentum 0.9) learning rate of QAT"},
          lambda v: {"name": "sgd", "lr": v, "momentum": 0.9}),

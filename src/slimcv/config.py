@@ -284,6 +284,8 @@ class QuantizeConfig(_Config):
     reduce_range: bool = Field(True, description="7-bit weights: avoids u8s8 saturation on CPUs without VNNI")
     exclude: tuple[str, ...] = Field((), description="layers (module paths or ONNX node names) kept in FP32")
     dynamic: bool = False
+    nncf: bool = Field(True, description="also build OpenVINO INT8 with NNCF's quantize (where openvino and nncf "
+                       "are installed)")
     qat_epochs: int = Field(0, ge=0, description="epochs of quantization-aware fine-tuning (0: no QAT)")
     qat_optim: OptimConfig = Field(default_factory=lambda: OptimConfig(name="sgd", lr=1e-3, momentum=0.9))
     opset: int = 17

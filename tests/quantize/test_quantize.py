@@ -68,6 +68,22 @@ def test_empty_or_misshaped_calibration_is_a_clear_error():
         ImageCalibrationReader(calib, 4, "input", ["batch", 3, 64, 64])
 
 
+def expected_rows(files: dict[str, str]) -> set[str]:
+    """The rows the runtime table promises for these (name: precision) files on this machine."""
+    from slimcv.deploy import runtimes
+    from slimcv.quantize.nncf_ptq import unavailable
+
+    rows = {"fp32_pytorch"} | ({"bf16_pytorch"} if runtimes.get("eager-bf16").available else set())
+    if unavailable() is None:
+        files = {**files, "int8_nncf": "int8"}
+    for name, precision in files.items():
+        path = "m.xml" if name == "int8_nncf" else "m.onnx"
+        for rt in runtimes.available("onnx"):
+            if runtimes.pairs_with(rt, precision) and runtimes.reads(rt, path):
+                rows.add(name + ("" if rt.name == "ort" else f"_{rt.name}"))
+    return rows
+
+
 def test_quantize_stage_ptq_dynamic_and_deployed_metrics(seg_run, tmp_path):
     r = quantize({"source": str(seg_run), "data": SEG, "calibration": ["minmax", "percentile"],
                   "calibration_images": 16, "dynamic": True, "latency_runs": 3, "out_dir": str(tmp_path / "q"),
@@ -75,7 +91,8 @@ def test_quantize_stage_ptq_dynamic_and_deployed_metrics(seg_run, tmp_path):
     info = json.loads((tmp_path / "q" / "quantize.json").read_text())
     assert info["stage"] == "quantize" and info["task"] == "segmentation" and info["data"]["spec"] == SEG["spec"]
     by = {m["name"]: m for m in info["models"]}
-    assert set(by) - {"bf16_pytorch"} == {"fp32_pytorch", "fp32", "int8_minmax", "int8_percentile"}  # no dynamic ops
+    # no dynamic ops; every file in every runtime here that reads it, plus NNCF's IR where OpenVINO is installed
+    assert set(by) == expected_rows({"fp32": "fp32", "int8_minmax": "int8", "int8_percentile": "int8"})
     assert any("does not apply" in n for n in info["notes"])
     for m in info["models"]:
         assert {"path", "precision", "runtime", "metrics", "file_bytes", "latency_ms", "threads"} <= set(m)

@@ -143,7 +143,8 @@ def _plan(candidates: list[Candidate], runtimes: Sequence[str], tmp: Path, notes
     exported: dict[int, Path] = {}
     for c in candidates:
         for rt in usable:
-            if c.onnx is not None and rt.runs == "onnx" and table.pairs_with(rt, c.precision):
+            if c.onnx is not None and rt.runs == "onnx" and table.pairs_with(rt, c.precision) and \
+                    table.reads(rt, c.onnx):
                 plan[f"{c.name} · {table.row_name(rt.name, c.precision)}"] = (c, table.row_name(rt.name, c.precision),
                                                                                c.onnx, rt.name)
             elif c.onnx is None and rt.runs == "module":
@@ -194,11 +195,11 @@ def _time(plan: dict[str, tuple], batch: int, warmup: int, runs: int, threads: i
 
 
 def _memory(c: Candidate, runtime: str, path: Path | None, threads: int) -> float | None:
-    if runtime not in ("eager", "ort"):
-        return None  # the memory probe runs PyTorch eager and ONNX Runtime
-    if runtime == "eager" and not c.load:
+    from slimcv.deploy import runtimes as table
+
+    if table.get(runtime).runs == "module" and not c.load:
         return None  # an in-memory module cannot be rebuilt in a fresh process
-    spec = {"runtime": "eager" if runtime == "eager" else "ort", "source": str(path) if path else c.load["source"],
+    spec = {"runtime": runtime, "source": str(path) if path else c.load["source"],
             "input_shape": [1, *c.input_shape], "threads": threads, "runs": 3,
             **({"num_classes": c.load["num_classes"]} if "num_classes" in c.load else {})}
     return peak_memory_mb(spec)

@@ -1,6 +1,6 @@
 """Peak memory of one model in one runtime, measured in a fresh process so earlier work cannot hide it.
 
-Method (``METHOD``): a child Python process imports its runtime (torch or onnxruntime), reads its resident
+Method (``METHOD``): a child Python process imports its runtime (torch, onnxruntime or openvino), reads its resident
 set size, loads the model, hands heap freed while loading back to the OS (``malloc_trim``) and restarts the
 kernel's high-water mark (``/proc/self/clear_refs``), runs ``runs`` inferences on a zero input and reads the
 high-water mark (``VmHWM`` in /proc/self/status, else ``ru_maxrss``). The figure reported is the high-water
@@ -25,7 +25,7 @@ METHOD = ("peak RSS of a fresh process during the runs (VmHWM, reset after loadi
 def peak_memory_mb(spec: dict[str, Any], timeout: float = 300.0) -> float | None:
     """Peak resident-memory growth (MiB) of running ``spec`` in a child process, None when it cannot run.
 
-    ``spec`` holds ``runtime`` ("eager" or "ort"), ``source`` (run folder, model name or .onnx path),
+    ``spec`` holds ``runtime`` (a runtime table entry: eager, ort, openvino, ...), ``source`` (run folder, model name or .onnx path),
     ``input_shape`` (batch included), ``threads`` and optionally ``num_classes`` and ``runs``."""
     try:
         done = subprocess.run([sys.executable, "-m", "slimcv.bench.memory", json.dumps(spec)], capture_output=True,
@@ -65,17 +65,17 @@ def _child(spec: dict[str, Any]) -> dict[str, float]:
 
     shape = tuple(spec["input_shape"])
     runs = int(spec.get("runs", 3))
-    if spec["runtime"] == "ort":
-        import onnxruntime  # noqa: F401  (imported before the baseline)
+    from slimcv.deploy import runtimes
 
-        from slimcv.bench.latency import ort_runner, ort_session
-
+    rt = runtimes.get(spec["runtime"])
+    rt.check()  # imports the runtime's library before the baseline
+    x = np.zeros(shape, np.float32)
+    if rt.runs == "onnx":
         before = _rss_mb("VmRSS") or _peak_mb()
-        run = ort_runner(ort_session(spec["source"], spec.get("threads")), np.zeros(shape, np.float32))
+        session = runtimes.open_session(spec["source"], rt.name, spec.get("threads"))
     else:
         import torch
 
-        from slimcv.bench.latency import eager_runner
         from slimcv.engine.evaluation import load_model
 
         if spec.get("threads"):
@@ -84,7 +84,10 @@ def _child(spec: dict[str, Any]) -> dict[str, float]:
             import slimcv.prune.structured  # noqa: F401  (Torch-Pruning imported before the baseline)
         before = _rss_mb("VmRSS") or _peak_mb()
         model, _ = load_model(spec["source"], spec.get("num_classes"), **spec.get("kwargs", {}))
-        run = eager_runner(model, torch.zeros(shape))
+        session = runtimes.open_session(model, rt.name, spec.get("threads"))
+
+    def run() -> None:
+        session(x)
     _forget_loading()
     for _ in range(runs):
         run()

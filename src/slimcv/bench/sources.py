@@ -191,11 +191,21 @@ def _quantize_folder(path: Path, input_size) -> list[Candidate]:
     if is_model_folder(source):
         c = _run_folder(source, input_size)
         params, macs, input_size = c.params, c.macs, input_size or c.input_shape[1:]
-    out = []
+    out: list[Candidate] = []
+    irs = []
     for m in models:
         onnx_path = path / m["path"] if not Path(m["path"]).is_absolute() else Path(m["path"])
         if onnx_path.suffix == ".onnx" and onnx_path.is_file():
             out.append(_onnx(onnx_path, f"{path.name}:{m['name']}", input_size, params, macs, info.get("task")))
+        elif onnx_path.suffix == ".xml" and onnx_path.is_file():
+            irs.append((onnx_path, f"{path.name}:{m['name']}"))
+    if irs and out:  # an OpenVINO IR (NNCF INT8) takes what the FP32 file takes
+        import dataclasses
+
+        from slimcv.deploy.runtimes import file_bytes as deployed_bytes
+
+        out += [dataclasses.replace(out[0], name=name, source=str(ir), onnx=ir, precision="int8",
+                                    file_bytes=deployed_bytes(ir), load={"source": str(ir)}) for ir, name in irs]
     if not out:
         raise SlimcvError(f"None of the ONNX files listed in {path / 'quantize.json'} exist; "
                           "run `slimcv quantize` again.")

@@ -43,7 +43,7 @@ class Predictor:
         self.path = Path(path)
         self.meta = read_sidecar(self.path)
         self.runtime = runtimes.get(runtime or ("ort-cuda" if providers and "CUDAExecutionProvider" in providers
-                                                else "ort")).name
+                                                else runtimes.default_for(self.path))).name
         if runtimes.get(self.runtime).runs != "onnx":
             raise SlimcvError(f"Runtime {self.runtime!r} runs PyTorch modules; a deployed file runs in ort, ort-cuda "
                               "or openvino.")
@@ -187,8 +187,9 @@ def _recommended(folder: Path) -> tuple[Path, str]:
     rt = runtimes.get(model["runtime"])
     if rt.runs != "onnx":
         return folder / "model_fp32.onnx", "ort"
-    if not rt.available:  # chosen on another machine: run the same file where it can run here
-        return folder / model["path"], "ort"
+    if not rt.available:  # chosen on another machine: run the same file where it can run here, else the FP32 one
+        return (folder / model["path"], "ort") if runtimes.reads("ort", model["path"]) else \
+            (folder / "model_fp32.onnx", "ort")
     return folder / model["path"], rt.name
 
 
@@ -216,10 +217,10 @@ def find_sidecar(onnx_path: str | Path) -> Path | None:
 
 
 def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
-    """The JSON written beside an exported ONNX file."""
+    """The JSON written beside an exported ONNX file (or an OpenVINO IR .xml file that slimcv quantize wrote)."""
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
-        raise SlimcvError(f"ONNX file {onnx_path} does not exist; export one with `slimcv export`.")
+        raise SlimcvError(f"Model file {onnx_path} does not exist; export one with `slimcv export`.")
     side = find_sidecar(onnx_path)
     if side is None:
         raise SlimcvError(f"{sidecar_path(onnx_path)} is missing: it holds the preprocessing; re-export with "

@@ -32,6 +32,7 @@ class Runtime:
     precision: str | None = None  # computes in this precision; None: the file's own (fp32 or int8)
     device: str = "cpu"
     doc: str = ""
+    formats: tuple[str, ...] = (".onnx",)  # the model files it reads (runs == "onnx")
 
     @property
     def available(self) -> bool:
@@ -173,7 +174,7 @@ def _torch(dtype: str | None, device: str) -> Callable[[Any, int | None], Sessio
 
 def _need_file(path: Any) -> None:
     if not Path(str(path)).is_file():
-        raise SlimcvError(f"ONNX file {path} does not exist; export one with `slimcv export`.")
+        raise SlimcvError(f"Model file {path} does not exist; export one with `slimcv export`.")
 
 
 TABLE: dict[str, Runtime] = {r.name: r for r in (
@@ -187,9 +188,10 @@ TABLE: dict[str, Runtime] = {r.name: r for r in (
             device="cuda", doc="ONNX Runtime's CUDA provider"),
     Runtime("openvino", "onnx", _importable("openvino", "openvino"), _openvino(None),
             doc="OpenVINO at its default precision for this CPU (bf16 where the CPU has native bf16: AVX512-BF16 or "
-                "AMX; else FP32; INT8 files in INT8)"),
+                "AMX; else FP32; INT8 files in INT8)", formats=(".onnx", ".xml")),
     Runtime("openvino-f32", "onnx", _importable("openvino", "openvino"), _openvino("f32"), "fp32",
-            doc="OpenVINO with FP32 inference forced (differs from 'openvino' where the CPU has AMX/bf16)"),
+            doc="OpenVINO with FP32 inference forced (differs from 'openvino' where the CPU has AMX/bf16)",
+            formats=(".onnx", ".xml")),
 )}
 ALIASES = {"pytorch": "eager", "torch": "eager", "onnxruntime": "ort", "ov": "openvino"}
 
@@ -218,6 +220,9 @@ def open_session(source: Any, runtime: str = "ort", threads: int | None = None) 
     why = rt.check()
     if why:
         raise SlimcvError(f"Runtime {rt.name!r} cannot run here: {why}.")
+    if rt.runs == "onnx" and not reads(rt, source):
+        raise SlimcvError(f"Runtime {rt.name!r} cannot read {source} (it reads {', '.join(rt.formats)} files); run "
+                          f"it with runtime {default_for(source)!r}.")
     return rt.open(source, threads)
 
 
@@ -237,6 +242,26 @@ def computes_in(runtime: str, file_precision: str = "fp32") -> str:
     if rt.name == "openvino" and file_precision == "fp32" and native_bf16():
         return "bf16"
     return file_precision
+
+
+def reads(runtime: Runtime | str, path: str | Path) -> bool:
+    """Whether the runtime can load this model file (ONNX Runtime: .onnx; OpenVINO: .onnx and its IR .xml)."""
+    rt = get(runtime) if isinstance(runtime, str) else runtime
+    return Path(str(path)).suffix.lower() in rt.formats
+
+
+def default_for(path: str | Path) -> str:
+    """The runtime a model file runs in unless one is chosen: ONNX Runtime, or OpenVINO for an IR .xml file."""
+    return "openvino" if Path(str(path)).suffix.lower() == ".xml" else "ort"
+
+
+def file_bytes(path: str | Path) -> int:
+    """Bytes a deployed model takes on disk (an OpenVINO IR is its .xml and its .bin)."""
+    path = Path(path)
+    size = path.stat().st_size
+    if path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
+        size += path.with_suffix(".bin").stat().st_size
+    return size
 
 
 def pairs_with(runtime: Runtime, precision: str) -> bool:

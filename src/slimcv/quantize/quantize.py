@@ -141,21 +141,7 @@ def _build_variants(net: nn.Module, spec: dict, data: DataBundle, cfg: QuantizeC
     fp32 = export_module(net, tmp / "model_fp32.onnx", sample_batches(data, ecfg, net), task=data.task, cfg=ecfg,
                          meta=meta)
     files = [{"name": "fp32", "file": fp32.path.name, "precision": "fp32"}]
-    if cfg.calibration:
-        reader = ImageCalibrationReader(calibration_set(data), cfg.calibration_images, "input", _input_shape(fp32.path))
-        for method in cfg.calibration:
-            path = quantize_ptq(fp32.path, tmp / f"model_int8_{method}.onnx", reader, method=method,
-                                per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, exclude=cfg.exclude,
-                                percentile=cfg.percentile)
-            files.append(_variant(path, fp32.meta, f"int8_{method}", {"calibration": method,
-                                  "calibration_images": len(reader), "exclude": list(cfg.exclude)}))
-    if cfg.dynamic:
-        app = dynamic_applicability(fp32.path)
-        notes.append(f"dynamic: {app.note}")
-        if app.ops:
-            path = quantize_dyn(fp32.path, tmp / "model_int8_dynamic.onnx", per_channel=cfg.per_channel,
-                                reduce_range=cfg.reduce_range)
-            files.append(_variant(path, fp32.meta, "int8_dynamic", {"calibration": "dynamic"}))
+    files += _int8_files(fp32.path, fp32.meta, "input", data, cfg, tmp, notes)
     if cfg.qat_epochs:
         path = _qat(net, spec, data, cfg, tmp)
         files.append(_variant(path, fp32.meta, "int8_qat", {"calibration": "qat", "qat_epochs": cfg.qat_epochs}))
@@ -175,16 +161,25 @@ def _build_variants_onnx(source: Path, data: DataBundle, cfg: QuantizeConfig, tm
     meta = read_json(side) if side else {**sidecar_meta(data, data.task, source.stem, str(source)),
                                          "task": data.task, "precision": "fp32", "input_name": _input_name(fp32)}
     write_sidecar(fp32, meta)
-    files = [{"name": "fp32", "file": fp32.name, "precision": "fp32"}]
-    if cfg.calibration:
-        reader = ImageCalibrationReader(calibration_set(data), cfg.calibration_images, _input_name(fp32),
+    return [{"name": "fp32", "file": fp32.name, "precision": "fp32"},
+            *_int8_files(fp32, meta, _input_name(fp32), data, cfg, tmp, notes)]
+
+
+def _int8_files(fp32: Path, meta: dict, input_name: str, data: DataBundle, cfg: QuantizeConfig, tmp: Path,
+                notes: list[str]) -> list[dict[str, Any]]:
+    """The post-training INT8 files of an FP32 ONNX file: static QDQ per calibration method, dynamic, and
+    OpenVINO IR by NNCF where OpenVINO and NNCF are installed."""
+    files = []
+    reader = None
+    if cfg.calibration or cfg.nncf:
+        reader = ImageCalibrationReader(calibration_set(data), cfg.calibration_images, input_name,
                                         _input_shape(fp32))
-        for method in cfg.calibration:
-            path = quantize_ptq(fp32, tmp / f"model_int8_{method}.onnx", reader, method=method,
-                                per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, exclude=cfg.exclude,
-                                percentile=cfg.percentile)
-            files.append(_variant(path, meta, f"int8_{method}", {"calibration": method,
-                                  "calibration_images": len(reader), "exclude": list(cfg.exclude)}))
+    for method in cfg.calibration:
+        path = quantize_ptq(fp32, tmp / f"model_int8_{method}.onnx", reader, method=method,
+                            per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, exclude=cfg.exclude,
+                            percentile=cfg.percentile)
+        files.append(_variant(path, meta, f"int8_{method}", {"calibration": method,
+                              "calibration_images": len(reader), "exclude": list(cfg.exclude)}))
     if cfg.dynamic:
         app = dynamic_applicability(fp32)
         notes.append(f"dynamic: {app.note}")
@@ -192,7 +187,31 @@ def _build_variants_onnx(source: Path, data: DataBundle, cfg: QuantizeConfig, tm
             path = quantize_dyn(fp32, tmp / "model_int8_dynamic.onnx", per_channel=cfg.per_channel,
                                 reduce_range=cfg.reduce_range)
             files.append(_variant(path, meta, "int8_dynamic", {"calibration": "dynamic"}))
+    if cfg.nncf:
+        files += _nncf_file(fp32, meta, reader, tmp, notes)
     return files
+
+
+def _nncf_file(fp32: Path, meta: dict, reader: ImageCalibrationReader, tmp: Path,
+               notes: list[str]) -> list[dict[str, Any]]:
+    """OpenVINO INT8 by NNCF with its defaults: the peer a CPU user would pick, measured beside slimcv's files."""
+    from slimcv.quantize.nncf_ptq import quantize_nncf, unavailable
+
+    why = unavailable()
+    if why:
+        notes.append(f"NNCF INT8 not built: {why}")
+        return []
+    reader.rewind()
+    images = [item for item in iter(lambda: reader.get_next(), None)]
+    reader.rewind()
+    try:
+        path = quantize_nncf(fp32, tmp / "model_int8_nncf.xml", [next(iter(x.values())) for x in images])
+    except SlimcvError as e:  # the peer failing must not cost the user slimcv's own INT8 files
+        notes.append(f"NNCF INT8 not built: {e}")
+        return []
+    write_sidecar(path, {**meta, "precision": "int8", "calibration": "nncf", "calibration_images": len(images),
+                         "format": "openvino", "agreement": None})
+    return [{"name": "int8_nncf", "file": path.name, "precision": "int8"}]
 
 
 def _input_name(path: Path) -> str:
@@ -262,14 +281,14 @@ def _evaluate_all(net: nn.Module, files: list[dict], data: DataBundle, cfg: Quan
                     deployed_runner(copy.deepcopy(net), example, rt.name, threads)
         for f in files:
             for rt in onnx_runtimes:
-                if not runtimes.pairs_with(rt, f["precision"]):
+                if not runtimes.pairs_with(rt, f["precision"]) or not runtimes.reads(rt, f["file"]):
                     continue
                 name = f["name"] + ("" if rt.name == "ort" else f"_{rt.name}")
                 path = tmp / f["file"]
                 with console.status(f"evaluating {name}") if cfg.progress else _null():
                     metrics = evaluate(DeployedModule(path, rt.name, threads), loader, torch.device("cpu"), **ev)
                 records.append({"name": name, "path": f["file"], "precision": f["precision"], "runtime": rt.name,
-                                "metrics": metrics, "file_bytes": path.stat().st_size})
+                                "metrics": metrics, "file_bytes": runtimes.file_bytes(path)})
                 runners[name] = deployed_runner(path, example, rt.name, threads)
     finally:
         torch.set_num_threads(previous)

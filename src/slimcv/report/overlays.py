@@ -84,15 +84,14 @@ def _forward(entry: Entry, threads: int | None) -> Callable[[torch.Tensor], torc
     path = entry.model_path
     if path is None:
         raise SlimcvError(f"{entry.name} has no loadable model.")
-    if Path(path).suffix == ".onnx":
-        from slimcv.bench.latency import ort_session
+    if Path(path).suffix in (".onnx", ".xml"):  # an ONNX file, or an OpenVINO IR from NNCF
+        from slimcv.deploy import runtimes
 
-        session = ort_session(path, threads)
-        name = session.get_inputs()[0].name
+        session = runtimes.open_session(path, runtimes.default_for(path), threads)
 
         def run_onnx(x: torch.Tensor) -> torch.Tensor:
             # one sample per call: an exported file may have a fixed batch size of 1
-            outs = [session.run(None, {name: s[None].numpy().astype(np.float32)})[0] for s in x]
+            outs = [session(np.ascontiguousarray(s[None].numpy(), dtype=np.float32)) for s in x]
             return torch.from_numpy(np.concatenate(outs))
 
         return run_onnx
