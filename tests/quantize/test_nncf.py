@@ -1,0 +1,79 @@
+"""OpenVINO INT8 by NNCF beside slimcv's QDQ files: built, scored and timed in OpenVINO, deployable, optional."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from slimcv import deploy
+from slimcv.bench.bench import bench
+from slimcv.deploy import runtimes
+from slimcv.errors import SlimcvError
+from slimcv.quantize import nncf_ptq
+from slimcv.quantize.quantize import quantize
+from tests.quantize.test_quantize import SEG, seg_run  # noqa: F401  (the module's trained tiny U-Net)
+
+needs_nncf = pytest.mark.skipif(nncf_ptq.unavailable() is not None, reason=f"NNCF INT8: {nncf_ptq.unavailable()}")
+
+
+@pytest.fixture(scope="module")
+def quantized(seg_run, tmp_path_factory):  # noqa: F811
+    if nncf_ptq.unavailable():
+        pytest.skip(f"NNCF INT8: {nncf_ptq.unavailable()}")
+    out = tmp_path_factory.mktemp("nncf") / "q"
+    quantize({"source": str(seg_run), "data": SEG, "calibration": ["minmax"], "calibration_images": 16,
+              "latency_runs": 3, "out_dir": str(out), "threads": 1, "progress": False, "eager": False})
+    return out, {m["name"]: m for m in json.loads((out / "quantize.json").read_text())["models"]}
+
+
+@needs_nncf
+def test_nncf_int8_is_scored_and_timed_in_openvino_only(quantized):
+    out, by = quantized
+    nncf_rows = {n for n in by if n.startswith("int8_nncf")}
+    assert nncf_rows == {"int8_nncf_openvino"}  # ONNX Runtime cannot read an IR; forced-FP32 OpenVINO is for FP32
+    row = by["int8_nncf_openvino"]
+    assert row["path"] == "model_int8_nncf.xml" and row["precision"] == "int8" and row["runtime"] == "openvino"
+    xml, binary = out / "model_int8_nncf.xml", out / "model_int8_nncf.bin"
+    assert row["file_bytes"] == xml.stat().st_size + binary.stat().st_size
+    assert "FakeQuantize" in xml.read_text()  # INT8 as OpenVINO runs it
+    assert abs(row["metrics"]["miou"] - by["fp32"]["metrics"]["miou"]) < 5.0 and row["latency_ms"]["median"] > 0
+    side = json.loads((out / "model_int8_nncf.xml.json").read_text())
+    assert side["calibration"] == "nncf" and side["calibration_images"] == 16 and side["task"] == "segmentation"
+
+
+@needs_nncf
+def test_the_nncf_file_deploys_in_openvino_and_ort_refuses_it(quantized):
+    out, _ = quantized
+    predictor = deploy.load(out / "model_int8_nncf.xml")
+    assert predictor.runtime == "openvino"
+    reference = deploy.load(out / "model_fp32.onnx")
+    image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    assert (predictor(image).mask == reference(image).mask).mean() > 0.9
+    with pytest.raises(SlimcvError, match="cannot read .*model_int8_nncf.xml.*runtime 'openvino'"):
+        deploy.load(out / "model_int8_nncf.xml", runtime="ort")
+
+
+@needs_nncf
+def test_bench_measures_the_nncf_file_of_a_quantize_folder(quantized):
+    out, _ = quantized
+    report = bench([str(out)], runtimes=["ort", "openvino"], runs=3, warmup=1, batch_sizes=[1], memory=False)
+    rows = {(m.name, r.runtime) for m in report.models for r in m.runtimes}
+    assert (f"{out.name}:int8_nncf_openvino", "openvino-int8") in rows
+    assert not any(name.endswith("int8_nncf_openvino") and rt.startswith("ort") for name, rt in rows)
+
+
+def test_without_openvino_or_nncf_quantize_notes_it_and_builds_the_rest(seg_run, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(nncf_ptq, "unavailable", lambda: "nncf not installed (pip install 'slimcv[openvino]')")
+    q = quantize({"source": str(seg_run), "data": SEG, "calibration": ["minmax"], "calibration_images": 8,
+                  "latency_runs": 2, "out_dir": str(tmp_path / "q"), "threads": 1, "progress": False, "eager": False})
+    assert not any(m["name"].startswith("int8_nncf") for m in q.models)
+    assert any(n.startswith("NNCF INT8 not built: nncf not installed") for n in q.notes)
+    assert {m["name"] for m in q.models} >= {"fp32", "int8_minmax"}
+
+
+def test_no_nncf_option_leaves_it_out(seg_run, tmp_path):  # noqa: F811
+    q = quantize({"source": str(seg_run), "data": SEG, "calibration": [], "nncf": False, "latency_runs": 2,
+                  "out_dir": str(tmp_path / "q"), "threads": 1, "progress": False, "eager": False})
+    assert {m["precision"] for m in q.models} == {"fp32"} and not (tmp_path / "q" / "model_int8_nncf.xml").exists()
+    assert all(runtimes.reads(m["runtime"], m["path"]) for m in q.models)
