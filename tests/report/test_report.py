@@ -75,7 +75,7 @@ def test_html_is_self_contained_with_every_image_decodable(rendered):
     assert len(page.images) == 4 + 2 and set(result.figures) >= {"pareto", "per_class", "confusion", "curves"}
 
 
-def test_comparison_table_lists_every_model_with_costs_and_runtimes(rendered):
+def test_comparison_table_lists_every_model_with_costs_and_runtimes(rendered, runs):
     result, _ = rendered
     page = _Page()
     page.feed(result.html.read_text())
@@ -84,9 +84,12 @@ def test_comparison_table_lists_every_model_with_costs_and_runtimes(rendered):
                    "ort-fp32(ms)", "ort-int8(ms)", "speed-up(fastest runtime)"):
         assert column in table["headers"], column
     names = [e.name for e in result.entries]
-    # a bf16 row joins where the CPU computes bf16 natively (AVX512-BF16/AMX)
-    assert [n for n in names if n != "quantized:bf16_pytorch"] == [
-        "teacher", "student", "pruned", "quantized:fp32_pytorch", "quantized:fp32", "quantized:int8_minmax"]
+    # every row of quantize.json: a bf16 row where the CPU computes bf16 natively (AVX512-BF16/AMX), OpenVINO's
+    # rows and NNCF's file where OpenVINO is installed
+    quant = json.loads((runs["quantized"] / "quantize.json").read_text())
+    rows = [f"quantized:{m['name']}" for m in quant["models"]]
+    assert names == ["teacher", "student", "pruned", *rows]
+    assert {"quantized:fp32_pytorch", "quantized:fp32", "quantized:int8_minmax"} <= set(rows)
     assert table["rows"] == 1 + len(names)
     per_class = page.tables[1]
     assert per_class["headers"] == ["class", *names] and per_class["rows"] == 1 + 4  # background + 3 shapes
@@ -142,8 +145,10 @@ def test_collect_reads_each_stage(runs):
     assert teacher.params and teacher.macs and teacher.file_bytes
     assert pruned.kind == "prune" and pruned.command.startswith("slimcv prune")
     assert len(quant) >= 3 and {q.kind for q in quant} == {"quantize"}  # + a bf16 row on bf16 CPUs
-    int8 = quant[-1]
+    int8 = next(q for q in quant if q.name.endswith(":int8_minmax"))
     assert set(int8.latency) == {"ort-int8"} and int8.model_path.suffix == ".onnx"
+    for q in quant:  # every file in every runtime that ran it, each with its own metric and latency
+        assert q.metrics and len(q.latency) == 1, q.name
     assert int8.params == teacher.params and int8.macs == teacher.macs  # counted on the source run
     assert quant[0].latency and set(quant[0].latency) == {"eager"}
 

@@ -157,6 +157,11 @@ def _plan(candidates: list[Candidate], runtimes: Sequence[str], tmp: Path, notes
                     continue
                 plan[f"{c.name} · {table.row_name(rt.name, 'fp32')}"] = (c, table.row_name(rt.name, "fp32"), path,
                                                                           rt.name)
+    for c in candidates:
+        if not any(entry[0] is c for entry in plan.values()):
+            notes.append(f"{c.name}: none of the runtimes {', '.join(runtimes)} runs it here (an OpenVINO IR runs in "
+                         "openvino)" if c.onnx is not None and c.onnx.suffix == ".xml" else
+                         f"{c.name}: none of the runtimes {', '.join(runtimes)} runs it here")
     if not plan:
         raise SlimcvError(f"No runtime in {list(runtimes)} can run these models here; add 'eager' or 'ort'.")
     return plan
@@ -219,6 +224,8 @@ def _assemble(candidates, plan, timings, mem, threads, warmup, runs, batch_sizes
                 runtime=runtime, latency_ms=per_batch["1"], batch_latency_ms=per_batch,
                 throughput={b: int(b) * 1e3 / lat.median for b, lat in per_batch.items()},
                 peak_memory_mb=mem.get(key), speedup=(base / per_batch["1"].median) if base else 1.0))
+        if not rows:  # no runtime asked for runs it (noted in _plan)
+            continue
         models.append(ModelResult(name=c.name, source=c.source, kind=c.kind, task=c.task,
                                   input_shape=list(c.input_shape), params=c.params, macs=c.macs,
                                   flops=2 * c.macs if c.macs is not None else None, file_bytes=c.file_bytes,

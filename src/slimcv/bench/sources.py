@@ -193,8 +193,12 @@ def _quantize_folder(path: Path, input_size) -> list[Candidate]:
         params, macs, input_size = c.params, c.macs, input_size or c.input_shape[1:]
     out: list[Candidate] = []
     irs = []
+    seen = set()
     for m in models:
         onnx_path = path / m["path"] if not Path(m["path"]).is_absolute() else Path(m["path"])
+        if onnx_path in seen:  # one file listed once per runtime that ran it: bench times each runtime itself
+            continue
+        seen.add(onnx_path)
         if onnx_path.suffix == ".onnx" and onnx_path.is_file():
             out.append(_onnx(onnx_path, f"{path.name}:{m['name']}", input_size, params, macs, info.get("task")))
         elif onnx_path.suffix == ".xml" and onnx_path.is_file():

@@ -169,7 +169,7 @@ def _quantize(path: Path, count: bool) -> list[Entry]:
     out = []
     for m in models:
         model = _listed_path(path, str(m.get("path", "")))
-        loadable = (model.suffix == ".onnx" and model.is_file()) or is_model_folder(model)
+        loadable = (model.suffix in (".onnx", ".xml") and model.is_file()) or is_model_folder(model)
         e = Entry(name=f"{path.name}:{m['name']}", kind="quantize", path=path, task=info.get("task"),
                   metrics=dict(m.get("metrics") or {}), file_bytes=m.get("file_bytes"), config=info.get("config"),
                   data=info.get("data"), model_path=model if loadable else None, command=command,
@@ -180,7 +180,7 @@ def _quantize(path: Path, count: bool) -> list[Entry]:
             e.latency[_runtime_name(m)] = {"median": lat["median"], "p90": lat.get("p90"), "threads": m.get("threads"),
                                            "from": str(path / "quantize.json")}
         if e.file_bytes is None and e.model_path is not None and e.model_path.is_file():
-            from slimcv.bench.size import file_bytes
+            from slimcv.deploy.runtimes import file_bytes
 
             e.file_bytes = file_bytes(e.model_path)
         if not e.metrics:
