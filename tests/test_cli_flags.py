@@ -37,3 +37,40 @@ def test_threads_and_out_dir_are_spelled_the_same_on_every_command_that_has_them
         sub = _parser()._subparsers._group_actions[0].choices[command]
         opts = {o for a in sub._actions for o in a.option_strings}
         assert {"--out-dir", "-o"} <= opts, command
+
+
+def test_every_command_that_computes_takes_threads_and_the_same_size_flag():
+    subs = _parser()._subparsers._group_actions[0].choices
+    for name, sub in subs.items():
+        opts = {o for a in sub._actions for o in a.option_strings}
+        if name not in ("check-data", "models", "datasets"):
+            assert "--threads" in opts, name
+    bench = _parser().parse_args(["bench", "resnet20", "--size", "32", "32"])
+    assert bench.input_size == [32, 32] and _parser().parse_args(["bench", "x", "--input-size", "8"]).input_size == [8]
+
+
+def test_threads_for_a_process_command_reach_torch_and_child_processes(monkeypatch):
+    import os
+
+    import torch
+
+    from slimcv.cli import main
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    previous = torch.get_num_threads()
+    try:
+        assert main(["eval", "missing/run", "--threads", "1"]) == 2  # applied before the command fails
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+        assert main(["prune", "missing/run", "--threads", "0"]) == 2
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_listings_match_the_task_and_print_no_markup(capsys):
+    from slimcv.cli import main
+
+    assert main(["models", "--task", "segmentation"]) == 0
+    out = capsys.readouterr().out
+    assert "smp:ARCH:ENCODER" in out and "timm:NAME" not in out
+    assert main(["datasets"]) == 0
+    assert "``" not in capsys.readouterr().out

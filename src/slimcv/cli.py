@@ -32,7 +32,7 @@ EXAMPLES = {
                 "  slimcv quantize runs/cifar_resnet20 -o runs/int8 --dynamic --exclude fc --max-drop 0.5 --threads 2\n"
                 "  slimcv quantize model.onnx --data camvid:data/camvid -o runs/int8",
     "bench": "slimcv bench runs/teacher runs/student runs/int8/model_int8_minmax.onnx --out bench.json\n"
-             "  slimcv bench resnet18 mobilenet_v3_large --input-size 224 224 --batch-sizes 1 8 --threads 2",
+             "  slimcv bench resnet18 mobilenet_v3_large --size 224 224 --batch-sizes 1 8 --threads 2",
     "report": "slimcv report runs/teacher runs/student runs/pruned runs/int8 -o reports/camvid --measure\n"
               "  slimcv report runs/teacher runs/student --bench bench.json --baseline teacher --images 6",
     "predict": "slimcv predict runs/int8 photos/ -o predictions\n"
@@ -123,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="distil from the unpruned model while fine-tuning, e.g. --distill kd:1 "
                     "(loss = alpha * CE + weight * KD)")
     pr.add_argument("--temperature", "-T", type=float, default=4.0, help="temperature of --distill losses")
+    _threads_arg(pr)
 
     _pipeline_commands(add)
     _deploy_commands(add)
@@ -137,11 +138,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="val")
     e.add_argument("--out", help="write the metrics as JSON here")
     e.add_argument("--device", default="auto")
+    _threads_arg(e)
 
     c = add("check-data", "Scan a dataset: samples, sizes, class frequencies and problems.")
     c.add_argument("spec")
     c.add_argument("--split", default="train")
-    c.add_argument("--limit", type=int, help="scan only the first N samples")
+    c.add_argument("--limit", type=int, help="scan only N samples, spread evenly over the split")
     c.add_argument("--weights", action="store_true", help="also compute median-frequency class weights")
     c.add_argument("--out", help="write the report as JSON here")
 
@@ -149,6 +151,14 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--task", choices=["classification", "segmentation"])
     add("datasets", "List the dataset specs slimcv understands.")
     return p
+
+
+# the commands whose --threads is not a stage setting: main() applies it to torch and to child processes
+PROCESS_THREADS = ("prune", "eval", "export", "run", "compress")
+
+
+def _threads_arg(sp: argparse.ArgumentParser, help: str = "intra-op threads (default: torch's)") -> None:
+    sp.add_argument("--threads", type=int, metavar="N", help=help)
 
 
 def _pipeline_commands(add) -> None:
@@ -160,6 +170,7 @@ def _pipeline_commands(add) -> None:
     r.add_argument("--out-dir", "-o", help="run directory (default: the recipe's out_dir, else runs/<name>)")
     r.add_argument("--until", metavar="STAGE", help="stop after this stage")
     r.add_argument("--dry-run", action="store_true", help="validate and show what would run, skip or resume")
+    _threads_arg(r, "intra-op threads of every stage that sets none itself (default: torch's)")
 
     cp = add("compress", "Make a model N times faster or smaller: prune toward the target while distilling from the "
              "original, quantize when it helps here, report.")
@@ -178,6 +189,7 @@ def _pipeline_commands(add) -> None:
     cp.add_argument("--out-dir", "-o", default="runs/compress")
     cp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the generated recipe")
     cp.add_argument("--dry-run", action="store_true", help="print the plan and the generated recipe only")
+    _threads_arg(cp, "intra-op threads of every stage (default: torch's)")
 
     dm = add("demo", "The whole chain on built-in data in minutes: teacher -> distilled student -> pruned -> INT8 -> "
              "HTML report.")
@@ -197,12 +209,13 @@ def _deploy_commands(add) -> None:
     _model_args(ex)
     ex.add_argument("--data", help="dataset spec for the check samples and the sidecar (default: the run's own)")
     ex.add_argument("--num-classes", type=int, help="classes when SOURCE is a model name without --data")
-    ex.add_argument("--out", "-o", default="model.onnx", help="ONNX file to write (its .onnx.json sidecar goes "
-                    "beside it)")
+    ex.add_argument("--out", "-o", default="model.onnx", help="ONNX file to write, or a folder to write "
+                    "model.onnx in (its .onnx.json sidecar goes beside it)")
     from slimcv.cli_flags import EXPORT, add_flags
     from slimcv.config import ExportConfig
 
     add_flags(ex, EXPORT, ExportConfig)
+    _threads_arg(ex)
 
     q = add("quantize", "INT8 by static PTQ (calibrated), dynamic or QAT; every model scored and timed as deployed.")
     _model_args(q)
@@ -216,7 +229,8 @@ def _deploy_commands(add) -> None:
     b.add_argument("sources", nargs="*", help="run folders, quantize folders, .onnx files or model names")
     b.add_argument("--model", help="also measure this architecture (a name or package.module:factory), with --weights")
     b.add_argument("--weights", help="local weights file for --model")
-    b.add_argument("--input-size", type=int, nargs="+", metavar="N", help="H W (needed for model names)")
+    b.add_argument("--size", "--input-size", dest="input_size", type=int, nargs="+", metavar="N",
+                   help="H W of the input (needed for model names); --input-size is the same flag")
     b.add_argument("--num-classes", type=int, help="classes of a model given by name (default: its builder's)")
     b.add_argument("--runtimes", nargs="+", default=["eager", "ort"], metavar="RUNTIME",
                    help="from the runtime table: eager, eager-bf16, eager-cuda, ort, ort-cuda, openvino, openvino-f32 "
@@ -329,7 +343,23 @@ def _size(size: Sequence[int] | None):
     return check_size(size)
 
 
+def _use_threads(n: int | None) -> None:
+    """--threads N for this process (torch's intra-op pool) and the processes it starts (OMP_NUM_THREADS)."""
+    if n is None:
+        return
+    if n < 1:
+        raise SlimcvError(f"--threads must be at least 1, got {n}.")
+    import os
+
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    torch.set_num_threads(n)
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command in PROCESS_THREADS:
+        _use_threads(args.threads)
     if args.command in MODEL_COMMANDS:
         _run_model_command(args)
     elif args.command == "train":
@@ -559,7 +589,8 @@ def _list_models(task: str | None) -> None:
     from slimcv.models import MODELS, list_models
 
     rows = [(n, MODELS.meta(n)["task"], MODELS.meta(n)["family"]) for n in list_models(task)]
-    rows += [("timm:NAME", "classification", "timm (extra)"), ("smp:ARCH:ENCODER", "segmentation", "smp (extra)")]
+    rows += [row for row in (("timm:NAME", "classification", "timm (extra)"),
+                             ("smp:ARCH:ENCODER", "segmentation", "smp (extra)")) if task in (None, row[1])]
     print_table("models", ["name", "task", "family"], rows)
 
 
@@ -567,7 +598,8 @@ def _list_datasets() -> None:
     from slimcv._console import print_table
     from slimcv.data._registry import DATASETS
 
-    rows = [(n, DATASETS.meta(n)["task"], (DATASETS.get(n).__doc__ or "").strip().splitlines()[0]) for n in DATASETS]
+    rows = [(n, DATASETS.meta(n)["task"], (DATASETS.get(n).__doc__ or "").strip().splitlines()[0].replace("``", ""))
+            for n in DATASETS]
     print_table("dataset specs (NAME:PATH)", ["name", "task", "layout"], rows)
 
 

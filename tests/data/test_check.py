@@ -122,3 +122,16 @@ def test_cli_debug_reraises_before_or_after_the_command(argv):
     # --debug is documented on the top-level parser; the sub-parser must not reset it to False.
     with pytest.raises(SlimcvError, match="camvid"):
         main(argv)
+
+
+def test_scan_limit_takes_a_spread_not_the_first_files(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in ("ants", "bees", "cats"):  # sorted by class, as folders are
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(5):
+                Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / split / c / f"{i}.png")
+    spec = f"imagefolder:{tmp_path}"
+    r = scan(build_dataset(spec), spec, "train", limit=3)
+    assert r.samples == 3 and r.class_counts == {"ants": 1, "bees": 1, "cats": 1}

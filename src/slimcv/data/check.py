@@ -31,13 +31,15 @@ def scan(dataset: Dataset, spec: str, split: str, limit: int | None = None, weig
     """Load every sample untransformed; each bad one becomes a problem line instead of an exception."""
     info = dataset.info
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    # a spread, not the first N: datasets are often sorted by class, and the first files are all one class
+    indices = range(len(dataset)) if n == len(dataset) else np.linspace(0, len(dataset) - 1, n).round().astype(int)
     counts = np.zeros(info.num_classes, dtype=np.int64)
     sizes: Counter[str] = Counter()
     ignored = 0
     problems: list[str] = []
-    for i in range(n):
+    for i in indices:
         try:
-            image, target = dataset.load(i)
+            image, target = dataset.load(int(i))
         except SlimcvError as e:
             problems.append(str(e))
             continue

@@ -71,6 +71,8 @@ def export_module(net: nn.Module, out: str | Path, batches: list[torch.Tensor], 
     """Export ``net`` traced on ``batches[0]``, write the sidecar, and compare with PyTorch on all ``batches``."""
     _check_opset(cfg.opset)
     out = Path(out)
+    if out.is_dir() or str(out).endswith(("/", "\\")):  # -o FOLDER, as for the other commands
+        out = out / "model.onnx"
     dynamic_hw = task == "segmentation" if cfg.dynamic_hw is None else cfg.dynamic_hw
     example = trace_example(batches[0], cfg, dynamic_hw)
     if dynamic_hw and not _runs(net, example):
