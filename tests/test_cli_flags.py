@@ -13,7 +13,9 @@ TABLES = [(TRAIN, TrainConfig), (DISTILL, DistillConfig), (PRUNE, PruneConfig), 
 
 @pytest.mark.parametrize("flags,schema", TABLES)
 def test_every_row_names_a_field_of_its_config(flags, schema):
-    missing = [f.key for f in flags if _field(schema, f.key) is None]
+    from slimcv.config import WEIGHT_ALIASES
+
+    missing = [f.key for f in flags if _field(schema, f.key) is None and f.key not in WEIGHT_ALIASES]
     assert not missing
 
 
@@ -74,3 +76,26 @@ def test_listings_match_the_task_and_print_no_markup(capsys):
     assert "smp:ARCH:ENCODER" in out and "timm:NAME" not in out
     assert main(["datasets"]) == 0
     assert "``" not in capsys.readouterr().out
+
+
+def test_alpha_is_stated_and_ce_and_kd_weight_are_unambiguous_aliases():
+    base = {"teacher": "runs/t", "model": "unet", "data": {"spec": "synthetic-shapes"}}
+    cfg = build_config(DistillConfig, {**base, "ce_weight": 0.3, "kd_weight": 2.0})
+    assert cfg.alpha == 0.3 and [(s.name, s.weight) for s in cfg.losses] == [("kd", 2.0)]
+    args = _parser().parse_args(["distill", "--teacher", "runs/t", "--model", "unet", "--ce-weight", "0.5",
+                                 "--kd-weight", "3", "--loss", "kd", "--loss", "cwd:1"])
+    from slimcv.cli import _distill_config
+
+    cfg = build_config(DistillConfig, _distill_config(args))
+    assert cfg.alpha == 0.5 and [s.weight for s in cfg.losses] == [3.0, 3.0]
+    from slimcv.errors import SlimcvError
+
+    with pytest.raises(SlimcvError, match="alpha and ce_weight are the same setting"):
+        build_config(DistillConfig, {**base, "alpha": 1.0, "ce_weight": 0.5})
+    pruned = build_config(PruneConfig, {"source": "runs/t", "distill": [{"name": "kd"}], "ce_weight": 0.2,
+                                        "kd_weight": 0.7})
+    assert pruned.alpha == 0.2 and pruned.distill[0].weight == 0.7
+    with pytest.raises(SlimcvError, match="kd_weight needs a KD loss"):
+        build_config(PruneConfig, {"source": "runs/t", "kd_weight": 0.7})
+    help_text = _parser()._subparsers._group_actions[0].choices["distill"].format_help()
+    assert "alpha * CE" in help_text and "--ce-weight" in help_text

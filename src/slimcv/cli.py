@@ -16,7 +16,7 @@ EXAMPLES = {
             "  slimcv eval --model resnet18 --weights resnet18.pth --data imagefolder:data/flowers --out metrics.json\n"
             "  slimcv eval model.onnx --data camvid:data/camvid",
     "distill": "slimcv distill --teacher runs/teacher --model unet_small --data camvid:data/camvid --size 176 240 \\\n"
-               "      --mode offline --loss kd:1.0 --alpha 1.0 --temperature 4 --epochs 30 --out-dir runs/student",
+               "      --mode offline --loss kd:1.0 --alpha 1.0 --temperature 1 --epochs 30 --out-dir runs/student",
     "prune": "slimcv prune runs/teacher --remove 0.3 --target params --steps 3 --finetune-epochs 5 -o runs/pruned\n"
              "  slimcv prune runs/teacher --remove 0.5 --target macs --method soft --finetune-epochs 10 --distill kd\n"
              "  slimcv prune runs/teacher --sensitivity 0.25 0.5 0.75 --max-drop 1.0 --finetune-epochs 5\n"

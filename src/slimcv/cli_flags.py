@@ -68,8 +68,11 @@ DISTILL = (
     Flag(("--teacher-weights",), "teacher_weights", {"help": "local weights file for a teacher given by name"}),
     Flag(("--mode",), "mode", {"choices": ["online", "offline"], "help": "online: teacher runs beside the "
                                "student; offline: its maps are computed once and cached"}),
-    Flag(("--alpha",), "alpha", {"type": float, "help": "weight of the cross-entropy on hard labels: "
-                                 "loss = alpha * CE + sum of weight * KD"}),
+    Flag(("--alpha", "--ce-weight"), "alpha", {"type": float, "help": "weight of the cross-entropy on hard "
+                                               "labels: loss = alpha * CE + sum of weight * KD (torchdistill's and "
+                                               "Hinton's alpha weights the KD term instead)"}),
+    Flag(("--kd-weight",), "kd_weight", {"type": float, "help": "weight of every KD loss (the WEIGHT of "
+                                         "--loss NAME:WEIGHT)"}),
     Flag(("--cache-dir",), "cache.dir", {"help": "where offline teacher maps are stored"}),
 )
 

@@ -182,6 +182,28 @@ class CacheConfig(_Config):
     topk: int = Field(3, ge=1)
 
 
+WEIGHT_ALIASES = ("ce_weight", "kd_weight")  # config keys that name other fields' values (see weight_aliases)
+
+
+def weight_aliases(values: Any, losses_key: str) -> Any:
+    """``ce_weight`` is ``alpha`` (the cross-entropy's weight); ``kd_weight`` sets the weight of every KD loss.
+    Unambiguous names for users coming from formulations where ``alpha`` weights the KD term."""
+    if not isinstance(values, dict) or not ({"ce_weight", "kd_weight"} & set(values)):
+        return values
+    values = dict(values)
+    if "ce_weight" in values:
+        if "alpha" in values and values["alpha"] != values["ce_weight"]:
+            raise ValueError("alpha and ce_weight are the same setting (the cross-entropy's weight); give one")
+        values["alpha"] = values.pop("ce_weight")
+    if "kd_weight" in values:
+        weight = values.pop("kd_weight")
+        specs = values.get(losses_key) or ([{"name": "kd"}] if losses_key == "losses" else [])
+        if not specs:
+            raise ValueError(f"kd_weight needs a KD loss to weight; set {losses_key}, e.g. [{{name: kd}}]")
+        values[losses_key] = [{**(s if isinstance(s, dict) else s.model_dump()), "weight": weight} for s in specs]
+    return values
+
+
 class DistillConfig(TrainConfig):
     """`slimcv distill`: TrainConfig for the student (``model``) plus the teacher and the losses."""
 
@@ -189,11 +211,18 @@ class DistillConfig(TrainConfig):
     teacher_kwargs: dict[str, Any] = Field(default_factory=dict)
     teacher_weights: str | None = None
     mode: Literal["online", "offline"] = "online"
-    alpha: float = Field(1.0, ge=0, description="weight of the cross-entropy on hard labels")
+    alpha: float = Field(1.0, ge=0, description="weight of the cross-entropy on hard labels: loss = alpha * CE + "
+                         "sum of weight * KD (alias ce_weight; in torchdistill and Hinton et al. alpha weights the KD "
+                         "term instead)")
     # a factory: building LossSpec here would import the loss registry (and torch) with this module
     losses: tuple[LossSpec, ...] = Field(default_factory=lambda: (LossSpec(name="kd"),))
     cache: CacheConfig = Field(default_factory=CacheConfig)
     out_dir: str | None = Field("runs/distill", description="where the student's run is saved (None: not saved)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _weight_aliases(cls, values: Any) -> Any:
+        return weight_aliases(values, "losses")
 
 
 class PruneConfig(_Config):
@@ -218,7 +247,8 @@ class PruneConfig(_Config):
     calibration_batches: int = Field(4, ge=1, description="training batches for taylor/activation/apoz")
     finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after each step")
     distill: tuple[LossSpec, ...] = Field((), description="KD losses from the unpruned model during fine-tuning")
-    alpha: float = Field(1.0, ge=0, description="weight of the cross-entropy when distill is set")
+    alpha: float = Field(1.0, ge=0, description="weight of the cross-entropy when distill is set: loss = alpha * "
+                         "CE + sum of weight * KD (alias ce_weight)")
     class_weights: tuple[float, ...] | Literal["median_frequency", "source"] | None = Field(
         "source", description="cross-entropy class weights while fine-tuning; 'source': those the pruned run "
         "was trained with")
@@ -241,6 +271,11 @@ class PruneConfig(_Config):
 
         IMPORTANCES.get(v)
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _weight_aliases(cls, values: Any) -> Any:
+        return weight_aliases(values, "distill")
 
     @model_validator(mode="after")
     def _consistent(self) -> "PruneConfig":
