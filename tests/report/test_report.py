@@ -108,11 +108,17 @@ def test_deltas_speedups_and_counts_come_from_the_runs(rendered, runs):
     int8 = next(m for m in quant["models"] if m["name"] == "int8_minmax")
     assert rows["quantized:int8_minmax"]["size_mib"] * 2**20 == pytest.approx(int8["file_bytes"])
     assert rows["quantized:int8_minmax"]["latency"]["ort-int8"] == pytest.approx(int8["latency_ms"]["median"])
+    # a speed-up only between latencies of one measurement: the report's own run timed the teacher and the
+    # student; the pruned model and the quantize rows keep their stages' timings and get none against the teacher
+    teacher_src = set(rows["teacher"]["latency_src"].values())
     base = min(v for v in rows["teacher"]["latency"].values() if v is not None)
-    for r in rows.values():
-        fastest = min((v for v in r["latency"].values() if v is not None), default=None)
-        if fastest is not None:
-            assert r["speedup"] == pytest.approx(base / fastest)
+    for name, r in rows.items():
+        shared = [r["latency"][rt] for rt, src in r["latency_src"].items() if src in teacher_src]
+        if shared:
+            assert r["speedup"] == pytest.approx(base / min(shared)), name
+        else:
+            assert r["speedup"] is None, name
+    assert rows["student"]["speedup"] is not None and rows["pruned"]["speedup"] is None
 
 
 def test_markdown_summary_links_png_files_beside_it(rendered):

@@ -16,6 +16,7 @@ The defaults (documented in docs/recipes.md, "slimcv compress"):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from typing import Any
 
 from slimcv._console import console, print_table
 from slimcv.artifact import is_model_folder, read_summary, run_data_config
+from slimcv.deploy.runtimes import available as available_runtimes
 from slimcv.errors import SlimcvError
 from slimcv.pipeline.recipe import validate
 from slimcv.pipeline.runner import RunResult, run
@@ -67,10 +69,35 @@ def compress(model: Any, data: str | None = None, *, weights: str | None = None,
             console.print(f"would first save the given model as {model}, then run the recipe above")
             return CompressResult(None, plan)
         return CompressResult(run(rec, overrides, dry_run=True), plan)
+    has_bench = any(stage.get("name") == "bench" for stage in recipe["stages"])
+    first = run(rec, overrides, until="bench" if has_bench else None)
+    outcome = judge(first, plan) if has_bench else {"note": "the recipe has no bench stage"}
+    write_outcome(Path(out_dir), plan, outcome)  # before the report stage, so its verdict states the outcome
     result = run(rec, overrides)
-    outcome = judge(result, plan)
+    done = {r.name: r.status for r in first.stages}  # what the first call ran stays "ran", not "skipped"
+    result.stages = [dataclasses.replace(r, status=done[r.name]) if r.status == "skipped" and r.name in done
+                     else r for r in result.stages]
     _print_outcome(outcome)
     return CompressResult(result, plan, outcome)
+
+
+def write_outcome(out_dir: Path, plan: dict[str, Any], outcome: dict[str, Any]) -> Path:
+    """``compress.json``: the target, the plan and the measured outcome, for the report and for the record."""
+    from slimcv._io import atomic_write_json
+
+    label = f"{plan['factor']:g}x {'faster' if plan['target'] == 'speedup' else plan['target']}"
+    summary = outcome.get("note", "")
+    if "best" in outcome:
+        b = outcome["best"]
+        summary = f"{outcome['achieved']:.2f}x with {b['stage']} in {b['runtime']}"
+        if outcome.get("drop") is not None:
+            summary += f", {-outcome['drop']:+.2f} pt against the original's {outcome['original']['metric']:.2f}"
+        if not outcome["within_budget"]:
+            summary += f", outside the {plan['max_drop']:g} pt budget"
+    return atomic_write_json(out_dir / "compress.json", {
+        "stage": "compress", "target": {"kind": plan["target"], "factor": plan["factor"], "label": label},
+        "plan": plan, "outcome": {**outcome, "met": bool(outcome.get("met")) and bool(outcome.get("within_budget")),
+                                  "summary": summary}})
 
 
 def compress_recipe(model: str, data: str | None, *, target_speedup: float | None = None,
@@ -102,7 +129,8 @@ def compress_recipe(model: str, data: str | None, *, target_speedup: float | Non
     if have_quantize:
         stages.append({"name": "quantize", "input": last, "max_drop": max_drop})
     compared = [original] + (["prune"] if last == "prune" else []) + (["quantize"] if have_quantize else [])
-    stages.append({"name": "bench", "inputs": compared, "runtimes": ["eager", "ort"], "runs": 30})
+    stages.append({"name": "bench", "inputs": compared, "runs": 30,  # every runtime this machine has
+                   "runtimes": [rt.name for rt in available_runtimes()]})
     stages.append({"name": "report", "inputs": [*compared, "bench"], "baseline": original, "measure": False})
     plan["quantize"] = have_quantize
     recipe = {"name": "compress", "task": task, "data": data_cfg, "models": models, "out_dir": str(out_dir),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from slimcv.errors import SlimcvError
 from slimcv.report import overlays as O
 from slimcv.report import plots as P
 from slimcv.report.collect import Entry, add_bench, collect
+from slimcv.report.verdict import same_measurement_speedup, verdict
 
 RUNTIME_ORDER = ("eager", "ort-fp32", "ort-int8")
 
@@ -177,18 +178,18 @@ def _context(entries, base, figures, colors, class_names, info, task, title, not
     runtimes = [rt for rt in RUNTIME_ORDER if any(rt in e.latency for e in entries)]
     runtimes += sorted({rt for e in entries for rt in e.latency} - set(runtimes))
     metric = base.metric_name or "metric"
-    base_lat = base.best_latency
     sources = list(dict.fromkeys(_source(v) for e in entries for v in e.latency.values()))
     rows = []
     for e in entries:
-        lat = e.best_latency
+        # a speed-up only between latencies of one measurement (one interleaved run), never across runs
+        fast = (1.0, base.best_latency[0]) if e is base and base.best_latency else same_measurement_speedup(base, e)
         rows.append({
             "name": e.name, "kind": e.kind, "color": colors[e.name], "metric": e.metric,
             "delta": e.metric - base.metric if e.metric is not None and base.metric is not None else None,
             "params_m": _div(e.params, 1e6), "gmacs": _div(e.macs, 1e9), "size_mib": _div(e.file_bytes, 2**20),
             "latency": {rt: e.latency.get(rt, {}).get("median") for rt in runtimes},
             "latency_src": {rt: sources.index(_source(e.latency[rt])) + 1 for rt in runtimes if rt in e.latency},
-            "speedup": base_lat[1] / lat[1] if lat and base_lat else None, "fastest": lat[0] if lat else None,
+            "speedup": fast[0] if fast else None, "fastest": fast[1] if fast else None,
             "is_baseline": e is base,
         })
     palette = list(info.palette) if info and info.palette else []
@@ -196,6 +197,7 @@ def _context(entries, base, figures, colors, class_names, info, task, title, not
                   "values": [e.per_class.get(n) for e in entries]} for i, n in enumerate(class_names)]
     threads = sorted({str(v.get("threads")) for e in entries for v in e.latency.values() if v.get("threads")})
     return {
+        "verdict": [asdict(v) for v in verdict(entries, base)],
         "title": title or f"slimcv report: {len(entries)} models" + (f" on {info.name}" if info else ""),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "dataset": info.name if info else None, "task": task, "metric": metric,
@@ -233,7 +235,8 @@ def _write(out: Path, context: dict[str, Any], figures: dict[str, bytes], entrie
     html_path = atomic_write_text(out / "report.html", html)
     md_path = atomic_write_text(out / "report.md", md)
     json_path = atomic_write_json(out / "report.json", {"baseline": context["baseline"], "metric": context["metric"],
-                                                        "rows": context["rows"], "notes": context["notes"]})
+                                                        "verdict": context["verdict"], "rows": context["rows"],
+                                                        "notes": context["notes"]})
     for p in [html_path, md_path, json_path, *paths.values()]:
         p.chmod(0o644)  # a page to share: readable like any file written with open(), not 0600 like a temp file
     return ReportResult(html_path, md_path, paths, entries, context["notes"])
@@ -262,6 +265,8 @@ def _print(ctx: dict[str, Any], result: ReportResult) -> None:
     print_table(f"report: {ctx['metric']} vs baseline {ctx['baseline']}",
                 ["model", "stage", ctx["metric"], "delta", "params (M)", "GMACs", "size (MiB)",
                  *[f"{rt} ms" for rt in ctx["runtimes"]], "speed-up"], rows)
+    for v in ctx["verdict"]:
+        print(f"verdict: {v['text']}")
     for n in ctx["notes"]:
         console.print(f"note: {n}")
     console.print(f"wrote {result.html} and {result.markdown} ({len(result.figures)} figures)")

@@ -1,0 +1,99 @@
+"""The verdict: each sentence follows the run files (distillation against its control, pruning, INT8, compress)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from slimcv.report.collect import collect
+from slimcv.report.report import report
+from slimcv.report.verdict import same_measurement_speedup, verdict
+from tests.report.conftest import DATA
+
+
+@pytest.fixture(scope="module")
+def distilled(runs, tmp_path_factory) -> dict[str, Path]:
+    """A student distilled from the teacher and the same student trained alone (the control)."""
+    from slimcv.distill.distill import distill
+    from slimcv.engine.train import train
+
+    root = tmp_path_factory.mktemp("kd")
+    student = {"model": "unet_small", "model_kwargs": {"base_width": 4, "depth": 2}, "data": DATA, "epochs": 1,
+               "optim": {"lr": 0.01}, "progress": False, "tensorboard": False, "threads": 1}
+    train({**student, "out_dir": str(root / "alone")})
+    distill({**student, "teacher": str(runs["teacher"]), "out_dir": str(root / "kd")})
+    return {"alone": root / "alone", "kd": root / "kd"}
+
+
+def _set_metric(folder: Path, value: float) -> None:
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["metrics"]["miou"] = value
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.mark.parametrize("kd_minus_alone", [-2.1, 1.5])
+def test_distillation_is_judged_against_the_student_trained_alone(runs, distilled, tmp_path, kd_minus_alone):
+    alone, kd = tmp_path / "alone", tmp_path / "kd"
+    shutil.copytree(distilled["alone"], alone)
+    shutil.copytree(distilled["kd"], kd)
+    _set_metric(alone, 40.0)
+    _set_metric(kd, 40.0 + kd_minus_alone)
+    entries = collect([runs["teacher"], alone, kd])
+    (s,) = [s for s in verdict(entries, entries[0]) if s.kind == "distill"]
+    assert f"{kd_minus_alone:+.2f} pt" in s.text and "alone" in s.text
+    if kd_minus_alone < 0:
+        assert s.good is False and s.text.startswith("Distillation did not help")
+    else:
+        assert s.good is True and s.text.startswith("Distillation helped")
+    page = report([runs["teacher"], alone, kd], out=tmp_path / "r", predict=False, quiet=True)
+    html = page.html.read_text()
+    assert 'id="verdict"' in html and s.text.split(":")[0] in html
+    assert html.index('id="verdict"') < html.index('id="comparison"')  # the verdict comes first
+    assert s.text in page.markdown.read_text()
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["verdict"][1]["kind"] in ("distill", "prune")
+
+
+def test_no_control_no_distillation_sentence(runs, distilled):
+    entries = collect([runs["teacher"], distilled["kd"]])
+    assert not [s for s in verdict(entries, entries[0]) if s.kind == "distill"]
+
+
+def test_pruning_and_quantize_sentences_follow_their_files(runs):
+    entries = collect([runs["teacher"], runs["pruned"], runs["quantized"]])
+    statements = {s.kind: s for s in verdict(entries, entries[0])}
+    prune = json.loads((runs["pruned"] / "prune.json").read_text())
+    assert f"{prune['before']['macs'] / prune['after']['macs']:.2f}x fewer MACs" in statements["prune"].text
+    drop = prune["after"]["miou"] - prune["before"]["miou"]
+    assert f"{drop:+.2f} pt miou" in statements["prune"].text
+    quant = json.loads((runs["quantized"] / "quantize.json").read_text())
+    assert quant["recommendation"]["name"] in statements["quantize"].text
+    assert quant["recommendation"]["why"] in statements["quantize"].text
+
+
+def test_speedups_only_within_one_measurement(runs):
+    teacher, pruned = collect([runs["teacher"], runs["pruned"]])
+    teacher.latency["eager"] = {"median": 10.0, "from": "run A", "threads": 1}
+    pruned.latency["eager"] = {"median": 2.0, "from": "prune stage", "threads": 1}
+    assert same_measurement_speedup(teacher, pruned) is None
+    pruned.latency["ort-fp32"] = {"median": 4.0, "from": "run A", "threads": 1}
+    teacher.latency["ort-fp32"] = {"median": 8.0, "from": "run A", "threads": 1}
+    assert same_measurement_speedup(teacher, pruned) == (2.0, "ort-fp32")  # the teacher's fastest in run A: 8 ms
+    best = next(s for s in verdict([teacher, pruned], teacher, max_drop=100) if s.kind == "best")
+    assert "2.00x faster (ort-fp32)" in best.text
+
+
+def test_the_compress_outcome_is_stated(runs, tmp_path):
+    from slimcv.pipeline.compress import write_outcome
+
+    for name in ("teacher", "pruned"):
+        shutil.copytree(runs[name], tmp_path / name)
+    plan = {"target": "speedup", "factor": 4.0, "max_drop": 1.0}
+    best = {"stage": "prune", "runtime": "ort-fp32"}
+    write_outcome(tmp_path, plan, {"best": best, "achieved": 2.5, "met": False, "within_budget": True, "drop": 0.4,
+                                   "original": {"metric": 50.0}})
+    entries = collect([tmp_path / "teacher", tmp_path / "pruned"])
+    (s,) = [s for s in verdict(entries, entries[0]) if s.kind == "compress"]
+    assert s.good is False and s.text.startswith("Target 4x faster: not met") and "2.50x with prune" in s.text
+    assert "-0.40 pt" in s.text
