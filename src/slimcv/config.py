@@ -176,7 +176,8 @@ class LossSpec(_Config):
 class CacheConfig(_Config):
     """Offline teacher maps: where, at what fraction of the training size, stored how."""
 
-    dir: str = "runs/teacher_cache"
+    dir: str | None = Field(None, description="where the maps are stored (default: teacher_cache/ in the run's "
+                            "out_dir; a recipe keeps them in its run folder's cache/)")
     scale: float = Field(0.5, gt=0, le=1)
     dtype: Literal["uint8", "fp16", "topk"] = "uint8"
     topk: int = Field(3, ge=1)

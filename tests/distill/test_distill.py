@@ -57,5 +57,15 @@ def test_short_offline_distillation_on_camvid(camvid_root, tmp_path):
                  "data": data, "epochs": 1, "mode": "offline", "cache": {"dir": str(tmp_path / "c"), "scale": 0.5},
                  "out_dir": str(tmp_path / "s"), **COMMON})
     meta = json.loads((r.cache / "meta.json").read_text())
-    assert meta["samples"] == 367 and meta["format"]["dtype"] == "uint8"
+    # subset 8: the teacher ran on those 8 training images only, not on all 367
+    assert meta["samples"] == 8 and meta["data"]["subset"] == 8 and meta["format"]["dtype"] == "uint8"
     assert r.comparison[1]["miou"] >= 0 and "Sky" in r.comparison[1]["per_class"]
+
+
+def test_the_offline_cache_goes_under_the_students_out_dir(teacher_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = {**SYN, "subset": 16}
+    r = distill({"teacher": str(teacher_run), "model": "unet_small", "data": data, "epochs": 1, "mode": "offline",
+                 "out_dir": str(tmp_path / "student"), **COMMON})
+    assert r.cache.parent == tmp_path / "student" / "teacher_cache" and not (tmp_path / "runs").exists()
+    assert json.loads((r.cache / "meta.json").read_text())["samples"] == 16

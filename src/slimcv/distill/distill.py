@@ -197,17 +197,49 @@ def with_teacher_cache(teacher: nn.Module, data: DataBundle, cfg: DistillConfig,
         raise SlimcvError("Offline (cached) distillation stores dense teacher maps: it supports segmentation; "
                           "use mode: online for classification.")
     train = data.train
-    base, indices = (train.dataset, list(train.indices)) if isinstance(train, Subset) else (train, None)
+    base = train.dataset if isinstance(train, Subset) else train
+    if isinstance(train, Subset):  # a subset: the teacher runs on those samples only, not the whole split
+        import hashlib
+
+        indices = [int(i) for i in train.indices]
+        base = IndexedView(base, indices)
+        picked = {"subset": len(indices), "indices_sha1": hashlib.sha1(repr(indices).encode()).hexdigest()[:12]}
+    else:
+        picked = {}
     size = data.config.size or data.info.native_size
     fmt = CacheFormat(cfg.cache.scale, cfg.cache.dtype, cfg.cache.topk)
     data_id = {"spec": data.config.spec, "split": data.config.train_split, "options": data.config.options,
-               "size": size, "mean": data.info.mean, "std": data.info.std, "samples": len(base)}
-    cache = build_cache(teacher, base, cfg.cache.dir, size=size if size is None else tuple(
+               "size": size, "mean": data.info.mean, "std": data.info.std, "samples": len(base), **picked}
+    root = cfg.cache.dir or (Path(cfg.out_dir) / "teacher_cache" if cfg.out_dir else _temporary_cache_root())
+    cache = build_cache(teacher, base, root, size=size if size is None else tuple(
         size if isinstance(size, (list, tuple)) else (size, size)), mean=data.info.mean, std=data.info.std,
         num_classes=data.num_classes, fmt=fmt, data_id=data_id, device=device)
     wrapped = CachedTeacherDataset(base, cache, base.transform)
-    new_train = Subset(wrapped, indices) if indices is not None else wrapped
-    return DataBundle(train=new_train, val=data.val, info=data.info, config=data.config), cache.path
+    return DataBundle(train=wrapped, val=data.val, info=data.info, config=data.config), cache.path
+
+
+class IndexedView:
+    """Samples ``indices`` of a dataset, renumbered from 0, with its ``load``, ``transform`` and ``info``."""
+
+    def __init__(self, dataset, indices: list[int]) -> None:
+        self.dataset, self.indices = dataset, indices
+        self.transform, self.info = dataset.transform, dataset.info
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load(self, i: int):
+        return self.dataset.load(self.indices[i])
+
+
+def _temporary_cache_root() -> Path:
+    """Where the maps go for a student that is not saved (out_dir None): a folder removed when Python exits."""
+    import atexit
+    import shutil
+
+    root = Path(tempfile.mkdtemp(prefix="slimcv-teacher-cache-"))
+    atexit.register(shutil.rmtree, root, True)
+    return root
 
 
 def _features(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, data: DataBundle):
