@@ -196,7 +196,8 @@ def _pipeline_commands(add) -> None:
     dm.add_argument("--data", default="synthetic-shapes", help="synthetic-shapes (default, no download) or "
                     "camvid:PATH")
     dm.add_argument("--out-dir", "-o", default="runs/demo")
-    dm.add_argument("--quick", action="store_true", help="a reduced run (tiny images, few epochs) in under a minute")
+    dm.add_argument("--quick", action="store_true", help="a smoke test: tiny images, few epochs, under a minute; "
+                    "its numbers mean nothing")
     dm.add_argument("--threads", type=int, default=1, help="intra-op threads per stage (default 1: robust on a "
                     "shared machine, see docs/recipes.md)")
     dm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the demo recipe")

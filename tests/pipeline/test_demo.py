@@ -28,6 +28,8 @@ def test_quick_demo_runs_the_whole_chain_from_the_cli(capsys):
     html = root / "report" / "report.html"
     assert html.is_file() and "<table" in html.read_text()
     assert "KD effect" in out and f"open the report: {html}" in out
+    assert out.count("numbers are a smoke test") == 2  # said before and after a --quick run
+    assert "verdict:" in out or "Verdict" in html.read_text()
     again = run(root / "recipe.yaml")  # the saved recipe re-runs instantly: everything is finished
     assert {r.status for r in again.stages} == {"skipped"}
 

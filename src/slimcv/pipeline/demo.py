@@ -16,6 +16,8 @@ from slimcv.pipeline.recipe import validate
 from slimcv.pipeline.runner import RunResult, run
 
 QUIET = {"progress": False, "tensorboard": False}
+QUICK_NOTE = ("--quick: tiny images and a few epochs, to check that the chain runs here; its numbers are a smoke "
+              "test, not a result (run `slimcv demo` without --quick for those)")
 
 
 def demo(data: str = "synthetic-shapes", *, out_dir: str | Path = "runs/demo", quick: bool = False,
@@ -24,6 +26,8 @@ def demo(data: str = "synthetic-shapes", *, out_dir: str | Path = "runs/demo", q
     import torch
 
     t0 = time.perf_counter()
+    if quick:
+        print(QUICK_NOTE)
     recipe = validate(demo_recipe(data, quick, threads), "demo recipe")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)  # also for the stages without a threads setting (prune)
@@ -33,6 +37,8 @@ def demo(data: str = "synthetic-shapes", *, out_dir: str | Path = "runs/demo", q
         torch.set_num_threads(previous)
     _print_kd_effect(result)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s; run folder {result.run_dir}")
+    if quick:
+        print(QUICK_NOTE)
     if result.report is not None:
         print(f"open the report: {result.report}")
     return result
