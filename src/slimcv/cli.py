@@ -604,10 +604,36 @@ def _list_datasets() -> None:
     print_table("dataset specs (NAME:PATH)", ["name", "task", "layout"], rows)
 
 
+def _record_command(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """The command line, verbatim, as ``command.txt`` in the folder the command wrote (reports quote it)."""
+    import shlex
+    from pathlib import Path
+
+    if args.command in ("train", "distill"):
+        out = _train_config(args).get("out_dir") or f"runs/{args.command}"  # the flag, else the --config file's
+    elif args.command in ("prune", "quantize"):
+        out = getattr(args, "cfg__out_dir", None) or f"runs/{args.command}"
+    else:
+        out = {"compress": getattr(args, "out_dir", None), "report": getattr(args, "out", None),
+               "predict": getattr(args, "out", None)}.get(args.command)
+    target = Path(str(out)) if out else None
+    if target is None or not target.is_dir():
+        return
+    from slimcv._io import atomic_write_text
+
+    try:
+        atomic_write_text(target / "command.txt", shlex.join(["slimcv", *argv]) + "\n")
+    except OSError:
+        pass  # the record is a courtesy: a read-only folder must not fail a command that worked
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
-        return _run(args)
+        code = _run(args)
+        _record_command(args, argv)
+        return code
     except SlimcvError as e:
         if args.debug:
             raise

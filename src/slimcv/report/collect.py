@@ -130,7 +130,8 @@ def _train(path: Path, count: bool) -> Entry:
     if cfg:
         e.command = _recorded_command(path, cfg)
         e.command_recorded = e.command is not None
-        e.command = e.command or f"slimcv {kind} --config {path / 'config.json'}"
+        # a fresh out_dir: the rebuilt command must not write into (or --resume) the folder it reproduces
+        e.command = e.command or f"slimcv {kind} --config {path / 'config.json'} --out-dir {path}_again"
     _weights_and_counts(e, count)
     return e
 
@@ -269,10 +270,27 @@ def _recorded_command(path: Path, info: dict[str, Any]) -> str | None:
 def _prune_command(cfg: dict[str, Any]) -> str | None:
     if not cfg.get("source"):
         return None
-    flags = {"--remove": cfg.get("remove"), "--target": cfg.get("target"), "--steps": cfg.get("steps"),
-             "--importance": cfg.get("importance"), "--finetune-epochs": cfg.get("finetune_epochs"),
-             "-o": cfg.get("out_dir")}
-    return "slimcv prune " + " ".join([str(cfg["source"])] + [f"{k} {v}" for k, v in flags.items() if v is not None])
+    flags = {"--remove": cfg.get("remove"), "--target": cfg.get("target"), "--method": cfg.get("method"),
+             "--steps": cfg.get("steps"), "--importance": cfg.get("importance"),
+             "--finetune-epochs": cfg.get("finetune_epochs"), "--lr": (cfg.get("optim") or {}).get("lr"),
+             "--min-channels": cfg.get("min_channels"), "--seed": cfg.get("seed")}
+    parts = [str(cfg["source"])] + [f"{k} {v}" for k, v in flags.items() if v is not None]
+    if cfg.get("global_pruning"):
+        parts.append("--global-pruning")
+    if cfg.get("ignore"):
+        parts.append("--ignore " + " ".join(cfg["ignore"]))
+    if cfg.get("sensitivity"):
+        parts.append("--sensitivity " + " ".join(str(r) for r in cfg["sensitivity"]))
+    if cfg.get("max_drop") is not None:
+        parts.append(f"--max-drop {cfg['max_drop']}")
+    losses = cfg.get("distill") or []
+    for spec in losses:
+        parts.append(f"--distill {spec['name']}:{spec.get('weight', 1.0):g}")
+    if losses:
+        parts.append(f"-T {losses[0].get('temperature', 4.0):g} --alpha {cfg.get('alpha', 1.0):g}")
+    if cfg.get("out_dir"):
+        parts.append(f"-o {cfg['out_dir']}_again")
+    return "slimcv prune " + " ".join(parts)
 
 
 def _unique_names(entries: list[Entry]) -> None:
