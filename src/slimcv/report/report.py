@@ -250,7 +250,18 @@ def _environment():
     env.filters["num"] = _num
     env.filters["signed"] = lambda v, d=1: "—" if v is None else f"{v:+.{d}f}"
     env.filters["rgb"] = lambda c: "#%02x%02x%02x" % tuple(c) if c else "transparent"
+    env.filters["breakable"] = _breakable
     return env
+
+
+def _breakable(name: str):
+    """A model name that may wrap after ':', '_' and '-' (a table header), never inside a word."""
+    from markupsafe import Markup, escape
+
+    text = str(escape(name))
+    for sep in (":", "_", "-"):
+        text = text.replace(sep, sep + "<wbr>")
+    return Markup(text)
 
 
 def _num(v: Any, digits: int = 2) -> str:
