@@ -79,3 +79,11 @@ def test_help_and_the_parser_do_not_import_torch():
             "assert 'torch' not in sys.modules, 'torch imported'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_table_column_has_one_number_format(capsys):
+    from slimcv._console import print_table
+
+    print_table("t", ["model", "GMACs"], [("a", 0.0100), ("b", 0.0094), ("c", 1.5)])
+    out = capsys.readouterr().out
+    assert "0.0100" in out and "0.0094" in out and "1.5000" in out and "e-0" not in out

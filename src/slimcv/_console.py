@@ -41,14 +41,25 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     table = Table(title=title, show_lines=False)
     for c in columns:
         table.add_column(str(c), justify="right" if c not in (columns[0],) else "left")
+    digits = [_column_digits([r[i] for r in rows if i < len(r)]) for i in range(len(columns))]
     for r in rows:
-        table.add_row(*(fmt(v) for v in r))
+        table.add_row(*(fmt(v, digits[i] if i < len(digits) else 2) for i, v in enumerate(r)))
     out.print(table)
 
 
-def fmt(v: Any) -> str:
+def _column_digits(values: Sequence[Any]) -> int:
+    """Decimals for a whole column: 2, or enough to show its smallest non-zero value (one format per column)."""
+    import math
+
+    small = [abs(v) for v in values if isinstance(v, float) and math.isfinite(v) and v != 0]
+    if not small or min(small) >= 0.01:
+        return 2
+    return min(6, max(2, 1 - math.floor(math.log10(min(small)))))
+
+
+def fmt(v: Any, digits: int = 2) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.2f}" if abs(v) >= 0.01 or v == 0 else f"{v:.2e}"
+        return f"{v:.{digits}f}"
     return str(v)
