@@ -97,3 +97,13 @@ def test_the_compress_outcome_is_stated(runs, tmp_path):
     (s,) = [s for s in verdict(entries, entries[0]) if s.kind == "compress"]
     assert s.good is False and s.text.startswith("Target 4x faster: not met") and "2.50x with prune" in s.text
     assert "-0.40 pt" in s.text
+
+
+def test_a_model_keeps_its_colour_across_reports(runs):
+    from slimcv.report.plots import entry_colors
+
+    one = collect([runs["teacher"], runs["student"]], count=False)
+    two = collect([runs["pruned"], runs["student"], runs["teacher"]], count=False)
+    a, b = entry_colors(one), entry_colors(two)
+    assert a["teacher"] == b["teacher"] and a["student"] == b["student"]
+    assert len(set(b.values())) == len(b)  # distinct within a report

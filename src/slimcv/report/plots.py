@@ -18,9 +18,20 @@ DPI = 100
 
 
 def entry_colors(entries: Sequence[Entry]) -> dict[str, str]:
-    """One colour per model, the same in every figure (matplotlib's tab10 cycle)."""
-    cycle = plt.get_cmap("tab10").colors
-    return {e.name: matplotlib.colors.to_hex(cycle[i % len(cycle)]) for i, e in enumerate(entries)}
+    """One colour per model, the same in every figure and in every report: chosen from the model's name
+    (tab20), so "teacher" keeps its colour when another report lists other models; clashes take the next free one."""
+    import zlib
+
+    cycle = [matplotlib.colors.to_hex(c) for c in plt.get_cmap("tab20").colors]
+    out: dict[str, str] = {}
+    for e in entries:
+        k = zlib.crc32(e.name.encode()) % len(cycle)
+        for step in range(len(cycle)):
+            color = cycle[(k + step) % len(cycle)]
+            if color not in out.values() or len(out) >= len(cycle):
+                break
+        out[e.name] = color
+    return out
 
 
 def to_png(fig) -> bytes:
