@@ -107,3 +107,13 @@ def test_a_model_keeps_its_colour_across_reports(runs):
     a, b = entry_colors(one), entry_colors(two)
     assert a["teacher"] == b["teacher"] and a["student"] == b["student"]
     assert len(set(b.values())) == len(b)  # distinct within a report
+
+
+def test_rows_of_one_quantize_folder_say_which_file_runs_where(runs, rendered):
+    result, _ = rendered
+    hows = {e.name: e.how for e in result.entries if e.kind == "quantize"}
+    assert hows["quantized:fp32_pytorch"] == "the model itself in PyTorch"
+    assert hows["quantized:fp32"] == "FP32 file in ONNX Runtime" and hows["quantized:int8_minmax"] == \
+        "INT8 file in ONNX Runtime"
+    html = result.html.read_text()
+    assert "FP32 file in ONNX Runtime" in html and "the model itself in PyTorch" in html

@@ -45,6 +45,7 @@ class Entry:
     model_path: Path | None = None  # a run folder (PyTorch) or an .onnx file: what predictions load
     input_shape: tuple[int, ...] | None = None
     notes: list[str] = field(default_factory=list)
+    how: str | None = None  # quantize rows: which file runs in which runtime ("INT8 file in OpenVINO")
 
     @property
     def metric_name(self) -> str | None:
@@ -176,6 +177,7 @@ def _quantize(path: Path, count: bool) -> list[Entry]:
                   data=info.get("data"), model_path=model if loadable else None, command=command,
                   params=counts.get("params"), macs=counts.get("macs"), input_shape=counts.get("input_shape"),
                   command_recorded=command is not None)
+        e.how = _how(m)
         lat = m.get("latency_ms") or {}
         if lat.get("median") is not None:
             e.latency[_runtime_name(m)] = {"median": lat["median"], "p90": lat.get("p90"), "threads": m.get("threads"),
@@ -188,6 +190,22 @@ def _quantize(path: Path, count: bool) -> list[Entry]:
             e.notes.append("quantize.json holds no metrics for this model")
         out.append(e)
     return out
+
+
+RUNTIME_WORDS = {"eager": "PyTorch", "eager-bf16": "PyTorch (bf16 autocast)", "eager-cuda": "PyTorch on the GPU",
+                 "ort": "ONNX Runtime", "ort-cuda": "ONNX Runtime (CUDA)", "openvino": "OpenVINO",
+                 "openvino-f32": "OpenVINO (FP32 forced)"}
+
+
+def _how(m: dict[str, Any]) -> str:
+    """fp32 vs fp32_pytorch and friends, in words: which file, in which runtime."""
+    runtime = RUNTIME_WORDS.get(str(m.get("runtime")), str(m.get("runtime")))
+    precision = str(m.get("precision") or "fp32").upper()
+    if str(m.get("runtime", "")).startswith("eager"):
+        return f"the model itself in {runtime}"
+    name = str(m.get("name", ""))
+    made = " by NNCF" if "nncf" in name else ""
+    return f"{precision} file{made} in {runtime}"
 
 
 def _listed_path(folder: Path, listed: str) -> Path:

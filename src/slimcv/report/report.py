@@ -184,7 +184,7 @@ def _context(entries, base, figures, colors, class_names, info, task, title, not
         # a speed-up only between latencies of one measurement (one interleaved run), never across runs
         fast = (1.0, base.best_latency[0]) if e is base and base.best_latency else same_measurement_speedup(base, e)
         rows.append({
-            "name": e.name, "kind": e.kind, "color": colors[e.name], "metric": e.metric,
+            "name": e.name, "kind": e.kind, "how": e.how, "color": colors[e.name], "metric": e.metric,
             "delta": e.metric - base.metric if e.metric is not None and base.metric is not None else None,
             "params_m": _div(e.params, 1e6), "gmacs": _div(e.macs, 1e9), "size_mib": _div(e.file_bytes, 2**20),
             "latency": {rt: e.latency.get(rt, {}).get("median") for rt in runtimes},
