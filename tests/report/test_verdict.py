@@ -117,3 +117,18 @@ def test_rows_of_one_quantize_folder_say_which_file_runs_where(runs, rendered):
         "INT8 file in ONNX Runtime"
     html = result.html.read_text()
     assert "FP32 file in ONNX Runtime" in html and "the model itself in PyTorch" in html
+
+
+def test_fine_tuning_curves_get_their_own_row(runs):
+    import io
+
+    from PIL import Image
+
+    from slimcv.report.plots import curves_figure, entry_colors
+
+    teacher, pruned = collect([runs["teacher"], runs["pruned"]], count=False)
+    assert teacher.curves and pruned.curves
+    colors = entry_colors([teacher, pruned])
+    one = Image.open(io.BytesIO(curves_figure([teacher], colors)))
+    two = Image.open(io.BytesIO(curves_figure([teacher, pruned], colors)))
+    assert two.height > 1.7 * one.height  # training on one row, the pruned model's fine-tuning on another

@@ -181,11 +181,21 @@ def confusion_figure(mats: Sequence[tuple[str, np.ndarray]], class_names: Sequen
 
 
 def curves_figure(entries: Sequence[Entry], colors: dict[str, str]) -> bytes | None:
-    """Training loss and validation metric against epoch, one line per model."""
-    rows = [e for e in entries if e.curves]
-    if not rows:
+    """Training loss and validation metric against epoch, one line per model; fine-tuning (after pruning or for
+    QAT) on its own row, since its epochs restart at 1 and are a few, not a continuation of training."""
+    trained = [e for e in entries if e.curves and e.kind in ("train", "distill")]
+    tuned = [e for e in entries if e.curves and e.kind not in ("train", "distill")]
+    groups = [(g, label) for g, label in ((trained, "training"), (tuned, "fine-tuning")) if g]
+    if not groups:
         return None
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, axes = plt.subplots(len(groups), 2, figsize=(12, 4.2 * len(groups)), squeeze=False)
+    for (group, label), (ax_loss, ax_val) in zip(groups, axes):
+        _curves(group, colors, ax_loss, ax_val, label)
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def _curves(rows: Sequence[Entry], colors: dict[str, str], ax_loss, ax_val, label: str) -> None:
     metric = None
     for e in rows:
         ep = [r["epoch"] for r in e.curves if "loss" in r.get("train", {})]
@@ -196,17 +206,15 @@ def curves_figure(entries: Sequence[Entry], colors: dict[str, str]) -> bytes | N
         if val:
             metric = metric or name
             ax_val.plot(*zip(*val), color=colors[e.name], marker="o", markersize=5, label=e.name)
-    ax_loss.set_xlabel("epoch")
+    ax_loss.set_xlabel(f"{label} epoch")
     ax_loss.set_ylabel("training loss (objective, unitless)")
-    ax_loss.set_title("training loss")
-    ax_val.set_xlabel("epoch")
+    ax_loss.set_title(f"{label}: loss")
+    ax_val.set_xlabel(f"{label} epoch")
     ax_val.set_ylabel(METRIC_LABEL.get(metric, "validation metric (%)"))
-    ax_val.set_title("validation metric during training")
+    ax_val.set_title(f"{label}: validation metric")
     for ax in (ax_loss, ax_val):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    return to_png(fig)
 
 
 def _luma(rgb: Sequence[int]) -> float:
