@@ -24,17 +24,7 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from slimcv import deploy  # noqa: E402
 from slimcv.deploy.serve import ServeConfig, create_app  # noqa: E402
-from tests.deploy.test_predict import CLS, SEG, _exported  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def seg(tmp_path_factory):
-    return _exported(tmp_path_factory.mktemp("seg"), SEG, "unet")
-
-
-@pytest.fixture(scope="module")
-def cls(tmp_path_factory):
-    return _exported(tmp_path_factory.mktemp("cls"), CLS, "resnet8")
+from tests.deploy.test_predict import cls, seg  # noqa: E402,F401  (the exported tiny models, as fixtures)
 
 
 class Slow:
