@@ -132,3 +132,21 @@ def test_fine_tuning_curves_get_their_own_row(runs):
     one = Image.open(io.BytesIO(curves_figure([teacher], colors)))
     two = Image.open(io.BytesIO(curves_figure([teacher, pruned], colors)))
     assert two.height > 1.7 * one.height  # training on one row, the pruned model's fine-tuning on another
+
+
+def test_points_that_coincide_in_a_plot_are_set_apart():
+    from slimcv.report.plots import _spread
+
+    shifts = _spread([(10.0, 50.0), (10.0, 50.0), (20.0, 40.0), (10.00001, 50.0)])
+    assert shifts[2] == 0.0  # alone
+    together = sorted([shifts[0], shifts[1], shifts[3]])
+    assert len(set(together)) == 3 and abs(sum(together)) < 1e-9  # three distinct offsets around the true place
+
+
+def test_every_runtime_row_of_the_table_has_its_own_marker():
+    from slimcv.deploy import runtimes
+    from slimcv.report.plots import RUNTIME_MARKERS
+
+    labels = {runtimes.row_name(rt, p) for rt in runtimes.TABLE for p in ("fp32", "int8")}
+    assert labels <= set(RUNTIME_MARKERS), labels - set(RUNTIME_MARKERS)
+    assert len(set(RUNTIME_MARKERS.values())) == len(RUNTIME_MARKERS) and "*" not in RUNTIME_MARKERS.values()

@@ -8,11 +8,15 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display needed; set before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.transforms  # noqa: E402
 import numpy as np  # noqa: E402
 
 from slimcv.report.collect import Entry  # noqa: E402
 
-RUNTIME_MARKERS = {"eager": "o", "ort-fp32": "s", "ort-int8": "^"}
+# one marker per row label of the runtime table (deploy.runtimes.row_name); anything else is drawn as "*"
+RUNTIME_MARKERS = {"eager": "o", "eager-bf16": "h", "eager-cuda": "8", "ort-fp32": "s", "ort-int8": "^",
+                   "ort-cuda-fp32": "P", "ort-cuda-int8": "X", "openvino-fp32": "D", "openvino-int8": "v",
+                   "openvino-f32": "d", "openvino-bf16": "p"}
 METRIC_LABEL = {"miou": "validation mIoU (%)", "top1": "validation top-1 accuracy (%)"}
 DPI = 100
 
@@ -68,16 +72,17 @@ def pareto_figure(entries: Sequence[Entry], colors: dict[str, str]) -> bytes | N
     for ax, (which, rows) in zip(axes[0], panels):
         if which == "latency":
             pts = [(ms, e.metric) for e, _, ms in rows]
-            for (e, rt, ms), (x, y) in zip(rows, pts):
-                ax.scatter(x, y, s=60, color=colors[e.name], marker=RUNTIME_MARKERS.get(rt, "D"), zorder=3,
-                           edgecolor="black", linewidth=0.5)
+            for (e, rt, ms), (x, y), shift in zip(rows, pts, _spread(pts)):
+                ax.scatter(x, y, s=60, color=colors[e.name], marker=RUNTIME_MARKERS.get(rt, "*"), zorder=3,
+                           edgecolor="black", linewidth=0.5, transform=_shifted(ax, fig, shift))
             ax.set_xlabel("latency, batch 1, median (ms)")
             ax.set_title("accuracy vs latency")
             labels = [f"{e.name} ({rt})" for e, rt, _ in rows]
         else:
             pts = [(mb, e.metric) for e, mb in rows]
-            for (e, _), (x, y) in zip(rows, pts):
-                ax.scatter(x, y, s=60, color=colors[e.name], marker="o", zorder=3, edgecolor="black", linewidth=0.5)
+            for (e, _), (x, y), shift in zip(rows, pts, _spread(pts)):
+                ax.scatter(x, y, s=60, color=colors[e.name], marker="o", zorder=3, edgecolor="black", linewidth=0.5,
+                           transform=_shifted(ax, fig, shift))
             ax.set_xlabel("file size (MiB)")
             ax.set_title("accuracy vs size")
             labels = [e.name for e, _ in rows]
@@ -98,6 +103,8 @@ def pareto_figure(entries: Sequence[Entry], colors: dict[str, str]) -> bytes | N
         if which == "latency":
             handles += [plt.Line2D([], [], linestyle="", marker=m, color="gray", label=rt)
                         for rt, m in RUNTIME_MARKERS.items() if any(r == rt for _, r, _ in rows)]
+            if any(r not in RUNTIME_MARKERS for _, r, _ in rows):
+                handles.append(plt.Line2D([], [], linestyle="", marker="*", color="gray", label="other runtime"))
         ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, frameon=False)
     shown = list(dict.fromkeys(e.name for e in entries if e.metric is not None))
     fig.legend(handles=[plt.Line2D([], [], linestyle="", marker="o", markersize=8, color=colors[n], label=n)
@@ -105,6 +112,35 @@ def pareto_figure(entries: Sequence[Entry], colors: dict[str, str]) -> bytes | N
                title="models", title_fontsize=8.5)
     fig.tight_layout(rect=(0, 0.06 + 0.045 * ((len(shown) + 3) // 4), 1, 1))
     return to_png(fig)
+
+
+def _spread(pts: Sequence[tuple[float, float]], tol: float = 0.004) -> list[float]:
+    """Horizontal offsets in points that set apart markers sharing a place (the same file in two rows, or a
+    pruned model and its FP32 export), so each stays visible; 0 for a point alone."""
+    if not pts:
+        return []
+    xs, ys = np.asarray([p[0] for p in pts], float), np.asarray([p[1] for p in pts], float)
+    span_x, span_y = max(np.ptp(xs), 1e-12), max(np.ptp(ys), 1e-12)
+    shifts = [0.0] * len(pts)
+    groups: list[list[int]] = []
+    for i in range(len(pts)):
+        for g in groups:
+            j = g[0]
+            if abs(xs[i] - xs[j]) <= tol * span_x * 10 and abs(ys[i] - ys[j]) <= tol * span_y * 10:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    for g in groups:
+        for k, i in enumerate(g):
+            shifts[i] = (k - (len(g) - 1) / 2) * 7.0 if len(g) > 1 else 0.0
+    return shifts
+
+
+def _shifted(ax, fig, points: float):
+    if not points:
+        return ax.transData
+    return matplotlib.transforms.offset_copy(ax.transData, fig=fig, x=points, y=0, units="points")
 
 
 def _label_points(ax, pts: Sequence[tuple[float, float]], labels: Sequence[str]) -> None:
