@@ -150,3 +150,14 @@ def test_every_runtime_row_of_the_table_has_its_own_marker():
     labels = {runtimes.row_name(rt, p) for rt in runtimes.TABLE for p in ("fp32", "int8")}
     assert labels <= set(RUNTIME_MARKERS), labels - set(RUNTIME_MARKERS)
     assert len(set(RUNTIME_MARKERS.values())) == len(RUNTIME_MARKERS) and "*" not in RUNTIME_MARKERS.values()
+
+
+def test_the_error_colour_never_reads_as_a_class():
+    import numpy as np
+
+    from slimcv.report.overlays import ERROR_RGB, error_color
+
+    assert error_color([(0, 0, 0), (60, 180, 75)]) == ERROR_RGB
+    reddish = [(250, 30, 40), (0, 0, 0), (128, 64, 128)]
+    chosen = error_color(reddish)
+    assert chosen != ERROR_RGB and np.abs(np.asarray(reddish) - chosen).sum(1).min() >= 120

@@ -118,12 +118,28 @@ def raw_samples(bundle: DataBundle, indices: Sequence[int]) -> dict[int, tuple[n
     return out
 
 
+ERROR_CANDIDATES = (ERROR_RGB, (255, 0, 255), (0, 255, 255), (255, 255, 0), (255, 128, 0))
+
+
+def error_color(palette: Sequence[Sequence[int]] | None) -> tuple[int, int, int]:
+    """The colour of wrong pixels: red, unless a class colour is close to it; then the candidate farthest from
+    every class colour, so an error never reads as a class."""
+    if not palette:
+        return ERROR_RGB
+    colors = np.asarray(palette, float)
+
+    def distance(c) -> float:
+        return float(np.abs(colors - np.asarray(c, float)).sum(1).min())
+
+    return ERROR_RGB if distance(ERROR_RGB) >= 120 else max(ERROR_CANDIDATES, key=distance)
+
+
 def error_map(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, ignore_index: int,
-              void: Sequence[int] = (0, 0, 0)) -> np.ndarray:
-    """Correct pixels as the dimmed grey image, wrong pixels in ERROR_RGB, void pixels in ``void``."""
+              void: Sequence[int] = (0, 0, 0), wrong: Sequence[int] = ERROR_RGB) -> np.ndarray:
+    """Correct pixels as the dimmed grey image, wrong pixels in ``wrong``, void pixels in ``void``."""
     grey = (image.mean(2, keepdims=True) * 0.45 + 40).astype(np.uint8).repeat(3, 2)
     out = grey.copy()
-    out[(pred != truth)] = ERROR_RGB
+    out[(pred != truth)] = wrong
     out[truth == ignore_index] = void
     return out
 
@@ -156,10 +172,10 @@ def overlay_figure(image: np.ndarray, truth: np.ndarray, preds: dict[str, np.nda
         p = preds[name]
         wrong = float(((p != truth) & valid).sum()) / max(1, int(valid.sum()))
         _show(axes[row][col], colorize(p, palette, ignore_index), _wrap(name))
-        _show(axes[row + 1][col], error_map(image, truth, p, ignore_index, void),
+        _show(axes[row + 1][col], error_map(image, truth, p, ignore_index, void, error_color(palette)),
               f"errors: {100 * wrong:.1f}% of pixels wrong")
     handles = [matplotlib_patch(np.array(rgb) / 255, name) for name, rgb in zip(class_names, palette)]
-    handles += [matplotlib_patch(np.array(ERROR_RGB) / 255, "wrong (error maps)"),
+    handles += [matplotlib_patch(np.array(error_color(palette)) / 255, "wrong (error maps)"),
                 matplotlib_patch(np.array(void) / 255, "void / ignored")]
     a, b = axes[1][0].get_position(), axes[1][1].get_position()  # the two free cells under image and truth
     legend_ax = fig.add_axes((a.x0, a.y0, b.x1 - a.x0, a.height), frameon=False)
