@@ -271,8 +271,10 @@ def print_bench(report: BenchReport) -> None:
                          r.latency_ms.median, r.latency_ms.p90, f"{r.speedup:.2f}x", r.throughput.get("1"),
                          *[r.throughput.get(str(b)) for b in batches], r.peak_memory_mb))
     s = report.settings
+    first = f"{report.models[0].name} {report.models[0].runtimes[0].runtime}" if report.models else "the first row"
     print_table(f"bench: {s.threads} threads, {s.warmup} warm-up + {s.runs} runs, interleaved; latency at batch 1",
-                ["model", "runtime", "params (M)", "GMACs", "size (MiB)", "median ms", "p90 ms", "speed-up",
+                ["model", "runtime", "params (M)", "GMACs", "size (MiB)", "median ms", "p90 ms",
+                 f"speed-up vs {first}",
                  "img/s @1", *[f"img/s @{b}" for b in batches], "peak MiB"], rows)
 
 

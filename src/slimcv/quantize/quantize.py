@@ -325,7 +325,8 @@ def _print(models: list[dict], key: str, rec: dict, notes: list[str]) -> None:
                      base["latency_ms"]["median"] / m["latency_ms"]["median"]))
     threads = models[0]["threads"]
     print_table(f"FP32 vs INT8 as deployed (batch 1, {threads} threads)",
-                ["model", "runtime", key, "Δ pt", "MiB", "size x", "ms", "speed x"], rows)
+                ["model", "runtime", key, "Δ pt vs fp32", "MiB", "smaller vs fp32", "ms", "speed-up vs fp32 (ort)"],
+                rows)
     for n in notes:
         console.print(f"note: {n}")
     console.print(f"recommended: [bold]{rec['name']}[/] — {rec['why']}")

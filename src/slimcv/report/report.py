@@ -275,7 +275,7 @@ def _print(ctx: dict[str, Any], result: ReportResult) -> None:
              *[r["latency"][rt] for rt in ctx["runtimes"]], r["speedup"]) for r in ctx["rows"]]
     print_table(f"report: {ctx['metric']} vs baseline {ctx['baseline']}",
                 ["model", "stage", ctx["metric"], "delta", "params (M)", "GMACs", "size (MiB)",
-                 *[f"{rt} ms" for rt in ctx["runtimes"]], "speed-up"], rows)
+                 *[f"{rt} ms" for rt in ctx["runtimes"]], f"speed-up vs {ctx['baseline']} (one measurement)"], rows)
     for v in ctx["verdict"]:
         print(f"verdict: {v['text']}")
     for n in ctx["notes"]:
