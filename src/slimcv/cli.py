@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 
     e = add("eval", "Evaluate a run folder, weights file or model on a dataset's validation split.")
     _model_args(e)
-    e.add_argument("data_spec", nargs="?", metavar="data", help="dataset spec (same as --data)")
+    e.add_argument("data_spec", nargs="?", metavar="data", help=argparse.SUPPRESS)  # the older positional form of --data, still read
     e.add_argument("--data", help="dataset spec (default: the model folder's own data settings)")
     e.add_argument("--size", type=int, nargs="+", metavar="N", help="resize images to H W for the model")
     e.add_argument("--batch-size", "-b", type=int, default=4)
