@@ -67,3 +67,17 @@ def test_quick_demo_on_camvid(camvid_root):
     assert {r.status for r in result.stages} == {"ran"}
     assert result["teacher"].metrics["params"] > 10 * result["student"].metrics["params"]
     assert result.report is not None and result.report.is_file()
+
+
+@pytest.mark.parametrize("kd,said", [(75.5, True), (79.0, False)])
+def test_the_demo_says_plainly_when_distillation_did_not_help(capsys, kd, said):
+    from types import SimpleNamespace
+
+    from slimcv.pipeline.demo import _print_kd_effect
+
+    records = {"student": {"miou": 77.6}, "distill": {"miou": kd}, "teacher": {"miou": 80.0}}
+    result = type("Run", (), {"__getitem__": lambda self, k: SimpleNamespace(metrics=records[k])})()
+    _print_kd_effect(result)
+    out = capsys.readouterr().out
+    assert f"KD effect {kd - 77.6:+.1f} points" in out
+    assert ("distillation did not help here" in out) == said

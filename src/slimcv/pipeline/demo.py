@@ -119,5 +119,9 @@ def _print_kd_effect(result: RunResult) -> None:
     key = next((k for k in ("miou", "top1") if k in kd), None)
     if key is None or key not in alone or key not in teacher:
         return
+    effect = kd[key] - alone[key]
     print(f"teacher {teacher[key]:.1f} {key}; student alone {alone[key]:.1f}; distilled {kd[key]:.1f} "
-          f"(KD effect {kd[key] - alone[key]:+.1f} points)")
+          f"(KD effect {effect:+.1f} points)")
+    if effect <= 0:
+        print(f"distillation did not help here: the distilled student ended {-effect:.1f} points below (or level "
+              "with) the same student trained alone; the report's verdict says the same")
