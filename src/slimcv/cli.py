@@ -398,7 +398,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "predict":
         return _predict(args)
     elif args.command == "serve":
-        from slimcv.deploy.serve import ServeConfig, serve
+        from slimcv.deploy.server import ServeConfig, serve
 
         serve(args.artifact, host=args.host, port=args.port, workers=args.workers,
               cfg=ServeConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,

@@ -23,7 +23,7 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
 from slimcv import deploy  # noqa: E402
-from slimcv.deploy.serve import ServeConfig, create_app  # noqa: E402
+from slimcv.deploy.server import ServeConfig, create_app  # noqa: E402
 from tests.deploy.test_predict import cls, seg  # noqa: E402,F401  (the exported tiny models, as fixtures)
 
 
@@ -214,3 +214,10 @@ def test_slimcv_serve_command_serves_and_stops_cleanly(seg, stop, workers):
     # Ctrl-C ends with status 0; SIGTERM, after the same graceful shutdown, ends the process by the signal
     assert proc.returncode == (0 if stop == signal.SIGINT else -stop), out
     assert "Application shutdown complete" in out and "Traceback" not in out and "interrupted" not in out
+
+
+def test_the_python_entry_points_are_the_functions():
+    import slimcv.deploy.server  # noqa: F401  (importing the module must not shadow deploy.serve)
+
+    assert callable(deploy.serve) and deploy.create_app is create_app and deploy.ServeConfig is ServeConfig
+    assert callable(deploy.predict_files)

@@ -13,7 +13,7 @@ __all__ = ["load", "Predictor", "Prediction", "read_sidecar", "colorize", "overl
            "predict_files", "serve", "create_app", "ServeConfig", "choose_runtime", "Candidate", "Recommendation"]
 
 _LAZY = {"choose_runtime": "chooser", "Candidate": "chooser", "Recommendation": "chooser",
-         "predict_files": "batch", "serve": "serve", "create_app": "serve", "ServeConfig": "serve"}
+         "predict_files": "batch", "serve": "server", "create_app": "server", "ServeConfig": "server"}
 
 
 def __getattr__(name: str):

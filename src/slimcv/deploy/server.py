@@ -346,6 +346,6 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8000, worke
             uvicorn.run(create_app(predictor, cfg), **options)
         else:
             os.environ[ENV_SETTINGS] = json.dumps({"artifact": str(artifact), "config": asdict(cfg)})
-            uvicorn.run("slimcv.deploy.serve:app_from_env", factory=True, workers=workers, **options)
+            uvicorn.run("slimcv.deploy.server:app_from_env", factory=True, workers=workers, **options)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: a normal way to stop
         pass
