@@ -28,9 +28,15 @@ def distilled(runs, tmp_path_factory) -> dict[str, Path]:
 
 
 def _set_metric(folder: Path, value: float) -> None:
+    """Every record of the run says ``value``: the summary, its best epoch and the training log."""
     summary = json.loads((folder / "summary.json").read_text())
-    summary["metrics"]["miou"] = value
+    summary["metrics"]["miou"] = summary["best"]["value"] = value
     (folder / "summary.json").write_text(json.dumps(summary))
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    for r in lines:
+        if "val" in r:
+            r["val"]["miou"] = value
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
 
 
 @pytest.mark.parametrize("kd_minus_alone", [-2.1, 1.5])
@@ -161,3 +167,19 @@ def test_the_error_colour_never_reads_as_a_class():
     reddish = [(250, 30, 40), (0, 0, 0), (128, 64, 128)]
     chosen = error_color(reddish)
     assert chosen != ERROR_RGB and np.abs(np.asarray(reddish) - chosen).sum(1).min() >= 120
+
+
+def test_a_folder_is_scored_by_the_weights_it_deploys(runs, tmp_path):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(runs["teacher"], teacher)
+    summary = json.loads((teacher / "summary.json").read_text())
+    lines = [json.loads(line) for line in (teacher / "metrics.jsonl").read_text().splitlines()]
+    best_epoch = summary["best"]["epoch"]
+    for r in lines:  # make the best epoch stand out from the last one
+        r["val"]["miou"] = 90.0 if r["epoch"] == best_epoch else 10.0
+    (teacher / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (entry,) = collect([teacher], count=False)
+    assert entry.metric == 90.0  # best.safetensors holds the best epoch's weights
+    (teacher / "best.safetensors").unlink()
+    (entry,) = collect([teacher], count=False)
+    assert entry.metric == summary["metrics"]["miou"]  # no best weights: the last epoch's, as summary.json says

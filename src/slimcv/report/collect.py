@@ -228,7 +228,15 @@ def _runtime_name(m: dict[str, Any]) -> str:
 
 
 def _summary_metrics(path: Path, curves: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metrics of the weights the folder deploys: best.safetensors is the best epoch's, so its validation
+    record, not the last epoch's (summary.json's ``metrics``)."""
     summary = read_summary(path)
+    best = summary.get("best") if isinstance(summary, dict) else None
+    if isinstance(best, dict) and best.get("epoch") is not None and (path / "best.safetensors").is_file():
+        record = next((r["val"] for r in curves if r.get("epoch") == best["epoch"] and isinstance(r.get("val"), dict)),
+                      None)
+        if record:
+            return dict(record)
     if isinstance(summary, dict) and summary.get("metrics"):
         return dict(summary["metrics"])
     evaluated = [r["val"] for r in curves if isinstance(r.get("val"), dict)]
