@@ -24,7 +24,6 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from slimcv import deploy  # noqa: E402
 from slimcv.deploy.server import ServeConfig, create_app  # noqa: E402
-from tests.deploy.test_predict import cls, seg  # noqa: E402,F401  (the exported tiny models, as fixtures)
 
 
 class Slow:
