@@ -19,7 +19,6 @@ from slimcv.errors import SlimcvError
 from tests.deploy.models import SEG, exported as _exported
 
 
-
 def _folder(tmp: Path, images: list[np.ndarray]) -> Path:
     folder = tmp / "images"
     (folder / "sub").mkdir(parents=True)
