@@ -271,7 +271,7 @@ def _serving_commands(add) -> None:
     pd.add_argument("--no-overlay", action="store_true", help="segmentation: write the masks only")
     pd.add_argument("--alpha", type=float, default=0.5, help="opacity of the mask colours in overlays (default 0.5)")
     pd.add_argument("--runtime", help=runtime_help)
-    pd.add_argument("--threads", type=int, help="intra-op threads of the runtime (default: the runtime's)")
+    _threads_arg(pd, "intra-op threads of the runtime (default: the runtime's)")
 
     sv = add("serve", "Serve a deployed model over HTTP: POST /predict, GET /health, GET /metrics; micro-batched.")
     sv.add_argument("artifact", help="an .onnx file with its .onnx.json sidecar, or a quantize folder")
@@ -283,7 +283,7 @@ def _serving_commands(add) -> None:
     sv.add_argument("--queue-size", type=int, default=64, help="requests that may wait; more get 503 + Retry-After")
     sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default 10 MiB)")
     sv.add_argument("--runtime", help=runtime_help)
-    sv.add_argument("--threads", type=int, help="intra-op threads of the runtime (default: the runtime's)")
+    _threads_arg(sv, "intra-op threads of the runtime (default: the runtime's)")
 
 
 def _train_config(args: argparse.Namespace) -> dict[str, Any]:

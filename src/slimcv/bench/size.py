@@ -13,7 +13,8 @@ QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLi
 
 
 def file_bytes(path: str | Path) -> int:
-    """Bytes of a file; for an .onnx file with external data, the data files beside it are added."""
+    """Bytes a model file takes on disk: an .onnx file with its external data files, an OpenVINO IR .xml with its
+    .bin."""
     path = Path(path)
     if not path.is_file():
         raise SlimcvError(f"{path} does not exist; check the path.")
@@ -21,6 +22,8 @@ def file_bytes(path: str | Path) -> int:
     if path.suffix == ".onnx":
         total += sum((path.parent / loc).stat().st_size for loc in _external_files(path)
                      if (path.parent / loc).is_file())
+    elif path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
+        total += path.with_suffix(".bin").stat().st_size
     return total
 
 

@@ -206,10 +206,8 @@ def _quantize_folder(path: Path, input_size) -> list[Candidate]:
     if irs and out:  # an OpenVINO IR (NNCF INT8) takes what the FP32 file takes
         import dataclasses
 
-        from slimcv.deploy.runtimes import file_bytes as deployed_bytes
-
         out += [dataclasses.replace(out[0], name=name, source=str(ir), onnx=ir, precision="int8",
-                                    file_bytes=deployed_bytes(ir), load={"source": str(ir)}) for ir, name in irs]
+                                    file_bytes=file_bytes(ir), load={"source": str(ir)}) for ir, name in irs]
     if not out:
         raise SlimcvError(f"None of the ONNX files listed in {path / 'quantize.json'} exist; "
                           "run `slimcv quantize` again.")

@@ -255,15 +255,6 @@ def default_for(path: str | Path) -> str:
     return "openvino" if Path(str(path)).suffix.lower() == ".xml" else "ort"
 
 
-def file_bytes(path: str | Path) -> int:
-    """Bytes a deployed model takes on disk (an OpenVINO IR is its .xml and its .bin)."""
-    path = Path(path)
-    size = path.stat().st_size
-    if path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
-        size += path.with_suffix(".bin").stat().st_size
-    return size
-
-
 def pairs_with(runtime: Runtime, precision: str) -> bool:
     """Whether a runtime is worth measuring on a file of ``precision`` (forced-FP32 OpenVINO: FP32 files only)."""
     return runtime.precision is None or runtime.precision == precision

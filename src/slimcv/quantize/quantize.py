@@ -23,6 +23,7 @@ from torch.utils.data import Subset
 from slimcv._console import console, print_table
 from slimcv._io import atomic_dir, atomic_write_json
 from slimcv.bench.latency import eager_runner, time_interleaved
+from slimcv.bench.size import file_bytes, state_dict_bytes
 from slimcv.config import QuantizeConfig, ScheduleConfig, build_config
 from slimcv.artifact import check_exists, is_onnx, load_inputs, metric_key, read_json, read_run_config, source_label
 from slimcv.errors import SlimcvError
@@ -269,7 +270,7 @@ def _evaluate_all(net: nn.Module, files: list[dict], data: DataBundle, cfg: Quan
     torch.set_num_threads(threads)
     try:
         if cfg.eager:
-            size = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+            size = state_dict_bytes(net)
             for rt in runtimes.available("module"):  # eager FP32, and bf16 / CUDA where this machine has them
                 name = MODULE_ROW[rt.name]
                 with console.status(f"evaluating {name}") if cfg.progress else _null():
@@ -288,7 +289,7 @@ def _evaluate_all(net: nn.Module, files: list[dict], data: DataBundle, cfg: Quan
                 with console.status(f"evaluating {name}") if cfg.progress else _null():
                     metrics = evaluate(DeployedModule(path, rt.name, threads), loader, torch.device("cpu"), **ev)
                 records.append({"name": name, "path": f["file"], "precision": f["precision"], "runtime": rt.name,
-                                "metrics": metrics, "file_bytes": runtimes.file_bytes(path)})
+                                "metrics": metrics, "file_bytes": file_bytes(path)})
                 runners[name] = deployed_runner(path, example, rt.name, threads)
     finally:
         torch.set_num_threads(previous)

@@ -183,7 +183,7 @@ def _quantize(path: Path, count: bool) -> list[Entry]:
             e.latency[_runtime_name(m)] = {"median": lat["median"], "p90": lat.get("p90"), "threads": m.get("threads"),
                                            "from": str(path / "quantize.json")}
         if e.file_bytes is None and e.model_path is not None and e.model_path.is_file():
-            from slimcv.deploy.runtimes import file_bytes
+            from slimcv.bench.size import file_bytes
 
             e.file_bytes = file_bytes(e.model_path)
         if not e.metrics:

@@ -25,17 +25,17 @@ class Statement:
 
 
 def same_measurement_speedup(base: Entry, e: Entry) -> tuple[float, str] | None:
-    """(base latency / e's latency, runtime of e) on the fastest pair timed in one measurement, else None."""
-    pairs = []
-    for rt_b, vb in base.latency.items():
-        for rt_e, ve in e.latency.items():
-            if vb.get("median") and ve.get("median") and _source(vb) == _source(ve):
-                pairs.append((vb["median"] / ve["median"], rt_e, vb["median"], ve["median"]))
-    if not pairs:
-        return None
-    best_base = min(p[2] for p in pairs)  # the baseline at its fastest in that measurement
-    ratio, rt = max(((best_base / p[3], p[1]) for p in pairs), key=lambda t: t[0])
-    return ratio, rt
+    """(base's fastest / e's fastest latency, e's fastest runtime) within one measurement, else None; the
+    measurement that favours ``e`` most when several timed both."""
+    best = None
+    for src in {_source(v) for v in e.latency.values()}:
+        theirs = [v["median"] for v in base.latency.values() if v.get("median") and _source(v) == src]
+        mine = [(v["median"], rt) for rt, v in e.latency.items() if v.get("median") and _source(v) == src]
+        if theirs and mine:
+            ms, rt = min(mine)
+            if best is None or min(theirs) / ms > best[0]:
+                best = (min(theirs) / ms, rt)
+    return best
 
 
 def _source(v: dict[str, Any]) -> tuple[Any, Any]:
