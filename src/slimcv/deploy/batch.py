@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import io
 import json
 import time
 from collections.abc import Sequence
@@ -143,9 +142,7 @@ def _write_one(root: Path, predictor: Predictor, path: Path, name: str, image: I
 def _save_png(path: Path, mask: np.ndarray) -> None:
     """A class-index mask as an 8-bit greyscale PNG: every reader gets the indices back exactly."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8), mode="L").save(buf, format="PNG")
-    path.write_bytes(buf.getvalue())
+    Image.fromarray(mask.astype(np.uint8), mode="L").save(path, format="PNG")
 
 
 def _write_tables(root: Path, task: str, records: list[dict[str, Any]]) -> None:
