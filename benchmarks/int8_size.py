@@ -18,7 +18,7 @@ import torch
 
 import slimcv
 from slimcv._console import print_table
-from slimcv.deploy.runtime import cpu_features
+from slimcv.hardware import cpu_features
 from slimcv.export.onnx import ExportConfig, export_module
 from slimcv.quantize.calibration import ImageCalibrationReader
 from slimcv.quantize.compact import compact_onnx

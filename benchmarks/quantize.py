@@ -24,7 +24,7 @@ from torch.utils.data import Subset
 
 import slimcv
 from slimcv.data import load_data
-from slimcv.deploy.runtime import cpu_features
+from slimcv.hardware import cpu_features
 from slimcv.artifact import run_data_config
 
 HERE = Path(__file__).parent

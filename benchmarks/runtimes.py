@@ -92,8 +92,9 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     from slimcv._console import print_table
-    from slimcv.deploy.runtimes import cpu_flags, unavailable
-    from slimcv.deploy.runtime import cpu_features
+    from slimcv.deploy.runtimes import unavailable
+    from slimcv.hardware import cpu_flags
+    from slimcv.hardware import cpu_features
 
     cpu = cpu_features()
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",

@@ -173,8 +173,8 @@ def main() -> None:
     if args.quick:
         args.requests, args.soak = 20, 200
     from slimcv._console import print_table
-    from slimcv.deploy.runtimes import cpu_flags
-    from slimcv.deploy.runtime import cpu_features
+    from slimcv.hardware import cpu_flags
+    from slimcv.hardware import cpu_features
 
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"})
     out: dict[str, Any] = {"cpu": cpu_features(), "cpu_flags": flags, "cores": os.cpu_count(),

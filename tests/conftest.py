@@ -7,6 +7,9 @@ from pathlib import Path
 # One thread per test process unless told otherwise: on a 2-core machine shared with other jobs, OpenMP
 # threads spin against each other and a 1 ms forward can take a second. Tests that time things pass threads.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Runs are compared bit for bit across tests; the speed probe chooses precision by timing, so it is off unless a
+# test turns it on (tests/engine/test_speed.py).
+os.environ.setdefault("SLIMCV_SPEED_PROBE", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

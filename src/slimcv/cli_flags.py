@@ -53,8 +53,9 @@ TRAIN = (
     Flag(("--augment",), "data.augment", {"nargs": "*",
                                           "help": "augmentations: hflip rotate shift scale_crop pad_crop color_jitter"}),
     Flag(("--workers", "-j"), "data.workers", {"type": int}),
-    Flag(("--amp",), "amp", {"choices": ["none", "fp16", "bf16"]}),
-    Flag(("--channels-last",), "channels_last", {"action": "store_true"}),
+    Flag(("--amp",), "amp", {"choices": ["auto", "none", "fp16", "bf16"]}),
+    Flag(("--channels-last",), "channels_last", {"action": argparse.BooleanOptionalAction}),
+    Flag(("--speed-probe",), "speed_probe", {"action": argparse.BooleanOptionalAction}),
     Flag(("--deterministic",), "deterministic", {"action": "store_true"}),
     Flag(("--seed",), "seed", {"type": int}),
     Flag(("--device",), "device", {}),
@@ -143,7 +144,7 @@ def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag], schema: ty
     for f in flags:
         kw = dict(f.kw)
         kw.setdefault("help", describe(schema, f.key))
-        if kw.get("action") != "store_true" and "choices" not in kw:
+        if kw.get("action") not in ("store_true", argparse.BooleanOptionalAction) and "choices" not in kw:
             kw.setdefault("metavar", f.names[0].lstrip("-").replace("-", "_").upper())
         default = field_default(schema, f.key)
         if default is not None and "default" not in kw["help"] and kw.get("action") != "store_true":

@@ -26,6 +26,9 @@ class DataConfig(_Config):
     batch_size: int = Field(8, ge=1)
     eval_batch_size: int | None = Field(None, ge=1)
     workers: int = Field(2, ge=0)
+    cache: Literal["auto", "memory", "none"] = Field(
+        "auto", description="decoded images kept in memory: auto (when they fit in a quarter of the free memory), "
+        "memory (always) or none (read from disk every epoch)")
     train_split: str = "train"
     val_split: str = "val"
     subset: int | None = Field(None, ge=1, description="use only N training samples, spread evenly over the split")
@@ -63,8 +66,11 @@ class TrainConfig(_Config):
     clip_grad_norm: float | None = Field(None, gt=0)
     class_weights: tuple[float, ...] | Literal["median_frequency"] | None = None
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    amp: Literal["none", "fp16", "bf16"] = "none"
-    channels_last: bool = False
+    amp: Literal["auto", "none", "fp16", "bf16"] = Field(
+        "auto", description="autocast precision; auto: measured at start-up (bf16 only where computed natively)")
+    channels_last: bool | Literal["auto"] = Field("auto", description="channels-last memory layout; auto: measured")
+    speed_probe: bool = Field(True, description="time a few steps of each precision and layout left on auto and "
+                              "train with the fastest (off: FP32, NCHW)")
     deterministic: bool = False
     seed: int = 0
     eval_every: int = Field(1, ge=1)

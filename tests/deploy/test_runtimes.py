@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from slimcv import hardware
 from slimcv.deploy import runtimes
 from slimcv.deploy.chooser import Candidate, choose_runtime
 from slimcv.errors import SlimcvError
@@ -46,12 +47,12 @@ def test_every_available_runtime_matches_pytorch_fp32(tiny, name):
 
 
 def test_an_unavailable_runtime_says_why_and_is_refused(monkeypatch):
-    monkeypatch.setattr(runtimes, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
     assert "no native bf16" in runtimes.TABLE["eager-bf16"].check()
     assert "eager-bf16" in runtimes.unavailable()
     with pytest.raises(SlimcvError, match="cannot run here: this CPU has no native bf16"):
         runtimes.open_session(torch.nn.Identity(), "eager-bf16")
-    monkeypatch.setattr(runtimes, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
     assert runtimes.TABLE["eager-bf16"].check() is None
 
 
@@ -110,6 +111,7 @@ def test_openvino_sessions_closed_out_of_order_leave_the_process_able_to_handle_
     code = f"""
 import gc, signal, subprocess, sys
 import numpy as np
+from slimcv import hardware
 from slimcv.deploy import runtimes
 signal.signal(signal.SIGCHLD, lambda *a: None)
 a = runtimes.open_session({str(path)!r}, "openvino", 1)

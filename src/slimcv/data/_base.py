@@ -107,12 +107,15 @@ class SegmentationFiles(Dataset):
         self.info = info
         self.lut = lut
         self.transform = transform
+        self.decoded = None  # a data.memory.DecodedStore once the decoded samples are kept in memory
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         """The untransformed sample: uint8 image (3,H,W) and int64 mask (H,W)."""
+        if self.decoded is not None and index in self.decoded:
+            return self.decoded.get(index)
         img_path, mask_path = self.pairs[index]
         img = load_rgb(img_path)
         mask = load_mask(mask_path, self.lut, self.info.num_classes, self.info.ignore_index)
@@ -143,11 +146,14 @@ class ClassificationFiles(Dataset):
         self.samples = list(samples)
         self.info = info
         self.transform = transform
+        self.decoded = None  # a data.memory.DecodedStore once the decoded samples are kept in memory
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def load(self, index: int) -> tuple[tv_tensors.Image, int]:
+        if self.decoded is not None and index in self.decoded:
+            return self.decoded.get(index)
         path, label = self.samples[index]
         img = load_rgb(path)
         return tv_tensors.Image(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)), label

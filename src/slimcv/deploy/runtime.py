@@ -47,20 +47,3 @@ def deployed_runner(source: Any, example: torch.Tensor, runtime: str = "ort", th
     return lambda: run(x)
 
 
-def cpu_features() -> dict[str, Any]:
-    """The CPU's name and the instruction sets that decide INT8 speed (Linux /proc/cpuinfo; empty elsewhere)."""
-    import platform
-
-    info: dict[str, Any] = {"machine": platform.machine(), "model": platform.processor() or None}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    first = text.split("\n\n", 1)[0].splitlines()
-    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first if ":" in line)}
-    flags = set(fields.get("flags", "").split())
-    info["model"] = fields.get("model name") or info["model"]
-    info.update({"avx2": "avx2" in flags, "avx512": "avx512f" in flags,
-                 "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}), "amx": "amx_int8" in flags,
-                 "bf16": bool(flags & {"avx512_bf16", "amx_bf16"})})
-    return info

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from slimcv.errors import SlimcvError, close_matches
+from slimcv.hardware import cpu_flags, native_bf16  # noqa: F401  (cpu_flags: re-exported)
 
 Session = Callable[[np.ndarray], np.ndarray]
 
@@ -40,24 +41,6 @@ class Runtime:
 
 
 # ----------------------------------------------------------------------------- availability checks
-
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def native_bf16() -> bool:
-    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX): bf16 is only faster there."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
 
 def _importable(module: str, extra: str) -> Callable[[], str | None]:
     def check() -> str | None:

@@ -22,6 +22,7 @@ from slimcv.engine import distributed as D
 from slimcv.engine.checkpoint import last_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state, unwrap
 from slimcv.engine.loop import Objective, SupervisedLoss, evaluate, train_one_epoch
 from slimcv.engine.optim import build_optimizer, build_scheduler
+from slimcv.engine.speed import SpeedChoice
 from slimcv.errors import SlimcvError
 from slimcv.models import create_model, model_task
 
@@ -35,6 +36,7 @@ class TrainResult:
     best: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     model: nn.Module | None = field(default=None, repr=False)
+    speed: SpeedChoice | None = None
 
 
 def train(source: Any, data: Any = None, *, weights: str | None = None, **options: Any) -> TrainResult:
@@ -118,19 +120,24 @@ def fit(
     device = D.pick_device(cfg.device, cfg.threads)
     seed_everything(cfg.seed, cfg.deterministic)
     run_dir = Path(cfg.out_dir)
+    previous = read_run_config(run_dir) if last_checkpoint(run_dir) is not None else None
     start_epoch, history, best, ckpt = _prepare_run_dir(run_dir, cfg)
     model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
     if isinstance(objective, nn.Module):
         objective.to(device)
-    train_loader = make_loader(data.train, cfg.data.batch_size, train=True, workers=cfg.data.workers,
+    workers = cfg.data.workers
+    _keep_decoded(data, cfg, workers)
+    train_loader = make_loader(data.train, cfg.data.batch_size, train=True, workers=workers,
                                seed=cfg.seed, ignore_index=data.info.ignore_index, distributed=distributed)
-    val_loader = make_eval_loader(data.val, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.workers,
+    val_loader = make_eval_loader(data.val, cfg.data.eval_batch_size or cfg.data.batch_size, workers,
                                   data.info.ignore_index, distributed)
     if len(train_loader) == 0:
         raise SlimcvError(f"The training set ({len(data.train)} samples) is smaller than one batch "
                           f"({cfg.data.batch_size}); lower batch_size.")
+    speed = _choose_speed(model, objective, data, train_loader, cfg, device, previous)
+    cfg = cfg.model_copy(update={"amp": speed.setting.amp, "channels_last": speed.setting.channels_last})
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     net = nn.parallel.DistributedDataParallel(model) if distributed else model
     params = list(model.parameters()) + (list(objective.parameters()) if isinstance(objective, nn.Module) else [])
     optimizer = build_optimizer(params, cfg.optim)
@@ -140,9 +147,12 @@ def fit(
         _restore(ckpt, model, optimizer, scheduler, scaler, objective)
     if D.is_main():
         _write_run_files(run_dir, cfg, model_spec)
+        _write_speed(run_dir, speed, device)
     writer = _tensorboard(run_dir, cfg)
+    # on a CPU validation runs in FP32: the scores are those of the weights as they deploy
     ev = dict(task=data.task, num_classes=data.num_classes, ignore_index=data.info.ignore_index,
-              class_names=data.info.class_names, amp=cfg.amp, channels_last=cfg.channels_last)
+              class_names=data.info.class_names, amp=cfg.amp if device.type == "cuda" else "none",
+              channels_last=cfg.channels_last)
     metric_name = cfg.metric or metric_key(data.task)
     metrics: dict[str, Any] = history[-1].get("val", {}) if history else {}
     for epoch in range(start_epoch, cfg.epochs):
@@ -172,13 +182,57 @@ def fit(
             _log_tensorboard(writer, record)
             _print_epoch(record, metric_name)
         D.barrier()
-    result = TrainResult(run_dir=run_dir, metrics=metrics, best=best, history=history, model=model)
+    model.to(memory_format=torch.contiguous_format)
+    result = TrainResult(run_dir=run_dir, metrics=metrics, best=best, history=history, model=model, speed=speed)
     if D.is_main():
         write_summary(run_dir, {"metrics": metrics, "best": best, "epochs": cfg.epochs})
         print_summary(result, data)
     if writer is not None:
         writer.close()
     return result
+
+
+def _keep_decoded(data: DataBundle, cfg: TrainConfig, workers: int) -> None:
+    """Decode the images of datasets that fit in memory once, before the loaders' workers start (they share them)."""
+    if cfg.data.cache == "none":
+        return
+    from slimcv.data.memory import keep_in_memory
+
+    limit = None if cfg.data.cache == "auto" else 2**62
+    progress = cfg.progress and D.is_main()
+    for name, ds in (("training images", data.train), ("validation images", data.val)):
+        keep_in_memory(ds, workers=workers, max_bytes=limit, progress=progress, name=name)
+
+
+def _choose_speed(model, objective, data: DataBundle, loader, cfg: TrainConfig, device, previous) -> SpeedChoice:
+    """Precision and layout of the training steps: fixed, resumed, or measured on rank 0 and shared."""
+    import os
+
+    from slimcv.data import spread
+    from slimcv.engine import speed as S
+
+    def sample_batch():
+        return loader.collate_fn([data.train[i] for i in spread(cfg.data.batch_size, len(data.train))])
+
+    enabled = cfg.speed_probe and not cfg.deterministic and os.environ.get("SLIMCV_SPEED_PROBE", "1") != "0"
+    choice = None
+    if D.is_main():
+        choice = S.choose(model, objective, sample_batch, device, lambda p: build_optimizer(p, cfg.optim),
+                          amp=cfg.amp, channels_last=cfg.channels_last, enabled=enabled, previous=previous,
+                          off_reason="deterministic run: speed probe off" if cfg.deterministic else "speed probe off")
+    choice = D.broadcast_object(choice)
+    if D.is_main() and cfg.progress:
+        console.print(choice.describe())
+    return choice
+
+
+def _write_speed(run_dir: Path, speed: SpeedChoice, device) -> None:
+    from slimcv.hardware import cpu_features
+
+    record = {**speed.to_json(), "device": str(device), "threads": torch.get_num_threads()}
+    if device.type == "cpu":
+        record["cpu"] = cpu_features()
+    atomic_write_json(run_dir / "speed.json", record)
 
 
 def _validate(model, data, val_loader, device, ev, cfg, metric_name, best, epoch):
@@ -261,7 +315,8 @@ def _check_same_config(run_dir: Path, cfg: TrainConfig) -> None:
     if old is None:
         return
     new = json.loads(cfg.model_dump_json())
-    ignore = {"resume", "progress", "out_dir", "epochs", "threads", "device"}
+    ignore = {"resume", "progress", "out_dir", "epochs", "threads", "device", "speed_probe"}
+    ignore |= {k for k in ("amp", "channels_last") if new.get(k) == "auto"}  # auto takes the run's recorded choice
     diff = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
     if diff:
         raise SlimcvError(f"Cannot resume {run_dir}: its config differs in {diff}; use the same settings "

@@ -99,11 +99,16 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
         common.update(calibration=calib, loss_fn=lambda logits, t: F.cross_entropy(
             match_size(logits, t), t, ignore_index=data.info.ignore_index))
 
+    measured: dict[str, Any] = {}  # the first fine-tuning's measured precision and layout serve every step
+
     def fine_tune(m: nn.Module, step: int, history: list) -> dict[str, Any]:
         if cfg.finetune_epochs == 0:
             return {}
-        step_cfg = tcfg.model_copy(update={"out_dir": str(out / f"step_{step}")})
-        return fit(m, data, step_cfg, objective, model_spec=pruned_spec(spec, history, example.shape)).metrics
+        step_cfg = tcfg.model_copy(update={"out_dir": str(out / f"step_{step}"), **measured})
+        result = fit(m, data, step_cfg, objective, model_spec=pruned_spec(spec, history, example.shape))
+        if result.speed is not None:
+            measured.update(amp=result.speed.setting.amp, channels_last=result.speed.setting.channels_last)
+        return result.metrics
 
     extra: dict[str, Any] = {}
     if cfg.sensitivity:

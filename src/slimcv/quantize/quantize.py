@@ -30,7 +30,8 @@ from slimcv.errors import SlimcvError
 from slimcv.data import DataBundle, as_bundle, build_dataset
 from slimcv.deploy.chooser import Candidate, choose_runtime
 from slimcv.deploy import runtimes
-from slimcv.deploy.runtime import DeployedModule, cpu_features, deployed_runner
+from slimcv.deploy.runtime import DeployedModule, deployed_runner
+from slimcv.hardware import cpu_features
 from slimcv.engine.loop import SupervisedLoss, evaluate
 from slimcv.engine.train import class_weights, finetune_config, fit, make_eval_loader
 from slimcv.export.onnx import ExportConfig, export_module, sample_batches, sidecar_meta, write_sidecar
@@ -238,7 +239,8 @@ def _qat(net: nn.Module, spec: dict, data: DataBundle, cfg: QuantizeConfig, tmp:
     same = _source_objective(cfg.source) if Path(cfg.source).is_dir() else {}  # the loss the model was trained with (class weights, smoothing)
     tcfg = finetune_config(spec, data.config, tmp / "qat_run", resume=False, epochs=cfg.qat_epochs,
                            optim=cfg.qat_optim, schedule=ScheduleConfig(name="cosine"), device="cpu", seed=cfg.seed,
-                           progress=cfg.progress, tensorboard=False, keep_checkpoints=1, **same)
+                           progress=cfg.progress, tensorboard=False, keep_checkpoints=1,
+                           amp="none", channels_last=False, **same)  # fake quantization runs in FP32
     objective = SupervisedLoss(data.info.ignore_index, class_weights(tcfg, data), tcfg.label_smoothing)
     result = fit(qmodel, qdata, tcfg, objective, model_spec={**spec, "qat": True})
     return export_qat(result.model, example, tmp / "model_int8_qat.onnx", opset=cfg.opset,
