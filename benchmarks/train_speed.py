@@ -146,53 +146,74 @@ def measure_data(key: str, data_root: Path, n: int) -> dict:
             "decode_augment_ms": per_image(base.__getitem__), "augment_from_memory_ms": per_image(mem.train.__getitem__)}
 
 
-CHILD = r"""
-import json, os, sys, statistics, time, torch
+CHILD = """
+import json, os, sys
 sys.path.insert(0, os.environ["BENCH_DIR"])
 import train_speed as T
-key, threads, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-torch.set_num_threads(threads)
-from slimcv.engine.loop import SupervisedLoss, train_one_epoch
-from slimcv.models import create_model
-from slimcv.config import ScheduleConfig
-from slimcv.engine.optim import build_scheduler
-from slimcv.engine import speed as S
-name, kwargs, ds, size, batch, opt = T.MODELS[key]
-data = T._data(ds, T.Path(os.environ["DATA_ROOT"]), batch, size, cache=False)
-batches = T._batches(data, batch, steps)
-s = S.candidates(torch.device("cpu"))[-1]
-torch.manual_seed(0)
-model = create_model(name, data.num_classes, **kwargs).to(memory_format=torch.channels_last if s.channels_last else torch.contiguous_format)
-o = T._optimizer(opt, model.parameters()); sch = build_scheduler(o, ScheduleConfig(name="constant"), 1000, steps)
-obj = SupervisedLoss(data.info.ignore_index); dev = torch.device("cpu")
-train_one_epoch(model, obj, batches[:1], o, sch, dev, amp=s.amp, channels_last=s.channels_last)
-ts = []
-for _ in range(3):
-    t = time.perf_counter(); train_one_epoch(model, obj, batches, o, sch, dev, amp=s.amp, channels_last=s.channels_last); ts.append(time.perf_counter() - t)
-print(json.dumps({"setting": s.label, "images_per_s": len(batches) * batch / statistics.median(ts)}))
+print(json.dumps(T.child(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
 """
+
+
+def child(mode: str, key: str, threads: int, steps: int):
+    """Run in a fresh process (OpenMP reads OMP_WAIT_POLICY once, at start): the fastest setting's images/s on
+    pre-made batches ("steps"), or the worker rows of measure_workers ("workers")."""
+    import torch
+
+    torch.set_num_threads(threads)
+    data_root = Path(os.environ["DATA_ROOT"])
+    if mode == "workers":
+        return measure_workers(key, data_root, steps)
+    from slimcv.config import ScheduleConfig
+    from slimcv.engine import speed as S
+    from slimcv.engine.loop import SupervisedLoss, train_one_epoch
+    from slimcv.engine.optim import build_scheduler
+    from slimcv.models import create_model
+
+    name, kwargs, ds, size, batch, opt = MODELS[key]
+    data = _data(ds, data_root, batch, size, cache=False)
+    batches = _batches(data, batch, steps)
+    s = S.candidates(torch.device("cpu"))[-1]
+    torch.manual_seed(0)
+    model = create_model(name, data.num_classes, **kwargs)
+    if s.channels_last:
+        model.to(memory_format=torch.channels_last)
+    o = _optimizer(opt, model.parameters())
+    sch = build_scheduler(o, ScheduleConfig(name="constant"), 1000, steps)
+    obj, dev = SupervisedLoss(data.info.ignore_index), torch.device("cpu")
+    train_one_epoch(model, obj, batches[:1], o, sch, dev, amp=s.amp, channels_last=s.channels_last)
+    ts = []
+    for _ in range(3):
+        t = time.perf_counter()
+        train_one_epoch(model, obj, batches, o, sch, dev, amp=s.amp, channels_last=s.channels_last)
+        ts.append(time.perf_counter() - t)
+    return {"setting": s.label, "images_per_s": len(batches) * batch / statistics.median(ts)}
+
+
+def _in_child(mode: str, key: str, threads: int, steps: int, data_root: Path, policy: str | None = None):
+    env = {**os.environ, "BENCH_DIR": str(Path(__file__).parent), "DATA_ROOT": str(data_root),
+           "OMP_NUM_THREADS": str(threads)}
+    env.pop("OMP_WAIT_POLICY", None)
+    if policy:
+        env["OMP_WAIT_POLICY"] = policy
+    out = subprocess.run([sys.executable, "-c", CHILD, mode, key, str(threads), str(steps)], env=env,
+                         capture_output=True, text=True, timeout=1200)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def measure_threads(key: str, data_root: Path, steps: int) -> list[dict]:
     """Images/s at 1 and all threads (OpenMP spinning or passive), with the machine idle and with one busy core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     rows = []
-    env0 = {**os.environ, "BENCH_DIR": str(Path(__file__).parent), "DATA_ROOT": str(data_root)}
     for busy in (False, True):
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
         try:
-            for threads, policy in ((1, None), (cores, None), (cores, "PASSIVE")):
-                if threads == 1 and policy is not None:
-                    continue
-                env = {**env0, "OMP_NUM_THREADS": str(threads)}
-                env.pop("OMP_WAIT_POLICY", None)
-                if policy:
-                    env["OMP_WAIT_POLICY"] = policy
-                out = subprocess.run([sys.executable, "-c", CHILD, key, str(threads), str(steps)], env=env,
-                                     capture_output=True, text=True, timeout=900)
-                if out.returncode != 0:
-                    raise RuntimeError(out.stderr[-2000:])
-                r = json.loads(out.stdout.strip().splitlines()[-1])
+            for threads, policy in ((1, None), (_cores(), None), (_cores(), "PASSIVE")):
+                r = _in_child("steps", key, threads, steps, data_root, policy)
                 rows.append({"model": key, "neighbour": "one busy core" if busy else "idle", "threads": threads,
                              "omp_wait_policy": policy or "default", **r})
                 print(f"  threads {threads} {policy or ''} {'busy' if busy else 'idle'}: {r['images_per_s']:.1f} img/s",
@@ -233,8 +254,9 @@ def measure_workers(key: str, data_root: Path, batches: int, choices=(0, 1, 2)) 
                             amp=setting.amp, channels_last=setting.channels_last)
             rate = batches * batch / (time.perf_counter() - t)
             rows.append({"model": key, "in_memory": cache, "workers": workers, "setting": setting.label,
-                         "images_per_s": rate})
-            print(f"  {key} {'memory' if cache else 'disk'} workers {workers}: {rate:.1f} img/s", flush=True)
+                         "threads": torch.get_num_threads(), "images_per_s": rate})
+            print(f"  {key} {'memory' if cache else 'disk'} threads {torch.get_num_threads()} workers {workers}: "
+                  f"{rate:.1f} img/s", file=sys.stderr, flush=True)
     return rows
 
 
@@ -265,9 +287,10 @@ def main() -> None:
     key = args.models[0]
     print(f"{key}: threads", flush=True)
     out["threads_rows"] = measure_threads(key, data_root, steps[key])
-    wkey = "camvid_student" if "camvid_student" in args.models else args.models[0]
-    print(f"{wkey}: loader workers", flush=True)
-    out["workers"] = measure_workers(wkey, data_root, 4 if args.quick else 16)
+    for wkey in [k for k in ("camvid_teacher", "camvid_student") if k in args.models] or args.models[:1]:
+        print(f"{wkey}: loader workers", flush=True)
+        for threads in sorted({1, _cores()}):
+            out["workers"] += _in_child("workers", wkey, threads, 4 if args.quick else 12, data_root)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
 
@@ -285,8 +308,8 @@ def main() -> None:
     print_table("Threads", ["model", "neighbour", "threads", "OMP_WAIT_POLICY", "img/s"],
                 [(r["model"], r["neighbour"], r["threads"], r["omp_wait_policy"], r["images_per_s"])
                  for r in out["threads_rows"]])
-    print_table("Loader workers (whole steps)", ["model", "images", "workers", "img/s"],
-                [(r["model"], "memory" if r["in_memory"] else "disk", r["workers"], r["images_per_s"])
+    print_table("Loader workers (whole steps, fastest setting)", ["model", "images", "threads", "workers", "img/s"],
+                [(r["model"], "memory" if r["in_memory"] else "disk", r["threads"], r["workers"], r["images_per_s"])
                  for r in out["workers"]])
     print(f"wrote {args.out}")
 

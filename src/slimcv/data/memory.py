@@ -75,14 +75,19 @@ def available_memory() -> int | None:
 
 
 class _Loads(Dataset):
-    def __init__(self, base, indices: list[int]) -> None:
-        self.base, self.indices = base, indices
+    """Chunks of decoded samples: fewer, larger transfers from the workers."""
+
+    def __init__(self, base, indices: list[int], chunk: int = 64) -> None:
+        self.base, self.indices, self.chunk = base, indices, chunk
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return -(-len(self.indices) // self.chunk)
 
-    def __getitem__(self, i: int):
-        image, target = self.base.load(self.indices[i])
+    def __getitem__(self, i: int) -> list:
+        return [self.one(k) for k in self.indices[i * self.chunk:(i + 1) * self.chunk]]
+
+    def one(self, index: int):
+        image, target = self.base.load(index)
         image = image.as_subclass(torch.Tensor)
         if torch.is_tensor(target):
             target = target.as_subclass(torch.Tensor)
@@ -108,21 +113,23 @@ def keep_in_memory(dataset: Dataset, *, workers: int = 0, max_bytes: int | None 
     if not todo:
         return True
     limit = max_bytes if max_bytes is not None else int((available_memory() or 0) * DEFAULT_SHARE)
-    image, target = _Loads(base, todo[:1])[0]
+    image, target = _Loads(base, todo).one(todo[0])
     per_sample = image.numel() + (target.numel() * target.element_size() if torch.is_tensor(target) else 0)
     if per_sample * len(todo) > limit:
         console.print(f"[dim]{name}: {len(todo)} decoded samples would take {per_sample * len(todo) / 2**20:.0f} MiB,"
                       f" more than {limit / 2**20:.0f} MiB; images are read from disk every epoch.[/]")
         return False
     images, targets = [], []
-    loader = DataLoader(_Loads(base, todo), batch_size=None, num_workers=workers if len(todo) >= 256 else 0,
-                        shuffle=False)
+    chunks = _Loads(base, todo)
+    loader = DataLoader(chunks, batch_size=None, num_workers=min(workers, len(chunks) - 1), shuffle=False)
     with progress_bar(f"decode {name}", len(todo), progress) as bar:
-        for image, target in loader:
-            images.append(image)
-            targets.append(target)
+        for chunk in loader:
+            for image, target in chunk:
+                # a copy: what a worker sends lives in shared memory that holds a file descriptor until freed
+                images.append(image.clone())
+                targets.append(target.clone() if torch.is_tensor(target) else target)
             if bar is not None:
-                bar(1, {})
+                bar(len(chunk), {})
     new = DecodedStore({i: k for k, i in enumerate(todo)}, _stack(images), _stack(targets),
                        None if not torch.is_tensor(targets[0]) else _loaded_dtype(base))
     base.decoded = new if store is None else _merge(store, new)

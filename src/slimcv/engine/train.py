@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -200,14 +201,15 @@ def _keep_decoded(data: DataBundle, cfg: TrainConfig, workers: int) -> None:
 
     limit = None if cfg.data.cache == "auto" else 2**62
     progress = cfg.progress and D.is_main()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     for name, ds in (("training images", data.train), ("validation images", data.val)):
-        keep_in_memory(ds, workers=workers, max_bytes=limit, progress=progress, name=name)
+        # nothing else runs while the images are decoded: every core decodes
+        keep_in_memory(ds, workers=max(workers, cores // D.world_size()), max_bytes=limit, progress=progress,
+                       name=name)
 
 
 def _choose_speed(model, objective, data: DataBundle, loader, cfg: TrainConfig, device, previous) -> SpeedChoice:
     """Precision and layout of the training steps: fixed, resumed, or measured on rank 0 and shared."""
-    import os
-
     from slimcv.data import spread
     from slimcv.engine import speed as S
 
