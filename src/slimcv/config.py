@@ -25,7 +25,8 @@ class DataConfig(_Config):
     augment: tuple[str, ...] | None = None
     batch_size: int = Field(8, ge=1)
     eval_batch_size: int | None = Field(None, ge=1)
-    workers: int = Field(2, ge=0)
+    workers: int | None = Field(None, ge=0, description="loader processes (default: one per 4 cores, 1 to 8; "
+                                "training threads take the remaining cores)")
     cache: Literal["auto", "memory", "none"] = Field(
         "auto", description="decoded images kept in memory: auto (when they fit in a quarter of the free memory), "
         "memory (always) or none (read from disk every epoch)")
@@ -34,6 +35,23 @@ class DataConfig(_Config):
     subset: int | None = Field(None, ge=1, description="use only N training samples, spread evenly over the split")
     val_subset: int | None = Field(None, ge=1, description="use only N validation samples, spread evenly over the split")
     options: dict[str, Any] = Field(default_factory=dict)
+
+    def loader_workers(self) -> int:
+        """``workers``, or the default for this machine's cores."""
+        return self.workers if self.workers is not None else default_workers()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Loader processes by default: one per 4 cores, at least 1, at most 8 (decoded images are kept in memory, so
+    a worker only augments)."""
+    return max(1, min(8, usable_cores() // 4))
 
 
 class OptimConfig(_Config):

@@ -5,7 +5,6 @@ DataLoader's forked workers read the same pages instead of each holding a copy.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -153,9 +152,3 @@ def _merge(old: DecodedStore, new: DecodedStore) -> DecodedStore:
     positions = {**old.positions, **{i: k + offset for i, k in new.positions.items()}}
     return DecodedStore(positions, _stack([*old.images, *new.images]), _stack([*old.targets, *new.targets]),
                         old.target_dtype)
-
-
-def default_workers() -> int:
-    """DataLoader workers for a machine's cores: one core is left to the training step."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cores - 1))

@@ -258,7 +258,7 @@ def _features(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, data: 
 @torch.no_grad()
 def compare_models(models: dict[str, nn.Module], data: DataBundle, cfg, device) -> list[dict[str, Any]]:
     """Validation metric, per-class scores, parameters and MACs of each model, side by side."""
-    loader = make_eval_loader(data.val, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.workers,
+    loader = make_eval_loader(data.val, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.loader_workers(),
                               data.info.ignore_index)
     image = data.val[0][0]
     rows = []

@@ -41,16 +41,21 @@ def barrier() -> None:
         dist.barrier()
 
 
-def pick_device(name: str = "auto", threads: int | None = None) -> torch.device:
+def pick_device(name: str = "auto", threads: int | None = None, reserve: int = 0) -> torch.device:
     """CUDA (this process's local rank) when present, else CPU with ``threads``, else OMP_NUM_THREADS when set,
-    else the cores shared among the local processes."""
+    else the cores left after ``reserve`` (the loader's workers), shared among the local processes: more threads
+    than free cores make OpenMP's threads wait on each other."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and dist.is_initialized():
         name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     device = torch.device(name)
     if device.type == "cpu":
+        from slimcv.config import usable_cores
+
         env = os.environ.get("OMP_NUM_THREADS", "")
-        n = threads or (int(env) if env.isdigit() and int(env) > 0 else max(1, (os.cpu_count() or 1) // world_size()))
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))
+        n = threads or (int(env) if env.isdigit() and int(env) > 0 else
+                        max(1, (usable_cores() - reserve * local) // max(local, 1)))
         torch.set_num_threads(n)
     return device

@@ -58,7 +58,7 @@ def evaluate_model(source: Any, data: Any = None, *, model: str | None = None, w
     dev = D.pick_device(device)
     net.to(dev)
     bs = batch_size or bundle.config.eval_batch_size or bundle.config.batch_size
-    loader = make_eval_loader(bundle.val, bs, bundle.config.workers, bundle.info.ignore_index)
+    loader = make_eval_loader(bundle.val, bs, bundle.config.loader_workers(), bundle.info.ignore_index)
     metrics = evaluate(net, loader, dev, task=bundle.task, num_classes=bundle.num_classes,
                        ignore_index=bundle.info.ignore_index, class_names=bundle.info.class_names)
     if out is not None:

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from slimcv._console import console, print_table, progress_bar
 from slimcv._io import atomic_write_json, atomic_write_safetensors, read_jsonl
 from slimcv.artifact import metric_key, read_run_config, write_model_spec, write_run_config, write_summary
-from slimcv.config import TrainConfig, build_config
+from slimcv.config import TrainConfig, build_config, usable_cores
 from slimcv.data import DataBundle, make_loader
 from slimcv.engine import distributed as D
 from slimcv.engine.checkpoint import last_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state, unwrap
@@ -118,7 +118,8 @@ def fit(
     """Train ``model`` with ``objective`` for ``cfg.epochs``: the loop every stage shares. ``on_epoch_end(model,
     epoch)`` runs after each epoch's training, before evaluation (soft pruning zeroes filters there)."""
     distributed = D.init_distributed()
-    device = D.pick_device(cfg.device, cfg.threads)
+    workers = cfg.data.loader_workers()
+    device = D.pick_device(cfg.device, cfg.threads, reserve=workers)
     seed_everything(cfg.seed, cfg.deterministic)
     run_dir = Path(cfg.out_dir)
     previous = read_run_config(run_dir) if last_checkpoint(run_dir) is not None else None
@@ -126,7 +127,6 @@ def fit(
     model.to(device)
     if isinstance(objective, nn.Module):
         objective.to(device)
-    workers = cfg.data.workers
     _keep_decoded(data, cfg, workers)
     train_loader = make_loader(data.train, cfg.data.batch_size, train=True, workers=workers,
                                seed=cfg.seed, ignore_index=data.info.ignore_index, distributed=distributed)
@@ -201,7 +201,7 @@ def _keep_decoded(data: DataBundle, cfg: TrainConfig, workers: int) -> None:
 
     limit = None if cfg.data.cache == "auto" else 2**62
     progress = cfg.progress and D.is_main()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     for name, ds in (("training images", data.train), ("validation images", data.val)):
         # nothing else runs while the images are decoded: every core decodes
         keep_in_memory(ds, workers=max(workers, cores // D.world_size()), max_bytes=limit, progress=progress,
@@ -319,6 +319,9 @@ def _check_same_config(run_dir: Path, cfg: TrainConfig) -> None:
     new = json.loads(cfg.model_dump_json())
     ignore = {"resume", "progress", "out_dir", "epochs", "threads", "device", "speed_probe"}
     ignore |= {k for k in ("amp", "channels_last") if new.get(k) == "auto"}  # auto takes the run's recorded choice
+    for d in (old, new):  # how the data is loaded does not change the run
+        if isinstance(d.get("data"), dict):
+            d["data"] = {k: v for k, v in d["data"].items() if k not in ("workers", "cache")}
     diff = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
     if diff:
         raise SlimcvError(f"Cannot resume {run_dir}: its config differs in {diff}; use the same settings "

@@ -25,7 +25,7 @@ from slimcv._io import atomic_write_json
 MANIFEST = "manifest.json"
 # Settings that change where or how visibly a stage runs, not what it computes.
 VOLATILE = {"out_dir", "resume", "progress", "tensorboard", "device", "threads", "keep_checkpoints", "data.workers",
-            "cache.dir"}
+            "data.cache", "cache.dir"}
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -210,7 +210,7 @@ def _soft(model, example, data, cfg, spec, tcfg, objective, common, out):
 
 
 def _sensitivity(model, example, data, cfg, num_classes, key, device, out) -> S.Sensitivity:
-    loader = make_eval_loader(data.val, data.config.eval_batch_size or data.config.batch_size, data.config.workers,
+    loader = make_eval_loader(data.val, data.config.eval_batch_size or data.config.batch_size, data.config.loader_workers(),
                               data.info.ignore_index)
     batches = list(itertools.islice(loader, cfg.sensitivity_batches))
 
@@ -231,7 +231,7 @@ def _sensitivity(model, example, data, cfg, num_classes, key, device, out) -> S.
 
 
 def _measure(model: nn.Module, data: DataBundle, cfg: PruneConfig, device, example) -> dict[str, Any]:
-    loader = make_eval_loader(data.val, data.config.eval_batch_size or data.config.batch_size, data.config.workers,
+    loader = make_eval_loader(data.val, data.config.eval_batch_size or data.config.batch_size, data.config.loader_workers(),
                               data.info.ignore_index)
     model.to(device)
     m = evaluate(model, loader, device, task=data.task, num_classes=data.num_classes,

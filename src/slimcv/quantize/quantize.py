@@ -261,7 +261,7 @@ MODULE_ROW = {"eager": "fp32_pytorch", "eager-bf16": "bf16_pytorch", "eager-cuda
 def _evaluate_all(net: nn.Module, files: list[dict], data: DataBundle, cfg: QuantizeConfig, threads: int,
                   tmp: Path) -> list[dict[str, Any]]:
     """Score each file in each runtime on the validation split, then time all of them interleaved at batch 1."""
-    loader = make_eval_loader(data.val, data.config.eval_batch_size or data.config.batch_size, data.config.workers,
+    loader = make_eval_loader(data.val, data.config.eval_batch_size or data.config.batch_size, data.config.loader_workers(),
                               data.info.ignore_index)
     example = data.val[0][0][None]
     ev = dict(task=data.task, num_classes=data.num_classes, ignore_index=data.info.ignore_index,
