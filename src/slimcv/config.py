@@ -270,6 +270,8 @@ class PruneConfig(_Config):
                               "channels (layers already that narrow are left alone)")
     ignore: tuple[str, ...] = Field((), description="layer names never pruned (besides the class outputs)")
     calibration_batches: int = Field(4, ge=1, description="training batches for taylor/activation/apoz")
+    bn_batches: int = Field(16, ge=0, description="training batches that re-estimate the BatchNorm statistics "
+                            "after each pruning step (0: keep the old ones)")
     finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after each step")
     distill: tuple[LossSpec, ...] = Field((), description="KD losses from the unpruned model during fine-tuning")
     alpha: float = Field(1.0, ge=0, description="weight of the cross-entropy when distill is set: loss = alpha * "

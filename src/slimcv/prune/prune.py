@@ -102,6 +102,7 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
     measured: dict[str, Any] = {}  # the first fine-tuning's measured precision and layout serve every step
 
     def fine_tune(m: nn.Module, step: int, history: list) -> dict[str, Any]:
+        _reestimate(m, data, cfg, device)
         if cfg.finetune_epochs == 0:
             return {}
         step_cfg = tcfg.model_copy(update={"out_dir": str(out / f"step_{step}"), **measured})
@@ -167,6 +168,19 @@ def _objective(cfg: PruneConfig, original: nn.Module, data: DataBundle, device, 
     from slimcv.distill.distill import DistillObjective
 
     return DistillObjective(original.to(device), cfg.distill, cfg.alpha, data.info.ignore_index, weights, None)
+
+
+def _reestimate(model: nn.Module, data: DataBundle, cfg: PruneConfig, device) -> None:
+    """BatchNorm statistics measured again on training images after a pruning step (before any fine-tuning)."""
+    if cfg.bn_batches == 0:
+        return
+    from slimcv.prune.bn import reestimate_batchnorm
+
+    loader = make_loader(data.train, cfg.data.batch_size, train=True, workers=0, seed=cfg.seed + 1,
+                         ignore_index=data.info.ignore_index)
+    was = next(model.parameters()).device
+    reestimate_batchnorm(model.to(device), itertools.islice(loader, cfg.bn_batches), device)
+    model.to(was)
 
 
 def _calibration(cfg: PruneConfig, data: DataBundle) -> list:
