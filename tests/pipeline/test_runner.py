@@ -217,3 +217,20 @@ def test_dry_run_reports_every_problem_it_can_find_without_training(tiny, tmp_pa
     msg = str(e.value)
     assert "a_file is a file" in msg and "nowhere" in msg and "\n" not in msg
     assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_the_run_summary_says_whether_distillation_beat_the_student_trained_alone(tmp_path, tiny, capsys):
+    from slimcv.report.collect import collect
+
+    tiny["stages"] = [tiny["stages"][0],
+                      {"name": "alone", "type": "train", "model": "student", "epochs": 1, "progress": False,
+                       "tensorboard": False},
+                      tiny["stages"][1]]
+    result = run(tiny, out_dir=tmp_path / "r")
+    out = capsys.readouterr().out
+    entries = {e.name: e for e in collect([tmp_path / "r" / "alone", tmp_path / "r" / "distill"], count=False)}
+    gain = entries["distill"].metric - entries["alone"].metric
+    said = "Distillation helped" if gain > 0 else "Distillation did not help"
+    assert said in " ".join(out.split()), out
+    assert f"{gain:+.2f} pt" in " ".join(out.split())
+    assert [r.status for r in result.stages] == ["ran", "ran", "ran"]

@@ -358,5 +358,23 @@ def print_run_summary(result: RunResult, title: str | None = None) -> None:
                      r.wall_time_s or None))
     print_table(title or f"run {result.run_dir}", ["stage", "type", "status", "metric", "", "params (M)", "MMACs",
                                                    "time (s)"], rows)
+    if not (title or "").startswith("plan"):
+        for statement in _distillation_verdict(result):
+            print(statement.text if statement.good else f"WARNING: {statement.text}")
     if result.report is not None:
         print(f"report: {result.report}")
+
+
+def _distillation_verdict(result: RunResult) -> list:
+    """Whether each distilled student beat the same student trained alone in this run (said plainly when not)."""
+    folders = [r.folder for r in result.stages if r.type in ("train", "distill") and r.folder is not None
+               and (Path(r.folder) / "config.json").is_file()]
+    if not any(r.type == "distill" for r in result.stages) or len(folders) < 2:
+        return []
+    from slimcv.report.collect import collect
+    from slimcv.report.verdict import distillation_statements
+
+    try:
+        return distillation_statements(collect(folders, count=False))
+    except SlimcvError:
+        return []

@@ -45,7 +45,7 @@ def _source(v: dict[str, Any]) -> tuple[Any, Any]:
 def verdict(entries: list[Entry], base: Entry, max_drop: float = MAX_DROP) -> list[Statement]:
     """The statements, best trade-off first."""
     out = [s for s in (_best(entries, base, max_drop),) if s]
-    out += [s for e in entries if e.kind == "distill" for s in [_distill(e, entries)] if s]
+    out += distillation_statements(entries)
     out += [s for e in entries if e.kind == "prune" for s in [_prune(e, entries)] if s]
     seen: set[Path] = set()
     for e in entries:
@@ -85,6 +85,11 @@ def _arch(cfg: dict[str, Any] | None) -> tuple[Any, Any, Any] | None:
         return None
     data = cfg.get("data") or {}
     return cfg.get("model"), repr(sorted((cfg.get("model_kwargs") or {}).items())), data.get("spec")
+
+
+def distillation_statements(entries: list[Entry]) -> list[Statement]:
+    """Each distilled student against its control (the same student trained alone), where there is one."""
+    return [s for e in entries if e.kind == "distill" for s in [_distill(e, entries)] if s]
 
 
 def _distill(e: Entry, entries: list[Entry]) -> Statement | None:
