@@ -94,7 +94,8 @@ class TrainConfig(_Config):
     eval_every: int = Field(1, ge=1)
     metric: str | None = Field(None, description="metric that picks the best checkpoint (default: miou / top1)")
     device: str = "auto"
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, description="intra-op threads (default: OMP_NUM_THREADS when set, else "
+                                "the cores left after the loader's workers)")
     out_dir: str = "runs/train"
     resume: bool = False
     keep_checkpoints: int = Field(2, ge=1)
