@@ -1,0 +1,155 @@
+"""Candidates for a latency budget, measured before any training: an untrained network runs as fast as a trained one.
+
+The candidates are the source model itself on every runtime (so a search never returns something slower than
+deploying the source well), structurally pruned copies of it at several ratios, and students from efficient
+families at several widths and input resolutions. Each is exported to ONNX at the deployment size and timed
+at batch 1 in each runtime, all in one interleaved measurement with the source in ONNX Runtime FP32 as the
+reference. Those within the budget are what training then spends its time on.
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimcv._console import console
+from slimcv.errors import SlimcvError
+
+REFERENCE = "source/ort"  # the latency every speed-up is relative to: the source in ONNX Runtime FP32
+PRUNE_RATIOS = (0.25, 0.5, 0.7)
+
+
+@dataclass
+class Candidate:
+    """One way to meet the budget: a model (source, pruned or student) in one runtime, and what it costs."""
+
+    name: str
+    kind: str  # source | pruned | student
+    runtime: str
+    build: dict[str, Any]  # how to make it: {"model", "model_kwargs"} for a student, {"prune_ratio"} for pruned
+    params: int
+    macs: int
+    latency_ms: float | None = None
+    speedup: float | None = None
+    meets: bool = False
+    metric: float | None = None  # filled in once it has been trained
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.runtime}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchSpace:
+    """What to try: pruning ratios of the source and student architectures (name, kwargs)."""
+
+    prune_ratios: Sequence[float] = PRUNE_RATIOS
+    students: Sequence[tuple[str, dict[str, Any]]] = ()
+    runtimes: Sequence[str] = ("ort", "openvino")
+
+
+def default_students(task: str, input_hw: tuple[int, int]) -> list[tuple[str, dict[str, Any]]]:
+    """Students from CPU-efficient families at several sizes: LR-ASPP MobileNetV3 at three widths and two input
+    resolutions and narrow U-Nets for segmentation; shallower CIFAR ResNets or MobileNets for classification."""
+    if task == "segmentation":
+        out = [("lraspp_mobilenet", {"width_mult": w, "input_scale": s}) for w in (0.5, 0.75, 1.0) for s in (1.0, 0.5)]
+        return out + [("unet", {"base_width": w, "depth": 4}) for w in (4, 8)]
+    if max(input_hw) <= 64:  # CIFAR-sized inputs
+        return [("resnet8", {}), ("resnet14", {}), ("resnet20", {})]
+    return [("mobilenet_v3_small", {}), ("mobilenet_v3_large", {}), ("resnet18", {})]
+
+
+def enumerate_candidates(source: nn.Module, example: torch.Tensor, num_classes: int, task: str,
+                         space: SearchSpace) -> list[tuple[Candidate, nn.Module]]:
+    """Every candidate network (untrained students, pruned copies) with its parameter and MAC counts, once per
+    runtime that can run here."""
+    from slimcv.bench.macs import count_macs
+    from slimcv.deploy.runtimes import available
+    from slimcv.models import create_model
+    from slimcv.prune.structured import prune_structured
+
+    here = {r.name for r in available()}
+    runtimes = [r for r in space.runtimes if r in here]
+    if not runtimes:
+        raise SlimcvError(f"None of the runtimes {list(space.runtimes)} can run here; install onnxruntime.")
+    shape = tuple(example.shape)
+    nets: list[tuple[str, str, dict[str, Any], nn.Module]] = [("source", "source", {}, source)]
+    for ratio in space.prune_ratios:
+        pruned = copy.deepcopy(source).cpu().eval()
+        try:
+            prune_structured(pruned, example, num_classes=num_classes, ratio=ratio)
+        except SlimcvError as e:
+            console.print(f"[dim]pruned {ratio:g}: skipped ({e})[/]")
+            continue
+        nets.append((f"pruned_{ratio:g}", "pruned", {"prune_ratio": ratio}, pruned))
+    for name, kwargs in space.students:
+        label = name + "".join(f"_{k}{v:g}" if isinstance(v, (int, float)) else f"_{k}{v}"
+                               for k, v in sorted(kwargs.items()))
+        nets.append((label, "student", {"model": name, "model_kwargs": dict(kwargs)},
+                     create_model(name, num_classes, **kwargs).eval()))
+    out = []
+    for label, kind, build, net in nets:
+        params, macs = sum(p.numel() for p in net.parameters()), count_macs(net, shape)
+        for rt in runtimes:
+            out.append((Candidate(label, kind, rt, build, params, macs), net))
+    return out
+
+
+def measure(candidates: list[tuple[Candidate, nn.Module]], example: torch.Tensor, *, runs: int = 15,
+            threads: int | None = 1, workdir: str | Path | None = None) -> float:
+    """Time every candidate at batch 1 in one interleaved run; fills ``latency_ms`` and ``speedup``. Returns the
+    reference latency (the source in ONNX Runtime FP32)."""
+    from slimcv.bench.latency import time_interleaved
+    from slimcv.config import ExportConfig
+    from slimcv.deploy.runtime import deployed_runner
+    from slimcv.export.onnx import to_onnx
+
+    if not any(c.key == REFERENCE for c, _ in candidates):
+        raise SlimcvError("The candidates must include the source in ONNX Runtime (the reference).")
+    with tempfile.TemporaryDirectory(prefix="slimcv-search-", dir=workdir) as tmp:
+        files: dict[int, Path] = {}
+        runners = {}
+        for c, net in candidates:
+            if id(net) not in files:
+                path = Path(tmp) / f"{c.name}.onnx"
+                to_onnx(net.cpu().eval(), example, path, ExportConfig(batch=1), dynamic_hw=False)
+                files[id(net)] = path
+            runners[c.key] = deployed_runner(files[id(net)], example, c.runtime, threads)
+        timings = time_interleaved(runners, runs=runs, threads=threads)
+    ref = timings[REFERENCE].median_ms
+    for c, _ in candidates:
+        c.latency_ms = timings[c.key].median_ms
+        c.speedup = ref / c.latency_ms
+    return ref
+
+
+def within_budget(candidates: Sequence[Candidate], reference_ms: float, *, target_latency_ms: float | None = None,
+                  target_speedup: float | None = None) -> float:
+    """Mark the candidates that meet the budget; returns the budget in milliseconds."""
+    if (target_latency_ms is None) == (target_speedup is None):
+        raise SlimcvError("Give one target: a latency in milliseconds or a speed-up over the source.")
+    if target_speedup is not None and target_speedup <= 0 or target_latency_ms is not None and target_latency_ms <= 0:
+        raise SlimcvError("The target must be positive.")
+    budget = target_latency_ms if target_latency_ms is not None else reference_ms / target_speedup
+    for c in candidates:
+        c.meets = c.latency_ms is not None and c.latency_ms <= budget
+    return budget
+
+
+def best_runtime_each(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Per network, the candidate of its fastest runtime among those that meet the budget."""
+    best: dict[str, Candidate] = {}
+    for c in candidates:
+        if c.meets and (c.name not in best or c.latency_ms < best[c.name].latency_ms):
+            best[c.name] = c
+    return sorted(best.values(), key=lambda c: c.latency_ms)
