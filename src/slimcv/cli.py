@@ -182,6 +182,11 @@ def _pipeline_commands(add) -> None:
     target.add_argument("--target-speedup", type=float, metavar="N", help="N times lower latency (MACs as the guide)")
     target.add_argument("--target-size", type=float, metavar="N", help="N times smaller weights file")
     target.add_argument("--target-macs", type=float, metavar="N", help="N times fewer multiply-accumulates")
+    target.add_argument("--target-latency", type=float, metavar="MS", help="batch-1 latency on this machine, in "
+                        "milliseconds (needs --budget-minutes)")
+    cp.add_argument("--budget-minutes", type=float, metavar="M", help="search: time every candidate (the source on "
+                    "each runtime, pruned copies, efficient students) untrained, distil those that meet the latency "
+                    "target for M minutes in all, keep the most accurate")
     cp.add_argument("--max-drop", type=float, default=1.0, help="accuracy/mIoU points the result may lose (default 1)")
     cp.add_argument("--epochs", type=int, help="fine-tuning epochs with distillation, spread over the pruning "
                     "steps (default 6)")
@@ -344,6 +349,31 @@ def _size(size: Sequence[int] | None):
     return check_size(size)
 
 
+def _compress_search(args: argparse.Namespace) -> None:
+    """compress --budget-minutes: the measured candidate search (slimcv.pipeline.budget)."""
+    from slimcv.artifact import run_data_config
+    from slimcv.pipeline.budget import compress_to_budget
+
+    if args.budget_minutes is None:
+        raise SlimcvError("--target-latency searches candidates for a time budget: add --budget-minutes M.")
+    if args.target_latency is None and args.target_speedup is None:
+        raise SlimcvError("--budget-minutes needs --target-latency MS or --target-speedup N.")
+    if args.budget_minutes <= 0:
+        raise SlimcvError(f"--budget-minutes must be positive, got {args.budget_minutes}.")
+    if args.set or args.dry_run or args.target_size or args.target_macs:
+        raise SlimcvError("The candidate search takes --target-latency or --target-speedup with --budget-minutes; "
+                          "--set, --dry-run, --target-size and --target-macs belong to the recipe mode.")
+    data = args.data or run_data_config(args.model)
+    if data is None:
+        raise SlimcvError(f"{args.model} records no data settings; pass --data SPEC.")
+    r = compress_to_budget(args.model, data, target_latency_ms=args.target_latency,
+                           target_speedup=args.target_speedup, budget_minutes=args.budget_minutes,
+                           out_dir=args.out_dir, threads=args.threads or 1)
+    if r.winner is not None and r.source_metric is not None and r.source_metric - r.winner.metric > args.max_drop:
+        print(f"WARNING: the chosen model loses {r.source_metric - r.winner.metric:.2f} pt, more than --max-drop "
+              f"{args.max_drop:g}: give more --budget-minutes or relax the target.")
+
+
 def _use_threads(n: int | None) -> None:
     """--threads N for this process (torch's intra-op pool) and the processes it starts (OMP_NUM_THREADS)."""
     if n is None:
@@ -380,6 +410,9 @@ def _run(args: argparse.Namespace) -> int:
 
         run(args.recipe, args.set, out_dir=args.out_dir, until=args.until, dry_run=args.dry_run)
     elif args.command == "compress":
+        if args.budget_minutes is not None or args.target_latency is not None:
+            _compress_search(args)
+            return
         from slimcv.pipeline.compress import compress
 
         compress(args.model, args.data, weights=args.weights, target_speedup=args.target_speedup, target_size=args.target_size,

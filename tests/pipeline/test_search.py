@@ -49,3 +49,58 @@ def test_default_students_suit_the_task():
     seg = S.default_students("segmentation", (176, 240))
     assert ("lraspp_mobilenet", {"width_mult": 0.5, "input_scale": 0.5}) in seg
     assert [n for n, _ in S.default_students("classification", (32, 32))] == ["resnet8", "resnet14", "resnet20"]
+
+
+def test_compress_to_a_budget_returns_a_candidate_that_meets_it_in_time(tmp_path):
+    import json
+    import time
+
+    import slimcv
+    from slimcv.artifact import load_run_model
+    from slimcv.pipeline.budget import compress_to_budget
+
+    data = {"spec": "synthetic-shapes", "options": {"size": 64, "length": 16}, "batch_size": 8, "workers": 0,
+            "val_subset": 8}
+    slimcv.train({"model": "unet", "model_kwargs": {"base_width": 16, "depth": 2}, "data": data, "epochs": 1,
+                  "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False})
+    space = S.SearchSpace(prune_ratios=(0.5,), students=[("unet", {"base_width": 4, "depth": 2})], runtimes=("ort",))
+    t = time.perf_counter()
+    r = compress_to_budget(tmp_path / "source", data, target_speedup=1.5, budget_minutes=1.0, space=space,
+                           finalists=1, out_dir=tmp_path / "out", latency_runs=8, progress=False)
+    assert time.perf_counter() - t < 60 + 30  # the budget, plus at most one run's overrun
+    assert r.winner is not None and r.winner.meets and r.winner.latency_ms <= r.budget_ms
+    assert r.winner.kind != "source"  # the source cannot be 1.5x faster than itself
+    model, spec = load_run_model(r.folder)
+    assert model is not None
+    saved = json.loads((tmp_path / "out" / "compress_search.json").read_text())
+    assert {c["name"] for c in saved["candidates"]} == {"source", "pruned_0.5", "unet_base_width4_depth2"}
+    assert all(c["latency_ms"] > 0 for c in saved["candidates"])
+    assert saved["winner"]["name"] == r.winner.name and saved["reference"]["latency_ms"] == r.reference_ms
+    trained = [c for c in saved["candidates"] if c["meets"] and c["kind"] != "source"]
+    assert trained and all(c["metric"] is not None for c in trained)
+
+
+def test_compress_to_a_budget_spends_no_training_when_time_is_up(tmp_path):
+    import slimcv
+    from slimcv.pipeline.budget import compress_to_budget
+
+    data = {"spec": "synthetic-shapes", "options": {"size": 32, "length": 16}, "batch_size": 8, "workers": 0,
+            "val_subset": 8}
+    slimcv.train({"model": "unet", "model_kwargs": {"base_width": 8, "depth": 2}, "data": data, "epochs": 1,
+                  "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False})
+    space = S.SearchSpace(prune_ratios=(), students=[("unet", {"base_width": 2, "depth": 2})], runtimes=("ort",))
+    r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=0.0, space=space,
+                           out_dir=tmp_path / "out", latency_runs=4, progress=False)
+    student = next(c for c in r.candidates if c.kind == "student")
+    assert student.metric is None and "no time left" in student.notes[0]
+    assert r.winner.kind == "source"  # it meets a loose budget and is the only one with a measured metric
+    assert not (tmp_path / "out" / "proxy").exists()
+
+
+def test_cli_search_flags_are_checked(tmp_path, capsys):
+    from slimcv.cli import main
+
+    assert main(["compress", "--model", str(tmp_path), "--target-latency", "5"]) == 2
+    assert "add --budget-minutes" in capsys.readouterr().err
+    assert main(["compress", "--model", str(tmp_path), "--target-speedup", "2", "--budget-minutes", "0"]) == 2
+    assert "must be positive" in capsys.readouterr().err

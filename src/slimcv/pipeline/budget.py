@@ -1,0 +1,162 @@
+"""Compress to a latency budget within a time budget: measure every candidate first, rank those that meet the
+budget by a short distillation run, spend the remaining time on the best, return the most accurate one.
+
+1. The source and every candidate (pruned copies, efficient students) are timed untrained, per runtime, in one
+   interleaved run (``search``).
+2. Each candidate that meets the latency budget gets a proxy run: ``proxy_epochs`` of KD from the source
+   (students from scratch; pruned copies keep the source's weights and fine-tune with KD).
+3. The best ``finalists`` by proxy metric are trained again with the epochs the rest of the time allows.
+4. The most accurate finalist wins; the source itself counts, on any runtime where it already meets the budget.
+``compress_search.json`` lists every candidate with its latency, proxy and final metric.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slimcv._console import console, print_table
+from slimcv._io import atomic_write_json
+from slimcv.errors import SlimcvError
+from slimcv.pipeline import search as S
+
+KD = {"segmentation": {"name": "kd", "weight": 1.0, "temperature": 1.0},
+      "classification": {"name": "kd", "weight": 1.0, "temperature": 4.0}}
+
+
+@dataclass
+class BudgetResult:
+    """The winner (None when nothing meets the budget), every candidate, and the time spent."""
+
+    winner: S.Candidate | None
+    folder: Path | None
+    candidates: list[S.Candidate]
+    reference_ms: float
+    budget_ms: float
+    seconds: float
+    source_metric: float | None = None
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: float | None = None,
+                       target_speedup: float | None = None, budget_minutes: float = 60.0, proxy_epochs: int = 1,
+                       finalists: int = 2, space: S.SearchSpace | None = None, out_dir: str | Path = "runs/compress",
+                       latency_runs: int = 15, threads: int | None = 1, progress: bool = True) -> BudgetResult:
+    """Search the candidates of ``source`` (a model folder) for the most accurate one that meets the latency
+    target on this machine, spending at most ``budget_minutes`` (the last run may overrun by one epoch)."""
+    from slimcv.artifact import load_run_model, metric_key, read_summary
+    from slimcv.data import as_bundle
+
+    start = time.perf_counter()
+    deadline = start + budget_minutes * 60
+    folder = Path(source)
+    if not folder.is_dir():
+        raise SlimcvError(f"{folder} is not a model folder; train or import the model first (slimcv train, or "
+                          "slimcv compress with --weights).")
+    bundle = as_bundle(data)
+    out = Path(out_dir)
+    model, spec = load_run_model(folder)
+    example = bundle.val[0][0][None]
+    space = space or S.SearchSpace(students=S.default_students(bundle.task, tuple(example.shape[-2:])))
+    cands_nets = S.enumerate_candidates(model, example, bundle.num_classes, bundle.task, space)
+    reference = S.measure(cands_nets, example, runs=latency_runs, threads=threads)
+    candidates = [c for c, _ in cands_nets]
+    budget = S.within_budget(candidates, reference, target_latency_ms=target_latency_ms,
+                             target_speedup=target_speedup)
+    key = metric_key(bundle.task)
+    source_metric = (read_summary(folder) or {}).get("metrics", {}).get(key)
+    for c in candidates:
+        if c.kind == "source":
+            c.metric = source_metric
+    result = BudgetResult(None, None, candidates, reference, budget, 0.0, source_metric)
+    trainable = [c for c in S.best_runtime_each(candidates) if c.kind != "source"]
+    console.print(f"reference: the source in ONNX Runtime FP32, {reference:.2f} ms; budget {budget:.2f} ms; "
+                  f"{len(trainable)} of {len({c.name for c in candidates}) - 1} candidates meet it")
+    common = dict(bundle=bundle, folder=folder, task=bundle.task, progress=progress, threads=threads)
+    for c in sorted(trainable, key=lambda c: -c.macs):  # the largest (most capable) first
+        if time.perf_counter() > deadline:
+            c.notes.append("no time left for its proxy run")
+            continue
+        t = time.perf_counter()
+        c.metric = _train(c, out / "proxy" / c.name, proxy_epochs, **common)
+        per_epoch = (time.perf_counter() - t) / proxy_epochs
+        result.log.append({"candidate": c.name, "stage": "proxy", "epochs": proxy_epochs, "metric": c.metric,
+                           "seconds_per_epoch": per_epoch})
+        c.notes.append(f"proxy: {proxy_epochs} epoch(s), {per_epoch:.1f} s each")
+    ranked = sorted((c for c in trainable if c.metric is not None), key=lambda c: -c.metric)[:finalists]
+    for i, c in enumerate(ranked):
+        left = deadline - time.perf_counter()
+        per_epoch = next(r["seconds_per_epoch"] for r in result.log if r["candidate"] == c.name)
+        epochs = int(left / (len(ranked) - i) / per_epoch)
+        if epochs <= proxy_epochs:
+            c.notes.append("kept its proxy run: no time for a longer one")
+            continue
+        metric = _train(c, out / "final" / c.name, epochs, **common)
+        result.log.append({"candidate": c.name, "stage": "final", "epochs": epochs, "metric": metric})
+        c.notes.append(f"final: {epochs} epochs")
+        c.metric = metric
+    meeting = [c for c in candidates if c.meets and c.metric is not None]
+    if meeting:
+        best = max(meeting, key=lambda c: (c.metric, -c.latency_ms))
+        result.winner = best
+        result.folder = folder if best.kind == "source" else _folder_of(out, best)
+    result.seconds = time.perf_counter() - start
+    _write(out, result, target_latency_ms, target_speedup, key)
+    _print(result, key)
+    return result
+
+
+def _folder_of(out: Path, c: S.Candidate) -> Path:
+    final = out / "final" / c.name
+    return final if final.is_dir() else out / "proxy" / c.name
+
+
+def _train(c: S.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, task: str, progress: bool,
+           threads: int | None) -> float:
+    """Train one candidate with KD from the source; returns its validation metric."""
+    import slimcv
+    from slimcv.artifact import metric_key
+
+    kd = KD[task]
+    if c.kind == "pruned":
+        r = slimcv.prune(str(folder), data=bundle, remove=1 - c.macs / _source_macs(folder, bundle), target="macs",
+                         finetune_epochs=epochs, distill=[kd], out_dir=str(run_dir), progress=progress,
+                         latency_runs=0)
+        return r.after["metrics"][metric_key(task)]
+    values = {**c.build, "teacher": str(folder), "epochs": epochs, "losses": [kd], "out_dir": str(run_dir),
+              "progress": progress, "threads": threads, "tensorboard": False}
+    r = slimcv.distill(values, data=bundle)
+    return r.train.best.get("value", r.train.metrics[metric_key(task)])
+
+
+def _source_macs(folder: Path, bundle) -> int:
+    from slimcv.artifact import load_run_model
+    from slimcv.bench.macs import count_macs
+
+    model, _ = load_run_model(folder)
+    return count_macs(model, tuple(bundle.val[0][0][None].shape))
+
+
+def _write(out: Path, r: BudgetResult, target_latency_ms, target_speedup, key: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "compress_search.json", {
+        "target": {"latency_ms": target_latency_ms, "speedup": target_speedup, "budget_ms": r.budget_ms},
+        "reference": {"name": S.REFERENCE, "latency_ms": r.reference_ms, key: r.source_metric},
+        "winner": r.winner.to_json() if r.winner else None, "folder": str(r.folder) if r.folder else None,
+        "seconds": r.seconds, "metric": key, "candidates": [c.to_json() for c in r.candidates], "log": r.log})
+
+
+def _print(r: BudgetResult, key: str) -> None:
+    rows = [(c.name, c.runtime, c.params / 1e6, c.macs / 1e6, c.latency_ms, c.speedup, "yes" if c.meets else "",
+             c.metric) for c in sorted(r.candidates, key=lambda c: c.latency_ms)]
+    print_table(f"candidates (budget {r.budget_ms:.2f} ms)", ["candidate", "runtime", "params (M)", "MMACs", "ms",
+                "speed-up", "meets", key], rows)
+    if r.winner is None:
+        print("No candidate meets the latency budget with a measured accuracy: relax the target or give more "
+              "time.")
+    else:
+        w = r.winner
+        drop = f", {r.source_metric - w.metric:+.2f} pt against the source" if r.source_metric is not None else ""
+        print(f"Chosen: {w.name} in {w.runtime}, {w.latency_ms:.2f} ms ({w.speedup:.2f}x the source in ORT FP32), "
+              f"{key} {w.metric:.2f}{drop}; folder {r.folder}. Search took {r.seconds / 60:.1f} min.")
