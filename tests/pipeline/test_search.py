@@ -23,7 +23,7 @@ def measured():
 
 def test_every_candidate_is_measured_against_the_source_in_one_run(measured):
     cands, ref = measured
-    assert [c.name for c in cands] == ["source", "pruned_0.5", "unet_base_width4_depth2"]
+    assert [c.name for c in cands] == ["source", "pruned_0.5", "unet-base_width4-depth2"]
     assert all(c.latency_ms > 0 and c.params > 0 and c.macs > 0 for c in cands)
     source = next(c for c in cands if c.key == S.REFERENCE)
     assert source.latency_ms == ref and source.speedup == 1.0
@@ -73,11 +73,12 @@ def test_compress_to_a_budget_returns_a_candidate_that_meets_it_in_time(tmp_path
     model, spec = load_run_model(r.folder)
     assert model is not None
     saved = json.loads((tmp_path / "out" / "compress_search.json").read_text())
-    assert {c["name"] for c in saved["candidates"]} == {"source", "pruned_0.5", "unet_base_width4_depth2"}
+    assert {c["name"] for c in saved["candidates"]} == {"source", "pruned_0.5", "unet-base_width4-depth2"}
     assert all(c["latency_ms"] > 0 for c in saved["candidates"])
     assert saved["winner"]["name"] == r.winner.name and saved["reference"]["latency_ms"] == r.reference_ms
     trained = [c for c in saved["candidates"] if c["meets"] and c["kind"] != "source"]
     assert trained and all(c["metric"] is not None for c in trained)
+    assert (tmp_path / "out" / "teacher_cache").is_dir()  # students share one cache of the source's maps
 
 
 def test_compress_to_a_budget_spends_no_training_when_time_is_up(tmp_path):

@@ -124,8 +124,13 @@ def _train(c: S.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, 
                          finetune_epochs=epochs, distill=[kd], out_dir=str(run_dir), progress=progress,
                          latency_runs=0)
         return r.after["metrics"][metric_key(task)]
+    from slimcv.artifact import read_run_config
+
     values = {**c.build, "teacher": str(folder), "epochs": epochs, "losses": [kd], "out_dir": str(run_dir),
-              "progress": progress, "threads": threads, "tensorboard": False}
+              "progress": progress, "threads": threads, "tensorboard": False,
+              "class_weights": (read_run_config(folder) or {}).get("class_weights")}  # the source's loss
+    if task == "segmentation":  # the teacher's maps are computed once and shared by every student
+        values.update(mode="offline", cache={"dir": str(run_dir.parent.parent / "teacher_cache")})
     r = slimcv.distill(values, data=bundle)
     return r.train.best.get("value", r.train.metrics[metric_key(task)])
 

@@ -93,8 +93,8 @@ def enumerate_candidates(source: nn.Module, example: torch.Tensor, num_classes: 
             continue
         nets.append((f"pruned_{ratio:g}", "pruned", {"prune_ratio": ratio}, pruned))
     for name, kwargs in space.students:
-        label = name + "".join(f"_{k}{v:g}" if isinstance(v, (int, float)) else f"_{k}{v}"
-                               for k, v in sorted(kwargs.items()))
+        label = "-".join([name] + [f"{k}{v:g}" if isinstance(v, (int, float)) else f"{k}{v}"
+                                   for k, v in sorted(kwargs.items())])
         nets.append((label, "student", {"model": name, "model_kwargs": dict(kwargs)},
                      create_model(name, num_classes, **kwargs).eval()))
     out = []
