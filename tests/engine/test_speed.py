@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 import slimcv
@@ -50,6 +51,23 @@ def test_timing_stops_at_the_budget_but_times_every_setting_once():
     assert [len(t) for t in times.values()] == [1, 1]
     times = _measure({PLAIN: 0.01, BF16: 0.01})
     assert [len(t) for t in times.values()] == [3, 3]
+
+
+def test_a_setting_whose_step_fails_is_left_out_but_the_plain_one_must_work():
+    clock = FakeClock()
+    steps = clock.steps({PLAIN: 1.0, BF16: 0.5, CL: 0.9})
+
+    def broken():
+        raise RuntimeError("no bf16 kernel for this operator\nmore detail")
+
+    steps[BF16] = broken
+    failures = {}
+    times = S.time_round_robin(steps, timer=clock, failures=failures)
+    assert set(times) == {PLAIN, CL} and S.pick(times) == CL
+    assert failures == {BF16: "no bf16 kernel for this operator"}
+    steps[PLAIN] = broken
+    with pytest.raises(RuntimeError):
+        S.time_round_robin(steps, timer=clock)
 
 
 def test_bf16_is_never_a_candidate_without_native_bf16(monkeypatch):

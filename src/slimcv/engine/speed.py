@@ -53,7 +53,8 @@ class SpeedChoice:
     def describe(self) -> str:
         if not self.measured:
             return f"training in {self.setting.label} ({self.reason})"
-        rates = ", ".join(f"{m['label']} {m['images_per_s']:.1f}" for m in self.measured)
+        rates = ", ".join(f"{m['label']} {m['images_per_s']:.1f}" if m["images_per_s"] else f"{m['label']} failed"
+                          for m in self.measured)
         return f"training in {self.setting.label} ({self.reason}; images/s: {rates})"
 
 
@@ -76,14 +77,24 @@ def candidates(device: torch.device, amp: str = AUTO, channels_last: bool | str 
 
 def time_round_robin(steps: dict[Setting, Callable[[], None]], *, budget_s: float = BUDGET_S, rounds: int = 3,
                      timer: Callable[[], float] = time.perf_counter,
-                     prepare: Callable[[Setting], None] | None = None) -> dict[Setting, list[float]]:
+                     prepare: Callable[[Setting], None] | None = None,
+                     failures: dict[Setting, str] | None = None) -> dict[Setting, list[float]]:
     """Seconds of each timed step per setting: one untimed warm-up step each, then up to ``rounds`` interleaved
-    rounds while the budget lasts (at least one). ``prepare(setting)`` runs untimed before each step."""
+    rounds while the budget lasts (at least one). ``prepare(setting)`` runs untimed before each step. A setting
+    other than the first whose warm-up step fails is left out (its error goes to ``failures``)."""
     start = timer()
-    for s, step in steps.items():
+    steps = dict(steps)
+    for s, step in list(steps.items()):
         if prepare is not None:
             prepare(s)
-        step()
+        try:
+            step()
+        except (RuntimeError, NotImplementedError) as e:  # e.g. an operator without a bf16 kernel
+            if s == next(iter(steps)):
+                raise  # the plain setting itself fails: training would too
+            if failures is not None:
+                failures[s] = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            del steps[s]
     times: dict[Setting, list[float]] = {s: [] for s in steps}
     for _ in range(rounds):
         round_start = timer()
@@ -151,8 +162,9 @@ def probe(model: nn.Module, objective: Any, batch: tuple[torch.Tensor, Any], dev
 
     steps = {s: make_step(s) for s in settings}
     start = time.perf_counter()
+    failures: dict[Setting, str] = {}
     try:
-        times = time_round_robin(steps, budget_s=budget_s, timer=timer, prepare=switch)
+        times = time_round_robin(steps, budget_s=budget_s, timer=timer, prepare=switch, failures=failures)
     finally:
         model.to(memory_format=torch.contiguous_format)
         model.load_state_dict(saved_model)
@@ -164,6 +176,7 @@ def probe(model: nn.Module, objective: Any, batch: tuple[torch.Tensor, Any], dev
         model.train(was_training)
     n = images.shape[0]
     measured = [{"label": s.label, **asdict(s), "images_per_s": n / statistics.median(t)} for s, t in times.items()]
+    measured += [{"label": s.label, **asdict(s), "images_per_s": None, "error": e} for s, e in failures.items()]
     chosen = pick(times)
     reason = "the fastest measured" if chosen != settings[0] else f"none measured clearly faster than {chosen.label}"
     return SpeedChoice(chosen, reason, measured, time.perf_counter() - start, n)
@@ -171,7 +184,8 @@ def probe(model: nn.Module, objective: Any, batch: tuple[torch.Tensor, Any], dev
 
 def choose(model: nn.Module, objective: Any, sample_batch: Callable[[], tuple[torch.Tensor, Any]],
            device: torch.device, make_optimizer: Callable, *, amp: str = AUTO, channels_last: bool | str = AUTO,
-           enabled: bool = True, off_reason: str = "speed probe off", previous: dict[str, Any] | None = None, budget_s: float = BUDGET_S) -> SpeedChoice:
+           enabled: bool = True, off_reason: str = "speed probe off", previous: dict[str, Any] | None = None,
+           budget_s: float = BUDGET_S) -> SpeedChoice:
     """The setting a run trains with: as configured when fixed, the resumed run's when resuming, else measured
     (``sample_batch()`` makes the probe's batch). Random generators are left as they were."""
     plain = Setting("none" if amp == AUTO else amp, False if channels_last == AUTO else bool(channels_last))
