@@ -87,6 +87,7 @@ PRUNE = (
     Flag(("--importance",), "importance", {"help": "l1, l2, bn_scale, taylor, activation or apoz"}),
     Flag(("--global-pruning",), "global_pruning", {"action": "store_true"}),
     Flag(("--min-channels",), "min_channels", {"type": int}),
+    Flag(("--round-to",), "round_to", {"type": int}),
     Flag(("--ignore",), "ignore", {"nargs": "*", "metavar": "LAYER", "help": "layer names never pruned"}),
     Flag(("--finetune-epochs",), "finetune_epochs", {"type": int}),
     Flag(("--lr",), "optim.lr", {"type": float}),

@@ -270,6 +270,8 @@ class PruneConfig(_Config):
     min_channels: int = Field(1, ge=1, description="layer-uniform pruning leaves a layer at least this many "
                               "channels (layers already that narrow are left alone)")
     ignore: tuple[str, ...] = Field((), description="layer names never pruned (besides the class outputs)")
+    round_to: int = Field(1, ge=1, description="layer-uniform pruning keeps channel counts at multiples of this "
+                          "(layers that narrow stay whole)")
     calibration_batches: int = Field(4, ge=1, description="training batches for taylor/activation/apoz")
     bn_batches: int = Field(16, ge=0, description="training batches that re-estimate the BatchNorm statistics "
                             "after each pruning step (0: keep the old ones)")

@@ -207,3 +207,23 @@ def test_fine_tuning_keeps_the_class_weights_the_source_run_was_trained_with(tmp
     assert _source_class_weights(PruneConfig(source=str(tmp_path), class_weights=[1.0, 2.0]), tmp_path) == (1.0, 2.0)
     (tmp_path / "config.json").write_text(json.dumps({"class_weights": None}))
     assert _source_class_weights(PruneConfig(source=str(tmp_path)), tmp_path) is None
+
+
+def test_round_to_keeps_channel_counts_at_multiples():
+    import torch
+    from torch.nn.modules.conv import _ConvNd
+
+    from slimcv.models import create_model
+    from slimcv.prune.structured import prune_structured
+
+    torch.manual_seed(0)
+    net = create_model("unet", 5, base_width=12, depth=2)
+    widths = {n: m.out_channels for n, m in net.named_modules() if isinstance(m, _ConvNd)}
+    prune_structured(net, torch.randn(1, 3, 32, 32), ratio=0.4, num_classes=5, round_to=8)
+    after = {n: m.out_channels for n, m in net.named_modules() if isinstance(m, _ConvNd)}
+    assert after["head"] == 5
+    changed = [n for n in after if after[n] != widths[n]]
+    assert changed  # something was pruned
+    for n in changed:
+        assert after[n] % 8 == 0, (n, widths[n], after[n])
+    assert all(after[n] == widths[n] for n in after if widths[n] <= 8)

@@ -93,7 +93,8 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
     objective = _objective(cfg, original, data, device, class_weights(tcfg, data))
     model.to("cpu")
     common = dict(num_classes=spec["num_classes"], global_pruning=cfg.global_pruning,
-                  max_layer_ratio=cfg.max_layer_ratio, ignored=cfg.ignore, min_channels=cfg.min_channels)
+                  max_layer_ratio=cfg.max_layer_ratio, ignored=cfg.ignore, min_channels=cfg.min_channels,
+                  round_to=cfg.round_to)
     calib = _calibration(cfg, data) if cfg.importance in NEEDS_DATA else None
     if calib is not None:
         common.update(calibration=calib, loss_fn=lambda logits, t: F.cross_entropy(

@@ -230,9 +230,10 @@ def check_forward(model: nn.Module, example_input: torch.Tensor) -> None:
             h.remove()
 
 
-def rounded_ratios(model: nn.Module, ratio: float, min_channels: int = 1) -> dict[str, float]:
+def rounded_ratios(model: nn.Module, ratio: float, min_channels: int = 1, round_to: int = 1) -> dict[str, float]:
     """Per-layer ratios that keep round(n * (1 - ratio)) of each layer's n channels (at least
-    ``min_channels``, or all n when the layer is narrower).
+    ``min_channels``, or all n when the layer is narrower), rounded to a multiple of ``round_to`` (layers of
+    at most ``round_to`` channels stay whole).
 
     Torch-Pruning keeps int(n * (1 - ratio)) channels, so any ratio above zero takes one channel from every
     layer: a 4-channel layer loses 25% at ratio 0.03, and each step of an iterative schedule takes another. On
@@ -245,6 +246,8 @@ def rounded_ratios(model: nn.Module, ratio: float, min_channels: int = 1) -> dic
         n = m.out_channels if isinstance(m, _ConvNd) else m.out_features if isinstance(m, nn.Linear) else 0
         if n:
             keep = max(min(n, min_channels), 1, round(n * (1 - ratio)))
+            if round_to > 1:
+                keep = n if n <= round_to else min(n, max(round_to, round(keep / round_to) * round_to))
             # Torch-Pruning keeps int(n * (1 - r)): aim half a channel above `keep` so the floor lands on it
             out[name] = max(0.0, 1 - (keep + 0.5) / n)
     return out
@@ -262,6 +265,7 @@ def prune_structured(
     ignored: Sequence[str] = (),
     ratio_dict: dict[str, float] | None = None,
     min_channels: int = 1,
+    round_to: int = 1,
     calibration: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> PruneResult:
@@ -274,7 +278,7 @@ def prune_structured(
     params0, macs0 = count_params(model), count_macs(model, shape)
     imp = IMPORTANCES.get(importance)()
     if not global_pruning and ratio > 0:
-        ratio_dict = {**rounded_ratios(model, ratio, min_channels), **(ratio_dict or {})}
+        ratio_dict = {**rounded_ratios(model, ratio, min_channels, round_to), **(ratio_dict or {})}
     pruner = build_pruner(model, example_input, imp, num_classes=num_classes, ratio=ratio,
                           global_pruning=global_pruning, max_layer_ratio=max_layer_ratio, ignored=ignored,
                           ratio_dict=ratio_dict)
