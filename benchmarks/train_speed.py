@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine_overhead import hand_loop  # noqa: E402  (the hand-written reference loop, shared)
 MODELS = {  # name: model, kwargs, dataset, size, batch, optimizer
     "camvid_teacher": ("unet", {"base_width": 16, "depth": 4}, "camvid", [176, 240], 8, "adam"),
     "camvid_student": ("unet", {"base_width": 4, "depth": 4}, "camvid", [176, 240], 8, "adam"),
@@ -61,25 +63,27 @@ def _optimizer(kind: str, params):
     return build_optimizer(params, cfg)
 
 
-def hand_loop(model, batches, optimizer) -> None:
-    """The reference: what a user writes by hand, FP32 and NCHW."""
-    import torch.nn.functional as F
+def _fresh(name: str, kwargs: dict, num_classes: int, setting, opt: str, steps: int):
+    """A seeded model in ``setting``'s memory layout, its optimizer and a constant schedule."""
+    import torch
 
-    model.train()
-    for x, y in batches:
-        loss = F.cross_entropy(model(x), y, ignore_index=255)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    from slimcv.config import ScheduleConfig
+    from slimcv.engine.optim import build_scheduler
+    from slimcv.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes, **kwargs)
+    if setting is not None and setting.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = _optimizer(opt, model.parameters())
+    return model, optimizer, build_scheduler(optimizer, ScheduleConfig(name="constant"), 1000, steps)
 
 
 def measure_steps(key: str, data_root: Path, rounds: int, steps: int) -> dict:
     import torch
 
-    from slimcv.config import ScheduleConfig
     from slimcv.engine import speed as S
     from slimcv.engine.loop import SupervisedLoss, train_one_epoch
-    from slimcv.engine.optim import build_scheduler
     from slimcv.models import create_model
 
     name, kwargs, ds, size, batch, opt = MODELS[key]
@@ -90,19 +94,13 @@ def measure_steps(key: str, data_root: Path, rounds: int, steps: int) -> dict:
     settings = S.candidates(device)
     variants: dict[str, tuple] = {}
     for label, setting in [("hand-written loop (fp32 NCHW)", None)] + [(f"slimcv {s.label}", s) for s in settings]:
-        torch.manual_seed(0)
-        model = create_model(name, data.num_classes, **kwargs)
-        if setting is not None and setting.channels_last:
-            model.to(memory_format=torch.channels_last)
-        optimizer = _optimizer(opt, model.parameters())
-        scheduler = build_scheduler(optimizer, ScheduleConfig(name="constant"), 1000, len(batches))
-        variants[label] = (model, optimizer, scheduler, setting)
+        variants[label] = (*_fresh(name, kwargs, data.num_classes, setting, opt, len(batches)), setting)
 
     def run(label: str, few=None) -> None:
         model, optimizer, scheduler, setting = variants[label]
         todo = batches if few is None else batches[:few]
         if setting is None:
-            hand_loop(model, todo, optimizer)
+            hand_loop(model, todo, optimizer, scheduler)  # the reference: what a user writes by hand
         else:
             train_one_epoch(model, objective, todo, optimizer, scheduler, device, amp=setting.amp,
                             channels_last=setting.channels_last)
@@ -163,22 +161,14 @@ def child(mode: str, key: str, threads: int, steps: int):
     data_root = Path(os.environ["DATA_ROOT"])
     if mode == "workers":
         return measure_workers(key, data_root, steps)
-    from slimcv.config import ScheduleConfig
     from slimcv.engine import speed as S
     from slimcv.engine.loop import SupervisedLoss, train_one_epoch
-    from slimcv.engine.optim import build_scheduler
-    from slimcv.models import create_model
 
     name, kwargs, ds, size, batch, opt = MODELS[key]
     data = _data(ds, data_root, batch, size, cache=False)
     batches = _batches(data, batch, steps)
     s = S.candidates(torch.device("cpu"))[-1]
-    torch.manual_seed(0)
-    model = create_model(name, data.num_classes, **kwargs)
-    if s.channels_last:
-        model.to(memory_format=torch.channels_last)
-    o = _optimizer(opt, model.parameters())
-    sch = build_scheduler(o, ScheduleConfig(name="constant"), 1000, steps)
+    model, o, sch = _fresh(name, kwargs, data.num_classes, s, opt, steps)
     obj, dev = SupervisedLoss(data.info.ignore_index), torch.device("cpu")
     train_one_epoch(model, obj, batches[:1], o, sch, dev, amp=s.amp, channels_last=s.channels_last)
     ts = []
@@ -228,12 +218,9 @@ def measure_workers(key: str, data_root: Path, batches: int, choices=(0, 1, 2)) 
     """Images/s of whole training steps fed by the real loader (decoded images in memory) per worker count."""
     import torch
 
-    from slimcv.config import ScheduleConfig
     from slimcv.data import make_loader
     from slimcv.engine import speed as S
     from slimcv.engine.loop import SupervisedLoss, train_one_epoch
-    from slimcv.engine.optim import build_scheduler
-    from slimcv.models import create_model
 
     name, kwargs, ds, size, batch, opt = MODELS[key]
     rows = []
@@ -242,12 +229,7 @@ def measure_workers(key: str, data_root: Path, batches: int, choices=(0, 1, 2)) 
         data = _data(ds, data_root, batch, size, cache=cache)
         sub = torch.utils.data.Subset(data.train, list(range(batches * batch)))
         for workers in choices:
-            torch.manual_seed(0)
-            model = create_model(name, data.num_classes, **kwargs)
-            if setting.channels_last:
-                model.to(memory_format=torch.channels_last)
-            o = _optimizer(opt, model.parameters())
-            sch = build_scheduler(o, ScheduleConfig(name="constant"), 1000, batches)
+            model, o, sch = _fresh(name, kwargs, data.num_classes, setting, opt, batches)
             loader = make_loader(sub, batch, train=True, workers=workers, seed=0, ignore_index=data.info.ignore_index)
             t = time.perf_counter()
             train_one_epoch(model, SupervisedLoss(data.info.ignore_index), loader, o, sch, torch.device("cpu"),
