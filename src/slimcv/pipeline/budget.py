@@ -122,7 +122,7 @@ def _train(c: S.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, 
     if c.kind == "pruned":
         r = slimcv.prune(str(folder), data=bundle, remove=1 - c.macs / _source_macs(folder, bundle), target="macs",
                          finetune_epochs=epochs, distill=[kd], out_dir=str(run_dir), progress=progress,
-                         latency_runs=0)
+                         latency_runs=0, round_to=S.ROUND_TO)
         return r.after["metrics"][metric_key(task)]
     from slimcv.artifact import read_run_config
 

@@ -23,6 +23,7 @@ from slimcv.errors import SlimcvError
 
 REFERENCE = "source/ort"  # the latency every speed-up is relative to: the source in ONNX Runtime FP32
 PRUNE_RATIOS = (0.25, 0.5, 0.7)
+ROUND_TO = 8  # pruned channel counts at multiples of 8 ran fastest (benchmarks/round_to.py, docs/pruning.md)
 
 
 @dataclass
@@ -87,7 +88,7 @@ def enumerate_candidates(source: nn.Module, example: torch.Tensor, num_classes: 
     for ratio in space.prune_ratios:
         pruned = copy.deepcopy(source).cpu().eval()
         try:
-            prune_structured(pruned, example, num_classes=num_classes, ratio=ratio)
+            prune_structured(pruned, example, num_classes=num_classes, ratio=ratio, round_to=ROUND_TO)
         except SlimcvError as e:
             console.print(f"[dim]pruned {ratio:g}: skipped ({e})[/]")
             continue
