@@ -80,15 +80,17 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
             continue
         t = time.perf_counter()
         c.metric = _train(c, out / "proxy" / c.name, proxy_epochs, **common)
-        per_epoch = (time.perf_counter() - t) / proxy_epochs
+        total = time.perf_counter() - t
+        per_epoch = _epoch_seconds(out / "proxy" / c.name) or total / proxy_epochs
+        setup = max(0.0, total - per_epoch * proxy_epochs)  # pruning, caching, evaluation before and after
         result.log.append({"candidate": c.name, "stage": "proxy", "epochs": proxy_epochs, "metric": c.metric,
-                           "seconds_per_epoch": per_epoch})
+                           "seconds_per_epoch": per_epoch, "setup_seconds": setup})
         c.notes.append(f"proxy: {proxy_epochs} epoch(s), {per_epoch:.1f} s each")
     ranked = sorted((c for c in trainable if c.metric is not None), key=lambda c: -c.metric)[:finalists]
     for i, c in enumerate(ranked):
         left = deadline - time.perf_counter()
-        per_epoch = next(r["seconds_per_epoch"] for r in result.log if r["candidate"] == c.name)
-        epochs = int(left / (len(ranked) - i) / per_epoch)
+        proxy = next(r for r in result.log if r["candidate"] == c.name)
+        epochs = int((left / (len(ranked) - i) - proxy["setup_seconds"]) / proxy["seconds_per_epoch"])
         if epochs <= proxy_epochs:
             c.notes.append("kept its proxy run: no time for a longer one")
             continue
@@ -105,6 +107,14 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     _write(out, result, target_latency_ms, target_speedup, key)
     _print(result, key)
     return result
+
+
+def _epoch_seconds(run_dir: Path) -> float | None:
+    """Mean training-epoch time (evaluation included) recorded under ``run_dir``, or None."""
+    from slimcv._io import read_jsonl
+
+    times = [r["epoch_time_s"] for f in run_dir.rglob("metrics.jsonl") for r in read_jsonl(f) if "epoch_time_s" in r]
+    return sum(times) / len(times) if times else None
 
 
 def _folder_of(out: Path, c: S.Candidate) -> Path:
