@@ -122,19 +122,11 @@ def fit(
     device = D.pick_device(cfg.device, cfg.threads, reserve=workers)
     seed_everything(cfg.seed, cfg.deterministic)
     run_dir = Path(cfg.out_dir)
-    previous = read_run_config(run_dir) if last_checkpoint(run_dir) is not None else None
-    start_epoch, history, best, ckpt = _prepare_run_dir(run_dir, cfg)
+    start_epoch, history, best, ckpt, previous = _prepare_run_dir(run_dir, cfg)
     model.to(device)
     if isinstance(objective, nn.Module):
         objective.to(device)
-    _keep_decoded(data, cfg, workers)
-    train_loader = make_loader(data.train, cfg.data.batch_size, train=True, workers=workers,
-                               seed=cfg.seed, ignore_index=data.info.ignore_index, distributed=distributed)
-    val_loader = make_eval_loader(data.val, cfg.data.eval_batch_size or cfg.data.batch_size, workers,
-                                  data.info.ignore_index, distributed)
-    if len(train_loader) == 0:
-        raise SlimcvError(f"The training set ({len(data.train)} samples) is smaller than one batch "
-                          f"({cfg.data.batch_size}); lower batch_size.")
+    train_loader, val_loader = _loaders(data, cfg, workers, distributed)
     speed = _choose_speed(model, objective, data, train_loader, cfg, device, previous)
     cfg = cfg.model_copy(update={"amp": speed.setting.amp, "channels_last": speed.setting.channels_last})
     if cfg.channels_last:
@@ -177,11 +169,7 @@ def fit(
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "scaler": scaler.state_dict() if scaler else {}, "rng": rng_state(), "best": best,
                      "objective": _objective_state(objective)}
-            # log first: a crash before the checkpoint only leaves a record that resume drops again
-            _append_jsonl(run_dir / "metrics.jsonl", record)
-            save_checkpoint(run_dir, epoch + 1, model, state, keep=cfg.keep_checkpoints)
-            _log_tensorboard(writer, record)
-            _print_epoch(record, metric_name)
+            _save_epoch(run_dir, record, model, state, cfg, writer, metric_name)
         D.barrier()
     model.to(memory_format=torch.contiguous_format)
     result = TrainResult(run_dir=run_dir, metrics=metrics, best=best, history=history, model=model, speed=speed)
@@ -191,6 +179,27 @@ def fit(
     if writer is not None:
         writer.close()
     return result
+
+
+def _loaders(data: DataBundle, cfg: TrainConfig, workers: int, distributed: bool):
+    """The training and validation loaders, after decoded images are kept in memory where they fit."""
+    _keep_decoded(data, cfg, workers)
+    train_loader = make_loader(data.train, cfg.data.batch_size, train=True, workers=workers,
+                               seed=cfg.seed, ignore_index=data.info.ignore_index, distributed=distributed)
+    val_loader = make_eval_loader(data.val, cfg.data.eval_batch_size or cfg.data.batch_size, workers,
+                                  data.info.ignore_index, distributed)
+    if len(train_loader) == 0:
+        raise SlimcvError(f"The training set ({len(data.train)} samples) is smaller than one batch "
+                          f"({cfg.data.batch_size}); lower batch_size.")
+    return train_loader, val_loader
+
+
+def _save_epoch(run_dir: Path, record: dict, model, state: dict, cfg: TrainConfig, writer, metric_name: str) -> None:
+    # log first: a crash before the checkpoint only leaves a record that resume drops again
+    _append_jsonl(run_dir / "metrics.jsonl", record)
+    save_checkpoint(run_dir, record["epoch"], model, state, keep=cfg.keep_checkpoints)
+    _log_tensorboard(writer, record)
+    _print_epoch(record, metric_name)
 
 
 def _keep_decoded(data: DataBundle, cfg: TrainConfig, workers: int) -> None:
@@ -298,25 +307,25 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig):
                               "last.json); point --out-dir at the run to continue, or at a new folder.")
         if cfg.resume and D.is_main() and _has_files(run_dir):
             console.print(f"[yellow]{run_dir} died before its first checkpoint; starting it from scratch.[/]")
-        return 0, [], {}, None
+        return 0, [], {}, None, None
     if not cfg.resume:
         raise SlimcvError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out-dir.")
-    _check_same_config(run_dir, cfg)
+    old = read_run_config(run_dir)
+    _check_same_config(run_dir, old, cfg)
     state = load_state(ckpt)
     epoch = int(state["epoch"])
     history = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("epoch", 0) <= epoch]
-    return epoch, history, state.get("best") or {}, ckpt
+    return epoch, history, state.get("best") or {}, ckpt, old
 
 
 def _has_files(run_dir: Path) -> bool:
     return run_dir.is_dir() and any(p.name not in ("manifest.json", "tb") for p in run_dir.iterdir())
 
 
-def _check_same_config(run_dir: Path, cfg: TrainConfig) -> None:
-    old = read_run_config(run_dir)
-    if old is None:
+def _check_same_config(run_dir: Path, recorded: dict | None, cfg: TrainConfig) -> None:
+    if recorded is None:
         return
-    new = json.loads(cfg.model_dump_json())
+    old, new = dict(recorded), json.loads(cfg.model_dump_json())
     ignore = {"resume", "progress", "out_dir", "epochs", "threads", "device", "speed_probe"}
     ignore |= {k for k in ("amp", "channels_last") if new.get(k) == "auto"}  # auto takes the run's recorded choice
     for d in (old, new):  # how the data is loaded does not change the run

@@ -73,7 +73,8 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     trainable = [c for c in S.best_runtime_each(candidates) if c.kind != "source"]
     console.print(f"reference: the source in ONNX Runtime FP32, {reference:.2f} ms; budget {budget:.2f} ms; "
                   f"{len(trainable)} of {len({c.name for c in candidates}) - 1} candidates meet it")
-    common = dict(bundle=bundle, folder=folder, task=bundle.task, progress=progress, threads=threads)
+    common = dict(bundle=bundle, folder=folder, task=bundle.task, progress=progress, threads=threads,
+                  source_macs=next(c.macs for c in candidates if c.kind == "source"))
     for c in sorted(trainable, key=lambda c: -c.macs):  # the largest (most capable) first
         if time.perf_counter() > deadline:
             c.notes.append("no time left for its proxy run")
@@ -123,14 +124,14 @@ def _folder_of(out: Path, c: S.Candidate) -> Path:
 
 
 def _train(c: S.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, task: str, progress: bool,
-           threads: int | None) -> float:
+           threads: int | None, source_macs: int) -> float:
     """Train one candidate with KD from the source; returns its validation metric."""
     import slimcv
     from slimcv.artifact import metric_key
 
     kd = KD[task]
     if c.kind == "pruned":
-        r = slimcv.prune(str(folder), data=bundle, remove=1 - c.macs / _source_macs(folder, bundle), target="macs",
+        r = slimcv.prune(str(folder), data=bundle, remove=1 - c.macs / source_macs, target="macs",
                          finetune_epochs=epochs, distill=[kd], out_dir=str(run_dir), progress=progress,
                          latency_runs=0, round_to=S.ROUND_TO)
         return r.after["metrics"][metric_key(task)]
@@ -143,14 +144,6 @@ def _train(c: S.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, 
         values.update(mode="offline", cache={"dir": str(run_dir.parent.parent / "teacher_cache")})
     r = slimcv.distill(values, data=bundle)
     return r.train.best.get("value", r.train.metrics[metric_key(task)])
-
-
-def _source_macs(folder: Path, bundle) -> int:
-    from slimcv.artifact import load_run_model
-    from slimcv.bench.macs import count_macs
-
-    model, _ = load_run_model(folder)
-    return count_macs(model, tuple(bundle.val[0][0][None].shape))
 
 
 def _write(out: Path, r: BudgetResult, target_latency_ms, target_speedup, key: str) -> None:

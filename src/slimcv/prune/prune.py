@@ -100,18 +100,7 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
         common.update(calibration=calib, loss_fn=lambda logits, t: F.cross_entropy(
             match_size(logits, t), t, ignore_index=data.info.ignore_index))
 
-    measured: dict[str, Any] = {}  # the first fine-tuning's measured precision and layout serve every step
-
-    def fine_tune(m: nn.Module, step: int, history: list) -> dict[str, Any]:
-        _reestimate(m, data, cfg, device)
-        if cfg.finetune_epochs == 0:
-            return {}
-        step_cfg = tcfg.model_copy(update={"out_dir": str(out / f"step_{step}"), **measured})
-        result = fit(m, data, step_cfg, objective, model_spec=pruned_spec(spec, history, example.shape))
-        if result.speed is not None:
-            measured.update(amp=result.speed.setting.amp, channels_last=result.speed.setting.channels_last)
-        return result.metrics
-
+    fine_tune = _fine_tuner(cfg, tcfg, data, objective, spec, example, device, out)
     extra: dict[str, Any] = {}
     if cfg.sensitivity:
         sens = _sensitivity(model, example, data, cfg, spec["num_classes"], key, device, out)
@@ -151,6 +140,25 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
                                                mode="json")})
     _print(before, after, key)
     return PruneStageResult(model, out, steps, before, after, final_spec)
+
+
+def _fine_tuner(cfg: PruneConfig, tcfg, data: DataBundle, objective, spec: dict[str, Any], example, device,
+                out: Path):
+    """``fine_tune(model, step, history)`` for each pruning step: BatchNorm re-estimated, then ``finetune_epochs``
+    through the engine into ``step_N/``; the first step's measured precision and layout serve every step."""
+    measured: dict[str, Any] = {}
+
+    def fine_tune(m: nn.Module, step: int, history: list) -> dict[str, Any]:
+        _reestimate(m, data, cfg, device)
+        if cfg.finetune_epochs == 0:
+            return {}
+        step_cfg = tcfg.model_copy(update={"out_dir": str(out / f"step_{step}"), **measured})
+        result = fit(m, data, step_cfg, objective, model_spec=pruned_spec(spec, history, example.shape))
+        if result.speed is not None:
+            measured.update(amp=result.speed.setting.amp, channels_last=result.speed.setting.channels_last)
+        return result.metrics
+
+    return fine_tune
 
 
 def _source_class_weights(cfg: PruneConfig, folder: Path | None):
