@@ -113,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     add_flags(d, DISTILL, DistillConfig)
     d.add_argument("--loss", action="append", metavar="NAME[:WEIGHT]",
                    help="KD loss and weight, repeatable: kd, cwd, dkd, dist (e.g. --loss kd:1 --loss cwd:3)")
-    d.add_argument("--temperature", "-T", type=float, help="temperature of every --loss")
+    d.add_argument("--temperature", "-T", type=float, help="temperature of every --loss (default: 1 for "
+                   "segmentation, 4 for classification)")
 
     pr = add("prune", "Structured pruning of a trained run toward a params/MACs target, fine-tuning after each step.")
     _model_args(pr)
@@ -122,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--distill", action="append", metavar="NAME[:WEIGHT]",
                     help="distil from the unpruned model while fine-tuning, e.g. --distill kd:1 "
                     "(loss = alpha * CE + weight * KD)")
-    pr.add_argument("--temperature", "-T", type=float, default=4.0, help="temperature of --distill losses")
+    pr.add_argument("--temperature", "-T", type=float, help="temperature of --distill losses (default: 1 for "
+                    "segmentation, 4 for classification)")
     _threads_arg(pr)
 
     _pipeline_commands(add)
@@ -454,7 +456,8 @@ def _run_model_command(args: argparse.Namespace) -> None:
     if args.command == "prune":
         from slimcv.prune.prune import prune
 
-        distill = [{"name": n, "weight": _weight(f"{n}:{w}", w, "--distill"), "temperature": args.temperature}
+        distill = [{"name": n, "weight": _weight(f"{n}:{w}", w, "--distill"),
+                    **({"temperature": args.temperature} if args.temperature is not None else {})}
                    for n, _, w in (item.partition(":") for item in args.distill or [])]
         from slimcv.cli_flags import PRUNE, values
 

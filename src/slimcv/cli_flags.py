@@ -74,6 +74,8 @@ DISTILL = (
                                                "Hinton's alpha weights the KD term instead)"}),
     Flag(("--kd-weight",), "kd_weight", {"type": float, "help": "weight of every KD loss (the WEIGHT of "
                                          "--loss NAME:WEIGHT)"}),
+    Flag(("--kd-warmup-epochs",), "kd_warmup_epochs", {"type": float, "help": "raise the KD weight linearly "
+                                                       "from 0 over this many epochs"}),
     Flag(("--cache-dir",), "cache.dir", {"help": "where offline teacher maps are stored"}),
 )
 

@@ -69,3 +69,50 @@ def test_the_offline_cache_goes_under_the_students_out_dir(teacher_run, tmp_path
                  "out_dir": str(tmp_path / "student"), **COMMON})
     assert r.cache.parent == tmp_path / "student" / "teacher_cache" and not (tmp_path / "runs").exists()
     assert json.loads((r.cache / "meta.json").read_text())["samples"] == 16
+
+
+def test_kd_weight_warms_up_linearly_and_the_step_count_is_checkpointed():
+    import torch
+
+    from slimcv.config import LossSpec
+    from slimcv.distill.distill import DistillObjective
+
+    torch.manual_seed(0)
+    student, teacher = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(3, 4, 1)
+    images, targets = torch.randn(2, 3, 8, 8), torch.randint(0, 4, (2, 8, 8))
+    plain = DistillObjective(teacher, (LossSpec(name="kd"),), 1.0, 255, None, None)
+    warm = DistillObjective(teacher, (LossSpec(name="kd"),), 1.0, 255, None, None, warmup_steps=4)
+    ref = plain(student, images, targets)
+    ramps = []
+    for _ in range(6):
+        out = warm(student, images, targets)
+        ramps.append(((out["loss"] - out["ce"]) / ref["kd"]).item())
+    assert ramps == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0], abs=1e-5)
+    resumed = DistillObjective(teacher, (LossSpec(name="kd"),), 1.0, 255, None, None, warmup_steps=8)
+    resumed.load_state_dict(warm.state_dict())  # a resumed run continues the ramp where it was
+    out = resumed(student, images, targets)
+    assert ((out["loss"] - out["ce"]) / ref["kd"]).item() == pytest.approx(7 / 8, abs=1e-5)
+
+
+def test_the_default_temperature_is_one_for_maps_and_four_for_logits():
+    import torch
+
+    from slimcv.distill.losses import default_temperature, kd
+
+    assert default_temperature(torch.zeros(2, 3, 4, 4)) == 1.0
+    assert default_temperature(torch.zeros(2, 10)) == 4.0
+    from slimcv.config import DistillConfig
+
+    assert DistillConfig(teacher="t").losses[0].temperature is None  # resolved by the logits' shape
+    from slimcv.config import LossSpec
+    from slimcv.distill.distill import DistillObjective
+
+    torch.manual_seed(0)
+    for student, images, targets, t in ((torch.nn.Linear(3, 10), torch.randn(4, 3), torch.randint(0, 10, (4,)), 4.0),
+                                        (torch.nn.Conv2d(3, 5, 1), torch.randn(2, 3, 6, 6),
+                                         torch.randint(0, 5, (2, 6, 6)), 1.0)):
+        teacher = type(student)(*((3, 10) if t == 4.0 else (3, 5, 1)))
+        out = DistillObjective(teacher, (LossSpec(name="kd"),), 1.0, 255, None, None)(student, images, targets)
+        with torch.no_grad():
+            expected = kd(student(images), teacher(images), targets, temperature=t)["loss"]
+        assert out["kd"].item() == pytest.approx(expected.item(), rel=1e-5)

@@ -149,6 +149,32 @@ def test_points_that_coincide_in_a_plot_are_set_apart():
     assert len(set(together)) == 3 and abs(sum(together)) < 1e-9  # three distinct offsets around the true place
 
 
+def test_frontier_labels_overlap_neither_each_other_nor_the_markers():
+    import matplotlib.pyplot as plt
+
+    from slimcv.report.plots import _label_points
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    # two pairs of frontier points sharing a place (a pruned model and its FP32 file), as on the size panel
+    pts = [(0.037, 20.39), (0.0371, 20.39), (0.09, 20.39), (1.9, 21.94), (1.9001, 21.94), (0.5, 21.0)]
+    ax.scatter(*zip(*pts))
+    ax.set_xscale("log")
+    ax.margins(x=0.12, y=0.1)
+    labels = ["quantize:int8_minmax", "quantize:int8_minmax_openvino", "prune", "teacher", "teacher (ort)",
+              "distill"]
+    drawn = _label_points(ax, pts, labels)
+    renderer = fig.canvas.get_renderer()
+    boxes = [a.get_window_extent(renderer) for a in drawn]
+    assert len(boxes) == len(labels)
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            assert not boxes[i].overlaps(boxes[j]), (drawn[i].get_text(), drawn[j].get_text())
+    centres = ax.transData.transform(pts)
+    for box in boxes:
+        assert not any(box.contains(x, y) for x, y in centres)
+    plt.close(fig)
+
+
 def test_every_runtime_row_of_the_table_has_its_own_marker():
     from slimcv.deploy import runtimes
     from slimcv.report.plots import RUNTIME_MARKERS

@@ -22,7 +22,7 @@ from slimcv.artifact import (check_rebuildable, is_weights_file, metric_key, mod
                              source_label)
 from slimcv.errors import SlimcvError
 from slimcv.distill.features import FeatureDistiller
-from slimcv.distill.losses import KD_LOSSES
+from slimcv.distill.losses import KD_LOSSES, default_temperature
 from slimcv.distill.teacher_cache import CacheFormat, CachedTeacherDataset, build_cache, soft_to_logits
 from slimcv.models import create_model, load_weights
 
@@ -116,7 +116,8 @@ def _distill(cfg: DistillConfig, student_src: Any, teacher_src: Any, data: Any, 
         data, cache_path = with_teacher_cache(teacher, data, cfg, device)
     features = _features(cfg, student, teacher, data)
     objective = DistillObjective(None if cfg.mode == "offline" else teacher, cfg.losses, cfg.alpha,
-                                 data.info.ignore_index, class_weights(cfg, data), features)
+                                 data.info.ignore_index, class_weights(cfg, data), features,
+                                 warmup_steps=round(cfg.kd_warmup_epochs * steps_per_epoch(data, cfg)))
     spec = {**student_spec, "task": data.task, "teacher": teacher_spec}
     if isinstance(student_src, nn.Module):
         cfg = cfg.model_copy(update={"model": spec["name"]})  # labels config.json; the module is what trains
@@ -131,12 +132,16 @@ def _distill(cfg: DistillConfig, student_src: Any, teacher_src: Any, data: Any, 
 
 
 class DistillObjective(nn.Module):
-    """alpha * CE(student, labels) + sum_i weight_i * loss_i(student, teacher); the teacher is frozen and is
-    not a sub-module (its weights stay out of checkpoints and the optimizer)."""
+    """alpha * CE(student, labels) + ramp * sum_i weight_i * loss_i(student, teacher); the teacher is frozen and
+    is not a sub-module (its weights stay out of checkpoints and the optimizer). ``ramp`` rises linearly from 0 to
+    1 over the first ``warmup_steps`` training steps (1 without a warm-up); the step count is checkpointed."""
 
     def __init__(self, teacher: nn.Module | None, losses: tuple[LossSpec, ...], alpha: float, ignore_index: int,
-                 weights: list[float] | None, features: FeatureDistiller | None) -> None:
+                 weights: list[float] | None, features: FeatureDistiller | None, warmup_steps: int = 0) -> None:
         super().__init__()
+        self.warmup_steps = warmup_steps
+        if warmup_steps:
+            self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.__dict__["teacher"] = teacher
         self.losses = [spec for spec in losses if spec.name != "feature"]
         self.feature_weight = sum(spec.weight for spec in losses if spec.name == "feature")
@@ -159,16 +164,28 @@ class DistillObjective(nn.Module):
                 teacher = self.teacher(images)
         s, t = match_size(student, targets), match_size(teacher, targets)
         terms = {"ce": self.ce.ce(student, targets)}
-        total = self.alpha * terms["ce"]
+        kd = student.new_zeros(())
         for spec in self.losses:
-            out = KD_LOSSES.get(spec.name)(s, t, targets, temperature=spec.temperature,
+            out = KD_LOSSES.get(spec.name)(s, t, targets, temperature=spec.temperature or default_temperature(s),
                                            ignore_index=self.ignore_index, **spec.params)
             terms[spec.name] = out["loss"]
-            total = total + spec.weight * out["loss"]
+            kd = kd + spec.weight * out["loss"]
         if self.features is not None:
             terms["feature"] = self.features()
-            total = total + self.feature_weight * terms["feature"]
+            kd = kd + self.feature_weight * terms["feature"]
+        total = self.alpha * terms["ce"] + self._ramp() * kd
         return {"loss": total, **{k: v.detach() for k, v in terms.items()}}
+
+    def _ramp(self) -> float:
+        if not self.warmup_steps or not self.training:
+            return 1.0
+        self.steps += 1
+        return min(1.0, self.steps.item() / self.warmup_steps)
+
+
+def steps_per_epoch(data: DataBundle, cfg: DistillConfig) -> int:
+    """Optimizer steps in one epoch on this process (the training loader drops the last partial batch)."""
+    return max(1, len(data.train) // (cfg.data.batch_size * D.world_size()))
 
 
 def load_teacher(cfg: DistillConfig, num_classes: int, source: Any = None,

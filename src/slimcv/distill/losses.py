@@ -33,6 +33,12 @@ def kd(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor | Non
     return {"loss": loss * t * t}
 
 
+def default_temperature(logits: torch.Tensor) -> float:
+    """The KD temperature when none is given: 1 for dense (N, C, H, W) maps, 4 for (N, C) logits. On CamVid,
+    T=4 pixel-wise KD fell 8 mIoU below T=1; on CIFAR-10, T=4 is the usual and measured-good setting."""
+    return 1.0 if logits.ndim == 4 else 4.0
+
+
 DENSE_ONLY = frozenset({"cwd"})  # losses over (N, C, H, W) maps: segmentation only
 
 

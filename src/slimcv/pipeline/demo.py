@@ -123,5 +123,6 @@ def _print_kd_effect(result: RunResult) -> None:
     print(f"teacher {teacher[key]:.1f} {key}; student alone {alone[key]:.1f}; distilled {kd[key]:.1f} "
           f"(KD effect {effect:+.1f} points)")
     if effect <= 0:
-        print(f"distillation did not help here: the distilled student ended {-effect:.1f} points below (or level "
-              "with) the same student trained alone; the report's verdict says the same")
+        where = "level with" if round(effect, 1) == 0 else f"{-effect:.1f} points below"
+        print(f"distillation did not help here: the distilled student ended {where} the same student trained "
+              "alone; the report's verdict says the same")

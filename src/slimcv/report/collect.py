@@ -313,7 +313,9 @@ def _prune_command(cfg: dict[str, Any]) -> str | None:
     for spec in losses:
         parts.append(f"--distill {spec['name']}:{spec.get('weight', 1.0):g}")
     if losses:
-        parts.append(f"-T {losses[0].get('temperature', 4.0):g} --alpha {cfg.get('alpha', 1.0):g}")
+        if losses[0].get("temperature") is not None:
+            parts.append(f"-T {losses[0]['temperature']:g}")
+        parts.append(f"--alpha {cfg.get('alpha', 1.0):g}")
     if cfg.get("out_dir"):
         parts.append(f"-o {cfg['out_dir']}_again")
     return "slimcv prune " + " ".join(parts)

@@ -118,7 +118,9 @@ def raw_samples(bundle: DataBundle, indices: Sequence[int]) -> dict[int, tuple[n
     return out
 
 
-ERROR_CANDIDATES = (ERROR_RGB, (255, 0, 255), (0, 255, 255), (255, 255, 0), (255, 128, 0))
+ERROR_NAMES = {ERROR_RGB: "red", (255, 0, 255): "magenta", (0, 255, 255): "cyan", (255, 255, 0): "yellow",
+               (255, 128, 0): "orange"}
+ERROR_CANDIDATES = tuple(ERROR_NAMES)
 
 
 def error_color(palette: Sequence[Sequence[int]] | None) -> tuple[int, int, int]:

@@ -96,7 +96,7 @@ def pareto_figure(entries: Sequence[Entry], colors: dict[str, str]) -> bytes | N
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.margins(x=0.12, y=0.1)
-        _label_points(ax, [pts[i] for i in front], [labels[i] for i in front])  # the rest: by colour legend
+        _label_points(ax, [pts[i] for i in front], [labels[i] for i in front], pts, _spread(pts))  # the rest: legend
         ax.set_ylabel(METRIC_LABEL.get(metric, "validation metric (%)"))
         ax.grid(True, alpha=0.3)
         handles = [plt.Line2D([], [], color="black", linewidth=1.2, label="Pareto frontier (ringed, named)")]
@@ -143,22 +143,42 @@ def _shifted(ax, fig, points: float):
     return matplotlib.transforms.offset_copy(ax.transData, fig=fig, x=points, y=0, units="points")
 
 
-def _label_points(ax, pts: Sequence[tuple[float, float]], labels: Sequence[str]) -> None:
-    """Name each point, nudging labels down where they would overlap an earlier one (display coordinates)."""
-    ax.figure.canvas.draw()
+def _label_points(ax, pts: Sequence[tuple[float, float]], labels: Sequence[str],
+                  markers: Sequence[tuple[float, float]] = (), shifts: Sequence[float] = ()) -> list:
+    """Name each point where its label overlaps no other label and no marker and stays inside the axes, trying
+    places around the point at growing distances; one that finds none is drawn farthest out with a leader line.
+    ``markers`` (data coordinates, ``shifts`` in points as drawn) are every point drawn, labelled or not."""
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    px = fig.dpi / 72.0  # display pixels per point
+    drawn = np.asarray(markers or pts, dtype=float)
+    centres = ax.transData.transform(drawn)
+    centres[:, 0] += np.asarray(list(shifts) or [0.0] * len(drawn), dtype=float) * px
+    radius = 7.5 * px  # the frontier ring (s=190) is about 14 points across
+    taken = [Bbox.from_extents(x - radius, y - radius, x + radius, y + radius) for x, y in centres]
+    frame = ax.get_window_extent(renderer)
     xy = ax.transData.transform(np.asarray(pts, dtype=float))
-    x_mid = np.mean(ax.get_window_extent().intervalx)
-    placed: list[tuple[float, float, float]] = []  # left, right, y of each label, in points-ish pixels
+    places = [(dx * r, dy * r) for r in (1.0, 1.8, 2.6, 3.6)
+              for dx, dy in ((11, 5), (11, -9), (-11, 5), (-11, -9), (0, 13), (0, -15))]
+    drawn_labels = []
     for i in sorted(range(len(pts)), key=lambda i: -xy[i][1]):
-        right = xy[i][0] > x_mid  # labels of right-hand points go to their left, inside the axes
-        width = 5.2 * len(labels[i])
-        left_px = xy[i][0] - width - 13 if right else xy[i][0] + 13
-        dy = 6.0
-        while any(left_px < r and left_px + width > l and abs(xy[i][1] + dy - y) < 11 for l, r, y in placed):
-            dy -= 11
-        placed.append((left_px, left_px + width, xy[i][1] + dy))
-        ax.annotate(labels[i], pts[i], textcoords="offset pixels", xytext=(-13 if right else 13, dy), fontsize=8,
-                    ha="right" if right else "left", va="center")
+        for k, (dx, dy) in enumerate(places):
+            last = k == len(places) - 1
+            ann = ax.annotate(labels[i], pts[i], textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                              ha="left" if dx > 0 else ("right" if dx < 0 else "center"), va="center",
+                              arrowprops={"arrowstyle": "-", "color": "0.4", "linewidth": 0.6} if last else None)
+            box = ann.get_window_extent(renderer)
+            free = not any(box.overlaps(t) for t in taken)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if (free and inside) or last:
+                taken.append(box)
+                drawn_labels.append(ann)
+                break
+            ann.remove()
+    return drawn_labels
 
 
 def per_class_figure(entries: Sequence[Entry], colors: dict[str, str], class_names: Sequence[str],

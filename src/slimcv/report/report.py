@@ -210,7 +210,7 @@ def _context(entries, base, figures, colors, class_names, info, task, title, not
                      "config": json.dumps(e.config, indent=2, default=str) if e.config else None,
                      "notes": e.notes} for e in entries],
         "legend": [{"name": n, "rgb": palette[i]} for i, n in enumerate(class_names) if i < len(palette)],
-        "error_rgb": O.error_color(palette), "void_rgb": O.void_color(palette), "notes": notes,
+        "error_rgb": O.error_color(palette), "error_name": O.ERROR_NAMES[O.error_color(palette)], "void_rgb": O.void_color(palette), "notes": notes,
     }
 
 
