@@ -105,3 +105,33 @@ def test_cli_search_flags_are_checked(tmp_path, capsys):
     assert "add --budget-minutes" in capsys.readouterr().err
     assert main(["compress", "--model", str(tmp_path), "--target-speedup", "2", "--budget-minutes", "0"]) == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+def test_int8_candidates_are_timed_as_nncf_files_and_scored_as_deployed(tmp_path):
+    import json
+
+    pytest.importorskip("nncf")
+    pytest.importorskip("openvino")
+    import slimcv
+    from slimcv.pipeline.budget import compress_to_budget
+
+    data = {"spec": "synthetic-shapes", "options": {"size": 64, "length": 16}, "batch_size": 8, "workers": 0,
+            "val_subset": 8}
+    slimcv.train({"model": "unet", "model_kwargs": {"base_width": 16, "depth": 2}, "data": data, "epochs": 1,
+                  "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False})
+    space = S.SearchSpace(prune_ratios=(0.5,), students=[], runtimes=("ort", "openvino"))
+    r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=3, space=space,
+                           finalists=0, out_dir=tmp_path / "out", latency_runs=4, progress=False)  # proxies only
+    keys = {c.key: c for c in r.candidates}
+    assert {"source/ort", "source/openvino", "source/openvino-int8", "pruned_0.5/openvino-int8"} <= set(keys)
+    assert all(c.latency_ms > 0 for c in r.candidates)
+    source_int8 = keys["source/openvino-int8"]
+    assert source_int8.metric is not None and (tmp_path / "out" / "int8" / "source").is_dir()
+    q = json.loads((tmp_path / "out" / "int8" / "source" / "quantize.json").read_text())
+    nncf_row = next(m for m in q["models"] if m["name"] == "int8_nncf_openvino")
+    assert source_int8.metric == nncf_row["metrics"]["miou"]  # the quantized file's own score, not the source's
+    assert keys["pruned_0.5/openvino-int8"].metric is not None  # trained, then quantized
+    best = max((c for c in r.candidates if c.metric is not None), key=lambda c: c.metric)
+    assert r.winner.metric == best.metric and r.folder.is_dir()
+    saved = json.loads((tmp_path / "out" / "compress_search.json").read_text())
+    assert {c["precision"] for c in saved["candidates"]} == {"fp32", "int8"}

@@ -6,7 +6,10 @@ budget by a short distillation run, spend the remaining time on the best, return
 2. Each candidate that meets the latency budget gets a proxy run: ``proxy_epochs`` of KD from the source
    (students from scratch; pruned copies keep the source's weights and fine-tune with KD).
 3. The best ``finalists`` by proxy metric are trained again with the epochs the rest of the time allows.
-4. The most accurate finalist wins; the source itself counts, on any runtime where it already meets the budget.
+4. Networks whose NNCF INT8 file meets the budget are quantized once trained (the source at once: it needs no
+   training) and scored as deployed.
+5. The most accurate candidate that meets the budget wins; the source itself counts, on any runtime or
+   precision where it already meets it.
 ``compress_search.json`` lists every candidate with its latency, proxy and final metric.
 """
 from __future__ import annotations
@@ -37,6 +40,7 @@ class BudgetResult:
     seconds: float
     source_metric: float | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
+    folders: dict[str, Path] = field(default_factory=dict)  # "<name>/int8" -> its quantize folder
 
 
 def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: float | None = None,
@@ -60,16 +64,23 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     example = bundle.val[0][0][None]
     space = space or S.SearchSpace(students=S.default_students(bundle.task, tuple(example.shape[-2:])))
     cands_nets = S.enumerate_candidates(model, example, bundle.num_classes, bundle.task, space)
-    reference = S.measure(cands_nets, example, runs=latency_runs, threads=threads)
+    from slimcv.data import spread
+
+    calibration = [bundle.train[i][0] for i in spread(8, len(bundle.train))]
+    reference = S.measure(cands_nets, example, runs=latency_runs, threads=threads, calibration=calibration)
     candidates = [c for c, _ in cands_nets]
     budget = S.within_budget(candidates, reference, target_latency_ms=target_latency_ms,
                              target_speedup=target_speedup)
     key = metric_key(bundle.task)
     source_metric = (read_summary(folder) or {}).get("metrics", {}).get(key)
     for c in candidates:
-        if c.kind == "source":
+        if c.kind == "source" and c.precision == "fp32":
             c.metric = source_metric
     result = BudgetResult(None, None, candidates, reference, budget, 0.0, source_metric)
+    folders: dict[str, Path] = {"source": folder}
+    t = time.perf_counter()
+    _score_int8(candidates, "source", folder, out, bundle, threads, key, result)
+    int8_seconds = time.perf_counter() - t  # what quantizing a trained network costs, kept free at the end
     trainable = [c for c in S.best_runtime_each(candidates) if c.kind != "source"]
     console.print(f"reference: the source in ONNX Runtime FP32, {reference:.2f} ms; budget {budget:.2f} ms; "
                   f"{len(trainable)} of {len({c.name for c in candidates}) - 1} candidates meet it")
@@ -81,6 +92,7 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
             continue
         t = time.perf_counter()
         c.metric = _train(c, out / "proxy" / c.name, proxy_epochs, **common)
+        folders[c.name] = out / "proxy" / c.name
         total = time.perf_counter() - t
         per_epoch = _epoch_seconds(out / "proxy" / c.name) or total / proxy_epochs
         setup = max(0.0, total - per_epoch * proxy_epochs)  # pruning, caching, evaluation before and after
@@ -88,6 +100,31 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
                            "seconds_per_epoch": per_epoch, "setup_seconds": setup})
         c.notes.append(f"proxy: {proxy_epochs} epoch(s), {per_epoch:.1f} s each")
     ranked = sorted((c for c in trainable if c.metric is not None), key=lambda c: -c.metric)[:finalists]
+    reserve = int8_seconds * sum(any(o.name == c.name and o.precision == "int8" and o.meets for o in candidates)
+                                 for c in trainable if c.metric is not None)
+    _final_round(ranked, deadline - reserve, proxy_epochs, out, folders, result, common)
+    for c in trainable:  # every runtime of a trained network scores as it trained; its INT8 file once quantized
+        if c.metric is None:
+            continue
+        trained = c.metric  # of the FP32 weights; an INT8 candidate scores only once its file is evaluated
+        for other in candidates:
+            if other.name == c.name:
+                other.metric = trained if other.precision == "fp32" else None
+        _score_int8(candidates, c.name, folders[c.name], out, bundle, threads, key, result)
+    meeting = [c for c in candidates if c.meets and c.metric is not None]
+    if meeting:
+        best = max(meeting, key=lambda c: (c.metric, -c.latency_ms))
+        result.winner = best
+        result.folder = result.folders[f"{best.name}/int8"] if best.precision == "int8" else folders[best.name]
+    result.seconds = time.perf_counter() - start
+    _write(out, result, target_latency_ms, target_speedup, key)
+    _print(result, key)
+    return result
+
+
+def _final_round(ranked: list[S.Candidate], deadline: float, proxy_epochs: int, out: Path,
+                 folders: dict[str, Path], result: BudgetResult, common: dict[str, Any]) -> None:
+    """Train the finalists again, sharing the time left before ``deadline`` between them."""
     for i, c in enumerate(ranked):
         left = deadline - time.perf_counter()
         proxy = next(r for r in result.log if r["candidate"] == c.name)
@@ -99,15 +136,7 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
         result.log.append({"candidate": c.name, "stage": "final", "epochs": epochs, "metric": metric})
         c.notes.append(f"final: {epochs} epochs")
         c.metric = metric
-    meeting = [c for c in candidates if c.meets and c.metric is not None]
-    if meeting:
-        best = max(meeting, key=lambda c: (c.metric, -c.latency_ms))
-        result.winner = best
-        result.folder = folder if best.kind == "source" else _folder_of(out, best)
-    result.seconds = time.perf_counter() - start
-    _write(out, result, target_latency_ms, target_speedup, key)
-    _print(result, key)
-    return result
+        folders[c.name] = out / "final" / c.name
 
 
 def _epoch_seconds(run_dir: Path) -> float | None:
@@ -118,9 +147,26 @@ def _epoch_seconds(run_dir: Path) -> float | None:
     return sum(times) / len(times) if times else None
 
 
-def _folder_of(out: Path, c: S.Candidate) -> Path:
-    final = out / "final" / c.name
-    return final if final.is_dir() else out / "proxy" / c.name
+def _score_int8(candidates: list[S.Candidate], name: str, folder: Path, out: Path, bundle, threads: int | None,
+                key: str, result: BudgetResult) -> None:
+    """Quantize the trained network ``name`` (in ``folder``) with NNCF and score its INT8 file in OpenVINO, when
+    that candidate meets the budget; the folder is recorded for the winner."""
+    int8 = next((c for c in candidates if c.name == name and c.precision == "int8" and c.meets), None)
+    if int8 is None:
+        return
+    import slimcv
+
+    q_dir = out / "int8" / name
+    q = slimcv.quantize(str(folder), data=bundle, out_dir=str(q_dir), calibration=(), nncf=True, eager=False,
+                        latency_runs=1, threads=threads, progress=False)
+    row = next((m for m in q.models if m["name"] == "int8_nncf_openvino"), None)
+    if row is None:
+        int8.notes.append("NNCF INT8 could not be built here")
+        return
+    int8.metric = row["metrics"][key]
+    int8.notes.append(f"NNCF INT8 of {folder}")
+    result.log.append({"candidate": name, "stage": "int8", "metric": int8.metric, "folder": str(q_dir)})
+    result.folders[f"{name}/int8"] = q_dir
 
 
 def _train(c: S.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, task: str, progress: bool,
@@ -156,7 +202,7 @@ def _write(out: Path, r: BudgetResult, target_latency_ms, target_speedup, key: s
 
 
 def _print(r: BudgetResult, key: str) -> None:
-    rows = [(c.name, c.runtime, c.params / 1e6, c.macs / 1e6, c.latency_ms, c.speedup, "yes" if c.meets else "",
+    rows = [(c.name, c.label, c.params / 1e6, c.macs / 1e6, c.latency_ms, c.speedup, "yes" if c.meets else "",
              c.metric) for c in sorted(r.candidates, key=lambda c: c.latency_ms)]
     print_table(f"candidates (budget {r.budget_ms:.2f} ms)", ["candidate", "runtime", "params (M)", "MMACs", "ms",
                 "speed-up", "meets", key], rows)
@@ -166,5 +212,5 @@ def _print(r: BudgetResult, key: str) -> None:
     else:
         w = r.winner
         drop = f", {r.source_metric - w.metric:+.2f} pt against the source" if r.source_metric is not None else ""
-        print(f"Chosen: {w.name} in {w.runtime}, {w.latency_ms:.2f} ms ({w.speedup:.2f}x the source in ORT FP32), "
+        print(f"Chosen: {w.name} in {w.label}, {w.latency_ms:.2f} ms ({w.speedup:.2f}x the source in ORT FP32), "
               f"{key} {w.metric:.2f}{drop}; folder {r.folder}. Search took {r.seconds / 60:.1f} min.")

@@ -2,7 +2,8 @@
 
 The candidates are the source model itself on every runtime (so a search never returns something slower than
 deploying the source well), structurally pruned copies of it at several ratios, and students from efficient
-families at several widths and input resolutions. Each is exported to ONNX at the deployment size and timed
+families at several widths and input resolutions. The source and the pruned copies are also tried as OpenVINO
+INT8 files made by NNCF (where NNCF is installed), the peer a CPU user would otherwise reach for. Each is exported to ONNX at the deployment size and timed
 at batch 1 in each runtime, all in one interleaved measurement with the source in ONNX Runtime FP32 as the
 reference. Those within the budget are what training then spends its time on.
 """
@@ -39,12 +40,18 @@ class Candidate:
     latency_ms: float | None = None
     speedup: float | None = None
     meets: bool = False
-    metric: float | None = None  # filled in once it has been trained
+    metric: float | None = None  # filled in once it has been trained (for INT8: of the quantized file)
     notes: list[str] = field(default_factory=list)
+    precision: str = "fp32"  # int8: the network quantized by NNCF, run in OpenVINO
 
     @property
     def key(self) -> str:
-        return f"{self.name}/{self.runtime}"
+        return f"{self.name}/{self.runtime}" + ("-int8" if self.precision == "int8" else "")
+
+    @property
+    def label(self) -> str:
+        """The runtime and precision as tables name them (ort, openvino, openvino-int8)."""
+        return self.runtime + ("-int8" if self.precision == "int8" else "")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +64,7 @@ class SearchSpace:
     prune_ratios: Sequence[float] = PRUNE_RATIOS
     students: Sequence[tuple[str, dict[str, Any]]] = ()
     runtimes: Sequence[str] = ("ort", "openvino")
+    int8: Sequence[str] = ("source", "pruned")  # kinds also tried as NNCF INT8 in OpenVINO
 
 
 def default_students(task: str, input_hw: tuple[int, int]) -> list[tuple[str, dict[str, Any]]]:
@@ -98,18 +106,25 @@ def enumerate_candidates(source: nn.Module, example: torch.Tensor, num_classes: 
                                    for k, v in sorted(kwargs.items())])
         nets.append((label, "student", {"model": name, "model_kwargs": dict(kwargs)},
                      create_model(name, num_classes, **kwargs).eval()))
+    from slimcv.quantize.nncf_ptq import unavailable
+
+    int8 = set(space.int8) if "openvino" in runtimes and unavailable() is None else set()
     out = []
     for label, kind, build, net in nets:
         params, macs = sum(p.numel() for p in net.parameters()), count_macs(net, shape)
         for rt in runtimes:
             out.append((Candidate(label, kind, rt, build, params, macs), net))
+        if kind in int8:
+            out.append((Candidate(label, kind, "openvino", build, params, macs, precision="int8"), net))
     return out
 
 
 def measure(candidates: list[tuple[Candidate, nn.Module]], example: torch.Tensor, *, runs: int = 15,
-            threads: int | None = 1, workdir: str | Path | None = None) -> float:
+            threads: int | None = 1, workdir: str | Path | None = None,
+            calibration: Sequence[torch.Tensor] = ()) -> float:
     """Time every candidate at batch 1 in one interleaved run; fills ``latency_ms`` and ``speedup``. Returns the
-    reference latency (the source in ONNX Runtime FP32)."""
+    reference latency (the source in ONNX Runtime FP32). INT8 candidates are quantized by NNCF on
+    ``calibration`` (images of the dataset; default: the example): INT8 speed does not depend on the weights."""
     from slimcv.bench.latency import time_interleaved
     from slimcv.config import ExportConfig
     from slimcv.deploy.runtime import deployed_runner
@@ -125,13 +140,23 @@ def measure(candidates: list[tuple[Candidate, nn.Module]], example: torch.Tensor
                 path = Path(tmp) / f"{c.name}.onnx"
                 to_onnx(net.cpu().eval(), example, path, ExportConfig(batch=1), dynamic_hw=False)
                 files[id(net)] = path
-            runners[c.key] = deployed_runner(files[id(net)], example, c.runtime, threads)
+            path = files[id(net)]
+            if c.precision == "int8":
+                path = _nncf_int8(path, Path(tmp) / f"{c.name}_int8.xml", calibration or [example])
+            runners[c.key] = deployed_runner(path, example, c.runtime, threads)
         timings = time_interleaved(runners, runs=runs, threads=threads)
     ref = timings[REFERENCE].median_ms
     for c, _ in candidates:
         c.latency_ms = timings[c.key].median_ms
         c.speedup = ref / c.latency_ms
     return ref
+
+
+def _nncf_int8(fp32: Path, xml: Path, images: Sequence[torch.Tensor]) -> Path:
+    from slimcv.quantize.nncf_ptq import quantize_nncf
+
+    with console.status(f"NNCF INT8 of {fp32.stem}"):
+        return quantize_nncf(fp32, xml, [x.reshape(1, *x.shape[-3:]).numpy() for x in images])
 
 
 def within_budget(candidates: Sequence[Candidate], reference_ms: float, *, target_latency_ms: float | None = None,
