@@ -3,9 +3,9 @@
 The candidates are the source model itself on every runtime (so a search never returns something slower than
 deploying the source well), structurally pruned copies of it at several ratios, and students from efficient
 families at several widths and input resolutions. The source and the pruned copies are also tried as OpenVINO
-INT8 files made by NNCF (where NNCF is installed), the peer a CPU user would otherwise reach for. Each is exported to ONNX at the deployment size and timed
-at batch 1 in each runtime, all in one interleaved measurement with the source in ONNX Runtime FP32 as the
-reference. Those within the budget are what training then spends its time on.
+INT8 files made by NNCF (where NNCF is installed), the peer a CPU user would otherwise reach for. Each is
+exported to ONNX at the deployment size and timed at batch 1 in each runtime, all in one interleaved
+measurement with the source in ONNX Runtime FP32 as the reference. Those within the budget are what training then spends its time on.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class Candidate:
 
     @property
     def key(self) -> str:
-        return f"{self.name}/{self.runtime}" + ("-int8" if self.precision == "int8" else "")
+        return f"{self.name}/{self.label}"
 
     @property
     def label(self) -> str:
