@@ -370,7 +370,7 @@ def _compress_search(args: argparse.Namespace) -> None:
         raise SlimcvError(f"{args.model} records no data settings; pass --data SPEC.")
     r = compress_to_budget(args.model, data, target_latency_ms=args.target_latency,
                            target_speedup=args.target_speedup, budget_minutes=args.budget_minutes,
-                           out_dir=args.out_dir, threads=args.threads or 1)
+                           out_dir=args.out_dir, threads=args.threads or 1, max_drop=args.max_drop)
     if r.winner is not None and r.source_metric is not None and r.source_metric - r.winner.metric > args.max_drop:
         print(f"WARNING: the chosen model loses {r.source_metric - r.winner.metric:.2f} pt, more than --max-drop "
               f"{args.max_drop:g}: give more --budget-minutes or relax the target.")

@@ -79,6 +79,7 @@ def test_compress_to_a_budget_returns_a_candidate_that_meets_it_in_time(tmp_path
     trained = [c for c in saved["candidates"] if c["meets"] and c["kind"] != "source"]
     assert trained and all(c["metric"] is not None for c in trained)
     assert (tmp_path / "out" / "teacher_cache").is_dir()  # students share one cache of the source's maps
+    assert (tmp_path / "out" / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_compress_to_a_budget_spends_no_training_when_time_is_up(tmp_path):

@@ -46,9 +46,11 @@ class BudgetResult:
 def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: float | None = None,
                        target_speedup: float | None = None, budget_minutes: float = 60.0, proxy_epochs: int = 1,
                        finalists: int = 2, space: S.SearchSpace | None = None, out_dir: str | Path = "runs/compress",
-                       latency_runs: int = 15, threads: int | None = 1, progress: bool = True) -> BudgetResult:
+                       latency_runs: int = 15, threads: int | None = 1, progress: bool = True,
+                       max_drop: float | None = None) -> BudgetResult:
     """Search the candidates of ``source`` (a model folder) for the most accurate one that meets the latency
-    target on this machine, spending at most ``budget_minutes`` (the last run may overrun by one epoch)."""
+    target on this machine, spending at most ``budget_minutes`` (the last run may overrun by one epoch).
+    ``max_drop`` (points) only marks the allowed band in ``frontier.png``."""
     from slimcv.artifact import load_run_model, metric_key, read_summary
     from slimcv.data import as_bundle
 
@@ -118,6 +120,7 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
         result.folder = result.folders[f"{best.name}/int8"] if best.precision == "int8" else folders[best.name]
     result.seconds = time.perf_counter() - start
     _write(out, result, target_latency_ms, target_speedup, key)
+    _plot(out, result, key, max_drop)
     _print(result, key)
     return result
 
@@ -199,6 +202,19 @@ def _write(out: Path, r: BudgetResult, target_latency_ms, target_speedup, key: s
         "reference": {"name": S.REFERENCE, "latency_ms": r.reference_ms, key: r.source_metric},
         "winner": r.winner.to_json() if r.winner else None, "folder": str(r.folder) if r.folder else None,
         "seconds": r.seconds, "metric": key, "candidates": [c.to_json() for c in r.candidates], "log": r.log})
+
+
+def _plot(out: Path, r: BudgetResult, key: str, max_drop: float | None) -> Path | None:
+    """``frontier.png``: accuracy against measured latency for every trained candidate, the budget drawn."""
+    from slimcv._io import atomic_write
+    from slimcv.report.plots import search_figure
+
+    rows = [{"key": c.key, "kind": c.kind, "label": c.label, "latency_ms": c.latency_ms, "metric": c.metric}
+            for c in r.candidates]
+    png = search_figure(rows, r.budget_ms, key, r.source_metric, r.winner.key if r.winner else None, max_drop)
+    if png is None:
+        return None
+    return atomic_write(out / "frontier.png", lambda tmp: Path(tmp).write_bytes(png))
 
 
 def _print(r: BudgetResult, key: str) -> None:

@@ -23,7 +23,7 @@ from slimcv._console import console
 from slimcv.errors import SlimcvError
 
 REFERENCE = "source/ort"  # the latency every speed-up is relative to: the source in ONNX Runtime FP32
-PRUNE_RATIOS = (0.25, 0.5, 0.7)
+PRUNE_RATIOS = (0.25, 0.35, 0.5, 0.7)
 ROUND_TO = 8  # pruned channel counts at multiples of 8 ran fastest (benchmarks/round_to.py, docs/pruning.md)
 
 

@@ -114,6 +114,63 @@ def pareto_figure(entries: Sequence[Entry], colors: dict[str, str]) -> bytes | N
     return to_png(fig)
 
 
+KIND_COLORS = {"source": "#4c4c4c", "pruned": "#1f77b4", "student": "#2ca02c"}
+LABEL_MARKERS = {"ort": "s", "openvino": "D", "openvino-int8": "v", "eager": "o"}
+
+
+def search_figure(rows: Sequence[dict], budget_ms: float, metric: str, source_metric: float | None = None,
+                  winner: str | None = None, max_drop: float | None = None) -> bytes | None:
+    """A latency-budget search at a glance: every trained candidate's accuracy against its measured latency,
+    coloured by kind (source, pruned, student), the budget as a vertical line, the source's accuracy (and the
+    allowed drop) as horizontal lines, the frontier drawn and the winner named. ``rows`` are dicts with
+    ``key``, ``kind``, ``label`` (runtime), ``latency_ms`` and ``metric``; rows without a metric are left out."""
+    rows = [r for r in rows if r.get("metric") is not None and r.get("latency_ms")]
+    if not rows:
+        return None
+    pts = [(r["latency_ms"], r["metric"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(8.0, 5.4))
+    shifts = _spread(pts)
+    for r, (x, y), shift in zip(rows, pts, shifts):
+        ax.scatter(x, y, s=60, color=KIND_COLORS.get(r["kind"], "#ff7f0e"), marker=LABEL_MARKERS.get(r["label"], "*"),
+                   zorder=3, edgecolor="black", linewidth=0.5, transform=_shifted(ax, fig, shift))
+    front = pareto_front(pts)
+    ax.step([pts[i][0] for i in front], [pts[i][1] for i in front], where="post", color="black", linewidth=1.0,
+            alpha=0.6, zorder=2)
+    ax.axvline(budget_ms, color="#d62728", linestyle="--", linewidth=1.2, zorder=1)
+    if source_metric is not None:
+        ax.axhline(source_metric, color="0.3", linestyle=":", linewidth=1.0, zorder=1)
+        if max_drop is not None:
+            ax.axhspan(source_metric - max_drop, source_metric, color="#2ca02c", alpha=0.08, zorder=0)
+    xs = [p[0] for p in pts] + [budget_ms]
+    if min(xs) > 0 and max(xs) / min(xs) > 8:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.margins(x=0.12, y=0.12)
+    named = sorted(set(front) | {i for i, r in enumerate(rows) if r["key"] == winner})
+    labels = [rows[i]["key"] + (" (chosen)" if rows[i]["key"] == winner else "") for i in named]
+    if winner is not None:
+        for i in named:
+            if rows[i]["key"] == winner:
+                ax.scatter(*pts[i], s=260, facecolors="none", edgecolors="#d62728", linewidth=1.8, zorder=4)
+    _label_points(ax, [pts[i] for i in named], labels, pts, shifts)
+    ax.set_xlabel("latency, batch 1, median (ms), measured before training")
+    ax.set_ylabel(METRIC_LABEL.get(metric, "validation metric (%)"))
+    ax.set_title("latency-budget search: every trained candidate")
+    ax.grid(True, alpha=0.3)
+    handles = [plt.Line2D([], [], linestyle="", marker="o", color=c, label=k) for k, c in KIND_COLORS.items()
+               if any(r["kind"] == k for r in rows)]
+    handles += [plt.Line2D([], [], linestyle="", marker=m, color="gray", label=k) for k, m in LABEL_MARKERS.items()
+                if any(r["label"] == k for r in rows)]
+    handles.append(plt.Line2D([], [], color="#d62728", linestyle="--", label=f"budget {budget_ms:.3g} ms"))
+    if source_metric is not None:
+        handles.append(plt.Line2D([], [], color="0.3", linestyle=":", label="source's accuracy"
+                                  + (f" (band: -{max_drop:g})" if max_drop is not None else "")))
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4, frameon=False)
+    fig.tight_layout()
+    return to_png(fig)
+
+
 def _spread(pts: Sequence[tuple[float, float]], tol: float = 0.004) -> list[float]:
     """Horizontal offsets in points that set apart markers sharing a place (the same file in two rows, or a
     pruned model and its FP32 export), so each stays visible; 0 for a point alone."""
