@@ -204,7 +204,15 @@ class CacheConfig(_Config):
 
     dir: str | None = Field(None, description="where the maps are stored (default: teacher_cache/ in the run's "
                             "out_dir; a recipe keeps them in its run folder's cache/)")
-    scale: float = Field(0.5, gt=0, le=1)
+    scale: float | Literal["auto"] = Field("auto", description="fraction of the training size the maps are "
+                                           "stored at; auto: full size when the cache fits in 2 GiB, else 1/2, 1/4")
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_range(cls, v):
+        if v != "auto" and not 0 < v <= 1:
+            raise ValueError("scale must be in (0, 1], or auto")
+        return v
     dtype: Literal["uint8", "fp16", "topk"] = "uint8"
     topk: int = Field(3, ge=1)
 

@@ -68,7 +68,9 @@ def test_the_offline_cache_goes_under_the_students_out_dir(teacher_run, tmp_path
     r = distill({"teacher": str(teacher_run), "model": "unet_small", "data": data, "epochs": 1, "mode": "offline",
                  "out_dir": str(tmp_path / "student"), **COMMON})
     assert r.cache.parent == tmp_path / "student" / "teacher_cache" and not (tmp_path / "runs").exists()
-    assert json.loads((r.cache / "meta.json").read_text())["samples"] == 16
+    meta = json.loads((r.cache / "meta.json").read_text())
+    assert meta["samples"] == 16
+    assert meta["format"]["scale"] == 1.0  # scale: auto keeps a small cache at the training size
 
 
 def test_kd_weight_warms_up_linearly_and_the_step_count_is_checkpointed():

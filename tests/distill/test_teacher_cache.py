@@ -79,3 +79,14 @@ def test_uint8_map_matches_teacher_probabilities(tmp_path):
         p = torch.softmax(teacher(((img - 0.5) / 0.25)[None]), 1)[0]
     stored = cache.soft_map(0, (32, 32)).float() / 255
     assert (stored - p).abs().max().item() < 1 / 255 + 1e-4
+
+
+def test_auto_scale_keeps_the_training_size_while_the_cache_fits():
+    from slimcv.distill.teacher_cache import auto_scale
+
+    assert auto_scale(367, 11, (176, 240)) == 1.0  # CamVid: 163 MiB of uint8 maps
+    assert auto_scale(367, 11, (176, 240), "fp16") == 1.0
+    # Cityscapes at 512x1024, 19 classes: 28 GiB at full size, 1.8 GiB at a quarter
+    assert auto_scale(2975, 19, (512, 1024)) == 0.25
+    assert auto_scale(10, 4, (64, 64), limit=10 * 4 * 32 * 32) == 0.5
+    assert auto_scale(10, 4, (64, 64), "topk", topk=1, limit=10 * 2 * 64 * 64) == 1.0

@@ -23,7 +23,7 @@ from slimcv.artifact import (check_rebuildable, is_weights_file, metric_key, mod
 from slimcv.errors import SlimcvError
 from slimcv.distill.features import FeatureDistiller
 from slimcv.distill.losses import KD_LOSSES, default_temperature
-from slimcv.distill.teacher_cache import CacheFormat, CachedTeacherDataset, build_cache, soft_to_logits
+from slimcv.distill.teacher_cache import CacheFormat, CachedTeacherDataset, auto_scale, build_cache, soft_to_logits
 from slimcv.models import create_model, load_weights
 
 
@@ -224,7 +224,12 @@ def with_teacher_cache(teacher: nn.Module, data: DataBundle, cfg: DistillConfig,
     else:
         picked = {}
     size = data.config.size or data.info.native_size
-    fmt = CacheFormat(cfg.cache.scale, cfg.cache.dtype, cfg.cache.topk)
+    scale = cfg.cache.scale
+    if scale == "auto":
+        hw = size if size is not None else tuple(base.load(0)[0].shape[-2:])
+        hw = tuple(hw) if isinstance(hw, (list, tuple)) else (hw, hw)
+        scale = auto_scale(len(base), data.num_classes, hw, cfg.cache.dtype, cfg.cache.topk)
+    fmt = CacheFormat(scale, cfg.cache.dtype, cfg.cache.topk)
     data_id = {"spec": data.config.spec, "split": data.config.train_split, "options": data.config.options,
                "size": size, "mean": data.info.mean, "std": data.info.std, "samples": len(base), **picked}
     root = cfg.cache.dir or (Path(cfg.out_dir) / "teacher_cache" if cfg.out_dir else _temporary_cache_root())

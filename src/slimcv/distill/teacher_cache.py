@@ -41,6 +41,22 @@ class CacheFormat:
     topk: int = 3
 
 
+AUTO_SCALE_LIMIT = 2 * 2**30  # bytes: above this a full-size cache is stored at half (or quarter) size
+
+
+def auto_scale(samples: int, num_classes: int, hw: tuple[int, int], dtype: str = "uint8", topk: int = 3,
+               limit: int = AUTO_SCALE_LIMIT) -> float:
+    """The cache scale for ``scale: auto``: the training size itself when the maps fit in ``limit`` bytes, else
+    the largest of 1/2, 1/4, 1/8 that does. Half-size maps blur class boundaries: on 64x64 synthetic shapes a
+    student distilled from them ended 6 mIoU below one distilled from full-size maps (docs/distillation.md)."""
+    channels = 2 * topk if dtype == "topk" else num_classes
+    per_value = 2 if dtype == "fp16" else 1
+    for scale in (1.0, 0.5, 0.25):
+        if samples * channels * per_value * round(hw[0] * scale) * round(hw[1] * scale) <= limit:
+            return scale
+    return 0.125
+
+
 @dataclass
 class TeacherCache:
     """An opened cache: ``maps`` is a read-only memmap of shape (N, C or 2k, h, w)."""
