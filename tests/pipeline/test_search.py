@@ -136,3 +136,14 @@ def test_int8_candidates_are_timed_as_nncf_files_and_scored_as_deployed(tmp_path
     assert r.winner.metric == best.metric and r.folder.is_dir()
     saved = json.loads((tmp_path / "out" / "compress_search.json").read_text())
     assert {c["precision"] for c in saved["candidates"]} == {"fp32", "int8"}
+
+
+def test_the_summary_signs_a_loss_as_negative(capsys):
+    from slimcv.pipeline.budget import BudgetResult, _print
+
+    src = S.Candidate("source", "source", "ort", {}, 100, 1000, latency_ms=10.0, speedup=1.0, metric=53.26)
+    won = S.Candidate("pruned_0.5", "pruned", "openvino", {"prune_ratio": 0.5}, 25, 250, latency_ms=1.6,
+                      speedup=6.3, meets=True, metric=51.89)
+    _print(BudgetResult(won, None, [src, won], 10.0, 1.7, 60.0, source_metric=53.26), "miou")
+    out = capsys.readouterr().out
+    assert "-1.37 pt against the source" in out and "6.30x" in out

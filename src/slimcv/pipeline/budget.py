@@ -227,6 +227,6 @@ def _print(r: BudgetResult, key: str) -> None:
               "time.")
     else:
         w = r.winner
-        drop = f", {r.source_metric - w.metric:+.2f} pt against the source" if r.source_metric is not None else ""
+        drop = f", {w.metric - r.source_metric:+.2f} pt against the source" if r.source_metric is not None else ""
         print(f"Chosen: {w.name} in {w.label}, {w.latency_ms:.2f} ms ({w.speedup:.2f}x the source in ORT FP32), "
               f"{key} {w.metric:.2f}{drop}; folder {r.folder}. Search took {r.seconds / 60:.1f} min.")
