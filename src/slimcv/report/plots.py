@@ -144,6 +144,7 @@ def search_figure(rows: Sequence[dict], budget_ms: float, metric: str, source_me
     xs = [p[0] for p in pts] + [budget_ms]
     if min(xs) > 0 and max(xs) / min(xs) > 8:
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.margins(x=0.12, y=0.12)
