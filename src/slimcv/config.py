@@ -294,6 +294,8 @@ class PruneConfig(_Config):
         "source", description="cross-entropy class weights while fine-tuning; 'source': those the pruned run "
         "was trained with")
     sensitivity: tuple[float, ...] = Field((), description="ratios for a per-layer sensitivity analysis first")
+    layer_ratios: dict[str, float] | None = Field(None, description="channel ratio per layer name (e.g. from a "
+                                                  "sensitivity analysis), used instead of the remove target")
     max_drop: float | None = Field(None, gt=0, description="with sensitivity: per-layer ratios that keep each "
                                    "layer's drop within this, used instead of the remove target")
     sensitivity_batches: int = Field(8, ge=1, description="validation batches each sensitivity trial scores")

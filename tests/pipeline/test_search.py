@@ -15,7 +15,7 @@ def measured():
     source = create_model("unet", 3, base_width=16, depth=2).eval()
     example = torch.randn(1, 3, 64, 64)
     space = S.SearchSpace(prune_ratios=(0.5,), students=[("unet", {"base_width": 4, "depth": 2})],
-                          runtimes=("ort",))
+                          runtimes=("ort",), sensitivity_drops=())
     cands = S.enumerate_candidates(source, example, 3, "segmentation", space)
     ref = S.measure(cands, example, runs=8)
     return [c for c, _ in cands], ref
@@ -63,7 +63,8 @@ def test_compress_to_a_budget_returns_a_candidate_that_meets_it_in_time(tmp_path
             "val_subset": 8}
     slimcv.train({"model": "unet", "model_kwargs": {"base_width": 16, "depth": 2}, "data": data, "epochs": 1,
                   "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False})
-    space = S.SearchSpace(prune_ratios=(0.5,), students=[("unet", {"base_width": 4, "depth": 2})], runtimes=("ort",))
+    space = S.SearchSpace(prune_ratios=(0.5,), students=[("unet", {"base_width": 4, "depth": 2})], runtimes=("ort",),
+                          sensitivity_drops=())
     t = time.perf_counter()
     r = compress_to_budget(tmp_path / "source", data, target_speedup=1.5, budget_minutes=0.5, space=space,
                            finalists=1, out_dir=tmp_path / "out", latency_runs=8, progress=False)
@@ -90,7 +91,8 @@ def test_compress_to_a_budget_spends_no_training_when_time_is_up(tmp_path):
             "val_subset": 8}
     slimcv.train({"model": "unet", "model_kwargs": {"base_width": 8, "depth": 2}, "data": data, "epochs": 1,
                   "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False})
-    space = S.SearchSpace(prune_ratios=(), students=[("unet", {"base_width": 2, "depth": 2})], runtimes=("ort",))
+    space = S.SearchSpace(prune_ratios=(), students=[("unet", {"base_width": 2, "depth": 2})], runtimes=("ort",),
+                          sensitivity_drops=())
     r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=0.0, space=space,
                            out_dir=tmp_path / "out", latency_runs=4, progress=False)
     student = next(c for c in r.candidates if c.kind == "student")
@@ -120,7 +122,7 @@ def test_int8_candidates_are_timed_as_nncf_files_and_scored_as_deployed(tmp_path
             "val_subset": 8}
     slimcv.train({"model": "unet", "model_kwargs": {"base_width": 16, "depth": 2}, "data": data, "epochs": 1,
                   "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False})
-    space = S.SearchSpace(prune_ratios=(0.5,), students=[], runtimes=("ort", "openvino"))
+    space = S.SearchSpace(prune_ratios=(0.5,), students=[], runtimes=("ort", "openvino"), sensitivity_drops=())
     r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=3, space=space,
                            finalists=0, out_dir=tmp_path / "out", latency_runs=4, progress=False)  # proxies only
     keys = {c.key: c for c in r.candidates}
@@ -147,3 +149,42 @@ def test_the_summary_signs_a_loss_as_negative(capsys):
     _print(BudgetResult(won, None, [src, won], 10.0, 1.7, 60.0, source_metric=53.26), "miou")
     out = capsys.readouterr().out
     assert "-1.37 pt against the source" in out and "6.30x" in out
+
+
+def test_sensitivity_guided_copies_are_searched_and_trained(tmp_path):
+    import json
+
+    import slimcv
+    from slimcv.pipeline.budget import compress_to_budget
+
+    data = {"spec": "synthetic-shapes", "options": {"size": 64, "length": 16}, "batch_size": 8, "workers": 0,
+            "val_subset": 8}
+    slimcv.train({"model": "unet", "model_kwargs": {"base_width": 16, "depth": 2}, "data": data, "epochs": 1,
+                  "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False})
+    space = S.SearchSpace(prune_ratios=(), students=[], runtimes=("ort",), sensitivity_drops=(100.0,),
+                          sensitivity_ratios=(0.5,))
+    r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=2, space=space,
+                           finalists=0, out_dir=tmp_path / "out", latency_runs=4, progress=False)
+    sens = json.loads((tmp_path / "out" / "sensitivity.json").read_text())
+    c = next(c for c in r.candidates if c.name == "pruned_sens100")
+    # a 100-point allowance lets every analysed layer take the tested ratio
+    assert c.build["layer_ratios"] == {layer: 0.5 for layer in sens["curves"]} and len(sens["curves"]) > 3
+    source = next(c for c in r.candidates if c.kind == "source")
+    assert c.kind == "pruned" and c.macs < 0.5 * source.macs and c.latency_ms > 0
+    assert c.metric is not None  # its proxy run pruned it by the same per-layer ratios and fine-tuned it
+    pruned = json.loads((tmp_path / "out" / "proxy" / "pruned_sens100" / "prune.json").read_text())
+    assert pruned["after"]["macs"] == c.macs
+
+
+def test_layer_ratios_are_checked_and_rounded():
+    from slimcv.prune.structured import check_layer_ratios
+
+    model = create_model("unet", 3, base_width=16, depth=2)
+    layer = "encoders.1.0"
+    assert check_layer_ratios(model, {layer: 0.3}) == {layer: 0.3}
+    rounded = check_layer_ratios(model, {layer: 0.3}, round_to=8)  # 32 channels: keep 22 -> 24
+    assert int(32 * (1 - rounded[layer])) == 24
+    with pytest.raises(SlimcvError, match="no convolution"):
+        check_layer_ratios(model, {"nope": 0.5})
+    with pytest.raises(SlimcvError, match="below 1"):
+        check_layer_ratios(model, {layer: 1.0})

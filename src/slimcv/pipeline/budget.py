@@ -1,8 +1,8 @@
 """Compress to a latency budget within a time budget: measure every candidate first, rank those that meet the
 budget by a short distillation run, spend the remaining time on the best, return the most accurate one.
 
-1. The source and every candidate (pruned copies, efficient students) are timed untrained, per runtime, in one
-   interleaved run (``search``).
+1. The source and every candidate (pruned copies, layer-uniform and sensitivity-guided; efficient students) are
+   timed untrained, per runtime, in one interleaved run (``search``).
 2. Each candidate that meets the latency budget gets a proxy run: ``proxy_epochs`` of KD from the source
    (students from scratch; pruned copies keep the source's weights and fine-tune with KD).
 3. The best ``finalists`` by proxy metric are trained again with the epochs the rest of the time allows.
@@ -65,7 +65,14 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     model, spec = load_run_model(folder)
     example = bundle.val[0][0][None]
     space = space or S.SearchSpace(students=S.default_students(bundle.task, tuple(example.shape[-2:])))
-    cands_nets = S.enumerate_candidates(model, example, bundle.num_classes, bundle.task, space)
+    layer_ratios = None
+    if space.sensitivity_drops:  # each layer pruned alone, scored on a few validation batches
+        from slimcv.prune.prune import sensitivity_analysis
+
+        sens = sensitivity_analysis(model, example, bundle, ratios=space.sensitivity_ratios, out_dir=out,
+                                    progress=progress)
+        layer_ratios = S.sensitivity_candidates(sens, space.sensitivity_drops)
+    cands_nets = S.enumerate_candidates(model, example, bundle.num_classes, bundle.task, space, layer_ratios)
     from slimcv.data import spread
 
     calibration = [bundle.train[i][0] for i in spread(8, len(bundle.train))]
@@ -180,9 +187,10 @@ def _train(c: S.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, 
 
     kd = KD[task]
     if c.kind == "pruned":
-        r = slimcv.prune(str(folder), data=bundle, remove=1 - c.macs / source_macs, target="macs",
-                         finetune_epochs=epochs, distill=[kd], out_dir=str(run_dir), progress=progress,
-                         latency_runs=0, round_to=S.ROUND_TO)
+        how = ({"layer_ratios": c.build["layer_ratios"]} if "layer_ratios" in c.build
+               else {"remove": 1 - c.macs / source_macs, "target": "macs"})
+        r = slimcv.prune(str(folder), data=bundle, **how, finetune_epochs=epochs, distill=[kd], out_dir=str(run_dir),
+                         progress=progress, latency_runs=0, round_to=S.ROUND_TO)
         return r.after["metrics"][metric_key(task)]
     from slimcv.artifact import read_run_config
 

@@ -65,6 +65,10 @@ class SearchSpace:
     students: Sequence[tuple[str, dict[str, Any]]] = ()
     runtimes: Sequence[str] = ("ort", "openvino")
     int8: Sequence[str] = ("source", "pruned")  # kinds also tried as NNCF INT8 in OpenVINO
+    # sensitivity-guided pruned copies: per layer, the largest ratio whose drop (points, that layer alone)
+    # stays within each of these
+    sensitivity_drops: Sequence[float] = (1.0, 3.0)
+    sensitivity_ratios: Sequence[float] = (0.25, 0.5, 0.75)
 
 
 def default_students(task: str, input_hw: tuple[int, int]) -> list[tuple[str, dict[str, Any]]]:
@@ -79,9 +83,11 @@ def default_students(task: str, input_hw: tuple[int, int]) -> list[tuple[str, di
 
 
 def enumerate_candidates(source: nn.Module, example: torch.Tensor, num_classes: int, task: str,
-                         space: SearchSpace) -> list[tuple[Candidate, nn.Module]]:
+                         space: SearchSpace, layer_ratios: dict[str, dict[str, float]] | None = None
+                         ) -> list[tuple[Candidate, nn.Module]]:
     """Every candidate network (untrained students, pruned copies) with its parameter and MAC counts, once per
-    runtime that can run here."""
+    runtime that can run here. ``layer_ratios`` names sensitivity-guided pruned copies: name -> per-layer
+    ratios (from ``sensitivity_ratios``)."""
     from slimcv.bench.macs import count_macs
     from slimcv.deploy.runtimes import available
     from slimcv.models import create_model
@@ -101,6 +107,14 @@ def enumerate_candidates(source: nn.Module, example: torch.Tensor, num_classes: 
             console.print(f"[dim]pruned {ratio:g}: skipped ({e})[/]")
             continue
         nets.append((f"pruned_{ratio:g}", "pruned", {"prune_ratio": ratio}, pruned))
+    for name, ratios in (layer_ratios or {}).items():
+        if not any(r > 0 for r in ratios.values()):
+            console.print(f"[dim]{name}: skipped (no layer can be pruned within its drop)[/]")
+            continue
+        pruned = copy.deepcopy(source).cpu().eval()
+        prune_structured(pruned, example, num_classes=num_classes, ratio=0.0, round_to=ROUND_TO,
+                         ratio_dict={k: v for k, v in ratios.items() if v > 0})
+        nets.append((name, "pruned", {"layer_ratios": dict(ratios)}, pruned))
     for name, kwargs in space.students:
         label = "-".join([name] + [f"{k}{v:g}" if isinstance(v, (int, float)) else f"{k}{v}"
                                    for k, v in sorted(kwargs.items())])
@@ -157,6 +171,17 @@ def _nncf_int8(fp32: Path, xml: Path, images: Sequence[torch.Tensor]) -> Path:
 
     with console.status(f"NNCF INT8 of {fp32.stem}"):
         return quantize_nncf(fp32, xml, [x.reshape(1, *x.shape[-3:]).numpy() for x in images])
+
+
+def sensitivity_candidates(sens, drops: Sequence[float]) -> dict[str, dict[str, float]]:
+    """Sensitivity-guided pruned copies, ``pruned_sens<drop>``: per layer the largest tested ratio whose drop
+    (that layer pruned alone) stays within ``drop`` points; copies that prune the same are kept once."""
+    out: dict[str, dict[str, float]] = {}
+    for d in sorted(drops):
+        ratios = sens.layer_ratios(d)
+        if ratios not in out.values():
+            out[f"pruned_sens{d:g}"] = ratios
+    return out
 
 
 def within_budget(candidates: Sequence[Candidate], reference_ms: float, *, target_latency_ms: float | None = None,

@@ -8,8 +8,10 @@ import itertools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -27,7 +29,8 @@ from slimcv.engine.train import class_weights, finetune_config, fit, make_eval_l
 from slimcv.prune import sensitivity as S
 from slimcv.prune.schedule import _Meter, prune_to_target, ratio_for
 from slimcv.prune.soft import remove_soft_pruned, soft_prune_step, zeroed_filters
-from slimcv.prune.structured import NEEDS_DATA, PruneResult, prune_structured, pruned_spec, save_pruned
+from slimcv.prune.structured import (NEEDS_DATA, PruneResult, check_layer_ratios, prune_structured, pruned_spec,
+                                     save_pruned)
 
 
 @dataclass
@@ -107,8 +110,11 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
         extra["sensitivity"] = str(out / "sensitivity.json")
     if cfg.method == "soft":
         steps, history = _soft(model, example, data, cfg, spec, tcfg, objective, common, out)
-    elif cfg.max_drop is not None:
-        ratios = {k: v for k, v in sens.layer_ratios(cfg.max_drop).items() if v > 0}
+    elif cfg.layer_ratios or cfg.max_drop is not None:
+        if cfg.layer_ratios:
+            ratios = check_layer_ratios(model, cfg.layer_ratios)
+        else:
+            ratios = {k: v for k, v in sens.layer_ratios(cfg.max_drop).items() if v > 0}
         result = prune_structured(model, example, ratio=0.0, ratio_dict=ratios, importance=cfg.importance, **common)
         history = result.history
         steps = [{"step": 1, "layer_ratios": ratios, "params": result.params_after, "macs": result.macs_after,
@@ -233,23 +239,38 @@ def _soft(model, example, data, cfg, spec, tcfg, objective, common, out):
 
 
 def _sensitivity(model, example, data, cfg, num_classes, key, device, out) -> S.Sensitivity:
-    loader = make_eval_loader(data.val, data.config.eval_batch_size or data.config.batch_size, data.config.loader_workers(),
-                              data.info.ignore_index)
-    batches = list(itertools.islice(loader, cfg.sensitivity_batches))
+    return sensitivity_analysis(model, example, data, ratios=cfg.sensitivity, batches=cfg.sensitivity_batches,
+                                importance="l1" if cfg.importance in NEEDS_DATA else cfg.importance,
+                                ignored=cfg.ignore, num_classes=num_classes, device=device, out_dir=out,
+                                progress=cfg.progress)
+
+
+def sensitivity_analysis(model: nn.Module, example: torch.Tensor, data: DataBundle, *, ratios: Sequence[float],
+                         batches: int = 8, importance: str = "l1", ignored: Sequence[str] = (),
+                         num_classes: int | None = None, device=None, out_dir: str | Path | None = None,
+                         progress: bool = True) -> S.Sensitivity:
+    """Prune each layer of ``model`` alone at each ratio and score it on ``batches`` validation batches of
+    ``data``; writes sensitivity.json and sensitivity.png to ``out_dir`` when given."""
+    device = device or torch.device("cpu")
+    key = metric_key(data.task)
+    loader = make_eval_loader(data.val, data.config.eval_batch_size or data.config.batch_size,
+                              data.config.loader_workers(), data.info.ignore_index)
+    held = list(itertools.islice(loader, batches))
 
     def score(m: nn.Module) -> float:
         m.to(device)
-        r = evaluate(m, batches, device, task=data.task, num_classes=data.num_classes,
+        r = evaluate(m, held, device, task=data.task, num_classes=data.num_classes,
                      ignore_index=data.info.ignore_index, class_names=data.info.class_names)[key]
         m.to("cpu")
         return r
 
-    sens = S.analyze(model, example, score, num_classes=num_classes, ratios=cfg.sensitivity,
-                     importance="l1" if cfg.importance in NEEDS_DATA else cfg.importance, ignored=cfg.ignore,
-                     metric=key, progress=cfg.progress)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "sensitivity.json", sens.to_dict())
-    S.plot(sens, out / "sensitivity.png")
+    sens = S.analyze(model, example, score, num_classes=num_classes or data.num_classes, ratios=ratios,
+                     importance=importance, ignored=ignored, metric=key, progress=progress)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "sensitivity.json", sens.to_dict())
+        S.plot(sens, out / "sensitivity.png")
     return sens
 
 

@@ -243,13 +243,37 @@ def rounded_ratios(model: nn.Module, ratio: float, min_channels: int = 1, round_
     out = {}
     for name, m in model.named_modules():
         # every convolution, transposed ones too (a U-Net's up-convolutions feed its narrowest layers)
-        n = m.out_channels if isinstance(m, _ConvNd) else m.out_features if isinstance(m, nn.Linear) else 0
+        n = _width(m)
         if n:
-            keep = max(min(n, min_channels), 1, round(n * (1 - ratio)))
-            if round_to > 1:
-                keep = n if n <= round_to else min(n, max(round_to, round(keep / round_to) * round_to))
-            # Torch-Pruning keeps int(n * (1 - r)): aim half a channel above `keep` so the floor lands on it
-            out[name] = max(0.0, 1 - (keep + 0.5) / n)
+            out[name] = _rounded(n, ratio, min_channels, round_to)
+    return out
+
+
+def _width(m: nn.Module) -> int:
+    return m.out_channels if isinstance(m, _ConvNd) else m.out_features if isinstance(m, nn.Linear) else 0
+
+
+def _rounded(n: int, ratio: float, min_channels: int, round_to: int) -> float:
+    keep = max(min(n, min_channels), 1, round(n * (1 - ratio)))
+    if round_to > 1:
+        keep = n if n <= round_to else min(n, max(round_to, round(keep / round_to) * round_to))
+    # Torch-Pruning keeps int(n * (1 - r)): aim half a channel above `keep` so the floor lands on it
+    return max(0.0, 1 - (keep + 0.5) / n)
+
+
+def check_layer_ratios(model: nn.Module, ratios: dict[str, float], round_to: int | None = None) -> dict[str, float]:
+    """Per-layer ratios by layer name, checked against ``model``; with ``round_to``, rounded like layer-uniform
+    pruning (kept channel counts at multiples of it)."""
+    modules = dict(model.named_modules())
+    out = {}
+    for name, r in ratios.items():
+        n = _width(modules[name]) if name in modules else 0
+        if not n:
+            raise SlimcvError(f"Layer ratio for {name!r}: the model has no convolution or linear layer of that name; "
+                              "use the layer names of its sensitivity analysis (sensitivity.json).")
+        if not 0 <= r < 1:
+            raise SlimcvError(f"Layer ratio {r} for {name!r} must be at least 0 and below 1.")
+        out[name] = _rounded(n, r, 1, round_to) if r > 0 and round_to is not None else r
     return out
 
 
@@ -279,6 +303,8 @@ def prune_structured(
     imp = IMPORTANCES.get(importance)()
     if not global_pruning and ratio > 0:
         ratio_dict = {**rounded_ratios(model, ratio, min_channels, round_to), **(ratio_dict or {})}
+    elif ratio_dict and round_to > 1:
+        ratio_dict = check_layer_ratios(model, ratio_dict, round_to)
     pruner = build_pruner(model, example_input, imp, num_classes=num_classes, ratio=ratio,
                           global_pruning=global_pruning, max_layer_ratio=max_layer_ratio, ignored=ignored,
                           ratio_dict=ratio_dict)
