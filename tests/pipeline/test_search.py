@@ -188,3 +188,38 @@ def test_layer_ratios_are_checked_and_rounded():
         check_layer_ratios(model, {"nope": 0.5})
     with pytest.raises(SlimcvError, match="below 1"):
         check_layer_ratios(model, {layer: 1.0})
+
+
+def test_a_shallower_resnet_inherits_the_sources_blocks():
+    source = create_model("resnet20", 3).eval()
+    student = create_model("resnet8", 3).eval()
+    copied, total = S.inherit_weights(source, student)
+    assert copied == total  # stem, the first block of each stage, the classifier: every tensor of ResNet-8
+    assert torch.equal(student.layer2[0].conv1.weight, source.layer2[0].conv1.weight)
+    assert torch.equal(student.fc.weight, source.fc.weight)
+    unet = create_model("unet", 3, base_width=4, depth=2)
+    copied, total = S.inherit_weights(create_model("unet", 3, base_width=16, depth=2), unet)
+    assert copied == 1 and total > 10  # other widths share only the class layer's bias: not inherited
+
+
+def test_inherited_students_are_named_and_start_from_the_source(tmp_path):
+    import slimcv
+    from safetensors.torch import load_file
+
+    from slimcv.artifact import load_run_model
+    from slimcv.pipeline.budget import compress_to_budget
+
+    data = {"spec": "synthetic-shapes:classification", "options": {"size": 32, "length": 16}, "batch_size": 8,
+            "workers": 0, "val_subset": 8}
+    slimcv.train({"model": "resnet20", "data": data, "epochs": 1, "out_dir": str(tmp_path / "source"),
+                  "progress": False, "tensorboard": False})
+    space = S.SearchSpace(prune_ratios=(), students=S.default_students("classification", (32, 32)),
+                          runtimes=("ort",), sensitivity_drops=())
+    r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=2, space=space,
+                           finalists=0, out_dir=tmp_path / "out", latency_runs=4, progress=False)
+    names = {c.name for c in r.candidates}
+    assert {"resnet8-inherited", "resnet14-inherited"} <= names and "resnet20" not in names
+    init = load_file(str(tmp_path / "out" / "proxy" / "resnet8-inherited.init.safetensors"))
+    source, _ = load_run_model(tmp_path / "source")
+    assert torch.equal(init["layer3.0.conv2.weight"], source.layer3[0].conv2.weight)
+    assert next(c for c in r.candidates if c.name == "resnet8-inherited").metric is not None

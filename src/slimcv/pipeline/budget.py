@@ -194,13 +194,30 @@ def _train(c: S.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, 
         return r.after["metrics"][metric_key(task)]
     from slimcv.artifact import read_run_config
 
-    values = {**c.build, "teacher": str(folder), "epochs": epochs, "losses": [kd], "out_dir": str(run_dir),
+    build = {k: v for k, v in c.build.items() if k != "inherit"}
+    if c.build.get("inherit"):  # start from the source's blocks that the shallower network shares
+        build["weights"] = str(_inherited(c, folder, run_dir, bundle.num_classes))
+    values = {**build, "teacher": str(folder), "epochs": epochs, "losses": [kd], "out_dir": str(run_dir),
               "progress": progress, "threads": threads, "tensorboard": False,
               "class_weights": (read_run_config(folder) or {}).get("class_weights")}  # the source's loss
     if task == "segmentation":  # the teacher's maps are computed once and shared by every student
         values.update(mode="offline", cache={"dir": str(run_dir.parent.parent / "teacher_cache")})
     r = slimcv.distill(values, data=bundle)
     return r.train.best.get("value", r.train.metrics[metric_key(task)])
+
+
+def _inherited(c: S.Candidate, folder: Path, run_dir: Path, num_classes: int) -> Path:
+    """A weights file for student ``c`` holding the source's tensors it shares (``search.inherit_weights``)."""
+    from slimcv._io import atomic_write_safetensors
+    from slimcv.artifact import load_run_model
+    from slimcv.models import create_model
+
+    source, _ = load_run_model(folder)
+    net = create_model(c.build["model"], num_classes, **c.build["model_kwargs"])
+    S.inherit_weights(source, net)
+    path = run_dir.parent / f"{c.name}.init.safetensors"
+    atomic_write_safetensors({k: v.contiguous() for k, v in net.state_dict().items()}, path)
+    return path
 
 
 def _write(out: Path, r: BudgetResult, target_latency_ms, target_speedup, key: str) -> None:

@@ -115,11 +115,20 @@ def enumerate_candidates(source: nn.Module, example: torch.Tensor, num_classes: 
         prune_structured(pruned, example, num_classes=num_classes, ratio=0.0, round_to=ROUND_TO,
                          ratio_dict={k: v for k, v in ratios.items() if v > 0})
         nets.append((name, "pruned", {"layer_ratios": dict(ratios)}, pruned))
+    source_keys = set(source.state_dict())
     for name, kwargs in space.students:
         label = "-".join([name] + [f"{k}{v:g}" if isinstance(v, (int, float)) else f"{k}{v}"
                                    for k, v in sorted(kwargs.items())])
-        nets.append((label, "student", {"model": name, "model_kwargs": dict(kwargs)},
-                     create_model(name, num_classes, **kwargs).eval()))
+        net = create_model(name, num_classes, **kwargs).eval()
+        build: dict[str, Any] = {"model": name, "model_kwargs": dict(kwargs)}
+        copied, total = inherit_weights(source, net)
+        if copied == total and set(net.state_dict()) == source_keys:
+            console.print(f"[dim]{label}: skipped (the source's own architecture)[/]")
+            continue
+        if copied >= total / 2:  # a shallower network of the source's family starts from its weights
+            build["inherit"] = True
+            label += "-inherited"
+        nets.append((label, "student", build, net))
     from slimcv.quantize.nncf_ptq import unavailable
 
     int8 = set(space.int8) if "openvino" in runtimes and unavailable() is None else set()
@@ -171,6 +180,16 @@ def _nncf_int8(fp32: Path, xml: Path, images: Sequence[torch.Tensor]) -> Path:
 
     with console.status(f"NNCF INT8 of {fp32.stem}"):
         return quantize_nncf(fp32, xml, [x.reshape(1, *x.shape[-3:]).numpy() for x in images])
+
+
+def inherit_weights(source: nn.Module, student: nn.Module) -> tuple[int, int]:
+    """Copy into ``student`` every tensor of ``source`` with the same name and shape: a shallower ResNet keeps the
+    source's stem, the first blocks of each stage and the classifier (depth pruning). Returns (copied, total)."""
+    own = student.state_dict()
+    same = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    student.load_state_dict(same, strict=False)
+    # counted without the BatchNorm step counters: 0-d tensors match between any two networks
+    return sum(1 for v in same.values() if v.ndim), sum(1 for v in own.values() if v.ndim)
 
 
 def sensitivity_candidates(sens, drops: Sequence[float]) -> dict[str, dict[str, float]]:
