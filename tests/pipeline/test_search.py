@@ -223,3 +223,32 @@ def test_inherited_students_are_named_and_start_from_the_source(tmp_path):
     source, _ = load_run_model(tmp_path / "source")
     assert torch.equal(init["layer3.0.conv2.weight"], source.layer3[0].conv2.weight)
     assert next(c for c in r.candidates if c.name == "resnet8-inherited").metric is not None
+
+
+def test_every_network_is_also_an_int8_candidate_where_openvino_runs():
+    pytest.importorskip("nncf")
+    pytest.importorskip("openvino")
+    source = create_model("unet", 3, base_width=8, depth=2).eval()
+    space = S.SearchSpace(prune_ratios=(0.5,), students=[("unet", {"base_width": 4, "depth": 2})],
+                          runtimes=("ort", "openvino"), sensitivity_drops=())
+    keys = {c.key for c, _ in S.enumerate_candidates(source, torch.randn(1, 3, 32, 32), 3, "segmentation", space)}
+    assert {f"{n}/{rt}" for n in ("source", "pruned_0.5", "unet-base_width4-depth2")
+            for rt in ("ort", "openvino", "openvino-int8")} == keys
+
+
+def test_a_trained_students_int8_file_is_scored_as_deployed(tmp_path):
+    pytest.importorskip("nncf")
+    pytest.importorskip("openvino")
+    import slimcv
+    from slimcv.pipeline.budget import compress_to_budget
+
+    data = {"spec": "synthetic-shapes", "options": {"size": 64, "length": 16}, "batch_size": 8, "workers": 0,
+            "val_subset": 8}
+    slimcv.train({"model": "unet", "model_kwargs": {"base_width": 8, "depth": 2}, "data": data, "epochs": 1,
+                  "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False})
+    space = S.SearchSpace(prune_ratios=(), students=[("unet", {"base_width": 4, "depth": 2})],
+                          runtimes=("ort", "openvino"), int8=("student",), sensitivity_drops=())
+    r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=3, space=space,
+                           finalists=0, out_dir=tmp_path / "out", latency_runs=4, progress=False)
+    int8 = next(c for c in r.candidates if c.key == "unet-base_width4-depth2/openvino-int8")
+    assert int8.metric is not None and (tmp_path / "out" / "int8" / "unet-base_width4-depth2").is_dir()

@@ -2,8 +2,8 @@
 
 The candidates are the source model itself on every runtime (so a search never returns something slower than
 deploying the source well), structurally pruned copies of it at several ratios, and students from efficient
-families at several widths and input resolutions. The source and the pruned copies are also tried as OpenVINO
-INT8 files made by NNCF (where NNCF is installed), the peer a CPU user would otherwise reach for. Each is
+families at several widths and input resolutions. Every network is also tried as an OpenVINO INT8 file made by
+NNCF (where NNCF is installed): for the source, that is the peer a CPU user would otherwise reach for. Each is
 exported to ONNX at the deployment size and timed at batch 1 in each runtime, all in one interleaved
 measurement with the source in ONNX Runtime FP32 as the reference. Those within the budget are what training then spends its time on.
 """
@@ -64,7 +64,7 @@ class SearchSpace:
     prune_ratios: Sequence[float] = PRUNE_RATIOS
     students: Sequence[tuple[str, dict[str, Any]]] = ()
     runtimes: Sequence[str] = ("ort", "openvino")
-    int8: Sequence[str] = ("source", "pruned")  # kinds also tried as NNCF INT8 in OpenVINO
+    int8: Sequence[str] = ("source", "pruned", "student")  # kinds also tried as NNCF INT8 in OpenVINO
     # sensitivity-guided pruned copies: per layer, the largest ratio whose drop (points, that layer alone)
     # stays within each of these
     sensitivity_drops: Sequence[float] = (1.0, 3.0)
