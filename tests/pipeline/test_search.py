@@ -21,6 +21,17 @@ def measured():
     return [c for c, _ in cands], ref
 
 
+def _trained_source(tmp_path, *, size: int, width: int) -> dict:
+    """A U-Net (depth 2) trained one epoch on 16 synthetic images into tmp_path/source; returns its data."""
+    import slimcv
+
+    data = {"spec": "synthetic-shapes", "options": {"size": size, "length": 16}, "batch_size": 8, "workers": 0,
+            "val_subset": 8}
+    slimcv.train({"model": "unet", "model_kwargs": {"base_width": width, "depth": 2}, "data": data, "epochs": 1,
+                  "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False})
+    return data
+
+
 def test_every_candidate_is_measured_against_the_source_in_one_run(measured):
     cands, ref = measured
     assert [c.name for c in cands] == ["source", "pruned_0.5", "unet-base_width4-depth2"]
@@ -55,14 +66,10 @@ def test_compress_to_a_budget_returns_a_candidate_that_meets_it_in_time(tmp_path
     import json
     import time
 
-    import slimcv
     from slimcv.artifact import load_run_model
     from slimcv.pipeline.budget import compress_to_budget
 
-    data = {"spec": "synthetic-shapes", "options": {"size": 64, "length": 16}, "batch_size": 8, "workers": 0,
-            "val_subset": 8}
-    slimcv.train({"model": "unet", "model_kwargs": {"base_width": 16, "depth": 2}, "data": data, "epochs": 1,
-                  "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False})
+    data = _trained_source(tmp_path, size=64, width=16)
     space = S.SearchSpace(prune_ratios=(0.5,), students=[("unet", {"base_width": 4, "depth": 2})], runtimes=("ort",),
                           sensitivity_drops=())
     t = time.perf_counter()
@@ -84,13 +91,9 @@ def test_compress_to_a_budget_returns_a_candidate_that_meets_it_in_time(tmp_path
 
 
 def test_compress_to_a_budget_spends_no_training_when_time_is_up(tmp_path):
-    import slimcv
     from slimcv.pipeline.budget import compress_to_budget
 
-    data = {"spec": "synthetic-shapes", "options": {"size": 32, "length": 16}, "batch_size": 8, "workers": 0,
-            "val_subset": 8}
-    slimcv.train({"model": "unet", "model_kwargs": {"base_width": 8, "depth": 2}, "data": data, "epochs": 1,
-                  "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False})
+    data = _trained_source(tmp_path, size=32, width=8)
     space = S.SearchSpace(prune_ratios=(), students=[("unet", {"base_width": 2, "depth": 2})], runtimes=("ort",),
                           sensitivity_drops=())
     r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=0.0, space=space,
@@ -115,13 +118,9 @@ def test_int8_candidates_are_timed_as_nncf_files_and_scored_as_deployed(tmp_path
 
     pytest.importorskip("nncf")
     pytest.importorskip("openvino")
-    import slimcv
     from slimcv.pipeline.budget import compress_to_budget
 
-    data = {"spec": "synthetic-shapes", "options": {"size": 64, "length": 16}, "batch_size": 8, "workers": 0,
-            "val_subset": 8}
-    slimcv.train({"model": "unet", "model_kwargs": {"base_width": 16, "depth": 2}, "data": data, "epochs": 1,
-                  "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False})
+    data = _trained_source(tmp_path, size=64, width=16)
     space = S.SearchSpace(prune_ratios=(0.5,), students=[], runtimes=("ort", "openvino"), sensitivity_drops=())
     r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=3, space=space,
                            finalists=0, out_dir=tmp_path / "out", latency_runs=4, progress=False)  # proxies only
@@ -154,13 +153,9 @@ def test_the_summary_signs_a_loss_as_negative(capsys):
 def test_sensitivity_guided_copies_are_searched_and_trained(tmp_path):
     import json
 
-    import slimcv
     from slimcv.pipeline.budget import compress_to_budget
 
-    data = {"spec": "synthetic-shapes", "options": {"size": 64, "length": 16}, "batch_size": 8, "workers": 0,
-            "val_subset": 8}
-    slimcv.train({"model": "unet", "model_kwargs": {"base_width": 16, "depth": 2}, "data": data, "epochs": 1,
-                  "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False})
+    data = _trained_source(tmp_path, size=64, width=16)
     space = S.SearchSpace(prune_ratios=(), students=[], runtimes=("ort",), sensitivity_drops=(100.0,),
                           sensitivity_ratios=(0.5,))
     r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=2, space=space,
@@ -239,13 +234,9 @@ def test_every_network_is_also_an_int8_candidate_where_openvino_runs():
 def test_a_trained_students_int8_file_is_scored_as_deployed(tmp_path):
     pytest.importorskip("nncf")
     pytest.importorskip("openvino")
-    import slimcv
     from slimcv.pipeline.budget import compress_to_budget
 
-    data = {"spec": "synthetic-shapes", "options": {"size": 64, "length": 16}, "batch_size": 8, "workers": 0,
-            "val_subset": 8}
-    slimcv.train({"model": "unet", "model_kwargs": {"base_width": 8, "depth": 2}, "data": data, "epochs": 1,
-                  "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False})
+    data = _trained_source(tmp_path, size=64, width=8)
     space = S.SearchSpace(prune_ratios=(), students=[("unet", {"base_width": 4, "depth": 2})],
                           runtimes=("ort", "openvino"), int8=("student",), sensitivity_drops=())
     r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=3, space=space,
