@@ -49,7 +49,7 @@ def main() -> None:
     key = out["search"]["metric"]
     rows = []
     if r.winner is not None:
-        rows.append(("slimcv search: " + r.winner.name, r.winner.runtime, r.winner.latency_ms, r.winner.speedup,
+        rows.append(("slimcv search: " + r.winner.name, r.winner.label, r.winner.latency_ms, r.winner.speedup,
                      r.winner.metric, r.winner.metric - r.source_metric))
     if not args.no_peer:
         import slimcv
