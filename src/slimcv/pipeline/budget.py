@@ -51,7 +51,7 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     """Search the candidates of ``source`` (a model folder) for the most accurate one that meets the latency
     target on this machine, spending at most ``budget_minutes`` (the last run may overrun by one epoch).
     ``max_drop`` (points) only marks the allowed band in ``frontier.png``."""
-    from slimcv.artifact import load_run_model, metric_key, read_summary
+    from slimcv.artifact import metric_key, read_summary
     from slimcv.data import as_bundle
 
     start = time.perf_counter()
@@ -62,22 +62,7 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
                           "slimcv compress with --weights).")
     bundle = as_bundle(data)
     out = Path(out_dir)
-    model, spec = load_run_model(folder)
-    example = bundle.val[0][0][None]
-    space = space or S.SearchSpace(students=S.default_students(bundle.task, tuple(example.shape[-2:])))
-    layer_ratios = None
-    if space.sensitivity_drops:  # each layer pruned alone, scored on a few validation batches
-        from slimcv.prune.prune import sensitivity_analysis
-
-        sens = sensitivity_analysis(model, example, bundle, ratios=space.sensitivity_ratios, out_dir=out,
-                                    progress=progress)
-        layer_ratios = S.sensitivity_candidates(sens, space.sensitivity_drops)
-    cands_nets = S.enumerate_candidates(model, example, bundle.num_classes, bundle.task, space, layer_ratios)
-    from slimcv.data import spread
-
-    calibration = [bundle.train[i][0] for i in spread(8, len(bundle.train))]
-    reference = S.measure(cands_nets, example, runs=latency_runs, threads=threads, calibration=calibration)
-    candidates = [c for c, _ in cands_nets]
+    candidates, reference = _measured_candidates(folder, bundle, space, out, latency_runs, threads, progress)
     budget = S.within_budget(candidates, reference, target_latency_ms=target_latency_ms,
                              target_speedup=target_speedup)
     key = metric_key(bundle.task)
@@ -130,6 +115,29 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     _plot(out, result, key, max_drop)
     _print(result, key)
     return result
+
+
+def _measured_candidates(folder: Path, bundle, space: S.SearchSpace | None, out: Path, latency_runs: int,
+                         threads: int | None, progress: bool) -> tuple[list[S.Candidate], float]:
+    """Every candidate of the source in ``folder``, timed untrained in one interleaved run, and the reference
+    latency (the source in ONNX Runtime FP32)."""
+    from slimcv.artifact import load_run_model
+    from slimcv.data import spread
+
+    model, _ = load_run_model(folder)
+    example = bundle.val[0][0][None]
+    space = space or S.SearchSpace(students=S.default_students(bundle.task, tuple(example.shape[-2:])))
+    layer_ratios = None
+    if space.sensitivity_drops:  # each layer pruned alone, scored on a few validation batches
+        from slimcv.prune.prune import sensitivity_analysis
+
+        sens = sensitivity_analysis(model, example, bundle, ratios=space.sensitivity_ratios, out_dir=out,
+                                    progress=progress)
+        layer_ratios = S.sensitivity_candidates(sens, space.sensitivity_drops)
+    cands_nets = S.enumerate_candidates(model, example, bundle.num_classes, bundle.task, space, layer_ratios)
+    calibration = [bundle.train[i][0] for i in spread(8, len(bundle.train))]
+    reference = S.measure(cands_nets, example, runs=latency_runs, threads=threads, calibration=calibration)
+    return [c for c, _ in cands_nets], reference
 
 
 def _final_round(ranked: list[S.Candidate], deadline: float, proxy_epochs: int, out: Path,
