@@ -191,7 +191,7 @@ def _pipeline_commands(add) -> None:
                     "target for M minutes in all, keep the most accurate")
     cp.add_argument("--max-drop", type=float, default=1.0, help="accuracy/mIoU points the result may lose (default 1)")
     cp.add_argument("--epochs", type=int, help="fine-tuning epochs with distillation, spread over the pruning "
-                    "steps (default 6)")
+                    "steps (default: each step the source's training epochs times the fraction of MACs it removed)")
     cp.add_argument("--teacher-epochs", type=int, help="epochs to train --model first when it is a name (default 10)")
     cp.add_argument("--out-dir", "-o", default="runs/compress")
     cp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the generated recipe")

@@ -79,6 +79,16 @@ DISTILL = (
     Flag(("--cache-dir",), "cache.dir", {"help": "where offline teacher maps are stored"}),
 )
 
+def _epochs_or_auto(text: str) -> int | str:
+    """A count of epochs, or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of epochs or 'auto', got {text!r}") from None
+
+
 PRUNE = (
     Flag(("--remove",), "remove", {"type": float, "help": "fraction of params/MACs/latency to remove"}),
     Flag(("--target",), "target", {"choices": ["params", "macs", "latency"],
@@ -91,7 +101,9 @@ PRUNE = (
     Flag(("--min-channels",), "min_channels", {"type": int}),
     Flag(("--round-to",), "round_to", {"type": int}),
     Flag(("--ignore",), "ignore", {"nargs": "*", "metavar": "LAYER", "help": "layer names never pruned"}),
-    Flag(("--finetune-epochs",), "finetune_epochs", {"type": int}),
+    Flag(("--finetune-epochs",), "finetune_epochs", {"type": _epochs_or_auto, "metavar": "N|auto",
+                                                     "help": "epochs after each step; auto: scaled to what the "
+                                                     "step removed"}),
     Flag(("--lr",), "optim.lr", {"type": float}),
     Flag(("--sensitivity",), "sensitivity", {"type": float, "nargs": "*", "metavar": "RATIO"}),
     Flag(("--max-drop",), "max_drop", {"type": float}),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -286,7 +286,9 @@ class PruneConfig(_Config):
     calibration_batches: int = Field(4, ge=1, description="training batches for taylor/activation/apoz")
     bn_batches: int = Field(16, ge=0, description="training batches that re-estimate the BatchNorm statistics "
                             "after each pruning step (0: keep the old ones)")
-    finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after each step")
+    finetune_epochs: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        0, description="epochs of fine-tuning after each step; 'auto': the source's own training epochs times the "
+        "fraction of its MACs the step removed (at least 1; 10 training epochs assumed when unknown)")
     distill: tuple[LossSpec, ...] = Field((), description="KD losses from the unpruned model during fine-tuning")
     alpha: float = Field(1.0, ge=0, description="weight of the cross-entropy when distill is set: loss = alpha * "
                          "CE + sum of weight * KD (alias ce_weight)")
@@ -324,7 +326,7 @@ class PruneConfig(_Config):
     def _consistent(self) -> "PruneConfig":
         if self.method == "soft" and (self.finetune_epochs == 0 or self.steps != 1):
             raise ValueError("method soft zeroes filters during fine-tuning: set finetune_epochs >= 1 and steps 1")
-        if self.soft_epochs is not None and self.soft_epochs > self.finetune_epochs:
+        if self.soft_epochs is not None and self.finetune_epochs != "auto" and self.soft_epochs > self.finetune_epochs:
             raise ValueError(f"soft_epochs ({self.soft_epochs}) cannot exceed finetune_epochs ({self.finetune_epochs})")
         if self.max_drop is not None and not self.sensitivity:
             raise ValueError("max_drop needs sensitivity ratios, e.g. sensitivity: [0.25, 0.5, 0.75]")

@@ -118,7 +118,7 @@ def compress_recipe(model: str, data: str | None, *, target_speedup: float | Non
     last = original
     if plan["remove"] > 0:
         steps = max(1, math.ceil(plan["remove"] / MAX_STEP - 1e-9))
-        per_step = max(1, (epochs or 6) // steps)
+        per_step = max(1, epochs // steps) if epochs else "auto"  # auto: scaled to what each step removed
         kd = {"name": "kd", "temperature": 1.0 if task == "segmentation" else 4.0}
         stages.append({"name": "prune", "input": original, "remove": round(plan["remove"], 4),
                        "target": plan["prune_target"], "steps": steps, "finetune_epochs": per_step,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,9 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
     out = Path(cfg.out_dir)
     key = metric_key(data.task)
     # fine-tuning is a fit of the model at hand; the model name only labels its config.json
-    tcfg = finetune_config(spec, data.config, out, epochs=max(cfg.finetune_epochs, 1), optim=cfg.optim,
+    reference = _reference_epochs(loaded.folder) if cfg.finetune_epochs == "auto" else None
+    first_epochs = 1 if reference is not None else max(cfg.finetune_epochs, 1)
+    tcfg = finetune_config(spec, data.config, out, epochs=first_epochs, optim=cfg.optim,
                            schedule=cfg.schedule, class_weights=_source_class_weights(cfg, loaded.folder),
                            device=cfg.device, seed=cfg.seed, progress=cfg.progress, tensorboard=keep)
     objective = _objective(cfg, original, data, device, class_weights(tcfg, data))
@@ -103,13 +106,15 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
         common.update(calibration=calib, loss_fn=lambda logits, t: F.cross_entropy(
             match_size(logits, t), t, ignore_index=data.info.ignore_index))
 
-    fine_tune = _fine_tuner(cfg, tcfg, data, objective, spec, example, device, out)
+    epochs_used: list[int] = []
+    fine_tune = _fine_tuner(cfg, tcfg, data, objective, spec, example, device, out, reference, before["macs"],
+                            epochs_used)
     extra: dict[str, Any] = {}
     if cfg.sensitivity:
         sens = _sensitivity(model, example, data, cfg, spec["num_classes"], key, device, out)
         extra["sensitivity"] = str(out / "sensitivity.json")
     if cfg.method == "soft":
-        steps, history = _soft(model, example, data, cfg, spec, tcfg, objective, common, out)
+        steps, history = _soft(model, example, data, cfg, spec, tcfg, objective, common, out, reference)
     elif cfg.layer_ratios or cfg.max_drop is not None:
         if cfg.layer_ratios:
             ratios = check_layer_ratios(model, cfg.layer_ratios)
@@ -142,23 +147,49 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
     write_summary(out, {"metrics": metrics, "stage": "prune"})
     atomic_write_json(out / "prune.json", {"before": before, "after": {k: v for k, v in after.items()
                                                                        if k != "metrics"}, "steps": steps,
-                                           **extra, "config": cfg.model_copy(update={"data": data.config}).model_dump(
+                                           **extra, **({"finetune_epochs": epochs_used} if epochs_used else {}),
+                                           "config": cfg.model_copy(update={"data": data.config}).model_dump(
                                                mode="json")})
     _print(before, after, key)
     return PruneStageResult(model, out, steps, before, after, final_spec)
 
 
+AUTO_REFERENCE_EPOCHS = 10  # finetune_epochs "auto" for a model without a slimcv training record
+
+
+def _reference_epochs(folder: Path | None) -> int:
+    """The epochs the source was trained for (its run's config.json), or AUTO_REFERENCE_EPOCHS when unknown."""
+    run = read_run_config(folder) if folder is not None else None
+    epochs = (run or {}).get("epochs")
+    return int(epochs) if isinstance(epochs, int) and epochs > 0 else AUTO_REFERENCE_EPOCHS
+
+
+def auto_epochs(reference: int, removed: float) -> int:
+    """Fine-tuning epochs for a step that removed ``removed`` of the source's MACs: the literature's recovery
+    schedules run about as long, relative to the original training, as the fraction they pruned (at least 1)."""
+    return max(1, math.ceil(reference * max(removed, 0.0) - 1e-9))
+
+
 def _fine_tuner(cfg: PruneConfig, tcfg, data: DataBundle, objective, spec: dict[str, Any], example, device,
-                out: Path):
+                out: Path, reference: int | None, source_macs: int, epochs_used: list[int]):
     """``fine_tune(model, step, history)`` for each pruning step: BatchNorm re-estimated, then ``finetune_epochs``
-    through the engine into ``step_N/``; the first step's measured precision and layout serve every step."""
+    (with 'auto', ``reference`` scaled by the MACs the step removed) through the engine into ``step_N/``; the
+    first step's measured precision and layout serve every step. ``epochs_used`` gets each step's epochs."""
     measured: dict[str, Any] = {}
+    last_macs = [source_macs]
 
     def fine_tune(m: nn.Module, step: int, history: list) -> dict[str, Any]:
         _reestimate(m, data, cfg, device)
-        if cfg.finetune_epochs == 0:
+        if reference is not None:
+            macs = count_macs(m, tuple(example.shape))
+            epochs = auto_epochs(reference, (last_macs[0] - macs) / max(source_macs, 1))
+            last_macs[0] = macs
+        else:
+            epochs = cfg.finetune_epochs
+        if epochs == 0:
             return {}
-        step_cfg = tcfg.model_copy(update={"out_dir": str(out / f"step_{step}"), **measured})
+        epochs_used.append(epochs)
+        step_cfg = tcfg.model_copy(update={"out_dir": str(out / f"step_{step}"), "epochs": epochs, **measured})
         result = fit(m, data, step_cfg, objective, model_spec=pruned_spec(spec, history, example.shape))
         if result.speed is not None:
             measured.update(amp=result.speed.setting.amp, channels_last=result.speed.setting.channels_last)
@@ -205,14 +236,15 @@ def _calibration(cfg: PruneConfig, data: DataBundle) -> list:
             for images, targets in itertools.islice(loader, cfg.calibration_batches)]
 
 
-def _soft(model, example, data, cfg, spec, tcfg, objective, common, out):
+def _soft(model, example, data, cfg, spec, tcfg, objective, common, out, reference: int | None):
     """Soft filter pruning for the first ``soft_epochs`` (zeroed every epoch, free to grow back), then the
     still-zeroed filters are removed and the smaller network is fine-tuned for the remaining epochs."""
     goal_kwargs = {k: v for k, v in common.items()
                    if k in ("num_classes", "ignored", "max_layer_ratio", "min_channels")}
     meter = _Meter(model, example, cfg.target)
     ratio = ratio_for(model, example, meter(model) * (1 - cfg.remove), meter, importance="l2", **goal_kwargs)
-    soft_epochs = cfg.soft_epochs or max(1, -(-cfg.finetune_epochs // 2))
+    total = auto_epochs(reference, cfg.remove) if reference is not None else cfg.finetune_epochs
+    soft_epochs = min(cfg.soft_epochs or max(1, -(-total // 2)), total)
     soft_prune_step(model, example, ratio=ratio, **goal_kwargs)
 
     def zero(m: nn.Module, _epoch: int) -> None:
@@ -230,7 +262,7 @@ def _soft(model, example, data, cfg, spec, tcfg, objective, common, out):
     result = remove_soft_pruned(model, example, history)
     record = {"step": 1, "channel_ratio": ratio, "params": result.params_after, "macs": result.macs_after,
               "soft_epochs": soft_epochs, "zeroed_filters": still_zero, "metrics_before_removal": metrics}
-    hard_epochs = cfg.finetune_epochs - soft_epochs
+    hard_epochs = total - soft_epochs
     if hard_epochs > 0:
         record["metrics"] = fit(model, data, tcfg.model_copy(update={"out_dir": str(out / "finetune"),
                                                                      "epochs": hard_epochs}),
