@@ -243,3 +243,17 @@ def test_a_trained_students_int8_file_is_scored_as_deployed(tmp_path):
                            finalists=0, out_dir=tmp_path / "out", latency_runs=4, progress=False)
     int8 = next(c for c in r.candidates if c.key == "unet-base_width4-depth2/openvino-int8")
     assert int8.metric is not None and (tmp_path / "out" / "int8" / "unet-base_width4-depth2").is_dir()
+
+
+def test_finalists_leave_out_a_candidate_far_behind_the_best_proxy():
+    from slimcv.pipeline.budget import choose_finalists
+
+    def cand(name, metric):
+        return S.Candidate(name, "student", "ort", {}, 1, 1, metric=metric)
+
+    lead, close, far, untrained = cand("a", 80.4), cand("b", 77.0), cand("c", 70.0), cand("d", None)
+    assert choose_finalists([far, lead, untrained, close], 3, 5.0) == [lead, close]
+    assert far.notes == ["not a finalist: its proxy trailed the best by 10.4 pt"] and not close.notes
+    assert choose_finalists([far, lead], 2, None) == [lead, far]  # no gap: the n best, as ranked
+    assert choose_finalists([far, lead, close], 1, 5.0) == [lead]
+    assert choose_finalists([untrained], 2, 5.0) == []

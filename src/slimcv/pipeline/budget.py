@@ -45,12 +45,14 @@ class BudgetResult:
 
 def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: float | None = None,
                        target_speedup: float | None = None, budget_minutes: float = 60.0, proxy_epochs: int = 1,
-                       finalists: int = 2, space: S.SearchSpace | None = None, out_dir: str | Path = "runs/compress",
+                       finalists: int = 2, finalist_gap: float | None = 5.0, space: S.SearchSpace | None = None,
+                       out_dir: str | Path = "runs/compress",
                        latency_runs: int = 15, threads: int | None = 1, progress: bool = True,
                        max_drop: float | None = None) -> BudgetResult:
     """Search the candidates of ``source`` (a model folder) for the most accurate one that meets the latency
     target on this machine, spending at most ``budget_minutes`` (the last run may overrun by one epoch).
-    ``max_drop`` (points) only marks the allowed band in ``frontier.png``."""
+    A candidate whose proxy trails the best one's by more than ``finalist_gap`` points is not a finalist, so the
+    time goes to those that can still win. ``max_drop`` (points) only marks the allowed band in ``frontier.png``."""
     from slimcv.artifact import metric_key, read_summary
     from slimcv.data import as_bundle
 
@@ -93,7 +95,7 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
         result.log.append({"candidate": c.name, "stage": "proxy", "epochs": proxy_epochs, "metric": c.metric,
                            "seconds_per_epoch": per_epoch, "setup_seconds": setup})
         c.notes.append(f"proxy: {proxy_epochs} epoch(s), {per_epoch:.1f} s each")
-    ranked = sorted((c for c in trainable if c.metric is not None), key=lambda c: -c.metric)[:finalists]
+    ranked = choose_finalists(trainable, finalists, finalist_gap)
     reserve = int8_seconds * sum(any(o.name == c.name and o.precision == "int8" and o.meets for o in candidates)
                                  for c in trainable if c.metric is not None)
     _final_round(ranked, deadline - reserve, proxy_epochs, out, folders, result, common)
@@ -115,6 +117,18 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     _plot(out, result, key, max_drop)
     _print(result, key)
     return result
+
+
+def choose_finalists(trained: list[S.Candidate], n: int, gap: float | None) -> list[S.Candidate]:
+    """The ``n`` best candidates by proxy metric, less those more than ``gap`` points behind the best (noted)."""
+    ranked = sorted((c for c in trained if c.metric is not None), key=lambda c: -c.metric)[:n]
+    if not ranked or gap is None:
+        return ranked
+    lead = ranked[0].metric
+    for c in ranked[1:]:
+        if lead - c.metric > gap:
+            c.notes.append(f"not a finalist: its proxy trailed the best by {lead - c.metric:.1f} pt")
+    return [c for c in ranked if lead - c.metric <= gap]
 
 
 def _measured_candidates(folder: Path, bundle, space: S.SearchSpace | None, out: Path, latency_runs: int,
