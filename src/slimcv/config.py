@@ -305,6 +305,8 @@ class PruneConfig(_Config):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     device: str = "auto"
+    threads: int | None = Field(None, ge=1, description="intra-op threads of the fine-tuning and the timing "
+                                "(default: OMP_NUM_THREADS when set, else the cores)")
     seed: int = 0
     out_dir: str | None = Field("runs/prune", description="where the pruned model is saved (None: not saved)")
     progress: bool = True

@@ -41,6 +41,13 @@ def test_demo_only_takes_its_own_data():
     assert camvid["data"]["spec"] == "camvid:/data/camvid" and camvid["data"]["augment"] == ["rotate", "shift", "hflip"]
 
 
+def test_every_demo_stage_that_computes_runs_on_the_threads_asked_for():
+    # a stage left on all the cores runs many times slower when anything else shares the machine
+    recipe = demo_recipe(threads=1)
+    computing = [s for s in recipe["stages"] if s["name"] != "report"]
+    assert [s["name"] for s in computing if s.get("threads") != 1] == []
+
+
 @pytest.mark.slow
 def test_full_demo_learns_within_five_minutes():
     start = time.perf_counter()

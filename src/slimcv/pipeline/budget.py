@@ -212,7 +212,7 @@ def _train(c: S.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, 
         how = ({"layer_ratios": c.build["layer_ratios"]} if "layer_ratios" in c.build
                else {"remove": 1 - c.macs / source_macs, "target": "macs"})
         r = slimcv.prune(str(folder), data=bundle, **how, finetune_epochs=epochs, distill=[kd], out_dir=str(run_dir),
-                         progress=progress, latency_runs=0, round_to=S.ROUND_TO)
+                         progress=progress, latency_runs=0, round_to=S.ROUND_TO, threads=threads)
         return r.after["metrics"][metric_key(task)]
     from slimcv.artifact import read_run_config
 

@@ -70,7 +70,7 @@ def demo_recipe(data: str = "synthetic-shapes", quick: bool = False, threads: in
          "mode": s.get("mode", "offline"), "alpha": 1.0, "losses": [{"name": "kd", "weight": 1.0, "temperature": s["T"]}], **t,
          **QUIET},
         {"name": "prune", "input": "distill", "remove": 0.3, "steps": 1, "finetune_epochs": s["finetune_epochs"],
-         "distill": [{"name": "kd", "temperature": s["T"]}], "latency_runs": 0, "progress": False},
+         "distill": [{"name": "kd", "temperature": s["T"]}], "latency_runs": 0, "progress": False, **t},
     ]
     compared = ["teacher", "student", "distill", "prune"]
     if "quantize" in STAGE_TYPES:

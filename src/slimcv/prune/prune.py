@@ -84,7 +84,7 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
         check_rebuildable(model, spec)
     if isinstance(model_source, nn.Module):
         model = copy.deepcopy(model)  # the caller's module stays as it was
-    device = D.pick_device(cfg.device)
+    device = D.pick_device(cfg.device, cfg.threads)
     original = copy.deepcopy(model).eval()
     example = data.val[0][0][None]
     before = _measure(model, data, cfg, device, example)
@@ -95,7 +95,8 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
     first_epochs = 1 if reference is not None else max(cfg.finetune_epochs, 1)
     tcfg = finetune_config(spec, data.config, out, epochs=first_epochs, optim=cfg.optim,
                            schedule=cfg.schedule, class_weights=_source_class_weights(cfg, loaded.folder),
-                           device=cfg.device, seed=cfg.seed, progress=cfg.progress, tensorboard=keep)
+                           device=cfg.device, threads=cfg.threads, seed=cfg.seed, progress=cfg.progress,
+                           tensorboard=keep)
     objective = _objective(cfg, original, data, device, class_weights(tcfg, data))
     model.to("cpu")
     common = dict(num_classes=spec["num_classes"], global_pruning=cfg.global_pruning,
@@ -137,7 +138,8 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
     after = _measure(model, data, cfg, device, example)
     if cfg.latency_runs:
         t = time_interleaved({"before": eager_runner(original.to("cpu"), example),
-                              "after": eager_runner(model.to("cpu").eval(), example)}, runs=cfg.latency_runs)
+                              "after": eager_runner(model.to("cpu").eval(), example)}, runs=cfg.latency_runs,
+                             threads=cfg.threads)
         before["latency_ms"], after["latency_ms"] = t["before"].median_ms, t["after"].median_ms
         after["latency_threads"] = before["latency_threads"] = t["after"].threads
     metrics = after["metrics"]

@@ -1,4 +1,4 @@
-"""finetune_epochs 'auto': each pruning step fine-tunes for the source's training epochs scaled by what it removed."""
+"""Fine-tuning after pruning: epochs scaled to what each step removed ("auto"), and the threads it runs on."""
 from __future__ import annotations
 
 import json
@@ -60,3 +60,17 @@ def test_auto_is_accepted_by_the_cli_and_nonsense_is_refused(tmp_path, capsys):
         main(["prune", str(tmp_path), "--finetune-epochs", "many"])
     assert exit_.value.code == 2
     assert "'auto'" in capsys.readouterr().err
+
+
+def test_fine_tuning_runs_on_the_threads_asked_for(tmp_path):
+    was = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        net = create_model("unet_small", 4, base_width=8, depth=2)
+        slimcv.prune(net, data=DATA, remove=0.3, finetune_epochs=1, threads=1, out_dir=str(tmp_path / "p"),
+                     progress=False, latency_runs=2)
+        assert torch.get_num_threads() == 1
+        assert json.loads((tmp_path / "p" / "step_1" / "config.json").read_text())["threads"] == 1
+        assert json.loads((tmp_path / "p" / "prune.json").read_text())["after"]["latency_threads"] == 1
+    finally:
+        torch.set_num_threads(was)
