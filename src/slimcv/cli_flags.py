@@ -79,6 +79,7 @@ DISTILL = (
     Flag(("--cache-dir",), "cache.dir", {"help": "where offline teacher maps are stored"}),
 )
 
+
 def _epochs_or_auto(text: str) -> int | str:
     """A count of epochs, or 'auto'."""
     if text == "auto":

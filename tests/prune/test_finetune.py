@@ -41,6 +41,8 @@ def test_a_slimcv_run_is_fine_tuned_for_its_epochs_times_the_macs_removed(tmp_pa
     expected = [math.ceil(6 * (macs[i] - macs[i + 1]) / before - 1e-9) for i in range(2)]
     assert record["finetune_epochs"] == expected == trained
     assert sum(expected) >= 3  # about half the MACs went: about half the training again
+    # the pruned folder keeps the source's training length: pruning it again with 'auto' scales from 6 too
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["epochs"] == 6
 
 
 def test_a_users_module_without_a_record_uses_the_reference(tmp_path):

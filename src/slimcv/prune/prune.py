@@ -92,11 +92,12 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
     key = metric_key(data.task)
     # fine-tuning is a fit of the model at hand; the model name only labels its config.json
     reference = _reference_epochs(loaded.folder) if cfg.finetune_epochs == "auto" else None
-    first_epochs = 1 if reference is not None else max(cfg.finetune_epochs, 1)
-    tcfg = finetune_config(spec, data.config, out, epochs=first_epochs, optim=cfg.optim,
-                           schedule=cfg.schedule, class_weights=_source_class_weights(cfg, loaded.folder),
-                           device=cfg.device, threads=cfg.threads, seed=cfg.seed, progress=cfg.progress,
-                           tensorboard=keep)
+    # each step sets its own epochs; with 'auto' the pruned folder's config.json keeps the source's training
+    # length, so pruning it again with 'auto' scales from the same reference
+    tcfg = finetune_config(spec, data.config, out, epochs=reference or max(cfg.finetune_epochs, 1),
+                           optim=cfg.optim, schedule=cfg.schedule,
+                           class_weights=_source_class_weights(cfg, loaded.folder), device=cfg.device,
+                           threads=cfg.threads, seed=cfg.seed, progress=cfg.progress, tensorboard=keep)
     objective = _objective(cfg, original, data, device, class_weights(tcfg, data))
     model.to("cpu")
     common = dict(num_classes=spec["num_classes"], global_pruning=cfg.global_pruning,
@@ -137,23 +138,34 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
     tag(model, final_spec)
     after = _measure(model, data, cfg, device, example)
     if cfg.latency_runs:
-        t = time_interleaved({"before": eager_runner(original.to("cpu"), example),
-                              "after": eager_runner(model.to("cpu").eval(), example)}, runs=cfg.latency_runs,
-                             threads=cfg.threads)
-        before["latency_ms"], after["latency_ms"] = t["before"].median_ms, t["after"].median_ms
-        after["latency_threads"] = before["latency_threads"] = t["after"].threads
-    metrics = after["metrics"]
+        _time_before_after(original, model, example, cfg, before, after)
     before.pop("metrics")
-    # the same files a train run has, so eval, report and later stages read a pruned folder like any run
-    write_run_config(out, tcfg.model_dump(mode="json"))
-    write_summary(out, {"metrics": metrics, "stage": "prune"})
-    atomic_write_json(out / "prune.json", {"before": before, "after": {k: v for k, v in after.items()
-                                                                       if k != "metrics"}, "steps": steps,
-                                           **extra, **({"finetune_epochs": epochs_used} if epochs_used else {}),
-                                           "config": cfg.model_copy(update={"data": data.config}).model_dump(
-                                               mode="json")})
+    if epochs_used:
+        extra["finetune_epochs"] = epochs_used
+    _write_records(out, cfg, tcfg, data, before, after, steps, extra)
     _print(before, after, key)
     return PruneStageResult(model, out, steps, before, after, final_spec)
+
+
+def _time_before_after(original: nn.Module, model: nn.Module, example, cfg: PruneConfig, before: dict,
+                       after: dict) -> None:
+    """Batch-1 eager latency of the unpruned and the pruned model, interleaved, into ``before``/``after``."""
+    t = time_interleaved({"before": eager_runner(original.to("cpu"), example),
+                          "after": eager_runner(model.to("cpu").eval(), example)}, runs=cfg.latency_runs,
+                         threads=cfg.threads)
+    before["latency_ms"], after["latency_ms"] = t["before"].median_ms, t["after"].median_ms
+    after["latency_threads"] = before["latency_threads"] = t["after"].threads
+
+
+def _write_records(out: Path, cfg: PruneConfig, tcfg, data: DataBundle, before: dict, after: dict, steps: list,
+                   extra: dict) -> None:
+    """The same files a train run has (so eval, report and later stages read a pruned folder like any run),
+    and prune.json with the before/after figures, the steps and the config."""
+    write_run_config(out, tcfg.model_dump(mode="json"))
+    write_summary(out, {"metrics": after["metrics"], "stage": "prune"})
+    atomic_write_json(out / "prune.json", {
+        "before": before, "after": {k: v for k, v in after.items() if k != "metrics"}, "steps": steps, **extra,
+        "config": cfg.model_copy(update={"data": data.config}).model_dump(mode="json")})
 
 
 AUTO_REFERENCE_EPOCHS = 10  # finetune_epochs "auto" for a model without a slimcv training record
@@ -178,14 +190,15 @@ def _fine_tuner(cfg: PruneConfig, tcfg, data: DataBundle, objective, spec: dict[
     (with 'auto', ``reference`` scaled by the MACs the step removed) through the engine into ``step_N/``; the
     first step's measured precision and layout serve every step. ``epochs_used`` gets each step's epochs."""
     measured: dict[str, Any] = {}
-    last_macs = [source_macs]
+    last_macs = source_macs
 
     def fine_tune(m: nn.Module, step: int, history: list) -> dict[str, Any]:
+        nonlocal last_macs
         _reestimate(m, data, cfg, device)
         if reference is not None:
             macs = count_macs(m, tuple(example.shape))
-            epochs = auto_epochs(reference, (last_macs[0] - macs) / max(source_macs, 1))
-            last_macs[0] = macs
+            epochs = auto_epochs(reference, (last_macs - macs) / max(source_macs, 1))
+            last_macs = macs
         else:
             epochs = cfg.finetune_epochs
         if epochs == 0:
