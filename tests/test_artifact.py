@@ -208,3 +208,106 @@ def test_bench_and_report_take_stage_results_and_name_weight_pairs(tmp_path, blo
     assert page.html.is_file()
     with pytest.raises(SlimcvError, match="was not saved"):
         slimcv.report([slimcv.prune(UserSegNet(3, 8), data=blobs, remove=0.3, **QUIET)], out=tmp_path / "r2")
+
+
+@pytest.fixture
+def fresh_process():
+    """As in a new process: no factory named by the user yet, no opt-in."""
+    from slimcv import trust
+
+    saved = set(trust.GIVEN)
+    trust.GIVEN.clear()
+    yield
+    trust.GIVEN.clear()
+    trust.GIVEN.update(saved)
+
+
+def _folder_naming(tmp_path: Path, name: str, kwargs: dict) -> Path:
+    from slimcv.models import save_weights
+
+    folder = tmp_path / "sent"
+    folder.mkdir()
+    (folder / "model.json").write_text(json.dumps({"name": name, "num_classes": 3, "kwargs": kwargs,
+                                                   "task": "segmentation"}))
+    save_weights(UserSegNet(num_classes=3, width=4), folder / "model.safetensors")
+    return folder
+
+
+def test_a_model_folder_runs_no_code_without_the_switch(tmp_path, fresh_process, capsys):
+    marker = tmp_path / "ran"
+    folder = _folder_naming(tmp_path, "os:system", {"command": f"touch {marker}"})
+    with pytest.raises(SlimcvError, match="'os'.*--trust-remote-code"):
+        load_run_model(folder)
+    assert main(["eval", str(folder), "--data", "synthetic-shapes"]) == 2
+    assert "--trust-remote-code" in capsys.readouterr().err
+    # even trusted, a file may only name an nn.Module class or a Python function: os.system is neither
+    assert main(["--trust-remote-code", "eval", str(folder), "--data", "synthetic-shapes"]) == 2
+    assert "neither an nn.Module class nor a Python function" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_a_folder_module_is_not_even_imported_without_the_switch(tmp_path, fresh_process, monkeypatch):
+    marker = tmp_path / "imported"
+    (tmp_path / "sent_code.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                           "from user_models import UserSegNet as Net\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    folder = _folder_naming(tmp_path, "sent_code:Net", {"width": 4})
+    with pytest.raises(SlimcvError, match="sent_code"):
+        slimcv.load(folder)
+    assert not marker.exists()
+    net = slimcv.load(folder, trust_remote_code=True)  # the user's opt-in for this load
+    assert marker.exists() and isinstance(net, UserSegNet)
+    with slimcv.trust_remote_code():
+        load_run_model(folder)
+
+
+def test_a_class_in_hand_reloads_a_folder_without_running_its_code(tmp_path, fresh_process):
+    folder = _folder_naming(tmp_path, "__main__:Net", {"width": 4})
+    net = slimcv.load(folder, model=UserSegNet)
+    assert isinstance(net, UserSegNet) and net.head.out_channels == 3
+    with pytest.raises(SlimcvError, match="--trust-remote-code"):
+        slimcv.load(folder)
+
+
+def test_a_factory_the_user_named_reloads_its_own_folders(tmp_path, fresh_process):
+    from slimcv.artifact import save_model
+
+    net = resolve_model("user_models:UserSegNet", num_classes=3, kwargs={"width": 4})
+    save_model(net.model, tmp_path / "own", net.spec)
+    assert isinstance(load_run_model(tmp_path / "own")[0], UserSegNet)
+
+
+@pytest.fixture(scope="module")
+def moved_run(tmp_path_factory):
+    """A run trained at 48x40, batch 4, with hflip and 16 loader workers recorded, then moved elsewhere."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("moved")
+    slimcv.train({"model": "unet", "model_kwargs": {"base_width": 4, "depth": 2},
+                  "data": {"spec": "synthetic-shapes", "options": {"length": 8}, "size": [48, 40], "batch_size": 4,
+                           "augment": ["hflip"], "workers": 0, "val_subset": 4},
+                  "epochs": 1, "progress": False, "tensorboard": False, "out_dir": str(root / "run")})
+    cfg = json.loads((root / "run" / "config.json").read_text())
+    cfg["data"]["workers"] = 16  # as a 16-core GPU box would have recorded it
+    (root / "run" / "config.json").write_text(json.dumps(cfg))
+    shutil.move(root / "run", root / "moved")
+    return root / "moved"
+
+
+def test_data_given_to_a_moved_run_changes_where_not_how(moved_run):
+    from slimcv.artifact import run_data_config
+    from slimcv.config import DataConfig, usable_cores
+
+    kept = run_data_config(moved_run, "synthetic-shapes")
+    assert kept["size"] == [48, 40] and kept["batch_size"] == 4 and kept["augment"] == ["hflip"]
+    assert "workers" not in kept  # a machine's setting is resolved on the machine at hand
+    assert run_data_config(moved_run, "cifar10:/elsewhere") == {"spec": "cifar10:/elsewhere"}  # other data: its own
+    assert DataConfig(**run_data_config(moved_run)).loader_workers() <= usable_cores()
+    assert DataConfig(workers=16).loader_workers() <= usable_cores()
+
+
+def test_export_of_a_moved_run_with_data_keeps_its_training_size(moved_run, tmp_path):
+    assert main(["export", str(moved_run), "--data", "synthetic-shapes", "-o", str(tmp_path / "m.onnx")]) == 0
+    sidecar = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert sidecar["resize"] == [48, 40]
+    assert main(["eval", str(moved_run), "--data", "synthetic-shapes", "--out", str(tmp_path / "e.json")]) == 0

@@ -9,9 +9,12 @@ from slimcv.errors import SlimcvError
 
 __version__ = "0.1.0"
 __all__ = ["SlimcvError", "train", "distill", "prune", "run", "compress", "demo", "export", "quantize", "bench",
-           "report", "evaluate", "create_model", "list_models", "load_data", "__version__"]
+           "report", "evaluate", "create_model", "list_models", "load_data", "load", "trust_remote_code",
+           "__version__"]
 
 if TYPE_CHECKING:
+    from slimcv.artifact import load
+    from slimcv.trust import trust_remote_code
     from slimcv.bench.bench import bench
     from slimcv.data import load_data
     from slimcv.distill.distill import distill
@@ -32,6 +35,8 @@ _LAZY = {
     "distill": ("slimcv.distill.distill", "distill"),
     "create_model": ("slimcv.models", "create_model"),
     "list_models": ("slimcv.models", "list_models"),
+    "load": ("slimcv.artifact", "load"),
+    "trust_remote_code": ("slimcv.trust", "trust_remote_code"),
     "load_data": ("slimcv.data", "load_data"),
     "prune": ("slimcv.prune.prune", "prune"),
     "run": ("slimcv.pipeline.runner", "run"),

@@ -91,13 +91,33 @@ def read_run_config(folder: str | Path) -> dict[str, Any] | None:
     return read_json(Path(folder) / CONFIG_JSON)
 
 
-def run_data_config(folder: str | Path) -> dict[str, Any] | None:
-    """The data settings a model folder was trained or pruned with, or None."""
-    cfg = read_run_config(folder)
+# Data settings that belong to the machine a run was made on, not to the run: resolved where it runs now.
+MACHINE_DATA_SETTINGS = ("workers",)
+
+
+def run_data_config(folder: str | Path, spec: str | None = None) -> dict[str, Any] | None:
+    """The data settings a model folder was trained or pruned with (None when it records none), less the machine's
+    own (loader workers). ``spec`` moves the data: the location changes, the recorded size, batch size and
+    augmentations stay (for the same kind of dataset; another kind starts from its defaults)."""
+    cfg = read_run_config(folder) if Path(folder).is_dir() else None
     if cfg and isinstance(cfg.get("data"), dict):
-        return cfg["data"]
-    prune = read_json(Path(folder) / "prune.json") or {}
-    return (prune.get("config") or {}).get("data")
+        data = cfg["data"]
+    else:
+        prune = (read_json(Path(folder) / "prune.json") or {}) if Path(folder).is_dir() else {}
+        data = (prune.get("config") or {}).get("data")
+    if not isinstance(data, dict):
+        return None if spec is None else {"spec": spec}
+    data = {k: v for k, v in data.items() if k not in MACHINE_DATA_SETTINGS}
+    if spec is None:
+        return data
+    if _dataset_kind(spec) != _dataset_kind(str(data.get("spec", ""))):
+        return {"spec": spec}
+    return {**data, "spec": spec}
+
+
+def _dataset_kind(spec: str) -> str:
+    """'camvid' for 'camvid:/data/camvid': what a spec reads, apart from where."""
+    return spec.partition(":")[0]
 
 
 def read_summary(folder: str | Path) -> dict[str, Any] | None:
@@ -135,11 +155,19 @@ def find_weights(folder: str | Path) -> Path:
     return last / "model.safetensors"
 
 
-def build_from_spec(spec: dict[str, Any]) -> nn.Module:
-    """A freshly built (untrained) module of the architecture ``spec`` describes, pruning replayed."""
+def build_from_spec(spec: dict[str, Any], *, source: str | Path | None = None,
+                    model_class: Any = None) -> nn.Module:
+    """A freshly built (untrained) module of the architecture ``spec`` describes, pruning replayed.
+
+    ``source`` is the file the spec was read from: code it names runs only when the user opted in.
+    ``model_class`` (a class or factory in the caller's hands) builds it instead of the name in the spec."""
     from slimcv.models import create_model
 
-    model = create_model(spec["name"], spec["num_classes"], **spec.get("kwargs", {}))
+    kwargs = dict(spec.get("kwargs", {}))
+    if model_class is not None:
+        model = _build_given(model_class, spec, kwargs)
+    else:
+        model = create_model(spec["name"], spec["num_classes"], from_file=source, **kwargs)
     if spec.get("pruning_history"):
         apply_pruning_history(model, spec["pruning_history"], tuple(spec["input_shape"]))
     return model
@@ -164,13 +192,36 @@ def apply_pruning_history(model: nn.Module, history: list, input_shape: tuple[in
     return model
 
 
-def load_run_model(folder: str | Path, which: str = "best") -> tuple[nn.Module, dict[str, Any]]:
+def _build_given(model_class: Any, spec: dict[str, Any], kwargs: dict[str, Any]) -> nn.Module:
+    """The caller's own class or factory called with the folder's recorded arguments."""
+    import inspect
+
+    try:
+        params = inspect.signature(model_class).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if spec.get("num_classes") is not None and "num_classes" not in kwargs and (
+            "num_classes" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())):
+        kwargs["num_classes"] = spec["num_classes"]
+    name = getattr(model_class, "__qualname__", type(model_class).__name__)
+    try:
+        model = model_class(**kwargs)
+    except TypeError as e:
+        raise SlimcvError(f"Calling {name}({', '.join(kwargs)}) with the folder's recorded arguments failed ({e}); "
+                          "pass the class the folder was saved from.") from e
+    if not isinstance(model, nn.Module):
+        raise SlimcvError(f"{name} returned a {type(model).__name__}, not a torch.nn.Module.")
+    return model
+
+
+def load_run_model(folder: str | Path, which: str = "best", *,
+                   model_class: Any = None) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a folder describes (model.json) and load its best or last weights."""
     from slimcv.engine.checkpoint import last_checkpoint
     from slimcv.models import load_weights
 
     spec = read_model_spec(folder)
-    model = build_from_spec(spec)
+    model = build_from_spec(spec, source=Path(folder) / MODEL_JSON, model_class=model_class)
     if which == "last":
         last = last_checkpoint(folder)
         if last is None:
@@ -180,6 +231,19 @@ def load_run_model(folder: str | Path, which: str = "best") -> tuple[nn.Module, 
         weights = find_weights(folder)
     load_weights(model, weights)
     return model, spec
+
+
+def load(folder: str | Path, model: Any = None, *, trust_remote_code: bool = False,
+         which: str = "best") -> nn.Module:
+    """The trained model a slimcv model folder holds, pruning replayed and weights loaded.
+
+    ``model`` is the class (or factory) the folder was saved from, for classes defined in a script or notebook;
+    ``trust_remote_code=True`` lets the folder's model.json name the code that rebuilds it."""
+    from slimcv.trust import trust_remote_code as trust, trusting
+
+    with trust(trust_remote_code or trusting()):
+        net, spec = load_run_model(folder, which, model_class=model)
+    return tag(net, spec)
 
 
 @dataclass
@@ -312,6 +376,8 @@ def load_inputs(source: Any, data: Any = None, *, weights: str | Path | None = N
             Path(source).suffix or "/" in str(source)) and not Path(source).exists():
         raise SlimcvError(f"{source} does not exist; give a model folder, a weights file with --model, a model "
                           "name (see `slimcv models`) or package.module:factory.")
+    if isinstance(data, str) and isinstance(source, (str, Path)) and Path(source).is_dir():
+        data = run_data_config(source, data)  # the data moved: its recorded size, batch and augmentations stay
     if data is None and isinstance(source, (str, Path)) and Path(source).is_dir():
         check_exists(source, "model folder")
         data = run_data_config(source)
@@ -339,7 +405,19 @@ def load_inputs(source: Any, data: Any = None, *, weights: str | Path | None = N
     if bundle.info.palette:
         loaded.spec.setdefault("palette", [list(c) for c in bundle.info.palette])
     loaded.spec.setdefault("preprocess", {"mean": list(bundle.info.mean), "std": list(bundle.info.std)})
+    loaded.spec.setdefault("input_shape", data_input_shape(bundle))
     return loaded, bundle
+
+
+def data_input_shape(bundle: Any) -> list[int]:
+    """(1, C, H, W) a model of this data runs at when deployed: the data's eval/training size, else its first
+    validation image's."""
+    c = bundle.val[0][0].shape[0]
+    size = bundle.config.eval_size or bundle.config.size
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+        return [1, int(c), int(h), int(w)]
+    return [1, *(int(d) for d in bundle.val[0][0].shape)]
 
 
 def check_classes(model: nn.Module, bundle: Any) -> None:

@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimcv", description="Make vision models small and fast: distil, prune, "
                                 "quantize, export, measure.")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    trust_help = ("let model folders rebuild their model with the code their model.json names "
+                  "(package.module:factory); only for folders you trust")
+    p.add_argument("--trust-remote-code", action="store_true", help=trust_help)
     p.add_argument("--version", action=_Version, help="print the versions of slimcv and its runtimes, then exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -100,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {EXAMPLES[name]}",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        sp.add_argument("--trust-remote-code", action="store_true", default=argparse.SUPPRESS, help=trust_help)
         return sp
 
     t = add("train", "Train a model with the shared engine (resumable, DDP-aware under torchrun).")
@@ -353,6 +357,8 @@ def _size(size: Sequence[int] | None):
 
 def _compress_search(args: argparse.Namespace) -> None:
     """compress --budget-minutes: the measured candidate search (slimcv.pipeline.budget)."""
+    from pathlib import Path
+
     from slimcv.artifact import run_data_config
     from slimcv.pipeline.budget import compress_to_budget
 
@@ -365,7 +371,7 @@ def _compress_search(args: argparse.Namespace) -> None:
     if args.set or args.dry_run or args.target_size or args.target_macs:
         raise SlimcvError("The candidate search takes --target-latency or --target-speedup with --budget-minutes; "
                           "--set, --dry-run, --target-size and --target-macs belong to the recipe mode.")
-    data = args.data or run_data_config(args.model)
+    data = run_data_config(args.model, args.data) if Path(args.model).is_dir() else args.data
     if data is None:
         raise SlimcvError(f"{args.model} records no data settings; pass --data SPEC.")
     r = compress_to_budget(args.model, data, target_latency_ms=args.target_latency,
@@ -551,9 +557,9 @@ def _model_source(args: argparse.Namespace) -> tuple[str, str | None]:
 def _run_data(source: str, spec: str | None):
     from slimcv.artifact import run_data_config
 
-    data = run_data_config(source) if source and __import__("pathlib").Path(source).is_dir() else None
+    data = run_data_config(source, spec) if source and __import__("pathlib").Path(source).is_dir() else None
     if data is not None:
-        return {**data, "spec": spec} if spec else data
+        return data
     if spec is None:
         raise SlimcvError(f"Give --data SPEC: {source} carries no data settings of its own (a slimcv model folder "
                           "has them).")
@@ -567,14 +573,14 @@ def _eval_data(args: argparse.Namespace, source: str):
     from slimcv.config import DataConfig
 
     spec = args.data or args.data_spec
-    if spec is None:
-        data = run_data_config(source) if Path(source).is_dir() else None
-        if data is None:
+    data = run_data_config(source, spec) if Path(source).is_dir() else None
+    if data is None:
+        if spec is None:
             raise SlimcvError(f"Give --data SPEC: {source} carries no data settings of its own (a slimcv model "
                               "folder has them).")
-        update = {"val_split": args.split, **({"eval_size": _size(args.size)} if args.size else {})}
-        return DataConfig(**{**data, **update})
-    return DataConfig(spec=spec, size=_size(args.size), val_split=args.split)
+        return DataConfig(spec=spec, size=_size(args.size), val_split=args.split)
+    update = {"val_split": args.split, **({"eval_size": _size(args.size)} if args.size else {})}
+    return DataConfig(**{**data, **update})
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -666,8 +672,11 @@ def _record_command(args: argparse.Namespace, argv: Sequence[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    from slimcv.trust import trust_remote_code
+
     try:
-        code = _run(args)
+        with trust_remote_code(args.trust_remote_code):
+            code = _run(args)
         _record_command(args, argv)
         return code
     except SlimcvError as e:

@@ -37,8 +37,9 @@ class DataConfig(_Config):
     options: dict[str, Any] = Field(default_factory=dict)
 
     def loader_workers(self) -> int:
-        """``workers``, or the default for this machine's cores."""
-        return self.workers if self.workers is not None else default_workers()
+        """``workers`` (at most this machine's cores: a setting made on a bigger machine must not swamp this one),
+        or the default for this machine's cores."""
+        return min(self.workers, usable_cores()) if self.workers is not None else default_workers()
 
 
 def usable_cores() -> int:

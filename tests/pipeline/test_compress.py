@@ -90,3 +90,42 @@ def test_a_trained_module_or_name_with_weights_is_saved_as_the_source_folder(tra
     assert read_summary(folder)["best"]["metric"] == "miou"
     with pytest.raises(SlimcvError, match="needs --data"):
         compress(net, None, target_macs=2, out_dir=tmp_path / "d")
+
+
+def test_compress_a_name_with_a_weights_file_runs_to_the_end(tmp_path):
+    """`compress --model NAME --weights FILE` (and an image-folder model) record their input size, so the bench
+    step after pruning and quantizing knows what to time."""
+    from slimcv.artifact import read_model_spec
+    from slimcv.cli import main
+    from slimcv.models import create_model, save_weights
+
+    weights = tmp_path / "w.safetensors"
+    save_weights(create_model("resnet8", 3), weights)
+    out = tmp_path / "c"
+    code = main(["compress", "--model", "resnet8", "--weights", str(weights), "--data",
+                 "synthetic-shapes:classification", "--target-macs", "2", "--max-drop", "100", "--epochs", "1",
+                 "-o", str(out), "--set", "bench.runs=3", "--set", "quantize.latency_runs=3",
+                 "--set", "report.images=1"])
+    assert code == 0
+    assert read_model_spec(out / "source")["input_shape"][1:] == [3, 64, 64]
+    assert (out / "compress.json").is_file() and (out / "bench" / "bench.json").is_file()
+
+
+def test_a_model_trained_on_an_image_folder_without_a_size_records_it(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from slimcv.artifact import read_model_spec
+    from slimcv.bench.bench import bench
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    slimcv.train({"model": "resnet8", "data": {"spec": f"imagefolder:{tmp_path / 'imgs'}", "options": {"val_per_class": 2}, "batch_size": 4,
+                                               "workers": 0}, "epochs": 1, "progress": False, "tensorboard": False,
+                  "out_dir": str(tmp_path / "run")})
+    assert read_model_spec(tmp_path / "run")["input_shape"] == [1, 3, 40, 48]
+    result = bench([str(tmp_path / "run")], runtimes=["eager"], batch_sizes=(1,), runs=2, memory=False, quiet=True)
+    assert result.models[0].input_shape == [3, 40, 48]

@@ -139,6 +139,10 @@ def fit(
     if ckpt is not None:
         _restore(ckpt, model, optimizer, scheduler, scaler, objective)
     if D.is_main():
+        if model_spec is not None:
+            from slimcv.artifact import data_input_shape
+
+            model_spec = {**model_spec, "input_shape": model_spec.get("input_shape") or data_input_shape(data)}
         _write_run_files(run_dir, cfg, model_spec)
         _write_speed(run_dir, speed, device)
     writer = _tensorboard(run_dir, cfg)

@@ -166,6 +166,8 @@ def resolve_data(source: Any, data: Any):
     from slimcv.artifact import is_model_folder, read_model_spec, run_data_config
     from slimcv.data import as_bundle
 
+    if isinstance(data, str) and isinstance(source, (str, Path)) and is_model_folder(source):
+        data = run_data_config(source, data)  # the data moved: the recorded size (the deployed one) stays
     if data is not None:
         if isinstance(source, (str, Path)) and is_model_folder(source) and isinstance(data, (tuple, list)):
             spec = read_model_spec(source)

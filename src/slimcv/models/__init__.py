@@ -40,13 +40,14 @@ def model_task(name: str) -> str | None:
     return MODELS.meta(name)["task"]
 
 
-def create_model(name: str, num_classes: int, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
+def create_model(name: str, num_classes: int, weights: str | Path | None = None, *,
+                 from_file: str | Path | None = None, **kwargs: Any) -> nn.Module:
     """Build a model by registered name or ``package.module:factory``; ``weights`` is a local safetensors or
-    state_dict file (never a download)."""
+    state_dict file (never a download); ``from_file`` is the file that named it, when a file did."""
     if name.startswith(EXTERNAL_PREFIXES):
         model = build_external(name, num_classes, **kwargs)
     elif is_factory(name):
-        model = build_factory(name, num_classes, **kwargs)
+        model = build_factory(name, num_classes, from_file=from_file, **kwargs)
     else:
         builder = MODELS.get(name)
         try:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from slimcv.errors import SlimcvError
+from slimcv.trust import GIVEN as _GIVEN, trusting
 
 
 def is_factory(name: str) -> bool:
@@ -18,7 +20,17 @@ def is_factory(name: str) -> bool:
         part.isidentifier() for part in module.split(".")) and all(p.isidentifier() for p in attr.split("."))
 
 
-def import_factory(name: str):
+def check_trusted(name: str, source: str | Path) -> None:
+    """Refuse, before importing anything, a factory that a file names and the user did not opt in for."""
+    if trusting() or name in _GIVEN:
+        return
+    module_name = name.partition(":")[0]
+    raise SlimcvError(f"{source} names code to run, {name!r} (module {module_name!r}), to rebuild its model; slimcv "
+                      "runs code a file names only when you trust it: pass --trust-remote-code (Python: "
+                      "slimcv.load(folder, trust_remote_code=True), or model=YourClass).")
+
+
+def import_factory(name: str, *, from_file: bool = False):
     """The callable ``package.module:attr`` names (imports that module: user code, by explicit opt-in)."""
     module_name, _, attr = name.partition(":")
     try:
@@ -33,12 +45,21 @@ def import_factory(name: str):
         obj = getattr(obj, part)
     if not callable(obj):
         raise SlimcvError(f"{name} is not callable; point --model at a class or a function that returns a module.")
+    if from_file and not ((inspect.isclass(obj) and issubclass(obj, nn.Module)) or inspect.isfunction(obj)):
+        raise SlimcvError(f"{name} is neither an nn.Module class nor a Python function, so slimcv will not call it "
+                          "to rebuild a model; check the model.json it came from.")
     return obj
 
 
-def build_factory(name: str, num_classes: int | None, **kwargs: Any) -> nn.Module:
-    """Call a user's factory; ``num_classes`` is passed when its signature takes it."""
-    fn = import_factory(name)
+def build_factory(name: str, num_classes: int | None, *, from_file: str | Path | None = None,
+                  **kwargs: Any) -> nn.Module:
+    """Call a user's factory; ``num_classes`` is passed when its signature takes it. ``from_file`` is the file
+    that named it (then the user must have opted in)."""
+    if from_file is not None:
+        check_trusted(name, from_file)
+    fn = import_factory(name, from_file=from_file is not None)
+    if from_file is None:
+        _GIVEN.add(name)
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):

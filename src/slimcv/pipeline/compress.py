@@ -221,12 +221,9 @@ def _source(model: str, data: str | None, teacher_epochs: int | None):
                               "with models: {original: {model: ARCH, weights: FILE}} for `slimcv run`.")
         path = path.parent  # a checkpoint inside a run folder: the run
     if path.is_dir():
-        if data is None:
-            data_cfg = run_data_config(path)
-            if data_cfg is None:
-                raise SlimcvError(f"Give --data: {model} records no data settings to read.")
-        else:
-            data_cfg = {"spec": data}
+        data_cfg = run_data_config(path, data)
+        if data_cfg is None:
+            raise SlimcvError(f"Give --data: {model} records no data settings to read.")
         return {"original": {"run": str(path)}}, data_cfg, [], "original"
     if data is None:
         raise SlimcvError(f"Give --data: {model!r} is not a run folder, so it is trained first and needs a dataset.")
