@@ -15,11 +15,19 @@ console = Console(stderr=True)
 out = Console() if sys.stdout.isatty() else Console(width=160)
 
 
+LINE_EVERY_S = 30.0  # a progress line this often when stderr is a log, not a terminal
+
+
 @contextmanager
 def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Any]:
-    """Yields ``advance(n, fields)``; draws a bar with throughput and the latest fields when enabled."""
-    if not enabled or not sys.stderr.isatty():
+    """Yields ``advance(n, fields)``; draws a bar with throughput and the latest fields when enabled (on a log or
+    pipe: a plain line every ``LINE_EVERY_S`` seconds, so a long step is never silent)."""
+    if not enabled:
         yield None
+        return
+    if not sys.stderr.isatty():
+        with _progress_lines(description, total) as advance:
+            yield advance
         return
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=True)
@@ -34,6 +42,29 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
             bar.update(task, advance=n, info=info)
 
         yield advance
+
+
+@contextmanager
+def _progress_lines(description: str, total: int) -> Iterator[Any]:
+    import time
+
+    start = last = time.monotonic()
+    done = 0
+
+    def advance(n: int, fields: dict[str, float]) -> None:
+        nonlocal done, last
+        done += n
+        now = time.monotonic()
+        if now - last < LINE_EVERY_S:
+            return
+        last = now
+        elapsed = now - start
+        left = f", about {elapsed * (total - done) / done:.0f} s left" if 0 < done < total else ""
+        info = "".join(f", {k} {v:.4g}" for k, v in fields.items())
+        print(f"{description}: {done}/{total} ({100 * done / max(total, 1):.0f}%) in {elapsed:.0f} s{left}{info}",
+              file=sys.stderr, flush=True)
+
+    yield advance
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

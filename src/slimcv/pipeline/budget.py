@@ -82,10 +82,11 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
                   f"{len(trainable)} of {len({c.name for c in candidates}) - 1} candidates meet it")
     common = dict(bundle=bundle, folder=folder, task=bundle.task, progress=progress, threads=threads,
                   source_macs=next(c.macs for c in candidates if c.kind == "source"))
-    for c in sorted(trainable, key=lambda c: -c.macs):  # the largest (most capable) first
+    for i, c in enumerate(sorted(trainable, key=lambda c: -c.macs)):  # the largest (most capable) first
         if time.perf_counter() > deadline:
             c.notes.append("no time left for its proxy run")
             continue
+        _phase(f"proxy run {i + 1}/{len(trainable)}: {c.name} ({c.label}), {proxy_epochs} epoch(s)", deadline)
         t = time.perf_counter()
         c.metric = _train(c, out / "proxy" / c.name, proxy_epochs, **common)
         folders[c.name] = out / "proxy" / c.name
@@ -140,6 +141,7 @@ def _measured_candidates(folder: Path, bundle, space: S.SearchSpace | None, out:
 
     model, _ = load_run_model(folder)
     example = bundle.val[0][0][None]
+    _phase("measuring the candidates: sensitivity of each layer, then every network timed untrained", None)
     space = space or S.SearchSpace(students=S.default_students(bundle.task, tuple(example.shape[-2:])))
     layer_ratios = None
     if space.sensitivity_drops:  # each layer pruned alone, scored on a few validation batches
@@ -159,6 +161,7 @@ def _final_round(ranked: list[S.Candidate], deadline: float, proxy_epochs: int, 
     """Train the finalists again, sharing the time left before ``deadline`` between them."""
     for i, c in enumerate(ranked):
         left = deadline - time.perf_counter()
+        _phase(f"final run {i + 1}/{len(ranked)}: {c.name}", deadline)
         proxy = next(r for r in result.log if r["candidate"] == c.name)
         epochs = int((left / (len(ranked) - i) - proxy["setup_seconds"]) / proxy["seconds_per_epoch"])
         if epochs <= proxy_epochs:
@@ -169,6 +172,12 @@ def _final_round(ranked: list[S.Candidate], deadline: float, proxy_epochs: int, 
         c.notes.append(f"final: {epochs} epochs")
         c.metric = metric
         folders[c.name] = out / "final" / c.name
+
+
+def _phase(what: str, deadline: float | None) -> None:
+    """One progress line per phase and candidate, with the time left (also when stdout is a log file)."""
+    left = f" ({max(0.0, deadline - time.perf_counter()) / 60:.1f} min of the budget left)" if deadline else ""
+    console.print(f"compress: {what}{left}", highlight=False)
 
 
 def _epoch_seconds(run_dir: Path) -> float | None:
@@ -186,6 +195,7 @@ def _score_int8(candidates: list[S.Candidate], name: str, folder: Path, out: Pat
     int8 = next((c for c in candidates if c.name == name and c.precision == "int8" and c.meets), None)
     if int8 is None:
         return
+    _phase(f"INT8: quantizing {name} with NNCF and scoring it as deployed", None)
     import slimcv
 
     q_dir = out / "int8" / name
