@@ -38,7 +38,7 @@ def main() -> None:
     from slimcv.pipeline.budget import compress_to_budget
 
     torch.set_num_threads(args.threads)
-    data = args.data or run_data_config(args.teacher)
+    data = run_data_config(args.teacher, args.data)
     out: dict = {"cpu": cpu_features(), "threads": args.threads, "teacher": args.teacher,
                  "target_speedup": args.target_speedup, "budget_minutes": args.budget_minutes}
     t = time.perf_counter()

@@ -160,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # the commands whose --threads is not a stage setting: main() applies it to torch and to child processes
-PROCESS_THREADS = ("prune", "eval", "export", "run", "compress")
+PROCESS_THREADS = ("prune", "eval", "export", "run")
 
 
 def _threads_arg(sp: argparse.ArgumentParser, help: str = "intra-op threads (default: torch's)") -> None:
@@ -178,29 +178,30 @@ def _pipeline_commands(add) -> None:
     r.add_argument("--dry-run", action="store_true", help="validate and show what would run, skip or resume")
     _threads_arg(r, "intra-op threads of every stage that sets none itself (default: torch's)")
 
-    cp = add("compress", "Make a model N times faster or smaller: prune toward the target while distilling from the "
-             "original, quantize when it helps here, report.")
+    cp = add("compress", "Make a model N times faster on this machine within an accuracy budget: time the source on "
+             "every runtime and as INT8, pruned copies and efficient students, distil those that meet the target, "
+             "keep the most accurate; export it and report.")
     cp.add_argument("--model", required=True, help="trained model folder, a model name or package.module:factory "
                     "with --weights, or a bare name to train first on --data")
     cp.add_argument("--weights", help="local weights file of a trained --model NAME")
-    cp.add_argument("--data", help="dataset spec (default: the run folder's own data settings)")
+    cp.add_argument("--data", help="dataset spec; for a model folder, where its data is now (its recorded size, "
+                    "batch size and augmentations stay; default: its own data settings)")
     target = cp.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-speedup", type=float, metavar="N", help="N times lower latency (MACs as the guide)")
-    target.add_argument("--target-size", type=float, metavar="N", help="N times smaller weights file")
-    target.add_argument("--target-macs", type=float, metavar="N", help="N times fewer multiply-accumulates")
+    target.add_argument("--target-speedup", type=float, metavar="N", help="N times lower batch-1 latency than the "
+                        "source in ONNX Runtime FP32 on this machine")
     target.add_argument("--target-latency", type=float, metavar="MS", help="batch-1 latency on this machine, in "
-                        "milliseconds (needs --budget-minutes)")
-    cp.add_argument("--budget-minutes", type=float, metavar="M", help="search: time every candidate (the source on "
-                    "each runtime, pruned copies, efficient students) untrained, distil those that meet the latency "
-                    "target for M minutes in all, keep the most accurate")
-    cp.add_argument("--max-drop", type=float, default=1.0, help="accuracy/mIoU points the result may lose (default 1)")
-    cp.add_argument("--epochs", type=int, help="fine-tuning epochs with distillation, spread over the pruning "
-                    "steps (default: each step the source's training epochs times the fraction of MACs it removed)")
-    cp.add_argument("--teacher-epochs", type=int, help="epochs to train --model first when it is a name (default 10)")
-    cp.add_argument("--out-dir", "-o", default="runs/compress")
-    cp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the generated recipe")
-    cp.add_argument("--dry-run", action="store_true", help="print the plan and the generated recipe only")
-    _threads_arg(cp, "intra-op threads of every stage (default: torch's)")
+                        "milliseconds")
+    for gone in ("--target-size", "--target-macs"):
+        target.add_argument(gone, type=float, metavar="N", help=argparse.SUPPRESS)
+    cp.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
+    from slimcv.cli_flags import COMPRESS, add_flags
+    from slimcv.config import CompressConfig
+
+    add_flags(cp, COMPRESS, CompressConfig)
+    cp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other search setting, "
+                    "e.g. --set proxy_epochs=2 --set space.prune_ratios=[0.5]")
+    cp.add_argument("--dry-run", action="store_true", help="print the target, the budget and where results go; "
+                    "write nothing")
 
     dm = add("demo", "The whole chain on built-in data in minutes: teacher -> distilled student -> pruned -> INT8 -> "
              "HTML report.")
@@ -355,31 +356,36 @@ def _size(size: Sequence[int] | None):
     return check_size(size)
 
 
-def _compress_search(args: argparse.Namespace) -> None:
-    """compress --budget-minutes: the measured candidate search (slimcv.pipeline.budget)."""
-    from pathlib import Path
+def _compress(args: argparse.Namespace) -> int:
+    """compress: the measured search; exit status 1 when the target is missed (a script can tell)."""
+    from slimcv.cli_flags import COMPRESS, values
+    from slimcv.pipeline.compress import compress
 
-    from slimcv.artifact import run_data_config
-    from slimcv.pipeline.budget import compress_to_budget
+    if args.target_size or args.target_macs:
+        raise SlimcvError("compress searches for a latency target (--target-speedup N or --target-latency MS); to "
+                          "prune toward a size or MACs target use `slimcv prune --remove FRACTION --target "
+                          "params|macs`.")
+    if args.epochs is not None:
+        raise SlimcvError("compress sizes each candidate's training from the time budget: give --budget-minutes "
+                          "(and --set proxy_epochs=N for the ranking runs) instead of --epochs.")
+    from slimcv.config import set_by_path
 
-    if args.budget_minutes is None:
-        raise SlimcvError("--target-latency searches candidates for a time budget: add --budget-minutes M.")
-    if args.target_latency is None and args.target_speedup is None:
-        raise SlimcvError("--budget-minutes needs --target-latency MS or --target-speedup N.")
-    if args.budget_minutes <= 0:
-        raise SlimcvError(f"--budget-minutes must be positive, got {args.budget_minutes}.")
-    if args.set or args.dry_run or args.target_size or args.target_macs:
-        raise SlimcvError("The candidate search takes --target-latency or --target-speedup with --budget-minutes; "
-                          "--set, --dry-run, --target-size and --target-macs belong to the recipe mode.")
-    data = run_data_config(args.model, args.data) if Path(args.model).is_dir() else args.data
-    if data is None:
-        raise SlimcvError(f"{args.model} records no data settings; pass --data SPEC.")
-    r = compress_to_budget(args.model, data, target_latency_ms=args.target_latency,
-                           target_speedup=args.target_speedup, budget_minutes=args.budget_minutes,
-                           out_dir=args.out_dir, threads=args.threads or 1, max_drop=args.max_drop)
-    if r.winner is not None and r.source_metric is not None and r.source_metric - r.winner.metric > args.max_drop:
-        print(f"WARNING: the chosen model loses {r.source_metric - r.winner.metric:.2f} pt, more than --max-drop "
-              f"{args.max_drop:g}: give more --budget-minutes or relax the target.")
+    options = values(args, COMPRESS)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SlimcvError(f"--set {item!r} needs KEY=VALUE, e.g. --set proxy_epochs=2.")
+        set_by_path(options, key.strip(), value)
+    _use_threads(options.get("threads", 1))
+    r = compress(args.model, args.data, weights=args.weights, target_speedup=args.target_speedup,
+                 target_latency=args.target_latency, dry_run=args.dry_run, **options)
+    if args.dry_run:
+        return 0
+    if r.file is not None:
+        print(f"deploy: {r.file}  (slimcv serve {r.file}; slimcv predict {r.file} IMAGES)")
+    if r.report is not None:
+        print(f"report: {r.report}")
+    return 0 if r.met else 1
 
 
 def _use_threads(n: int | None) -> None:
@@ -418,14 +424,7 @@ def _run(args: argparse.Namespace) -> int:
 
         run(args.recipe, args.set, out_dir=args.out_dir, until=args.until, dry_run=args.dry_run)
     elif args.command == "compress":
-        if args.budget_minutes is not None or args.target_latency is not None:
-            _compress_search(args)
-            return
-        from slimcv.pipeline.compress import compress
-
-        compress(args.model, args.data, weights=args.weights, target_speedup=args.target_speedup, target_size=args.target_size,
-                 target_macs=args.target_macs, max_drop=args.max_drop, epochs=args.epochs,
-                 teacher_epochs=args.teacher_epochs, out_dir=args.out_dir, overrides=args.set, dry_run=args.dry_run)
+        return _compress(args)
     elif args.command == "demo":
         from slimcv.pipeline.demo import demo
 

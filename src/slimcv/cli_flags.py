@@ -210,3 +210,13 @@ def field_default(schema: type[BaseModel], key: str) -> Any:
         return None
     d = info.default
     return None if d is None or d is ... or isinstance(d, (list, tuple, dict)) and not d else d
+
+
+COMPRESS = (
+    Flag(("--budget-minutes",), "budget_minutes", {"type": float, "metavar": "M"}),
+    Flag(("--max-drop",), "max_drop", {"type": float}),
+    Flag(("--teacher-epochs",), "teacher_epochs", {"type": int}),
+    Flag(("--threads",), "threads", {"type": int}),
+    Flag(("--out-dir", "-o"), "out_dir", {}),
+    Flag(("--no-report",), "report", {"action": "store_true", "help": "skip the HTML report"}, lambda v: not v),
+)

@@ -378,3 +378,48 @@ class QuantizeConfig(_Config):
     max_drop: float = Field(0.5, ge=0, description="accuracy budget in points for the recommendation")
     seed: int = 0
     progress: bool = True
+
+
+class SearchSpace(_Config):
+    """What `compress` tries: pruned copies of the source, students, the runtimes and which kinds go INT8."""
+
+    prune_ratios: tuple[float, ...] = Field((0.25, 0.35, 0.5, 0.7), description="layer-uniform pruned copies "
+                                            "(fraction of channels removed)")
+    students: tuple[tuple[str, dict[str, Any]], ...] | None = Field(
+        None, description="students as (model, kwargs); default: CPU-efficient families sized for the task")
+    runtimes: tuple[str, ...] = Field(("ort", "openvino"), description="runtimes each network is timed in")
+    int8: tuple[Literal["source", "pruned", "student"], ...] = Field(
+        ("source", "pruned", "student"), description="kinds also tried as NNCF INT8 files in OpenVINO")
+    sensitivity_drops: tuple[float, ...] = Field(
+        (1.0, 3.0), description="sensitivity-guided pruned copies: per layer the largest ratio whose drop (that "
+        "layer alone, points) stays within each")
+    sensitivity_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
+
+
+class CompressConfig(_Config):
+    """`slimcv compress`: the latency target, the time to spend on the search and the accuracy it may cost."""
+
+    target_speedup: float | None = Field(None, gt=0, description="N times lower batch-1 latency than the source in "
+                                         "ONNX Runtime FP32 on this machine")
+    target_latency: float | None = Field(None, gt=0, description="batch-1 latency on this machine, milliseconds")
+    budget_minutes: float | None = Field(None, gt=0, description="time for the whole search (default: as long as "
+                                         "the source took to train, 30 min when unknown)")
+    max_drop: float = Field(1.0, ge=0, description="accuracy/mIoU points the result may lose against the source")
+    teacher_epochs: int = Field(10, ge=1, description="epochs to train a model given by name only, first")
+    proxy_epochs: int = Field(1, ge=1, description="epochs of each candidate's first, ranking run")
+    finalists: int = Field(2, ge=1, description="candidates trained again with the time left")
+    finalist_gap: float | None = Field(5.0, ge=0, description="no finalist trails the best proxy by more points")
+    latency_runs: int = Field(15, ge=1, description="timed batch-1 runs per candidate and runtime")
+    threads: int | None = Field(1, ge=1, description="threads for training and timing (1: robust on a shared "
+                                "machine)")
+    out_dir: str = "runs/compress"
+    space: SearchSpace = Field(default_factory=SearchSpace)
+    report: bool = Field(True, description="write an HTML report of the source beside the winner")
+    report_images: int = Field(4, ge=0, description="overlay images in the report")
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        if (self.target_speedup is None) == (self.target_latency is None):
+            raise ValueError("give one target: target_speedup (N times faster) or target_latency (milliseconds)")
+        return self

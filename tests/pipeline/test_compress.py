@@ -2,12 +2,13 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 import slimcv
 from slimcv.errors import SlimcvError
-from slimcv.pipeline.compress import compress, compress_recipe
-from slimcv.pipeline.recipe import validate
+from slimcv.pipeline.compress import compress
 
 
 @pytest.fixture(scope="module")
@@ -20,61 +21,116 @@ def trained(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("kwargs,remove,target,steps", [
-    ({"target_speedup": 4}, 0.75, "macs", 3),
-    ({"target_macs": 2}, 0.5, "macs", 2),
-    ({"target_size": 2}, 0.0, None, 0),         # INT8 alone is about 4x smaller
-    ({"target_size": 7}, 0.5, "params", 2),     # 3.5x from INT8, the rest from pruning
-])
-def test_plan_follows_the_target(trained, kwargs, remove, target, steps):
-    recipe, plan = compress_recipe(str(trained), None, **kwargs)
-    assert plan["remove"] == pytest.approx(remove)
-    stages = {s["name"]: s for s in recipe["stages"]}
-    if steps:
-        assert stages["prune"]["target"] == target and stages["prune"]["steps"] == steps
-        assert stages["prune"]["distill"][0]["name"] == "kd"  # fine-tuning distils from the original
-    else:
-        assert "prune" not in stages and stages["quantize"]["input"] == "original"
-    assert recipe["data"]["spec"] == "synthetic-shapes"  # read from the run folder
-    validate(recipe)  # the generated recipe is a valid recipe
+# a search small enough for a test: one pruned copy, one student, ONNX Runtime only, no sensitivity analysis
+SMALL = {"space": {"prune_ratios": [0.5], "students": [["unet", {"base_width": 2, "depth": 2}]], "runtimes": ["ort"],
+                   "int8": [], "sensitivity_drops": []},
+         "latency_runs": 4, "finalists": 1, "report": False, "progress": False}
 
 
-@pytest.mark.parametrize("kwargs,match", [({}, "exactly one target"),
-                                          ({"target_speedup": 2, "target_size": 2}, "exactly one target"),
-                                          ({"target_speedup": 1}, "above 1"),
-                                          ({"target_macs": 20}, "at most 90%"),
-                                          ({"target_macs": 2, "max_drop": -1}, "max-drop")])
-def test_bad_targets_are_refused(trained, kwargs, match):
+@pytest.mark.parametrize("kwargs,match", [({}, "one target"),
+                                          ({"target_speedup": 2, "target_latency": 5}, "one target"),
+                                          ({"target_speedup": 0}, "greater than 0"),
+                                          ({"target_speedup": 2, "max_drop": -1}, "max_drop"),
+                                          ({"target_speedup": 2, "budget_minutes": 0}, "budget_minutes")])
+def test_bad_targets_are_refused(trained, kwargs, match, tmp_path):
     with pytest.raises(SlimcvError, match=match):
-        compress_recipe(str(trained), None, **kwargs)
+        compress(str(trained), out_dir=tmp_path / "c", dry_run=True, **kwargs)
+
+
+def test_the_plan_is_stated_up_front_and_a_dry_run_writes_nothing(trained, tmp_path, capsys):
+    r = compress(str(trained), target_speedup=3, out_dir=tmp_path / "c", dry_run=True)
+    assert r.plan["budget_minutes"] == 5.0 and "as long as the source took to train" in r.plan["budget_why"]
+    assert "target 3x the speed of the source in ONNX Runtime FP32" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
 
 
 def test_a_checkpoint_file_means_its_run_folder(trained, tmp_path):
-    recipe, _ = compress_recipe(str(trained / "best.safetensors"), None, target_macs=2)
-    assert recipe["models"]["original"] == {"run": str(trained)}
+    r = compress(str(trained / "best.safetensors"), target_speedup=2, out_dir=tmp_path / "c", dry_run=True)
+    assert r.plan["source"] == str(trained)
     (tmp_path / "w.safetensors").write_bytes(b"")
     with pytest.raises(SlimcvError, match="bare weights file"):
-        compress_recipe(str(tmp_path / "w.safetensors"), "synthetic-shapes", target_macs=2)
+        compress(str(tmp_path / "w.safetensors"), "synthetic-shapes", target_speedup=2, dry_run=True)
 
 
-def test_a_model_name_needs_data_and_is_trained_first():
+def test_a_model_name_needs_data():
     with pytest.raises(SlimcvError, match="Give --data"):
-        compress_recipe("unet", None, target_macs=2)
-    recipe, _ = compress_recipe("unet", "synthetic-shapes", target_macs=2, teacher_epochs=3)
-    assert recipe["stages"][0] == {"name": "original", "type": "train", "model": "arch", "epochs": 3}
+        compress("unet", target_speedup=2, dry_run=True)
 
 
-def test_compress_end_to_end_reports_the_measured_outcome(trained, tmp_path):
-    result = compress(str(trained), target_macs=2, max_drop=100, epochs=1, out_dir=tmp_path / "c",
-                      overrides=["report.images=1", "bench.runs=5", "quantize.latency_runs=5"])
-    statuses = {r.name: r.status for r in result.run.stages}
-    assert statuses == {"prune": "ran", "quantize": "ran", "bench": "ran", "report": "ran"}
-    prune = json.loads((tmp_path / "c" / "prune" / "prune.json").read_text())
-    assert prune["after"]["macs"] <= 0.55 * prune["before"]["macs"]
-    o = result.outcome
-    assert o["target"] == 2 and o["achieved"] >= 1.8 and o["within_budget"]
-    assert {r["stage"] for r in o["rows"]} >= {"original", "prune", "quantize"}
-    assert Path(result.run.report).is_file()
+def test_the_old_targets_and_epochs_are_refused_with_a_sentence(trained, capsys):
+    from slimcv.cli import main
+
+    assert main(["compress", "--model", str(trained), "--target-macs", "2"]) == 2
+    assert "slimcv prune --remove" in capsys.readouterr().err
+    assert main(["compress", "--model", str(trained), "--target-speedup", "2", "--epochs", "3"]) == 2
+    assert "--budget-minutes" in capsys.readouterr().err
+
+
+def test_compress_end_to_end_returns_the_model_its_file_and_the_table(trained, tmp_path):
+    r = compress(str(trained), target_latency=1e6, max_drop=100, budget_minutes=0.1, out_dir=tmp_path / "c",
+                 **{**SMALL, "report": True, "report_images": 1})
+    assert r.met and r.search.winner is not None
+    assert {row["candidate"] for row in r.table} == {"source", "pruned_0.5", "unet-base_width2-depth2"}
+    assert all(row["latency_ms"] > 0 and row["speedup_vs_source_best"] > 0 for row in r.table)
+    assert isinstance(r.model, torch.nn.Module) and r.file.suffix == ".onnx" and r.file.is_file()
+    assert Path(str(r.file) + ".json").is_file()  # the sidecar a predictor needs
+    import slimcv.deploy
+
+    pred = slimcv.deploy.load(r.file)
+    assert len(pred.predict_batch([np.zeros((32, 32, 3), np.uint8)])) == 1
+    outcome = json.loads((tmp_path / "c" / "compress.json").read_text())["outcome"]
+    assert outcome["met"] and outcome["folder"] == str(r.folder)
+    assert r.report is not None and r.report.is_file()
+
+
+def test_the_selection_enforces_max_drop_and_names_the_closest_on_a_miss():
+    from slimcv.pipeline import search as S
+    from slimcv.pipeline.budget import BudgetResult, _choose
+
+    def cand(name, ms, metric, meets=True):
+        return S.Candidate(name, "pruned", "ort", {}, 1, 1, latency_ms=ms, meets=meets, metric=metric)
+
+    a, b, slow = cand("a", 1.0, 60.0), cand("b", 2.0, 58.0), cand("slow", 9.0, 70.0, meets=False)
+    r = BudgetResult(None, None, [a, b, slow], 10.0, 5.0, 0.0, source_metric=61.0, max_drop=1.5)
+    folders = {"a": Path("a"), "b": Path("b"), "slow": Path("slow")}
+    _choose(r, folders)
+    assert r.met and r.winner is a and r.folder == Path("a")
+    r.max_drop = 0.5
+    _choose(r, folders)
+    assert not r.met and r.winner is None and r.closest is a  # the most accurate that meets the latency
+
+
+def test_a_search_killed_with_sigkill_resumes_and_reuses_finished_candidates(trained, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "c"
+    settings = {**SMALL, "space": {**SMALL["space"], "students": [["unet", {"base_width": 2, "depth": 2}],
+                                                                   ["unet", {"base_width": 3, "depth": 2}]]}}
+    call = (f"import slimcv; slimcv.compress({str(trained)!r}, target_latency=1e6, max_drop=100, "
+            f"budget_minutes=0.2, out_dir={str(out)!r}, **{settings!r})")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", call], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state, first = out / "search_state.json", None
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and first is None:
+        try:
+            done = json.loads(state.read_text()).get("done", {})
+        except (OSError, ValueError):
+            done = {}
+        first = next((k for k in done if k.startswith("proxy/")), None)
+        time.sleep(0.02)
+    assert first is not None, "the search finished no proxy run"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = {p: p.stat().st_mtime_ns for p in (out / first).rglob("*") if p.is_file()}
+    r = compress(str(trained), target_latency=1e6, max_drop=100, budget_minutes=0.2, out_dir=out, **settings)
+    assert first in r.search.reused and r.met
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # reused, not trained again
 
 
 def test_a_trained_module_or_name_with_weights_is_saved_as_the_source_folder(trained, tmp_path):
@@ -82,14 +138,14 @@ def test_a_trained_module_or_name_with_weights_is_saved_as_the_source_folder(tra
     from slimcv.pipeline.compress import _import_source
 
     net, spec = load_run_model(trained)
-    plan = compress(net, "synthetic-shapes", target_macs=2, out_dir=tmp_path / "c", dry_run=True)
-    assert plan.plan["remove"] == 0.5 and not (tmp_path / "c" / "source").exists()  # a dry run writes nothing
-    folder = _import_source(net, None, "synthetic-shapes", tmp_path / "src", dry_run=False)
+    plan = compress(net, "synthetic-shapes", target_speedup=2, out_dir=tmp_path / "c", dry_run=True)
+    assert plan.plan["source"] == "<UNet>" and not (tmp_path / "c").exists()  # a dry run writes nothing
+    folder = _import_source(net, None, "synthetic-shapes", tmp_path / "src")
     again, _ = load_run_model(folder)
     assert sum(p.numel() for p in again.parameters()) == sum(p.numel() for p in net.parameters())
     assert read_summary(folder)["best"]["metric"] == "miou"
-    with pytest.raises(SlimcvError, match="needs --data"):
-        compress(net, None, target_macs=2, out_dir=tmp_path / "d")
+    with pytest.raises(SlimcvError, match="needs data"):
+        compress(net, None, target_speedup=2, out_dir=tmp_path / "d")
 
 
 def test_compress_a_name_with_a_weights_file_runs_to_the_end(tmp_path):
@@ -103,12 +159,13 @@ def test_compress_a_name_with_a_weights_file_runs_to_the_end(tmp_path):
     save_weights(create_model("resnet8", 3), weights)
     out = tmp_path / "c"
     code = main(["compress", "--model", "resnet8", "--weights", str(weights), "--data",
-                 "synthetic-shapes:classification", "--target-macs", "2", "--max-drop", "100", "--epochs", "1",
-                 "-o", str(out), "--set", "bench.runs=3", "--set", "quantize.latency_runs=3",
-                 "--set", "report.images=1"])
+                 "synthetic-shapes:classification", "--target-latency", "1000000", "--max-drop", "100",
+                 "--budget-minutes", "0.1", "-o", str(out), "--no-report", "--set", "latency_runs=3",
+                 "--set", "progress=false", "--set", "space={prune_ratios: [0.5], students: [], runtimes: [ort], "
+                 "int8: [], sensitivity_drops: []}"])
     assert code == 0
     assert read_model_spec(out / "source")["input_shape"][1:] == [3, 64, 64]
-    assert (out / "compress.json").is_file() and (out / "bench" / "bench.json").is_file()
+    assert (out / "compress.json").is_file() and (out / "deploy" / "model.onnx").is_file()
 
 
 def test_a_model_trained_on_an_image_folder_without_a_size_records_it(tmp_path):

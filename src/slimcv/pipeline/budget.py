@@ -14,6 +14,7 @@ budget by a short distillation run, spend the remaining time on the best, return
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +29,16 @@ KD = {"segmentation": {"name": "kd", "weight": 1.0, "temperature": 1.0},
       "classification": {"name": "kd", "weight": 1.0, "temperature": 4.0}}
 
 
+STATE = "search_state.json"  # the search's progress: what a restarted search reuses (and the folder's marker)
+
+
 @dataclass
 class BudgetResult:
-    """The winner (None when nothing meets the budget), every candidate, and the time spent."""
+    """The winner (None when nothing meets the latency budget within ``max_drop``), every candidate, and the time
+    spent. ``closest`` is the winner, or on a miss the most accurate candidate that meets the latency budget."""
 
     winner: S.Candidate | None
-    folder: Path | None
+    folder: Path | None  # the winner's (or on a miss the closest candidate's) model or quantize folder
     candidates: list[S.Candidate]
     reference_ms: float
     budget_ms: float
@@ -41,6 +46,63 @@ class BudgetResult:
     source_metric: float | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
     folders: dict[str, Path] = field(default_factory=dict)  # "<name>/int8" -> its quantize folder
+    closest: S.Candidate | None = None
+    max_drop: float | None = None
+    source_best: S.Candidate | None = None  # the source in FP32 at its own fastest runtime
+    reused: list[str] = field(default_factory=list)  # steps a restarted search took from the earlier run
+
+    @property
+    def met(self) -> bool:
+        return self.winner is not None
+
+
+class _State:
+    """``search_state.json``: the measured candidates and each finished step, written after every step, so a search
+    killed at any point and started again redoes only the step it was in."""
+
+    def __init__(self, out: Path, key: dict[str, Any] | None) -> None:
+        from slimcv.artifact import read_json
+
+        self.path, self.key, self.start = out / STATE, key, time.perf_counter()
+        old = read_json(self.path) if self.path.is_file() else None
+        if key is not None and old and old.get("key") == key:
+            self.data = old
+        else:
+            if old is not None:  # an earlier search of something else: its runs are ours to replace
+                for sub in ("proxy", "final", "int8", "teacher_cache"):
+                    shutil.rmtree(out / sub, ignore_errors=True)
+            self.data = {"key": key, "spent_seconds": 0.0, "candidates": None, "reference_ms": None, "done": {}}
+        self.spent_before = float(self.data.get("spent_seconds", 0.0))
+        self.save()
+
+    def done(self, step: str) -> dict[str, Any] | None:
+        return self.data["done"].get(step)
+
+    def record(self, step: str, entry: dict[str, Any]) -> None:
+        self.data["done"][step] = entry
+        self.save()
+
+    def save(self) -> None:
+        self.data["spent_seconds"] = self.spent_before + time.perf_counter() - self.start
+        atomic_write_json(self.path, self.data)
+
+
+def _search_key(folder: Path, data: Any, target_latency_ms, target_speedup, space, proxy_epochs: int,
+                latency_runs: int) -> dict[str, Any] | None:
+    """What makes two searches the same one (None when the data cannot be written down: no reuse)."""
+    import json
+
+    from slimcv.config import DataConfig
+
+    if isinstance(data, DataConfig):
+        data = data.model_dump(mode="json")
+    try:
+        json.dumps(data)
+    except (TypeError, ValueError):
+        return None
+    return {"source": str(folder.resolve()), "data": data, "target_latency_ms": target_latency_ms,
+            "target_speedup": target_speedup, "space": space.model_dump(mode="json") if space else None,
+            "proxy_epochs": proxy_epochs, "latency_runs": latency_runs}
 
 
 def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: float | None = None,
@@ -50,21 +112,33 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
                        latency_runs: int = 15, threads: int | None = 1, progress: bool = True,
                        max_drop: float | None = None) -> BudgetResult:
     """Search the candidates of ``source`` (a model folder) for the most accurate one that meets the latency
-    target on this machine, spending at most ``budget_minutes`` (the last run may overrun by one epoch).
-    A candidate whose proxy trails the best one's by more than ``finalist_gap`` points is not a finalist, so the
-    time goes to those that can still win. ``max_drop`` (points) only marks the allowed band in ``frontier.png``."""
+    target on this machine and loses at most ``max_drop`` points, spending at most ``budget_minutes`` (the last run
+    may overrun by one epoch). A candidate whose proxy trails the best one's by more than ``finalist_gap`` points
+    is not a finalist, so the time goes to those that can still win. Started again on the same ``out_dir``, it
+    reuses every candidate measured or trained before."""
+    from slimcv._io import check_owned
     from slimcv.artifact import metric_key, read_summary
     from slimcv.data import as_bundle
 
     start = time.perf_counter()
-    deadline = start + budget_minutes * 60
     folder = Path(source)
     if not folder.is_dir():
         raise SlimcvError(f"{folder} is not a model folder; train or import the model first (slimcv train, or "
                           "slimcv compress with --weights).")
-    bundle = as_bundle(data)
     out = Path(out_dir)
-    candidates, reference = _measured_candidates(folder, bundle, space, out, latency_runs, threads, progress)
+    check_owned(out, STATE)
+    bundle = as_bundle(data)
+    state = _State(out, _search_key(folder, data, target_latency_ms, target_speedup, space, proxy_epochs,
+                                    latency_runs))
+    deadline = start + budget_minutes * 60 - state.spent_before
+    if state.data["candidates"] is not None:
+        candidates = [S.Candidate(**c) for c in state.data["candidates"]]
+        reference = float(state.data["reference_ms"])
+        _phase(f"reusing the {len(candidates)} candidates measured by the earlier run of this search", deadline)
+    else:
+        candidates, reference = _measured_candidates(folder, bundle, space, out, latency_runs, threads, progress)
+        state.data.update(candidates=[c.to_json() for c in candidates], reference_ms=reference)
+        state.save()
     budget = S.within_budget(candidates, reference, target_latency_ms=target_latency_ms,
                              target_speedup=target_speedup)
     key = metric_key(bundle.task)
@@ -72,17 +146,28 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     for c in candidates:
         if c.kind == "source" and c.precision == "fp32":
             c.metric = source_metric
-    result = BudgetResult(None, None, candidates, reference, budget, 0.0, source_metric)
+    result = BudgetResult(None, None, candidates, reference, budget, 0.0, source_metric, max_drop=max_drop)
+    result.source_best = min((c for c in candidates if c.kind == "source" and c.precision == "fp32"),
+                             key=lambda c: c.latency_ms)
     folders: dict[str, Path] = {"source": folder}
     t = time.perf_counter()
-    _score_int8(candidates, "source", folder, out, bundle, threads, key, result)
+    _score_int8(candidates, "source", folder, out, bundle, threads, key, result, state)
     int8_seconds = time.perf_counter() - t  # what quantizing a trained network costs, kept free at the end
     trainable = [c for c in S.best_runtime_each(candidates) if c.kind != "source"]
-    console.print(f"reference: the source in ONNX Runtime FP32, {reference:.2f} ms; budget {budget:.2f} ms; "
-                  f"{len(trainable)} of {len({c.name for c in candidates}) - 1} candidates meet it")
+    source_best = result.source_best
+    console.print(f"reference: the source in ONNX Runtime FP32, {reference:.2f} ms (at its fastest, "
+                  f"{source_best.label}, {source_best.latency_ms:.2f} ms); budget {budget:.2f} ms; "
+                  f"{len(trainable)} of {len({c.name for c in candidates}) - 1} candidates meet it", highlight=False)
     common = dict(bundle=bundle, folder=folder, task=bundle.task, progress=progress, threads=threads,
                   source_macs=next(c.macs for c in candidates if c.kind == "source"))
     for i, c in enumerate(sorted(trainable, key=lambda c: -c.macs)):  # the largest (most capable) first
+        earlier = state.done(f"proxy/{c.name}")
+        if earlier is not None:
+            c.metric, folders[c.name] = earlier["metric"], Path(earlier["folder"])
+            result.log.append(earlier)
+            result.reused.append(f"proxy/{c.name}")
+            c.notes.append(f"proxy: {proxy_epochs} epoch(s), reused from the earlier run")
+            continue
         if time.perf_counter() > deadline:
             c.notes.append("no time left for its proxy run")
             continue
@@ -93,13 +178,15 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
         total = time.perf_counter() - t
         per_epoch = _epoch_seconds(out / "proxy" / c.name) or total / proxy_epochs
         setup = max(0.0, total - per_epoch * proxy_epochs)  # pruning, caching, evaluation before and after
-        result.log.append({"candidate": c.name, "stage": "proxy", "epochs": proxy_epochs, "metric": c.metric,
-                           "seconds_per_epoch": per_epoch, "setup_seconds": setup})
+        entry = {"candidate": c.name, "stage": "proxy", "epochs": proxy_epochs, "metric": c.metric,
+                 "seconds_per_epoch": per_epoch, "setup_seconds": setup, "folder": str(folders[c.name])}
+        result.log.append(entry)
+        state.record(f"proxy/{c.name}", entry)
         c.notes.append(f"proxy: {proxy_epochs} epoch(s), {per_epoch:.1f} s each")
     ranked = choose_finalists(trainable, finalists, finalist_gap)
     reserve = int8_seconds * sum(any(o.name == c.name and o.precision == "int8" and o.meets for o in candidates)
                                  for c in trainable if c.metric is not None)
-    _final_round(ranked, deadline - reserve, proxy_epochs, out, folders, result, common)
+    _final_round(ranked, deadline - reserve, proxy_epochs, out, folders, result, common, state)
     for c in trainable:  # every runtime of a trained network scores as it trained; its INT8 file once quantized
         if c.metric is None:
             continue
@@ -107,17 +194,28 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
         for other in candidates:
             if other.name == c.name:
                 other.metric = trained if other.precision == "fp32" else None
-        _score_int8(candidates, c.name, folders[c.name], out, bundle, threads, key, result)
-    meeting = [c for c in candidates if c.meets and c.metric is not None]
-    if meeting:
-        best = max(meeting, key=lambda c: (c.metric, -c.latency_ms))
-        result.winner = best
-        result.folder = result.folders[f"{best.name}/int8"] if best.precision == "int8" else folders[best.name]
+        _score_int8(candidates, c.name, folders[c.name], out, bundle, threads, key, result, state)
+    _choose(result, folders)
     result.seconds = time.perf_counter() - start
+    state.save()
     _write(out, result, target_latency_ms, target_speedup, key)
     _plot(out, result, key, max_drop)
     _print(result, key)
     return result
+
+
+def _choose(result: BudgetResult, folders: dict[str, Path]) -> None:
+    """The one selection rule: the most accurate candidate that meets the latency budget and loses at most
+    ``max_drop`` points (the faster on a tie); on a miss the most accurate that meets the latency is the closest."""
+    meeting = [c for c in result.candidates if c.meets and c.metric is not None]
+    base, limit = result.source_metric, result.max_drop
+    allowed = [c for c in meeting if base is None or limit is None or base - c.metric <= limit + 1e-9]
+    rank = lambda c: (c.metric, -c.latency_ms)  # noqa: E731
+    result.winner = max(allowed, key=rank) if allowed else None
+    result.closest = result.winner or (max(meeting, key=rank) if meeting else None)
+    c = result.closest
+    if c is not None:
+        result.folder = result.folders[f"{c.name}/int8"] if c.precision == "int8" else folders[c.name]
 
 
 def choose_finalists(trained: list[S.Candidate], n: int, gap: float | None) -> list[S.Candidate]:
@@ -157,18 +255,28 @@ def _measured_candidates(folder: Path, bundle, space: S.SearchSpace | None, out:
 
 
 def _final_round(ranked: list[S.Candidate], deadline: float, proxy_epochs: int, out: Path,
-                 folders: dict[str, Path], result: BudgetResult, common: dict[str, Any]) -> None:
+                 folders: dict[str, Path], result: BudgetResult, common: dict[str, Any], state: _State) -> None:
     """Train the finalists again, sharing the time left before ``deadline`` between them."""
     for i, c in enumerate(ranked):
+        earlier = state.done(f"final/{c.name}")
+        if earlier is not None:
+            c.metric, folders[c.name] = earlier["metric"], Path(earlier["folder"])
+            result.log.append(earlier)
+            result.reused.append(f"final/{c.name}")
+            c.notes.append(f"final: {earlier['epochs']} epochs, reused from the earlier run")
+            continue
         left = deadline - time.perf_counter()
-        _phase(f"final run {i + 1}/{len(ranked)}: {c.name}", deadline)
         proxy = next(r for r in result.log if r["candidate"] == c.name)
         epochs = int((left / (len(ranked) - i) - proxy["setup_seconds"]) / proxy["seconds_per_epoch"])
         if epochs <= proxy_epochs:
             c.notes.append("kept its proxy run: no time for a longer one")
             continue
+        _phase(f"final run {i + 1}/{len(ranked)}: {c.name}, {epochs} epochs", deadline)
         metric = _train(c, out / "final" / c.name, epochs, **common)
-        result.log.append({"candidate": c.name, "stage": "final", "epochs": epochs, "metric": metric})
+        entry = {"candidate": c.name, "stage": "final", "epochs": epochs, "metric": metric,
+                 "folder": str(out / "final" / c.name)}
+        result.log.append(entry)
+        state.record(f"final/{c.name}", entry)
         c.notes.append(f"final: {epochs} epochs")
         c.metric = metric
         folders[c.name] = out / "final" / c.name
@@ -189,26 +297,48 @@ def _epoch_seconds(run_dir: Path) -> float | None:
 
 
 def _score_int8(candidates: list[S.Candidate], name: str, folder: Path, out: Path, bundle, threads: int | None,
-                key: str, result: BudgetResult) -> None:
+                key: str, result: BudgetResult, state: _State) -> None:
     """Quantize the trained network ``name`` (in ``folder``) with NNCF and score its INT8 file in OpenVINO, when
-    that candidate meets the budget; the folder is recorded for the winner."""
-    int8 = next((c for c in candidates if c.name == name and c.precision == "int8" and c.meets), None)
+    that candidate meets the budget (the source's always: it is the peer a CPU user would reach for); the folder is
+    recorded for the winner."""
+    int8 = next((c for c in candidates if c.name == name and c.precision == "int8" and (c.meets or name == "source")),
+                None)
     if int8 is None:
+        return
+    q_dir = out / "int8" / name
+    earlier = state.done(f"int8/{name}")
+    if earlier is not None and earlier.get("of") == str(folder):
+        int8.metric = earlier["metric"]
+        if int8.metric is not None:
+            int8.notes.append(f"NNCF INT8 of {folder}, reused from the earlier run")
+            result.folders[f"{name}/int8"] = q_dir
+            result.log.append(earlier)
+        result.reused.append(f"int8/{name}")
         return
     _phase(f"INT8: quantizing {name} with NNCF and scoring it as deployed", None)
     import slimcv
 
-    q_dir = out / "int8" / name
+    _fresh(q_dir)
     q = slimcv.quantize(str(folder), data=bundle, out_dir=str(q_dir), calibration=(), nncf=True, eager=False,
                         latency_runs=1, threads=threads, progress=False)
     row = next((m for m in q.models if m["name"] == "int8_nncf_openvino"), None)
+    entry = {"candidate": name, "stage": "int8", "metric": None, "folder": str(q_dir), "of": str(folder)}
     if row is None:
         int8.notes.append("NNCF INT8 could not be built here")
+        state.record(f"int8/{name}", entry)
         return
-    int8.metric = row["metrics"][key]
+    int8.metric = entry["metric"] = row["metrics"][key]
     int8.notes.append(f"NNCF INT8 of {folder}")
-    result.log.append({"candidate": name, "stage": "int8", "metric": int8.metric, "folder": str(q_dir)})
+    result.log.append(entry)
+    state.record(f"int8/{name}", entry)
     result.folders[f"{name}/int8"] = q_dir
+
+
+def _fresh(run_dir: Path) -> None:
+    """A step's folder, emptied of what a killed earlier run of this search left there (no finished step is
+    recorded for it, so nothing in it is reused)."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
 
 
 def _train(c: S.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, task: str, progress: bool,
@@ -217,6 +347,7 @@ def _train(c: S.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, 
     import slimcv
     from slimcv.artifact import metric_key
 
+    _fresh(run_dir)
     kd = KD[task]
     if c.kind == "pruned":
         how = ({"layer_ratios": c.build["layer_ratios"]} if "layer_ratios" in c.build
@@ -254,11 +385,16 @@ def _inherited(c: S.Candidate, folder: Path, run_dir: Path, num_classes: int) ->
 
 def _write(out: Path, r: BudgetResult, target_latency_ms, target_speedup, key: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    sb = r.source_best
     atomic_write_json(out / "compress_search.json", {
-        "target": {"latency_ms": target_latency_ms, "speedup": target_speedup, "budget_ms": r.budget_ms},
+        "target": {"latency_ms": target_latency_ms, "speedup": target_speedup, "budget_ms": r.budget_ms,
+                   "max_drop": r.max_drop},
         "reference": {"name": S.REFERENCE, "latency_ms": r.reference_ms, key: r.source_metric},
-        "winner": r.winner.to_json() if r.winner else None, "folder": str(r.folder) if r.folder else None,
-        "seconds": r.seconds, "metric": key, "candidates": [c.to_json() for c in r.candidates], "log": r.log})
+        "source_best": {"runtime": sb.label, "latency_ms": sb.latency_ms} if sb else None,
+        "met": r.met, "winner": r.winner.to_json() if r.winner else None,
+        "closest": r.closest.to_json() if r.closest else None, "folder": str(r.folder) if r.folder else None,
+        "seconds": r.seconds, "metric": key, "reused": r.reused,
+        "candidates": [c.to_json() for c in r.candidates], "log": r.log})
 
 
 def _plot(out: Path, r: BudgetResult, key: str, max_drop: float | None) -> Path | None:
@@ -275,15 +411,26 @@ def _plot(out: Path, r: BudgetResult, key: str, max_drop: float | None) -> Path 
 
 
 def _print(r: BudgetResult, key: str) -> None:
-    rows = [(c.name, c.label, c.params / 1e6, c.macs / 1e6, c.latency_ms, c.speedup, "yes" if c.meets else "",
-             c.metric) for c in sorted(r.candidates, key=lambda c: c.latency_ms)]
-    print_table(f"candidates (budget {r.budget_ms:.2f} ms)", ["candidate", "runtime", "params (M)", "MMACs", "ms",
-                "speed-up", "meets", key], rows)
-    if r.winner is None:
-        print("No candidate meets the latency budget with a measured accuracy: relax the target or give more "
-              "time.")
+    best_ms = r.source_best.latency_ms if r.source_best else None
+    rows = [(c.name, c.label, c.params / 1e6, c.macs / 1e6, c.latency_ms, c.speedup,
+             best_ms / c.latency_ms if best_ms and c.latency_ms else None, "yes" if c.meets else "", c.metric,
+             None if c.metric is None or r.source_metric is None else c.metric - r.source_metric)
+            for c in sorted(r.candidates, key=lambda c: c.latency_ms)]
+    print_table(f"candidates (budget {r.budget_ms:.2f} ms; speed-ups against the source in ONNX Runtime FP32 and at "
+                "its own fastest runtime)", ["candidate", "runtime", "params (M)", "MMACs", "ms", "x ORT FP32",
+                                             "x its best", "meets", key, "change"], rows)
+    drop = f" and --max-drop {r.max_drop:g}" if r.max_drop is not None else ""
+    c = r.closest
+    if c is None:
+        print(f"Target missed: no candidate meets the latency budget of {r.budget_ms:.2f} ms with a measured "
+              "accuracy; relax the target or give more time.")
+        return
+    change = f", {c.metric - r.source_metric:+.2f} pt against the source" if r.source_metric is not None else ""
+    what = (f"{c.name} in {c.label}, {c.latency_ms:.2f} ms ({c.speedup:.2f}x the source in ORT FP32"
+            + (f", {best_ms / c.latency_ms:.2f}x the source at its fastest" if best_ms else "")
+            + f"), {key} {c.metric:.2f}{change}; folder {r.folder}")
+    if r.met:
+        print(f"Target met{drop}: {what}. Search took {r.seconds / 60:.1f} min.")
     else:
-        w = r.winner
-        drop = f", {w.metric - r.source_metric:+.2f} pt against the source" if r.source_metric is not None else ""
-        print(f"Chosen: {w.name} in {w.label}, {w.latency_ms:.2f} ms ({w.speedup:.2f}x the source in ORT FP32), "
-              f"{key} {w.metric:.2f}{drop}; folder {r.folder}. Search took {r.seconds / 60:.1f} min.")
+        print(f"Target missed: nothing meets the latency budget{drop}; the closest is {what}. Give more "
+              f"--budget-minutes or relax the target. Search took {r.seconds / 60:.1f} min.")

@@ -1,341 +1,247 @@
-"""``slimcv compress``: make a model N times faster, smaller or cheaper with sensible defaults, as a recipe.
+"""``slimcv compress``: the fastest model this machine runs within a latency target and an accuracy budget.
 
-The defaults (documented in docs/recipes.md, "slimcv compress"):
-- The given model is pruned (structured, L1 filter norms, Torch-Pruning) rather than replaced by a
-  student: it keeps the trained weights and works for every model Torch-Pruning can trace.
-- ``--target-speedup S`` and ``--target-macs S`` remove 1 - 1/S of the MACs. MACs, not a latency goal,
-  steer the pruning: batch-1 latency of small models is dominated by per-layer overheads and is noisy
-  on shared machines, so chasing it can strip a model bare for an unreachable goal. The speed-up is then
-  measured (all models timed interleaved) and compared with the target.
-- ``--target-size S``: INT8 stores weights in a quarter of the bytes, so up to 3.5x needs no pruning;
-  beyond that parameters are pruned by 1 - 3.5/S and the model is quantized.
-- Pruning goes in steps of at most 25% each; each step is fine-tuned with cross-entropy plus KD
-  (T=1 for segmentation, T=4 for classification) from the original, unpruned model.
-- INT8 (static PTQ in ONNX Runtime) is measured on this machine and kept only when it is faster and
-  within ``--max-drop``; CPUs without VNNI often run INT8 slower than FP32.
+One program, a measured search (``slimcv.pipeline.budget``): the source on every runtime and as NNCF INT8, pruned
+copies and efficient students are timed untrained, those that meet the target are distilled from the source for
+the time given, and the most accurate one that meets the target within ``max_drop`` wins. Every speed-up is against
+the source in ONNX Runtime FP32, with the source at its own fastest runtime beside it. The winner is exported as a
+deployable file with its sidecar; an HTML report compares it with the source. Run again with the same
+``out_dir``, a killed search reuses every candidate it finished.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slimcv._console import console, print_table
+from slimcv._console import console
 from slimcv.artifact import is_model_folder, read_summary, run_data_config
-from slimcv.deploy.runtimes import available as available_runtimes
+from slimcv.config import CompressConfig, build_config
 from slimcv.errors import SlimcvError
-from slimcv.pipeline.recipe import validate
-from slimcv.pipeline.runner import RunResult, run
 
-MAX_STEP = 0.25  # at most this fraction removed per pruning step
-INT8_SIZE = 3.5  # file-size factor INT8 reaches on its own (4x in theory; scales and graph overhead)
+DEFAULT_BUDGET_MINUTES = 30.0  # when the source's training time is unknown (a model trained elsewhere)
+MIN_BUDGET_MINUTES = 5.0
 
 
 @dataclass
 class CompressResult:
-    """The run, the plan it followed, and the measured outcome against the target."""
+    """The outcome: whether the target was met, the chosen model (on a miss, the closest), its deployable file,
+    and every candidate measured."""
 
-    run: RunResult | None
-    plan: dict[str, Any]
-    outcome: dict[str, Any] = field(default_factory=dict)
+    met: bool
+    model: Any  # the chosen network as an nn.Module (for INT8, the FP32 network its file was made from)
+    file: Path | None  # the deployable file (ONNX or OpenVINO IR, with its .json sidecar)
+    folder: Path | None  # the chosen model's folder (a model folder, or the quantize folder of an INT8 file)
+    table: list[dict[str, Any]] = field(default_factory=list)  # one row per candidate (network x runtime)
+    search: Any = None  # the BudgetResult
+    report: Path | None = None
+    plan: dict[str, Any] = field(default_factory=dict)
 
 
-def compress(model: Any, data: str | None = None, *, weights: str | None = None,
-             target_speedup: float | None = None, target_size: float | None = None, target_macs: float | None = None,
-             max_drop: float = 1.0, epochs: int | None = None, teacher_epochs: int | None = None,
-             out_dir: str | Path = "runs/compress", overrides: Sequence[str] = (), dry_run: bool = False
-             ) -> CompressResult:
-    """Prune ``model`` toward one target, distilling from the original, quantize when it pays off here, and report
-    the measured outcome. ``model`` is a model folder, an ``nn.Module``, a name or ``package.module:factory`` with
-    ``weights`` (a trained model: saved as the run's ``source`` folder first), or a bare name, trained first."""
-    task = None
-    if _is_trained_object(model, weights):
-        task = _given_task(model)
-        model = str(_import_source(model, weights, data, Path(out_dir) / "source", dry_run))
-    recipe, plan = compress_recipe(model, data, target_speedup=target_speedup, target_size=target_size,
-                                   target_macs=target_macs, max_drop=max_drop, epochs=epochs,
-                                   teacher_epochs=teacher_epochs, out_dir=out_dir, imported=task)
-    rec = validate(recipe, "compress recipe")
+def compress(model: Any, data: Any = None, *, weights: str | Path | None = None, target_speedup: float | None = None,
+             target_latency: float | None = None, budget_minutes: float | None = None, max_drop: float = 1.0,
+             out_dir: str | Path = "runs/compress", dry_run: bool = False, **settings: Any) -> CompressResult:
+    """Search for the most accurate model that meets the latency target (``target_speedup`` times the source in
+    ONNX Runtime FP32, or ``target_latency`` ms at batch 1 on this machine) within ``max_drop`` points, spending
+    about ``budget_minutes``. ``model`` is a model folder, an ``nn.Module``, a name or ``package.module:factory``
+    with ``weights`` (saved as ``out_dir/source`` first), or a bare name (trained there first). ``settings`` are
+    further :class:`~slimcv.config.CompressConfig` fields (``space``, ``proxy_epochs``, ``threads``, ...)."""
+    cfg = build_config(CompressConfig, {"target_speedup": target_speedup, "target_latency": target_latency,
+                                        "budget_minutes": budget_minutes, "max_drop": max_drop,
+                                        "out_dir": str(out_dir), **settings}, "compress settings")
+    out = Path(cfg.out_dir)
+    source, data = _source_and_data(model, data, weights)
+    plan = _plan(cfg, source, out)
     _print_plan(plan)
     if dry_run:
-        import yaml
+        return CompressResult(False, None, None, None, plan=plan)
+    from slimcv._io import atomic_write_json, check_owned
+    from slimcv.pipeline.budget import STATE
 
-        print(yaml.safe_dump(recipe, sort_keys=False))
-        if task is not None:  # the given model is saved as the source folder first: nothing to check yet
-            console.print(f"would first save the given model as {model}, then run the recipe above")
-            return CompressResult(None, plan)
-        return CompressResult(run(rec, overrides, dry_run=True), plan)
-    has_bench = any(stage.get("name") == "bench" for stage in recipe["stages"])
-    first = run(rec, overrides, until="bench" if has_bench else None)
-    outcome = judge(first, plan) if has_bench else {"note": "the recipe has no bench stage"}
-    write_outcome(Path(out_dir), plan, outcome)  # before the report stage, so its verdict states the outcome
-    result = run(rec, overrides)
-    done = {r.name: r.status for r in first.stages}  # what the first call ran stays "ran", not "skipped"
-    result.stages = [dataclasses.replace(r, status=done[r.name]) if r.status == "skipped" and r.name in done
-                     else r for r in result.stages]
-    _print_outcome(outcome)
-    return CompressResult(result, plan, outcome)
+    check_owned(out, STATE)
+    if not (out / STATE).is_file():  # claims the folder before anything else is written there
+        atomic_write_json(out / STATE, {"key": None})
+    folder = _prepare_source(source, data, weights, out / "source", cfg)
+    if data is None:
+        data = run_data_config(folder)
+    budget = cfg.budget_minutes or _default_budget(folder)
+    from slimcv.pipeline.budget import compress_to_budget
 
-
-def write_outcome(out_dir: Path, plan: dict[str, Any], outcome: dict[str, Any]) -> Path:
-    """``compress.json``: the target, the plan and the measured outcome, for the report and for the record."""
-    from slimcv._io import atomic_write_json
-
-    label = f"{plan['factor']:g}x {'faster' if plan['target'] == 'speedup' else plan['target']}"
-    summary = outcome.get("note", "")
-    if "best" in outcome:
-        b = outcome["best"]
-        summary = f"{outcome['achieved']:.2f}x with {b['stage']} in {b['runtime']}"
-        if outcome.get("drop") is not None:
-            summary += f", {-outcome['drop']:+.2f} pt against the original's {outcome['original']['metric']:.2f}"
-        if not outcome["within_budget"]:
-            summary += f", outside the {plan['max_drop']:g} pt budget"
-    return atomic_write_json(out_dir / "compress.json", {
-        "stage": "compress", "target": {"kind": plan["target"], "factor": plan["factor"], "label": label},
-        "plan": plan, "outcome": {**outcome, "met": bool(outcome.get("met")) and bool(outcome.get("within_budget")),
-                                  "summary": summary}})
+    r = compress_to_budget(folder, data, target_latency_ms=cfg.target_latency, target_speedup=cfg.target_speedup,
+                           budget_minutes=budget, proxy_epochs=cfg.proxy_epochs, finalists=cfg.finalists,
+                           finalist_gap=cfg.finalist_gap, space=cfg.space, out_dir=out,
+                           latency_runs=cfg.latency_runs, threads=cfg.threads, progress=cfg.progress,
+                           max_drop=cfg.max_drop)
+    result = CompressResult(r.met, None, None, r.folder, table=_table(r), search=r, plan=plan)
+    if r.closest is not None:
+        result.model, result.file = _deployable(r, data, out)
+    write_outcome(out, plan, r)
+    if cfg.report and r.folder is not None:
+        result.report = _report(folder, r.folder, out, cfg)
+    return result
 
 
-def compress_recipe(model: str, data: str | None, *, target_speedup: float | None = None,
-                    target_size: float | None = None, target_macs: float | None = None, max_drop: float = 1.0,
-                    epochs: int | None = None, teacher_epochs: int | None = None,
-                    out_dir: str | Path = "runs/compress", imported: str | None = None
-                    ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The recipe ``compress`` runs, and the plan behind it (target, what is removed, why). ``imported``: the task
-    of a given trained model saved (or, in a dry run, to be saved) as the folder ``model``."""
-    plan = _plan(target_speedup, target_size, target_macs, max_drop)
-    if imported:
-        models, data_cfg, stages, original = {"original": {"run": str(model)}}, {"spec": data}, [], "original"
+def _source_and_data(model: Any, data: Any, weights: str | Path | None) -> tuple[Any, Any]:
+    """The source as given and its data: a model folder's recorded settings, moved to ``data`` when given."""
+    from torch import nn
+
+    if isinstance(model, nn.Module) or weights is not None:
+        if data is None:
+            raise SlimcvError("compress needs data (--data SPEC) to fine-tune and score a model given with "
+                              "--weights or as a module.")
+        return model, data
+    path = Path(str(model))
+    if path.is_file():
+        if not is_model_folder(path.parent):
+            raise SlimcvError(f"{model} is a bare weights file: give its run folder (with model.json), or "
+                              "--model NAME --weights FILE.")
+        path = path.parent  # a checkpoint inside a run folder: the run
+    if path.is_dir():
+        settings = run_data_config(path, data) if data is None or isinstance(data, str) else data
+        if settings is None:
+            raise SlimcvError(f"Give --data: {path} records no data settings to read.")
+        return str(path), settings
+    if (path.suffix or "/" in str(model)) and ":" not in str(model):
+        raise SlimcvError(f"{model} does not exist; give a model folder, --model NAME --weights FILE, or a model "
+                          "name to train first.")
+    if data is None:
+        raise SlimcvError(f"Give --data: {model!r} is not a model folder, so it is trained first and needs a dataset.")
+    from slimcv.models import check_model_name
+
+    check_model_name(str(model))
+    return str(model), data
+
+
+def _plan(cfg: CompressConfig, source: Any, out: Path) -> dict[str, Any]:
+    """What the search will do, stated before it starts."""
+    target = (f"{cfg.target_speedup:g}x the speed of the source in ONNX Runtime FP32" if cfg.target_speedup
+              else f"{cfg.target_latency:g} ms at batch 1")
+    folder = Path(str(source)) if isinstance(source, (str, Path)) and Path(str(source)).is_dir() else None
+    if cfg.budget_minutes:
+        minutes, why = cfg.budget_minutes, "--budget-minutes"
+    elif folder is not None:
+        minutes = _default_budget(folder)
+        why = ("as long as the source took to train" if _training_minutes(folder) else
+               "the default for a source trained elsewhere")
     else:
-        models, data_cfg, stages, original = _source(model, data, teacher_epochs)
-    from slimcv.pipeline.stages import STAGE_TYPES
-
-    task = imported or _task(model, data_cfg)
-    last = original
-    if plan["remove"] > 0:
-        steps = max(1, math.ceil(plan["remove"] / MAX_STEP - 1e-9))
-        per_step = max(1, epochs // steps) if epochs else "auto"  # auto: scaled to what each step removed
-        kd = {"name": "kd", "temperature": 1.0 if task == "segmentation" else 4.0}
-        stages.append({"name": "prune", "input": original, "remove": round(plan["remove"], 4),
-                       "target": plan["prune_target"], "steps": steps, "finetune_epochs": per_step,
-                       "distill": [kd]})
-        plan.update(steps=steps, finetune_epochs_per_step=per_step, kd=kd)
-        last = "prune"
-    have_quantize = "quantize" in STAGE_TYPES
-    if have_quantize:
-        stages.append({"name": "quantize", "input": last, "max_drop": max_drop})
-    compared = [original] + (["prune"] if last == "prune" else []) + (["quantize"] if have_quantize else [])
-    stages.append({"name": "bench", "inputs": compared, "runs": 30,  # every runtime this machine has
-                   "runtimes": [rt.name for rt in available_runtimes()]})
-    stages.append({"name": "report", "inputs": [*compared, "bench"], "baseline": original, "measure": False})
-    plan["quantize"] = have_quantize
-    recipe = {"name": "compress", "task": task, "data": data_cfg, "models": models, "out_dir": str(out_dir),
-              "stages": stages}
-    return recipe, plan
+        minutes, why = None, "as long as the source takes to train (known once it is imported or trained)"
+    return {"target": "latency" if cfg.target_latency else "speedup",
+            "factor": cfg.target_speedup, "latency_ms": cfg.target_latency, "label": target,
+            "max_drop": cfg.max_drop, "budget_minutes": minutes, "budget_why": why, "out_dir": str(out),
+            "source": str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__}>"}
 
 
-def _plan(speedup: float | None, size: float | None, macs: float | None, max_drop: float) -> dict[str, Any]:
-    given = {k: v for k, v in {"speedup": speedup, "size": size, "macs": macs}.items() if v is not None}
-    if len(given) != 1:
-        raise SlimcvError("Give exactly one target: --target-speedup N, --target-size N or --target-macs N "
-                          f"(got {', '.join(given) or 'none'}).")
-    (kind, factor), = given.items()
-    if not factor > 1:
-        raise SlimcvError(f"--target-{kind} {factor} must be above 1 (2 means twice as fast/small/cheap).")
-    if max_drop < 0:
-        raise SlimcvError(f"--max-drop {max_drop} must be zero or positive (accuracy/mIoU points).")
-    if kind == "size":
-        remove = max(0.0, 1 - INT8_SIZE / factor)
-        why = ("INT8 alone stores the weights about 3.5-4x smaller" if remove == 0 else
-               f"INT8 gives about {INT8_SIZE}x; pruning removes the remaining {remove:.0%} of the parameters")
-        return {"target": kind, "factor": factor, "prune_target": "params", "remove": remove, "why": why,
-                "max_drop": max_drop}
-    remove = 1 - 1 / factor
-    if remove > 0.9:
-        raise SlimcvError(f"--target-{kind} {factor} would remove {remove:.0%} of the MACs; structured pruning "
-                          "keeps at most 90% off, so pick 10 or less or train a smaller student with a recipe.")
-    why = f"removing {remove:.0%} of the MACs; the speed-up is then measured" if kind == "speedup" else \
-        f"removing {remove:.0%} of the MACs"
-    return {"target": kind, "factor": factor, "prune_target": "macs", "remove": remove, "why": why,
-            "max_drop": max_drop}
+def _training_minutes(folder: Path) -> float | None:
+    """How long the source's own training took (its epochs' recorded times), or None when not recorded."""
+    from slimcv._io import read_jsonl
+
+    seconds = sum(r.get("epoch_time_s", 0.0) for f in folder.glob("metrics.jsonl") for r in read_jsonl(f))
+    return seconds / 60 if seconds > 0 else None
 
 
-def _is_trained_object(model: Any, weights: str | None) -> bool:
+def _default_budget(folder: Path) -> float:
+    trained = _training_minutes(folder)
+    return max(MIN_BUDGET_MINUTES, math.ceil(trained)) if trained else DEFAULT_BUDGET_MINUTES
+
+
+def _prepare_source(source: Any, data: Any, weights: str | Path | None, folder: Path, cfg: CompressConfig) -> Path:
+    """The model folder the search starts from: as given, imported (module or name + weights), or trained."""
     from torch import nn
 
-    return isinstance(model, nn.Module) or weights is not None
+    if isinstance(source, nn.Module) or weights is not None:
+        return _import_source(source, weights, data, folder)
+    if Path(str(source)).is_dir():
+        return Path(str(source))
+    import slimcv
+
+    console.print(f"compress: training {source} for {cfg.teacher_epochs} epochs first (--teacher-epochs)",
+                  highlight=False)
+    values = {"model": str(source), "epochs": cfg.teacher_epochs, "out_dir": str(folder), "progress": cfg.progress,
+              "tensorboard": False, "threads": cfg.threads, "resume": (folder / "last.json").is_file()}
+    slimcv.train(values, data=data)
+    return folder
 
 
-def _given_task(model: Any) -> str:
-    from torch import nn
-
-    from slimcv.artifact import guess_task
-    from slimcv.models import model_task
-
-    if isinstance(model, nn.Module):
-        return guess_task(model)
-    task = model_task(str(model))
-    if task is None:
-        from slimcv.models import create_model
-
-        task = guess_task(create_model(str(model), 2))
-    return task
-
-
-def _import_source(model: Any, weights: str | None, data: str | None, folder: Path, dry_run: bool) -> Path:
-    """Save a user's trained model (module, or name / factory + weights) as a model folder the recipe starts from,
-    with its validation metric, so the outcome compares against it."""
-    from slimcv.artifact import check_rebuildable, load_inputs, metric_key, save_model
+def _import_source(model: Any, weights: str | Path | None, data: Any, folder: Path) -> Path:
+    """Save a user's trained model (module, or name / factory + weights) as a model folder the search starts from,
+    with its validation metric, so every candidate compares against it."""
+    from slimcv._io import check_owned
+    from slimcv.artifact import check_rebuildable, load_inputs, metric_key, save_model, write_summary
     from slimcv.engine.evaluation import evaluate_model
 
-    if data is None:
-        raise SlimcvError("compress needs --data SPEC to fine-tune and score a model given with --weights or as a "
-                          "module.")
-    if dry_run:
-        return folder
-    from slimcv._io import check_owned
-
     check_owned(folder, "model.json")
-    loaded, bundle = load_inputs(model, {"spec": data}, weights=weights)
+    loaded, bundle = load_inputs(model, data if not isinstance(data, str) else {"spec": data}, weights=weights)
     check_rebuildable(loaded.model, loaded.spec)
     metrics = evaluate_model(loaded.model, bundle, quiet=True).metrics
     key = metric_key(bundle.task)
     save_model(loaded.model, folder, loaded.spec, metrics=metrics)
-    from slimcv.artifact import write_summary
-
     write_summary(folder, {"metrics": metrics, "best": {"metric": key, "value": metrics[key]}, "stage": "source"})
-    console.print(f"compress: saved the given model as {folder} ({key} {metrics[key]:.2f})")
+    if not isinstance(data, (tuple, list)):
+        from slimcv.artifact import write_run_config
+
+        write_run_config(folder, {"data": bundle.config.model_dump(mode="json"), "stage": "source"})
+    console.print(f"compress: saved the given model as {folder} ({key} {metrics[key]:.2f})", highlight=False)
     return folder
 
 
-def _source(model: str, data: str | None, teacher_epochs: int | None):
-    """Models, data and first stages: a trained run is used as is; a model name is trained first."""
-    path = Path(model)
-    if path.is_file():
-        if not is_model_folder(path.parent):
-            raise SlimcvError(f"{model} is a bare weights file: give its run folder (with model.json), or a recipe "
-                              "with models: {original: {model: ARCH, weights: FILE}} for `slimcv run`.")
-        path = path.parent  # a checkpoint inside a run folder: the run
-    if path.is_dir():
-        data_cfg = run_data_config(path, data)
-        if data_cfg is None:
-            raise SlimcvError(f"Give --data: {model} records no data settings to read.")
-        return {"original": {"run": str(path)}}, data_cfg, [], "original"
-    if data is None:
-        raise SlimcvError(f"Give --data: {model!r} is not a run folder, so it is trained first and needs a dataset.")
-    from slimcv.models import check_model_name
+def _deployable(r, data: Any, out: Path) -> tuple[Any, Path | None]:
+    """The chosen network and its deployable file: the INT8 file of its quantize folder, else an ONNX export."""
+    from slimcv.artifact import load_run_model, read_json
 
-    check_model_name(model)
-    stage = {"name": "original", "type": "train", "model": "arch", "epochs": teacher_epochs or 10}
-    return {"arch": {"model": model}}, {"spec": data}, [stage], "original"
+    c = r.closest
+    if c.precision == "int8":
+        info = read_json(r.folder / "quantize.json") or {}
+        row = next((m for m in info.get("models", []) if m["name"] == "int8_nncf_openvino"), None)
+        source = next((e["of"] for e in r.log if e.get("stage") == "int8" and e["candidate"] == c.name), None)
+        model = load_run_model(source)[0] if source else None
+        return model, (r.folder / row["path"]) if row else None
+    import slimcv
+
+    model, _ = load_run_model(r.folder)
+    path = out / "deploy" / "model.onnx"
+    slimcv.export(str(r.folder), path, data if isinstance(data, (str, dict)) else None)
+    return model, path
 
 
-def _task(model: str, data_cfg: dict[str, Any]) -> str | None:
-    path = Path(model)
-    path = path.parent if path.is_file() else path
-    if is_model_folder(path):
-        from slimcv.artifact import read_model_spec
+def _report(source: Path, chosen: Path, out: Path, cfg: CompressConfig) -> Path | None:
+    import slimcv
 
-        return read_model_spec(path).get("task")
-    from slimcv.models import model_task
-
-    return model_task(model)
+    runs = [str(source)] + ([str(chosen)] if chosen.resolve() != source.resolve() else [])
+    r = slimcv.report(runs, out=out / "report", baseline=source.name, measure=True, images=cfg.report_images,
+                      threads=cfg.threads, title="compress", quiet=True)
+    return Path(r.html) if getattr(r, "html", None) else None
 
 
-def judge(result: RunResult, plan: dict[str, Any]) -> dict[str, Any]:
-    """Measured outcome: the best compressed candidate within the accuracy budget vs the original.
-
-    Speed-ups are against the original's fastest measured runtime (so a gain from switching runtime alone
-    is not credited to compression); sizes against its weights file; MACs against its MACs."""
-    bench = json.loads((result["bench"].folder / "bench.json").read_text())
-    rows = _candidates(result, bench)
-    original = [r for r in rows if r["stage"] == "original"]
-    others = [r for r in rows if r["stage"] not in ("original", "?")]
-    if not original or not others:
-        return {"note": "the bench measured no original or no compressed model"}
-    base = {"metric": original[0]["metric"], "latency_ms": min(r["latency_ms"] for r in original),
-            "file_bytes": original[0]["file_bytes"], "macs": original[0]["macs"]}
-    ok = [r for r in others if r["metric"] is not None and base["metric"] is not None
-          and base["metric"] - r["metric"] <= plan["max_drop"]]
-    pool = ok or others
-    key = {"speedup": "latency_ms", "size": "file_bytes", "macs": "macs"}[plan["target"]]
-    known = [r for r in pool if r[key]] or pool
-    best = min(known, key=lambda r: (r[key] or math.inf, r["latency_ms"]))
-    achieved = base[key] / best[key] if base[key] and best[key] else None
-    drop = base["metric"] - best["metric"] if None not in (base["metric"], best["metric"]) else None
-    return {"best": best, "original": base, "achieved": achieved, "target": plan["factor"],
-            "met": bool(achieved and achieved >= plan["factor"]), "within_budget": best in ok, "drop": drop,
-            "rows": rows}
+def _table(r) -> list[dict[str, Any]]:
+    best = r.source_best.latency_ms if r.source_best else None
+    return [{"candidate": c.name, "kind": c.kind, "runtime": c.runtime, "precision": c.precision,
+             "params": c.params, "macs": c.macs, "latency_ms": c.latency_ms, "speedup": c.speedup,
+             "speedup_vs_source_best": best / c.latency_ms if best and c.latency_ms else None, "meets": c.meets,
+             "metric": c.metric, "notes": list(c.notes)} for c in r.candidates]
 
 
-def _candidates(result: RunResult, bench: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (model, runtime) the bench measured, with the stage's accuracy attached."""
-    stage_of = {}
-    for record in result.stages:
-        stage_of[str(record.folder.resolve())] = record
-    original = result.recipe.config.models.get("original")
-    if original is not None and original.run:
-        stage_of[str(Path(original.run).resolve())] = None
-    rows: list[dict[str, Any]] = []
-    for m in bench["models"]:
-        src = Path(m["source"])
-        folder = src.parent if src.suffix == ".onnx" else src
-        record = stage_of.get(str(folder.resolve()), "?")
-        stage = "original" if record is None else getattr(record, "name", "?")
-        metric = _metric(record, m, result) if record != "?" else None
-        macs = m.get("macs") or _source_macs(record, result, rows)
-        for rt in m["runtimes"]:
-            rows.append({"stage": stage, "model": m["name"], "runtime": rt["runtime"], "metric": metric,
-                         "latency_ms": rt["latency_ms"]["median"], "file_bytes": m.get("file_bytes"),
-                         "macs": macs, "params": m.get("params")})
-    return rows
+def write_outcome(out_dir: Path, plan: dict[str, Any], r) -> Path:
+    """``compress.json``: the target, the plan and the measured outcome, for the report's verdict and the record."""
+    from slimcv._io import atomic_write_json
 
-
-def _source_macs(record, result: RunResult, rows: list[dict[str, Any]]) -> int | None:
-    """An ONNX file has no MAC count of its own: it computes what the model it was made from computes."""
-    if not hasattr(record, "type") or record.type != "quantize":
-        return None
-    source = result.recipe.stage(record.name).refs.get("input")
-    try:
-        return result[source].metrics.get("macs")
-    except KeyError:  # the original trained run: measured in an earlier row
-        return next((r["macs"] for r in rows if r["stage"] == "original" and r["macs"]), None)
-
-
-def _metric(record, model: dict[str, Any], result: RunResult) -> float | None:
-    if record is None:  # the original trained run
-        best = (read_summary(result.recipe.config.models["original"].run) or {}).get("best", {})
-        return best.get("value")
-    if record.type == "quantize":
-        info = json.loads((record.folder / "quantize.json").read_text())
-        for q in info.get("models", []):
-            if Path(q["path"]).name == Path(model["source"]).name or q["name"] == model["name"]:
-                metrics = q.get("metrics") or {}
-                return metrics.get("miou", metrics.get("top1"))
-        return None
-    return record.metrics.get("miou", record.metrics.get("top1"))
+    c = r.closest
+    summary = "no candidate meets the latency budget with a measured accuracy"
+    if c is not None:
+        summary = f"{c.speedup:.2f}x with {c.name} in {c.label}"
+        if c.metric is not None and r.source_metric is not None:
+            summary += f", {c.metric - r.source_metric:+.2f} pt against the source's {r.source_metric:.2f}"
+        if not r.met:
+            summary += f", outside the {plan['max_drop']:g} pt budget (the closest)"
+    outcome = {"met": r.met, "summary": summary, "chosen": c.to_json() if c else None,
+               "folder": str(r.folder) if r.folder else None, "reference_ms": r.reference_ms,
+               "budget_ms": r.budget_ms, "source_metric": r.source_metric}
+    return atomic_write_json(out_dir / "compress.json", {"stage": "compress",
+                                                         "target": {"kind": plan["target"], "label": plan["label"]},
+                                                         "plan": plan, "outcome": outcome})
 
 
 def _print_plan(plan: dict[str, Any]) -> None:
-    console.print(f"compress: target {plan['factor']:g}x {plan['target']}: {plan['why']}; accuracy budget "
-                  f"{plan['max_drop']:g} pt" + ("" if plan.get("quantize", True) else
-                                                    " (quantization not available in this install)"))
-
-
-def _print_outcome(o: dict[str, Any]) -> None:
-    if "best" not in o:
-        console.print(f"compress: {o.get('note')}")
-        return
-    rows = [(r["stage"], r["runtime"], r["metric"], r["latency_ms"], (r["file_bytes"] or 0) / 2**20,
-             (r["macs"] or 0) / 1e6) for r in o["rows"]]
-    print_table("compress: measured (batch 1, interleaved)", ["stage", "runtime", "metric", "ms", "MiB", "MMACs"],
-                rows)
-    b = o["best"]
-    verdict = "met" if o["met"] else "missed"
-    budget = "within" if o["within_budget"] else "outside"
-    print(f"target {o['target']:g}x {verdict}: {o['achieved']:.2f}x with {b['stage']} in {b['runtime']} "
-          f"(drop {o['drop']:.2f} points, {budget} the budget)")
+    minutes = plan["budget_minutes"]
+    budget = f"{minutes:g} min ({plan['budget_why']})" if minutes else plan["budget_why"]
+    console.print(f"compress: target {plan['label']}, losing at most {plan['max_drop']:g} pt; search budget "
+                  f"{budget}; results in {plan['out_dir']}", highlight=False)

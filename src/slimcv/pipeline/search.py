@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from slimcv._console import console
+from slimcv.config import SearchSpace
 from slimcv.errors import SlimcvError
 
 REFERENCE = "source/ort"  # the latency every speed-up is relative to: the source in ONNX Runtime FP32
-PRUNE_RATIOS = (0.25, 0.35, 0.5, 0.7)
 ROUND_TO = 8  # pruned channel counts at multiples of 8 ran fastest (benchmarks/round_to.py, docs/pruning.md)
 
 
@@ -55,20 +55,6 @@ class Candidate:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class SearchSpace:
-    """What to try: pruning ratios of the source and student architectures (name, kwargs)."""
-
-    prune_ratios: Sequence[float] = PRUNE_RATIOS
-    students: Sequence[tuple[str, dict[str, Any]]] = ()
-    runtimes: Sequence[str] = ("ort", "openvino")
-    int8: Sequence[str] = ("source", "pruned", "student")  # kinds also tried as NNCF INT8 in OpenVINO
-    # sensitivity-guided pruned copies: per layer, the largest ratio whose drop (points, that layer alone)
-    # stays within each of these
-    sensitivity_drops: Sequence[float] = (1.0, 3.0)
-    sensitivity_ratios: Sequence[float] = (0.25, 0.5, 0.75)
 
 
 def default_students(task: str, input_hw: tuple[int, int]) -> list[tuple[str, dict[str, Any]]]:
@@ -116,7 +102,8 @@ def enumerate_candidates(source: nn.Module, example: torch.Tensor, num_classes: 
                          ratio_dict={k: v for k, v in ratios.items() if v > 0})
         nets.append((name, "pruned", {"layer_ratios": dict(ratios)}, pruned))
     source_keys = set(source.state_dict())
-    for name, kwargs in space.students:
+    students = space.students if space.students is not None else default_students(task, tuple(shape[-2:]))
+    for name, kwargs in students:
         label = "-".join([name] + [f"{k}{v:g}" if isinstance(v, (int, float)) else f"{k}{v}"
                                    for k, v in sorted(kwargs.items())])
         net = create_model(name, num_classes, **kwargs).eval()
