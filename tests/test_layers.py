@@ -4,6 +4,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -12,13 +14,25 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _walk(nodes: list[ast.stmt], lazy: bool):
+    """The statements run on import (with ``lazy``, also those inside functions); never TYPE_CHECKING blocks."""
+    for node in nodes:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from _walk(node.orelse, lazy)
+            continue
+        yield node
+        if lazy or isinstance(node, (ast.If, ast.Try, ast.With)):
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.stmt):
+                    yield from _walk([child], lazy)
+                elif isinstance(child, ast.excepthandler):
+                    yield from _walk(child.body, lazy)
+
+
 def _imports(tree: ast.Module, lazy: bool) -> set[str]:
     """slimcv modules imported at module level (or, with ``lazy``, anywhere, except under TYPE_CHECKING)."""
     out: set[str] = set()
-    nodes = ast.walk(tree) if lazy else iter(tree.body)
-    for node in nodes:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            continue
+    for node in _walk(tree.body, lazy):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("slimcv"):
             out.add(node.module)
         elif isinstance(node, ast.Import):
@@ -53,8 +67,9 @@ def test_the_layers_below_the_artifact_layer_never_import_it():
     assert below and not [(m, d) for m in below for d in graph[m] if d == "slimcv.artifact"]
 
 
-def test_no_module_level_import_cycles():
-    graph = _graph(lazy=False)
+@pytest.mark.parametrize("lazy", [False, True], ids=["module-level", "imports-inside-functions-too"])
+def test_no_import_cycles(lazy):
+    graph = _graph(lazy=lazy)
     for a, deps in graph.items():
         for b in deps:
             if b.startswith(a + ".") or a.startswith(b + "."):

@@ -312,14 +312,6 @@ class PruneConfig(_Config):
     out_dir: str | None = Field("runs/prune", description="where the pruned model is saved (None: not saved)")
     progress: bool = True
 
-    @field_validator("importance")
-    @classmethod
-    def _known_importance(cls, v: str) -> str:
-        from slimcv.prune.structured import IMPORTANCES
-
-        IMPORTANCES.get(v)
-        return v
-
     @model_validator(mode="before")
     @classmethod
     def _weight_aliases(cls, values: Any) -> Any:

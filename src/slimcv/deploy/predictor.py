@@ -10,7 +10,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from slimcv.deploy.images import to_pil  # noqa: F401  (also imported from here)
+from slimcv.deploy.visual import colorize, default_palette, overlay
 from slimcv.errors import SlimcvError
+
 
 
 @dataclass
@@ -59,8 +62,6 @@ class Predictor:
     def palette(self) -> list[tuple[int, int, int]]:
         """Class colours: the dataset's own, else distinct defaults, one per class."""
         if not self._palette:
-            from slimcv.deploy.visual import default_palette
-
             self._palette = default_palette(len(self.class_names) if self.class_names else self._num_outputs())
         return [tuple(int(v) for v in c) for c in self._palette]
 
@@ -71,14 +72,10 @@ class Predictor:
 
     def colorize(self, mask: Any) -> np.ndarray:
         """A predicted mask in this model's class colours (H, W, 3 uint8)."""
-        from slimcv.deploy.visual import colorize
-
         return colorize(_mask_of(mask), self.palette, self.ignore_index)
 
     def overlay(self, image: Any, mask: Any, alpha: float = 0.5) -> np.ndarray:
         """``image`` with the predicted mask's colours blended in (H, W, 3 uint8)."""
-        from slimcv.deploy.visual import overlay
-
         return overlay(image, _mask_of(mask), self.palette, alpha, self.ignore_index)
 
     def preprocess(self, image: Any) -> np.ndarray:
@@ -235,34 +232,3 @@ def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def to_pil(image: Any) -> Image.Image:
-    """An image path, PIL image, HxWx3 uint8 array or HxWx3 float array in [0, 1] as an RGB PIL image."""
-    if isinstance(image, Image.Image):
-        im = image.convert("RGB")
-    elif isinstance(image, (str, Path)):
-        if not Path(image).is_file():
-            raise SlimcvError(f"Image file {image} does not exist; check the path.")
-        try:
-            with Image.open(image) as opened:
-                im = opened.convert("RGB")
-        except (OSError, ValueError) as e:
-            raise SlimcvError(f"Cannot read image {image} ({e}); the file is corrupt or not an image.") from e
-    else:
-        arr = np.asarray(image)
-        if arr.ndim != 3 or arr.shape[2] != 3:
-            raise SlimcvError(f"Expected an HxWx3 RGB image, got an array of shape {arr.shape}.")
-        if arr.dtype == np.uint8:
-            pass
-        elif np.issubdtype(arr.dtype, np.floating):
-            if arr.size and (not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1):
-                raise SlimcvError(f"A float image must hold values in [0, 1] (got {float(np.nanmin(arr)):.3g} to "
-                                  f"{float(np.nanmax(arr)):.3g}); divide by 255 or pass uint8.")
-            arr = (arr * 255).round().astype(np.uint8)
-        else:
-            raise SlimcvError(f"Images are uint8 (0-255) or float in [0, 1], not {arr.dtype}; convert it first.")
-        if arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise SlimcvError(f"The image is empty ({arr.shape[0]}x{arr.shape[1]}); give an image with pixels.")
-        im = Image.fromarray(arr)
-    if im.width == 0 or im.height == 0:
-        raise SlimcvError("The image is empty (0 pixels); give an image with pixels.")
-    return im

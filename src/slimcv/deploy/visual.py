@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from slimcv.deploy.images import to_pil
+
 # Distinct colours for models whose data carries no palette; none is close to the red of the report's error maps.
 BASE_COLORS = ((0, 0, 0), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180), (70, 240, 240),
                (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40),
@@ -50,8 +52,6 @@ def colorize(mask: Any, palette: Palette | None = None, ignore_index: int = 255)
 def overlay(image: Any, mask: Any, palette: Palette | None = None, alpha: float = 0.5,
             ignore_index: int = 255) -> np.ndarray:
     """The image with its mask's colours blended in at ``alpha`` (H, W, 3 uint8); the mask is resized to the image."""
-    from slimcv.deploy.predictor import to_pil
-
     base = to_pil(image)
     m = np.asarray(mask)
     if m.shape[:2] != (base.height, base.width):

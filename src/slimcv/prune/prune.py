@@ -30,7 +30,7 @@ from slimcv.engine.train import class_weights, finetune_config, fit, make_eval_l
 from slimcv.prune import sensitivity as S
 from slimcv.prune.schedule import _Meter, prune_to_target, ratio_for
 from slimcv.prune.soft import remove_soft_pruned, soft_prune_step, zeroed_filters
-from slimcv.prune.structured import (NEEDS_DATA, PruneResult, check_layer_ratios, prune_structured, pruned_spec,
+from slimcv.prune.structured import (IMPORTANCES, NEEDS_DATA, PruneResult, check_layer_ratios, prune_structured, pruned_spec,
                                      save_pruned)
 
 
@@ -63,6 +63,7 @@ def prune(source: Any, data: Any = None, *, weights: str | None = None, **option
     else:
         cfg = build_config(PruneConfig, {"source": source_label(source), "out_dir": None, **options}, "prune options")
         model_source = source
+    IMPORTANCES.get(cfg.importance)  # an unknown name: one sentence with the close matches, before any work
     if cfg.out_dir is None:
         with tempfile.TemporaryDirectory(prefix="slimcv-prune-") as tmp:
             result = _prune(cfg.model_copy(update={"out_dir": tmp}), model_source, data, weights, keep=False,
