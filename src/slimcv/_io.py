@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from slimcv.errors import SlimcvError
+from slimcv.run_folder import MANIFEST_JSON
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
@@ -110,7 +111,7 @@ def check_owned(folder: str | Path, marker: str) -> None:
     folder = Path(folder)
     if folder.is_file():
         raise SlimcvError(f"{folder} is a file, not a folder; choose another output folder.")
-    ours = (folder / marker).is_file() or (folder / "manifest.json").is_file()
+    ours = (folder / marker).is_file() or (folder / MANIFEST_JSON).is_file()
     if folder.is_dir() and any(p.name != ".lock" for p in folder.iterdir()) and not ours:
         raise SlimcvError(f"{folder} already holds files that slimcv did not write (no {marker}); move them away "
                           "or choose another output folder.")

@@ -28,26 +28,13 @@ from torch import nn
 from slimcv._io import atomic_write_json
 from slimcv.errors import SlimcvError
 from slimcv.models.factory import is_factory
-
-MODEL_JSON, CONFIG_JSON, SUMMARY_JSON = "model.json", "config.json", "summary.json"
-WEIGHT_FILES = ("best.safetensors", "model.safetensors")
+from slimcv.run_folder import (CONFIG_JSON, MODEL_JSON, MODEL_WEIGHTS, PRUNE_JSON, SUMMARY_JSON, WEIGHT_FILES,
+                               read_json)
 
 
 def metric_key(task: str) -> str:
     """The metric that ranks models of a task: mIoU for segmentation, top-1 for classification."""
     return "miou" if task == "segmentation" else "top1"
-
-
-def read_json(path: str | Path) -> Any:
-    """Parsed JSON, None when the file is absent; a damaged file raises a SlimcvError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise SlimcvError(f"{path} is damaged (not valid JSON: {e}); restore it or run the stage that wrote it "
-                          "again.") from e
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
@@ -103,7 +90,7 @@ def run_data_config(folder: str | Path, spec: str | None = None) -> dict[str, An
     if cfg and isinstance(cfg.get("data"), dict):
         data = cfg["data"]
     else:
-        prune = (read_json(Path(folder) / "prune.json") or {}) if Path(folder).is_dir() else {}
+        prune = (read_json(Path(folder) / PRUNE_JSON) or {}) if Path(folder).is_dir() else {}
         data = (prune.get("config") or {}).get("data")
     if not isinstance(data, dict):
         return None if spec is None else {"spec": spec}
@@ -152,7 +139,7 @@ def find_weights(folder: str | Path) -> Path:
     if last is None:
         raise SlimcvError(f"{folder} holds no weights (best.safetensors, model.safetensors or a checkpoint); "
                           "is it a slimcv model folder?")
-    return last / "model.safetensors"
+    return last / MODEL_WEIGHTS
 
 
 def build_from_spec(spec: dict[str, Any], *, source: str | Path | None = None,
@@ -226,7 +213,7 @@ def load_run_model(folder: str | Path, which: str = "best", *,
         last = last_checkpoint(folder)
         if last is None:
             raise SlimcvError(f"{folder} has no checkpoint yet.")
-        weights = last / "model.safetensors"
+        weights = last / MODEL_WEIGHTS
     else:
         weights = find_weights(folder)
     load_weights(model, weights)
@@ -336,7 +323,7 @@ def check_rebuildable(model: nn.Module, spec: dict[str, Any]) -> None:
 
 
 def save_model(model: nn.Module, folder: str | Path, spec: dict[str, Any], *,
-               metrics: dict[str, Any] | None = None, weights_name: str = "model.safetensors") -> Path:
+               metrics: dict[str, Any] | None = None, weights_name: str = MODEL_WEIGHTS) -> Path:
     """Write a model folder (model.json + safetensors weights [+ summary.json]) that :func:`load_run_model` reads."""
     from slimcv.models import save_weights
 

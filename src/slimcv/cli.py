@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from slimcv.errors import SlimcvError
+from slimcv.run_folder import LAST_JSON
 
 EXAMPLES = {
     "train": "slimcv train --model unet_small --data synthetic-shapes --epochs 3 --out-dir runs/shapes\n"
@@ -512,7 +513,7 @@ def _run_folder_lock(values: dict[str, Any], args: argparse.Namespace):
     from slimcv.pipeline.runner import run_lock
 
     out = Path(values.get("out_dir") or f"runs/{args.command}")
-    if values.get("resume") and not (out / "last.json").is_file():
+    if values.get("resume") and not (out / LAST_JSON).is_file():
         raise SlimcvError(f"--resume: {out} holds no checkpoint to continue from (no last.json); drop --resume "
                           "to start a new run there, or give the run's folder with --out-dir.")
     return _locked(out, run_lock)

@@ -12,6 +12,8 @@ from slimcv.bench.macs import count_macs, count_params
 from slimcv.bench.size import file_bytes, onnx_summary, state_dict_bytes
 from slimcv.artifact import is_model_folder, read_json, read_run_config, result_folder
 from slimcv.errors import SlimcvError
+from slimcv import run_folder
+from slimcv.run_folder import COMPARISON_JSON, PRUNE_JSON, QUANTIZE_JSON
 
 
 @dataclass
@@ -66,7 +68,7 @@ def _resolve(src: Any, input_size, num_classes) -> list[Candidate]:
         return [_torch_candidate(spec.get("name") or type(src).__name__, "<module>", "module", src, (3, *input_size),
                                  spec.get("task"), None, {})]
     path = Path(str(src))
-    if path.is_dir() and (path / "quantize.json").is_file():
+    if run_folder.kind(path) == "quantize":
         return _quantize_folder(path, input_size)
     if path.is_dir() or (path.suffix == ".safetensors" and is_model_folder(path.parent)):
         return [_run_folder(path if path.is_dir() else path.parent, input_size)]
@@ -110,11 +112,11 @@ def run_input_shape(path: Path, spec: dict[str, Any]) -> tuple[int, ...]:
     if spec.get("input_shape"):
         return tuple(spec["input_shape"][1:])
     cfg = read_run_config(path) or {}
-    data = cfg.get("data") or (read_json(path / "prune.json") or {}).get("config", {}).get("data") or {}
+    data = cfg.get("data") or (read_json(path / PRUNE_JSON) or {}).get("config", {}).get("data") or {}
     size = data.get("eval_size") or data.get("size")
     if size is not None:
         return (3, *(size if isinstance(size, (list, tuple)) else (size, size)))
-    rows = read_json(path / "comparison.json")
+    rows = read_json(path / COMPARISON_JSON)
     if rows and rows[-1].get("input"):
         return tuple(rows[-1]["input"])
     if data.get("spec"):
@@ -182,10 +184,10 @@ def _sidecar_size(sidecar: dict[str, Any]) -> tuple[int, int] | None:
 
 def _quantize_folder(path: Path, input_size) -> list[Candidate]:
     """One ONNX candidate per model of quantize.json; params and MACs from the source run when it loads."""
-    info = read_json(path / "quantize.json")
+    info = read_json(path / QUANTIZE_JSON)
     models = info.get("models") if isinstance(info, dict) else None
     if not models:
-        raise SlimcvError(f"{path / 'quantize.json'} lists no models; run `slimcv quantize` again.")
+        raise SlimcvError(f"{path / QUANTIZE_JSON} lists no models; run `slimcv quantize` again.")
     params = macs = None
     source = Path(str(info.get("source", "")))
     if is_model_folder(source):
@@ -209,6 +211,6 @@ def _quantize_folder(path: Path, input_size) -> list[Candidate]:
         out += [dataclasses.replace(out[0], name=name, source=str(ir), onnx=ir, precision="int8",
                                     file_bytes=file_bytes(ir), load={"source": str(ir)}) for ir, name in irs]
     if not out:
-        raise SlimcvError(f"None of the ONNX files listed in {path / 'quantize.json'} exist; "
+        raise SlimcvError(f"None of the ONNX files listed in {path / QUANTIZE_JSON} exist; "
                           "run `slimcv quantize` again.")
     return out

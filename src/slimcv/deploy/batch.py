@@ -19,9 +19,9 @@ from PIL import Image
 from slimcv._io import atomic_dir, atomic_write_json
 from slimcv.deploy.predictor import Predictor, class_shares, load, to_pil
 from slimcv.errors import SlimcvError
+from slimcv.run_folder import PREDICT_JSON
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")
-MARKER = "predict.json"
 
 
 @dataclass
@@ -95,7 +95,7 @@ def predict_files(artifact: str | Path | Predictor, inputs: Sequence[str | Path]
     start = time.perf_counter()
     records: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    with atomic_dir(out_dir, owned_by=MARKER) as tmp, progress_bar("predicting", len(files), progress) as advance:
+    with atomic_dir(out_dir, owned_by=PREDICT_JSON) as tmp, progress_bar("predicting", len(files), progress) as advance:
         for i in range(0, len(files), batch_size):
             chunk = files[i:i + batch_size]
             images, names = [], []
@@ -112,7 +112,7 @@ def predict_files(artifact: str | Path | Predictor, inputs: Sequence[str | Path]
                 advance(len(chunk), {})
         seconds = time.perf_counter() - start
         _write_tables(tmp, predictor.task, records)
-        atomic_write_json(Path(tmp) / MARKER, {
+        atomic_write_json(Path(tmp) / PREDICT_JSON, {
             "artifact": str(predictor.path), "runtime": predictor.runtime, "task": predictor.task,
             "images": len(records), "skipped": skipped, "seconds": round(seconds, 3),
             "images_per_s": round(len(records) / seconds, 2) if seconds else None, "topk": topk})

@@ -13,6 +13,8 @@ from PIL import Image
 from slimcv.deploy.images import to_pil  # noqa: F401  (also imported from here)
 from slimcv.deploy.visual import colorize, default_palette, overlay
 from slimcv.errors import SlimcvError
+from slimcv import run_folder
+from slimcv.run_folder import QUANTIZE_JSON
 
 
 
@@ -164,7 +166,7 @@ def load(path: str | Path, threads: int | None = None, runtime: str | None = Non
     """A :class:`Predictor` over an ONNX file (its ``.onnx.json`` sidecar holds the preprocessing), or over the
     model a ``quantize`` folder recommends, in the runtime it was chosen for; ``runtime`` forces one."""
     path = Path(path)
-    if path.is_dir() and (path / "quantize.json").is_file():
+    if run_folder.kind(path) == "quantize":
         path, chosen = _recommended(path)
         runtime = runtime or chosen
     return Predictor(path, threads, runtime=runtime)
@@ -175,11 +177,11 @@ def _recommended(folder: Path) -> tuple[Path, str]:
     from slimcv.deploy import runtimes
 
     try:
-        info = json.loads((folder / "quantize.json").read_text())
+        info = json.loads((folder / QUANTIZE_JSON).read_text())
         name = info["recommendation"]["name"]
         model = next(m for m in info["models"] if m["name"] == name)
     except (ValueError, KeyError, StopIteration) as e:
-        raise SlimcvError(f"{folder / 'quantize.json'} names no recommended model ({e}); run `slimcv quantize` "
+        raise SlimcvError(f"{folder / QUANTIZE_JSON} names no recommended model ({e}); run `slimcv quantize` "
                           "again.") from e
     rt = runtimes.get(model["runtime"])
     if rt.runs != "onnx":

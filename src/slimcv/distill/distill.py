@@ -25,6 +25,7 @@ from slimcv.distill.features import FeatureDistiller
 from slimcv.distill.losses import KD_LOSSES, default_temperature
 from slimcv.distill.teacher_cache import CacheFormat, CachedTeacherDataset, auto_scale, build_cache, soft_to_logits
 from slimcv.models import create_model, load_weights
+from slimcv.run_folder import COMPARISON_JSON
 
 
 @dataclass
@@ -126,7 +127,7 @@ def _distill(cfg: DistillConfig, student_src: Any, teacher_src: Any, data: Any, 
         features.remove()
     comparison = compare_models({"teacher": teacher, "student": result.model}, data, cfg, device)
     if D.is_main():
-        atomic_write_json(Path(cfg.out_dir) / "comparison.json", comparison)
+        atomic_write_json(Path(cfg.out_dir) / COMPARISON_JSON, comparison)
         print_comparison(comparison, data.task)
     return DistillResult(result, comparison, cache_path)
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from slimcv._io import atomic_dir, atomic_write_json, atomic_write_safetensors
 from slimcv.errors import SlimcvError
+from slimcv.run_folder import LAST_JSON, MODEL_WEIGHTS
 
 
 def rng_state() -> dict[str, Any]:
@@ -54,9 +55,9 @@ def save_checkpoint(run_dir: str | Path, epoch: int, model: nn.Module, state: di
     ckpts.mkdir(parents=True, exist_ok=True)
     final = ckpts / f"epoch_{epoch:04d}"
     with atomic_dir(final) as tmp:
-        atomic_write_safetensors(unwrap(model).state_dict(), tmp / "model.safetensors")
+        atomic_write_safetensors(unwrap(model).state_dict(), tmp / MODEL_WEIGHTS)
         torch.save({**state, "epoch": epoch}, tmp / "state.pt")
-    atomic_write_json(run_dir / "last.json", {"epoch": epoch, "dir": f"checkpoints/{final.name}"})
+    atomic_write_json(run_dir / LAST_JSON, {"epoch": epoch, "dir": f"checkpoints/{final.name}"})
     for old in sorted(p for p in ckpts.glob("epoch_*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     for stale in ckpts.glob(".epoch_*"):
@@ -66,7 +67,7 @@ def save_checkpoint(run_dir: str | Path, epoch: int, model: nn.Module, state: di
 
 def last_checkpoint(run_dir: str | Path) -> Path | None:
     """The folder ``last.json`` points to, or None when the run has no checkpoint yet."""
-    pointer = Path(run_dir) / "last.json"
+    pointer = Path(run_dir) / LAST_JSON
     if not pointer.is_file():
         return None
     try:
@@ -74,7 +75,7 @@ def last_checkpoint(run_dir: str | Path) -> Path | None:
         path = Path(run_dir) / info["dir"]
     except (ValueError, KeyError) as e:
         raise SlimcvError(f"{pointer} is damaged ({e}); delete it to restart the run from scratch.") from e
-    if not (path / "model.safetensors").is_file():
+    if not (path / MODEL_WEIGHTS).is_file():
         raise SlimcvError(f"{pointer} points to {path}, which is missing; delete last.json to restart the run.")
     return path
 

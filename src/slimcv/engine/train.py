@@ -26,6 +26,7 @@ from slimcv.engine.optim import build_optimizer, build_scheduler
 from slimcv.engine.speed import SpeedChoice
 from slimcv.errors import SlimcvError
 from slimcv.models import create_model, model_task
+from slimcv.run_folder import BEST_WEIGHTS, MANIFEST_JSON, METRICS_JSONL, MODEL_WEIGHTS, SPEED_JSON
 
 
 @dataclass
@@ -200,7 +201,7 @@ def _loaders(data: DataBundle, cfg: TrainConfig, workers: int, distributed: bool
 
 def _save_epoch(run_dir: Path, record: dict, model, state: dict, cfg: TrainConfig, writer, metric_name: str) -> None:
     # log first: a crash before the checkpoint only leaves a record that resume drops again
-    _append_jsonl(run_dir / "metrics.jsonl", record)
+    _append_jsonl(run_dir / METRICS_JSONL, record)
     save_checkpoint(run_dir, record["epoch"], model, state, keep=cfg.keep_checkpoints)
     _log_tensorboard(writer, record)
     _print_epoch(record, metric_name)
@@ -247,7 +248,7 @@ def _write_speed(run_dir: Path, speed: SpeedChoice, device) -> None:
     record = {**speed.to_json(), "device": str(device), "threads": torch.get_num_threads()}
     if device.type == "cpu":
         record["cpu"] = cpu_features()
-    atomic_write_json(run_dir / "speed.json", record)
+    atomic_write_json(run_dir / SPEED_JSON, record)
 
 
 def _validate(model, data, val_loader, device, ev, cfg, metric_name, best, epoch):
@@ -261,7 +262,7 @@ def _validate(model, data, val_loader, device, ev, cfg, metric_name, best, epoch
         best = {"epoch": epoch, "metric": metric_name, "value": metrics[metric_name]}
         if D.is_main():
             run_dir = Path(cfg.out_dir)
-            atomic_write_safetensors(unwrap(model).state_dict(), run_dir / "best.safetensors")
+            atomic_write_safetensors(unwrap(model).state_dict(), run_dir / BEST_WEIGHTS)
             atomic_write_json(run_dir / "best.json", best)
     return metrics, best
 
@@ -318,12 +319,12 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig):
     _check_same_config(run_dir, old, cfg)
     state = load_state(ckpt)
     epoch = int(state["epoch"])
-    history = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("epoch", 0) <= epoch]
+    history = [r for r in read_jsonl(run_dir / METRICS_JSONL) if r.get("epoch", 0) <= epoch]
     return epoch, history, state.get("best") or {}, ckpt, old
 
 
 def _has_files(run_dir: Path) -> bool:
-    return run_dir.is_dir() and any(p.name not in ("manifest.json", "tb") for p in run_dir.iterdir())
+    return run_dir.is_dir() and any(p.name not in (MANIFEST_JSON, "tb") for p in run_dir.iterdir())
 
 
 def _check_same_config(run_dir: Path, recorded: dict | None, cfg: TrainConfig) -> None:
@@ -344,7 +345,7 @@ def _check_same_config(run_dir: Path, recorded: dict | None, cfg: TrainConfig) -
 def _restore(ckpt: Path, model, optimizer, scheduler, scaler, objective) -> None:
     from slimcv.models import load_weights
 
-    load_weights(model, ckpt / "model.safetensors")
+    load_weights(model, ckpt / MODEL_WEIGHTS)
     state = load_state(ckpt)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -24,12 +24,12 @@ from slimcv._console import console, print_table
 from slimcv._io import atomic_write_json
 from slimcv.errors import SlimcvError
 from slimcv.pipeline import search as S
+from slimcv.run_folder import METRICS_JSONL, SEARCH_JSON, SEARCH_STATE
 
 KD = {"segmentation": {"name": "kd", "weight": 1.0, "temperature": 1.0},
       "classification": {"name": "kd", "weight": 1.0, "temperature": 4.0}}
 
 
-STATE = "search_state.json"  # the search's progress: what a restarted search reuses (and the folder's marker)
 
 
 @dataclass
@@ -63,7 +63,7 @@ class _State:
     def __init__(self, out: Path, key: dict[str, Any] | None) -> None:
         from slimcv.artifact import read_json
 
-        self.path, self.key, self.start = out / STATE, key, time.perf_counter()
+        self.path, self.key, self.start = out / SEARCH_STATE, key, time.perf_counter()
         old = read_json(self.path) if self.path.is_file() else None
         if key is not None and old and old.get("key") == key:
             self.data = old
@@ -126,7 +126,7 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
         raise SlimcvError(f"{folder} is not a model folder; train or import the model first (slimcv train, or "
                           "slimcv compress with --weights).")
     out = Path(out_dir)
-    check_owned(out, STATE)
+    check_owned(out, SEARCH_STATE)
     bundle = as_bundle(data)
     state = _State(out, _search_key(folder, data, target_latency_ms, target_speedup, space, proxy_epochs,
                                     latency_runs))
@@ -292,7 +292,7 @@ def _epoch_seconds(run_dir: Path) -> float | None:
     """Mean training-epoch time (evaluation included) recorded under ``run_dir``, or None."""
     from slimcv._io import read_jsonl
 
-    times = [r["epoch_time_s"] for f in run_dir.rglob("metrics.jsonl") for r in read_jsonl(f) if "epoch_time_s" in r]
+    times = [r["epoch_time_s"] for f in run_dir.rglob(METRICS_JSONL) for r in read_jsonl(f) if "epoch_time_s" in r]
     return sum(times) / len(times) if times else None
 
 
@@ -386,7 +386,7 @@ def _inherited(c: S.Candidate, folder: Path, run_dir: Path, num_classes: int) ->
 def _write(out: Path, r: BudgetResult, target_latency_ms, target_speedup, key: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     sb = r.source_best
-    atomic_write_json(out / "compress_search.json", {
+    atomic_write_json(out / SEARCH_JSON, {
         "target": {"latency_ms": target_latency_ms, "speedup": target_speedup, "budget_ms": r.budget_ms,
                    "max_drop": r.max_drop},
         "reference": {"name": S.REFERENCE, "latency_ms": r.reference_ms, key: r.source_metric},

@@ -18,6 +18,7 @@ from slimcv._console import console
 from slimcv.artifact import is_model_folder, read_summary, run_data_config
 from slimcv.config import CompressConfig, build_config
 from slimcv.errors import SlimcvError
+from slimcv.run_folder import COMPRESS_JSON, LAST_JSON, METRICS_JSONL, MODEL_JSON, QUANTIZE_JSON, SEARCH_STATE
 
 DEFAULT_BUDGET_MINUTES = 30.0  # when the source's training time is unknown (a model trained elsewhere)
 MIN_BUDGET_MINUTES = 5.0
@@ -56,11 +57,9 @@ def compress(model: Any, data: Any = None, *, weights: str | Path | None = None,
     if dry_run:
         return CompressResult(False, None, None, None, plan=plan)
     from slimcv._io import atomic_write_json, check_owned
-    from slimcv.pipeline.budget import STATE
-
-    check_owned(out, STATE)
-    if not (out / STATE).is_file():  # claims the folder before anything else is written there
-        atomic_write_json(out / STATE, {"key": None})
+    check_owned(out, SEARCH_STATE)
+    if not (out / SEARCH_STATE).is_file():  # claims the folder before anything else is written there
+        atomic_write_json(out / SEARCH_STATE, {"key": None})
     folder = _prepare_source(source, data, weights, out / "source", cfg)
     if data is None:
         data = run_data_config(folder)
@@ -135,7 +134,7 @@ def _training_minutes(folder: Path) -> float | None:
     """How long the source's own training took (its epochs' recorded times), or None when not recorded."""
     from slimcv._io import read_jsonl
 
-    seconds = sum(r.get("epoch_time_s", 0.0) for f in folder.glob("metrics.jsonl") for r in read_jsonl(f))
+    seconds = sum(r.get("epoch_time_s", 0.0) for f in folder.glob(METRICS_JSONL) for r in read_jsonl(f))
     return seconds / 60 if seconds > 0 else None
 
 
@@ -157,7 +156,7 @@ def _prepare_source(source: Any, data: Any, weights: str | Path | None, folder: 
     console.print(f"compress: training {source} for {cfg.teacher_epochs} epochs first (--teacher-epochs)",
                   highlight=False)
     values = {"model": str(source), "epochs": cfg.teacher_epochs, "out_dir": str(folder), "progress": cfg.progress,
-              "tensorboard": False, "threads": cfg.threads, "resume": (folder / "last.json").is_file()}
+              "tensorboard": False, "threads": cfg.threads, "resume": (folder / LAST_JSON).is_file()}
     slimcv.train(values, data=data)
     return folder
 
@@ -169,7 +168,7 @@ def _import_source(model: Any, weights: str | Path | None, data: Any, folder: Pa
     from slimcv.artifact import check_rebuildable, load_inputs, metric_key, save_model, write_summary
     from slimcv.engine.evaluation import evaluate_model
 
-    check_owned(folder, "model.json")
+    check_owned(folder, MODEL_JSON)
     loaded, bundle = load_inputs(model, data if not isinstance(data, str) else {"spec": data}, weights=weights)
     check_rebuildable(loaded.model, loaded.spec)
     metrics = evaluate_model(loaded.model, bundle, quiet=True).metrics
@@ -190,7 +189,7 @@ def _deployable(r, data: Any, out: Path) -> tuple[Any, Path | None]:
 
     c = r.closest
     if c.precision == "int8":
-        info = read_json(r.folder / "quantize.json") or {}
+        info = read_json(r.folder / QUANTIZE_JSON) or {}
         row = next((m for m in info.get("models", []) if m["name"] == "int8_nncf_openvino"), None)
         source = next((e["of"] for e in r.log if e.get("stage") == "int8" and e["candidate"] == c.name), None)
         model = load_run_model(source)[0] if source else None
@@ -235,7 +234,7 @@ def write_outcome(out_dir: Path, plan: dict[str, Any], r) -> Path:
     outcome = {"met": r.met, "summary": summary, "chosen": c.to_json() if c else None,
                "folder": str(r.folder) if r.folder else None, "reference_ms": r.reference_ms,
                "budget_ms": r.budget_ms, "source_metric": r.source_metric}
-    return atomic_write_json(out_dir / "compress.json", {"stage": "compress",
+    return atomic_write_json(out_dir / COMPRESS_JSON, {"stage": "compress",
                                                          "target": {"kind": plan["target"], "label": plan["label"]},
                                                          "plan": plan, "outcome": outcome})
 

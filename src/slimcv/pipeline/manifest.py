@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from slimcv._io import atomic_write_json
+from slimcv.run_folder import MANIFEST_JSON
 
-MANIFEST = "manifest.json"
 # Settings that change where or how visibly a stage runs, not what it computes.
 VOLATILE = {"out_dir", "resume", "progress", "tensorboard", "device", "threads", "keep_checkpoints", "data.workers",
             "data.cache", "cache.dir"}
@@ -60,7 +60,7 @@ def _normalise(obj: Any, folders: dict[str, str], path: str = "") -> Any:
 
 def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     """The stage's manifest, or None when it has none (or it is unreadable: the stage then runs again)."""
-    path = Path(folder) / MANIFEST
+    path = Path(folder) / MANIFEST_JSON
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -69,7 +69,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
 
 def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
     """Write the manifest atomically."""
-    return atomic_write_json(Path(folder) / MANIFEST, manifest)
+    return atomic_write_json(Path(folder) / MANIFEST_JSON, manifest)
 
 
 def hash_outputs(folder: str | Path, files: list[str]) -> dict[str, str]:

@@ -22,6 +22,7 @@ from slimcv.pipeline.manifest import (hash_outputs, outputs_intact, read_manifes
                                       stage_digest, write_manifest)
 from slimcv.pipeline.recipe import Recipe, Resolver, StageSpec, load_recipe
 from slimcv.pipeline.stages import STAGE_TYPES, StageOutput
+from slimcv.run_folder import CONFIG_JSON
 
 
 @dataclass
@@ -368,7 +369,7 @@ def print_run_summary(result: RunResult, title: str | None = None) -> None:
 def _distillation_verdict(result: RunResult) -> list:
     """Whether each distilled student beat the same student trained alone in this run (said plainly when not)."""
     folders = [r.folder for r in result.stages if r.type in ("train", "distill") and r.folder is not None
-               and (Path(r.folder) / "config.json").is_file()]
+               and (Path(r.folder) / CONFIG_JSON).is_file()]
     if not any(r.type == "distill" for r in result.stages) or len(folders) < 2:
         return []
     from slimcv.report.collect import collect

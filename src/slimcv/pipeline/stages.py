@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from slimcv.config import DataConfig, DistillConfig, LossSpec, OptimConfig, PruneConfig, ScheduleConfig, TrainConfig
 from slimcv.errors import SlimcvError
+from slimcv.run_folder import BENCH_JSON, BEST_WEIGHTS, LAST_JSON, MODEL_JSON, MODEL_WEIGHTS, QUANTIZE_JSON
 
 if TYPE_CHECKING:
     from slimcv.pipeline.recipe import Resolver, StageSpec
@@ -89,7 +90,7 @@ def _teacher_fields(spec: StageSpec, r: Resolver) -> dict[str, Any]:
 
 
 def _resume(folder: Path) -> bool:
-    return (folder / "last.json").is_file()
+    return (folder / LAST_JSON).is_file()
 
 
 # ---------------------------------------------------------------- train
@@ -105,7 +106,7 @@ def _run_train(spec: StageSpec, ctx) -> StageOutput:
 
     cfg = spec.config.model_copy(update={"resume": _resume(ctx.folder(spec.name))})
     result = train(cfg, ctx.data(spec))
-    return StageOutput(["best.safetensors", "model.json"], _best(result), Path(cfg.out_dir))
+    return StageOutput([BEST_WEIGHTS, MODEL_JSON], _best(result), Path(cfg.out_dir))
 
 
 def _best(result) -> dict[str, Any]:
@@ -136,7 +137,7 @@ def _run_distill(spec: StageSpec, ctx) -> StageOutput:
     teacher = next((row for row in result.comparison if row["model"] == "teacher"), {})
     if key in teacher:
         metrics["teacher_" + key] = teacher[key]
-    return StageOutput(["best.safetensors", "model.json"], metrics, Path(cfg.out_dir))
+    return StageOutput([BEST_WEIGHTS, MODEL_JSON], metrics, Path(cfg.out_dir))
 
 
 # ---------------------------------------------------------------- prune
@@ -155,7 +156,7 @@ def _run_prune(spec: StageSpec, ctx) -> StageOutput:
     metrics = {key: result.after[key], f"{key}_before": result.before[key],
                "params_removed": 1 - result.after["params"] / result.before["params"],
                "macs_removed": 1 - result.after["macs"] / result.before["macs"]}
-    return StageOutput(["model.safetensors", "model.json"], metrics, Path(spec.config.out_dir))
+    return StageOutput([MODEL_WEIGHTS, MODEL_JSON], metrics, Path(spec.config.out_dir))
 
 
 # ---------------------------------------------------------------- finetune
@@ -228,7 +229,7 @@ def finetune(cfg: FinetuneConfig, data=None):
 def _run_finetune(spec: StageSpec, ctx) -> StageOutput:
     cfg = spec.config.model_copy(update={"resume": _resume(ctx.folder(spec.name))})
     result = finetune(cfg, ctx.data(spec))
-    return StageOutput(["best.safetensors", "model.json"], _best(result), Path(cfg.out_dir))
+    return StageOutput([BEST_WEIGHTS, MODEL_JSON], _best(result), Path(cfg.out_dir))
 
 
 # ---------------------------------------------------------------- quantize (and export)
@@ -255,7 +256,7 @@ def _run_quantize(spec: StageSpec, ctx) -> StageOutput:
     if chosen is not None:
         metrics.update({key: chosen["metrics"][key], "latency_ms": chosen["latency_ms"]["median"],
                         "file_bytes": chosen["file_bytes"]})
-    return StageOutput(["quantize.json", *files], metrics)
+    return StageOutput([QUANTIZE_JSON, *files], metrics)
 
 
 class ExportStageConfig(_StageConfig):
@@ -298,14 +299,14 @@ class BenchStageConfig(_StageConfig):
     runs: int = Field(20, ge=1)
     threads: int | None = Field(None, ge=1)
     memory: bool = False
-    out: str = "bench.json"
+    out: str = BENCH_JSON
 
 
 def _build_bench(spec: StageSpec, r: Resolver) -> BenchStageConfig:
     sources = [str(r.folder(ref)) for ref in spec.refs.get("inputs", [])]
     if not sources:
         raise SlimcvError("'inputs' is empty: name the earlier stages whose models to measure")
-    return BenchStageConfig(**{**spec.params, "sources": sources, "out": str(r.folder(spec.name) / "bench.json")})
+    return BenchStageConfig(**{**spec.params, "sources": sources, "out": str(r.folder(spec.name) / BENCH_JSON)})
 
 
 def _run_bench(spec: StageSpec, ctx) -> StageOutput:
@@ -315,7 +316,7 @@ def _run_bench(spec: StageSpec, ctx) -> StageOutput:
     result = bench(list(cfg.sources), runtimes=cfg.runtimes, batch_sizes=cfg.batch_sizes, warmup=cfg.warmup,
                    runs=cfg.runs, threads=cfg.threads, memory=cfg.memory, out=cfg.out)
     latency = {f"{m.name} {rt.runtime}": rt.latency_ms.median for m in result.models for rt in m.runtimes}
-    return StageOutput(["bench.json"], {"latency_ms": latency})
+    return StageOutput([BENCH_JSON], {"latency_ms": latency})
 
 
 # ---------------------------------------------------------------- report
@@ -339,7 +340,7 @@ def _build_report(spec: StageSpec, r: Resolver) -> ReportStageConfig:
     runs = [str(r.folder(ref)) for ref in inputs if not is_bench[ref]]
     if not runs:
         raise SlimcvError("'inputs' names no model stage: list the earlier stages to compare")
-    benches = [str(r.folder(ref) / "bench.json") for ref in inputs if is_bench[ref]]
+    benches = [str(r.folder(ref) / BENCH_JSON) for ref in inputs if is_bench[ref]]
     baseline = spec.params.get("baseline")
     if baseline is not None and baseline not in inputs:
         raise SlimcvError(f"'baseline' {baseline!r} is not one of the report's inputs ({', '.join(inputs)})")

@@ -32,6 +32,7 @@ from slimcv.prune.schedule import _Meter, prune_to_target, ratio_for
 from slimcv.prune.soft import remove_soft_pruned, soft_prune_step, zeroed_filters
 from slimcv.prune.structured import (IMPORTANCES, NEEDS_DATA, PruneResult, check_layer_ratios, prune_structured, pruned_spec,
                                      save_pruned)
+from slimcv.run_folder import PRUNE_JSON, SENSITIVITY_JSON
 
 
 @dataclass
@@ -115,7 +116,7 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
     extra: dict[str, Any] = {}
     if cfg.sensitivity:
         sens = _sensitivity(model, example, data, cfg, spec["num_classes"], key, device, out)
-        extra["sensitivity"] = str(out / "sensitivity.json")
+        extra["sensitivity"] = str(out / SENSITIVITY_JSON)
     if cfg.method == "soft":
         steps, history = _soft(model, example, data, cfg, spec, tcfg, objective, common, out, reference)
     elif cfg.layer_ratios or cfg.max_drop is not None:
@@ -164,7 +165,7 @@ def _write_records(out: Path, cfg: PruneConfig, tcfg, data: DataBundle, before: 
     and prune.json with the before/after figures, the steps and the config."""
     write_run_config(out, tcfg.model_dump(mode="json"))
     write_summary(out, {"metrics": after["metrics"], "stage": "prune"})
-    atomic_write_json(out / "prune.json", {
+    atomic_write_json(out / PRUNE_JSON, {
         "before": before, "after": {k: v for k, v in after.items() if k != "metrics"}, "steps": steps, **extra,
         "config": cfg.model_copy(update={"data": data.config}).model_dump(mode="json")})
 
@@ -317,7 +318,7 @@ def sensitivity_analysis(model: nn.Module, example: torch.Tensor, data: DataBund
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "sensitivity.json", sens.to_dict())
+        atomic_write_json(out / SENSITIVITY_JSON, sens.to_dict())
         S.plot(sens, out / "sensitivity.png")
     return sens
 

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 
 from slimcv.errors import SlimcvError
+from slimcv.run_folder import MODEL_WEIGHTS
 
 
 @dataclass
@@ -58,7 +59,7 @@ def sparsity_report(model: nn.Module, num_classes: int | None = None) -> Sparsit
     blob = save({k: v.contiguous() for k, v in model.state_dict().items()})
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("model.safetensors", blob)
+        z.writestr(MODEL_WEIGHTS, blob)
     return SparsityReport(zeros / max(total, 1), len(blob), len(buf.getvalue()))
 
 

@@ -40,6 +40,7 @@ from slimcv.quantize.compact import compact_onnx
 from slimcv.quantize.dynamic import dynamic_applicability, quantize_dyn
 from slimcv.quantize.ptq import quantize_ptq
 from slimcv.quantize.qat import export_qat, prepare_qat
+from slimcv.run_folder import QUANTIZE_JSON
 
 
 @dataclass
@@ -107,7 +108,7 @@ def quantize(source: Any, data: Any = None, *, weights: str | None = None, **opt
     elif cpu.get("vnni") and cfg.reduce_range and cfg.calibration:
         notes.append("this CPU has VNNI, so full-range weights would not saturate here; reduce_range keeps the "
                      "INT8 files exact on AVX2-only CPUs too and cost no accuracy in slimcv's benchmarks")
-    with atomic_dir(out, owned_by="quantize.json") as tmp:
+    with atomic_dir(out, owned_by=QUANTIZE_JSON) as tmp:
         if net is None:
             files = _build_variants_onnx(Path(model_source), data, cfg, tmp, notes)
         else:
@@ -117,7 +118,7 @@ def quantize(source: Any, data: Any = None, *, weights: str | None = None, **opt
         rec = choose_runtime([Candidate(m["name"], m["metrics"][key], m["latency_ms"]["median"], m["runtime"],
                                         m["precision"]) for m in models], cfg.max_drop, metric_name=key)
         recommendation = {"name": rec.name, "why": rec.why}
-        atomic_write_json(tmp / "quantize.json", {
+        atomic_write_json(tmp / QUANTIZE_JSON, {
             "stage": "quantize", "task": data.task, "source": cfg.source, "data": data.config.model_dump(mode="json"),
             "models": models, "recommendation": recommendation, "notes": notes, "threads": threads, "cpu": cpu,
             "config": cfg.model_dump(mode="json")})

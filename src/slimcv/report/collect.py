@@ -20,6 +20,8 @@ from typing import Any
 from slimcv._io import read_jsonl
 from slimcv.artifact import MODEL_JSON, is_model_folder, read_json, read_run_config, read_summary, result_folder
 from slimcv.errors import SlimcvError
+from slimcv import run_folder
+from slimcv.run_folder import BEST_WEIGHTS, CONFIG_JSON, METRICS_JSONL, PRUNE_JSON, QUANTIZE_JSON
 
 METRIC_KEYS = ("miou", "top1")
 
@@ -82,11 +84,12 @@ def collect(paths: list[str | Path], *, count: bool = True) -> list[Entry]:
         path = Path(p)
         if not path.is_dir():
             raise SlimcvError(f"{path} is not a folder; give run folders written by train, distill, prune or quantize.")
-        if (path / "quantize.json").is_file():
+        what = run_folder.kind(path)
+        if what == "quantize":
             entries.extend(_quantize(path, count))
-        elif (path / "prune.json").is_file():
+        elif what == "prune":
             entries.append(_prune(path, count))
-        elif read_run_config(path) is not None or is_model_folder(path):
+        elif what == "model":
             entries.append(_train(path, count))
         else:
             raise SlimcvError(f"{path} holds no config.json, prune.json or quantize.json; is it a slimcv run folder?")
@@ -124,7 +127,7 @@ def _train(path: Path, count: bool) -> Entry:
     cfg = read_run_config(path)
     spec = read_json(path / MODEL_JSON) or {}
     kind = "distill" if isinstance(cfg, dict) and "teacher" in cfg else "train"
-    curves = read_jsonl(path / "metrics.jsonl")
+    curves = read_jsonl(path / METRICS_JSONL)
     e = Entry(name=path.name, kind=kind, path=path, task=spec.get("task"), config=cfg, curves=curves,
               data=(cfg or {}).get("data"), model_path=path if spec else None)
     e.metrics = _summary_metrics(path, curves)
@@ -132,17 +135,17 @@ def _train(path: Path, count: bool) -> Entry:
         e.command = _recorded_command(path, cfg)
         e.command_recorded = e.command is not None
         # a fresh out_dir: the rebuilt command must not write into (or --resume) the folder it reproduces
-        e.command = e.command or f"slimcv {kind} --config {path / 'config.json'} --out-dir {path}_again"
+        e.command = e.command or f"slimcv {kind} --config {path / CONFIG_JSON} --out-dir {path}_again"
     _weights_and_counts(e, count)
     return e
 
 
 def _prune(path: Path, count: bool) -> Entry:
-    info = read_json(path / "prune.json") or {}
+    info = read_json(path / PRUNE_JSON) or {}
     after = info.get("after") or {}
     pcfg = info.get("config") or {}
     spec = read_json(path / MODEL_JSON) or {}
-    curves = read_jsonl(path / "metrics.jsonl") or _step_curves(path)
+    curves = read_jsonl(path / METRICS_JSONL) or _step_curves(path)
     e = Entry(name=path.name, kind="prune", path=path, task=spec.get("task"), curves=curves,
               config=read_run_config(path) or pcfg, data=pcfg.get("data"),
               model_path=path if spec else None)
@@ -150,7 +153,7 @@ def _prune(path: Path, count: bool) -> Entry:
     e.params, e.macs, e.file_bytes = after.get("params"), after.get("macs"), None
     if isinstance(after.get("latency_ms"), (int, float)):
         e.latency["eager"] = {"median": after["latency_ms"], "p90": None, "threads": after.get("latency_threads"),
-                              "from": f"{path / 'prune.json'} (prune stage)"}
+                              "from": f"{path / PRUNE_JSON} (prune stage)"}
     e.command = _recorded_command(path, info)
     e.command_recorded = e.command is not None
     e.command = e.command or _prune_command(pcfg)
@@ -159,10 +162,10 @@ def _prune(path: Path, count: bool) -> Entry:
 
 
 def _quantize(path: Path, count: bool) -> list[Entry]:
-    info = read_json(path / "quantize.json") or {}
+    info = read_json(path / QUANTIZE_JSON) or {}
     models = info.get("models") or []
     if not models:
-        raise SlimcvError(f"{path / 'quantize.json'} lists no models; run `slimcv quantize` again.")
+        raise SlimcvError(f"{path / QUANTIZE_JSON} lists no models; run `slimcv quantize` again.")
     source = Path(str(info.get("source", "")))
     counts: dict[str, Any] = {}
     if count and is_model_folder(source):
@@ -181,7 +184,7 @@ def _quantize(path: Path, count: bool) -> list[Entry]:
         lat = m.get("latency_ms") or {}
         if lat.get("median") is not None:
             e.latency[_runtime_name(m)] = {"median": lat["median"], "p90": lat.get("p90"), "threads": m.get("threads"),
-                                           "from": str(path / "quantize.json")}
+                                           "from": str(path / QUANTIZE_JSON)}
         if e.file_bytes is None and e.model_path is not None and e.model_path.is_file():
             from slimcv.bench.size import file_bytes
 
@@ -232,7 +235,7 @@ def _summary_metrics(path: Path, curves: list[dict[str, Any]]) -> dict[str, Any]
     record, not the last epoch's (summary.json's ``metrics``)."""
     summary = read_summary(path)
     best = summary.get("best") if isinstance(summary, dict) else None
-    if isinstance(best, dict) and best.get("epoch") is not None and (path / "best.safetensors").is_file():
+    if isinstance(best, dict) and best.get("epoch") is not None and (path / BEST_WEIGHTS).is_file():
         record = next((r["val"] for r in curves if r.get("epoch") == best["epoch"] and isinstance(r.get("val"), dict)),
                       None)
         if record:
@@ -281,7 +284,7 @@ def _step_curves(path: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for step in sorted(p for p in path.glob("step_*") if p.is_dir()):
         offset = out[-1]["epoch"] if out else 0
-        records = read_jsonl(step / "metrics.jsonl")
+        records = read_jsonl(step / METRICS_JSONL)
         out += [{**r, "epoch": r.get("epoch", 0) + offset, "step": step.name} for r in records]
     return out
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from slimcv.artifact import read_json
 from slimcv.report.collect import Entry
+from slimcv.run_folder import COMPRESS_JSON, PRUNE_JSON, QUANTIZE_JSON
 
 MAX_DROP = 1.0  # points a candidate may lose against the baseline and still count as "within budget"
 
@@ -110,7 +111,7 @@ def _distill(e: Entry, entries: list[Entry]) -> Statement | None:
 
 
 def _prune(e: Entry, entries: list[Entry]) -> Statement | None:
-    info = read_json(e.path / "prune.json") or {}
+    info = read_json(e.path / PRUNE_JSON) or {}
     before, after = info.get("before") or {}, info.get("after") or {}
     key = e.metric_name
     if not key or key not in before or key not in after:
@@ -131,7 +132,7 @@ def _prune(e: Entry, entries: list[Entry]) -> Statement | None:
 
 
 def _quantize(folder: Path) -> list[Statement]:
-    info = read_json(folder / "quantize.json") or {}
+    info = read_json(folder / QUANTIZE_JSON) or {}
     rec = info.get("recommendation") or {}
     models = {m["name"]: m for m in info.get("models") or []}
     if not rec.get("name") or rec["name"] not in models:
@@ -143,7 +144,7 @@ def _quantize(folder: Path) -> list[Statement]:
 
 def _compress(entries: list[Entry]) -> Statement | None:
     for folder in dict.fromkeys(e.path.parent for e in entries):
-        info = read_json(folder / "compress.json") if (folder / "compress.json").is_file() else None
+        info = read_json(folder / COMPRESS_JSON) if (folder / COMPRESS_JSON).is_file() else None
         if not info or not info.get("outcome"):
             continue
         o = info["outcome"]
