@@ -28,7 +28,7 @@ def main() -> None:
     from slimcv.bench.latency import time_interleaved
     from slimcv.bench.macs import count_macs
     from slimcv.config import ExportConfig
-    from slimcv.deploy.runtime import deployed_runner
+    from slimcv.deploy.deployed import deployed_runner
     from slimcv.deploy.runtimes import available
     from slimcv.export.onnx import to_onnx
     from slimcv.hardware import cpu_features

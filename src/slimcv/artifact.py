@@ -18,7 +18,6 @@ ONNX files are resolved by the stages that can run them (:func:`is_onnx`).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -14,7 +14,7 @@ from slimcv import deploy
 from slimcv.bench.latency import eager_runner, time_interleaved
 from slimcv.data import load_data
 from slimcv.deploy.chooser import Candidate, choose_runtime
-from slimcv.deploy.runtime import DeployedModule, deployed_runner
+from slimcv.deploy.deployed import DeployedModule, deployed_runner
 from slimcv.errors import SlimcvError
 from slimcv.export import ExportConfig, export, export_module
 from slimcv.models import create_model

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from slimcv._console import console, print_table
 from slimcv._io import atomic_write_json
-from slimcv.bench.latency import Timing, eager_runner, ort_runner, ort_session, time_interleaved
+from slimcv.bench.latency import Timing, eager_runner, ort_runner, time_interleaved
+from slimcv.deploy.runtimes import ort_session
 from slimcv.bench.memory import METHOD as MEMORY_METHOD
 from slimcv.bench.memory import peak_memory_mb
 from slimcv.bench.sources import Candidate, resolve_sources
@@ -178,7 +179,7 @@ def _export(c: Candidate, tmp: Path) -> Path:
 
 
 def _time(plan: dict[str, tuple], batch: int, warmup: int, runs: int, threads: int, quiet: bool) -> dict[str, Timing]:
-    from slimcv.deploy.runtime import deployed_runner
+    from slimcv.deploy.deployed import deployed_runner
 
     runners = {}
     for key, (c, _label, path, runtime) in plan.items():
@@ -188,7 +189,7 @@ def _time(plan: dict[str, tuple], batch: int, warmup: int, runs: int, threads: i
         if runtime == "eager":
             runners[key] = eager_runner(c.model, x)
         elif path is not None and runtime == "ort":
-            runners[key] = ort_runner(ort_session(path, threads, spinning=False), x)
+            runners[key] = ort_runner(ort_session(path, threads), x)
         else:
             runners[key] = deployed_runner(path if path is not None else c.model, x, runtime, threads)
     if not runners:

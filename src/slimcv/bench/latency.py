@@ -42,32 +42,11 @@ def eager_runner(model: nn.Module, example: torch.Tensor) -> Callable[[], Any]:
     return run
 
 
-def ort_session(path: str | Path, threads: int | None = None, providers: list[str] | None = None,
-                spinning: bool = True):
-    """An ONNX Runtime session with ``threads`` intra-op threads (all optimisations on).
-
-    ``spinning=False`` stops idle worker threads from spinning after a run: with several sessions timed
-    interleaved in one process, spinning pools steal the cores from the next runner (measured: identical
-    INT8 files timed 72-95 ms with spinning, 25-27 ms without; docs/quantization.md)."""
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise SlimcvError("ONNX Runtime is not installed: pip install onnxruntime.") from e
-    if not Path(path).is_file():
-        raise SlimcvError(f"ONNX file {path} does not exist; export one with `slimcv export`.")
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if not spinning:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
-
-
 def ort_runner(session_or_path: Any, example: torch.Tensor | np.ndarray, threads: int | None = None
                ) -> Callable[[], Any]:
     """One ONNX Runtime ``run`` on ``example`` (a session or the path of an .onnx file)."""
+    from slimcv.deploy.runtimes import ort_session
+
     session = ort_session(session_or_path, threads) if isinstance(session_or_path, (str, Path)) else session_or_path
     feed = {session.get_inputs()[0].name: np.ascontiguousarray(
         example.detach().cpu().numpy() if isinstance(example, torch.Tensor) else example, dtype=np.float32)}

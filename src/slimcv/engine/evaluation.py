@@ -45,7 +45,7 @@ def evaluate_model(source: Any, data: Any = None, *, model: str | None = None, w
     """Score a model (module, folder, name + weights, or an .onnx file run in ``runtime``) on the validation split;
     ``data`` is a spec, a DataConfig, a (train, val) pair of Datasets or DataLoaders, or None for a folder's own."""
     if is_onnx(source):
-        from slimcv.deploy.runtime import DeployedModule
+        from slimcv.deploy.deployed import DeployedModule
 
         net = DeployedModule(check_exists(source, "ONNX file"), runtime)
         if data is None:

@@ -225,7 +225,7 @@ def _keep_decoded(data: DataBundle, cfg: TrainConfig, workers: int) -> None:
 def _choose_speed(model, objective, data: DataBundle, loader, cfg: TrainConfig, device, previous) -> SpeedChoice:
     """Precision and layout of the training steps: fixed, resumed, or measured on rank 0 and shared."""
     from slimcv.data import spread
-    from slimcv.engine import speed as S
+    from slimcv.engine import speed as speed_probe
 
     def sample_batch():
         return loader.collate_fn([data.train[i] for i in spread(cfg.data.batch_size, len(data.train))])
@@ -233,7 +233,7 @@ def _choose_speed(model, objective, data: DataBundle, loader, cfg: TrainConfig, 
     enabled = cfg.speed_probe and not cfg.deterministic and os.environ.get("SLIMCV_SPEED_PROBE", "1") != "0"
     choice = None
     if D.is_main():
-        choice = S.choose(model, objective, sample_batch, device, lambda p: build_optimizer(p, cfg.optim),
+        choice = speed_probe.choose(model, objective, sample_batch, device, lambda p: build_optimizer(p, cfg.optim),
                           amp=cfg.amp, channels_last=cfg.channels_last, enabled=enabled, previous=previous,
                           off_reason="deterministic run: speed probe off" if cfg.deterministic else "speed probe off")
     choice = D.broadcast_object(choice)

@@ -82,7 +82,7 @@ def export_module(net: nn.Module, out: str | Path, batches: list[torch.Tensor], 
         simplify(out)
     agreement = None
     if cfg.check:
-        from slimcv.bench.latency import ort_session
+        from slimcv.deploy.runtimes import ort_session
 
         checked = batches if dynamic_hw else [b for b in batches if b.shape[-2:] == example.shape[-2:]] or [example]
         if cfg.batch != "dynamic":

@@ -23,7 +23,7 @@ from typing import Any
 from slimcv._console import console, print_table
 from slimcv._io import atomic_write_json
 from slimcv.errors import SlimcvError
-from slimcv.pipeline import search as S
+from slimcv.pipeline import search
 from slimcv.run_folder import METRICS_JSONL, SEARCH_JSON, SEARCH_STATE
 
 KD = {"segmentation": {"name": "kd", "weight": 1.0, "temperature": 1.0},
@@ -37,18 +37,18 @@ class BudgetResult:
     """The winner (None when nothing meets the latency budget within ``max_drop``), every candidate, and the time
     spent. ``closest`` is the winner, or on a miss the most accurate candidate that meets the latency budget."""
 
-    winner: S.Candidate | None
+    winner: search.Candidate | None
     folder: Path | None  # the winner's (or on a miss the closest candidate's) model or quantize folder
-    candidates: list[S.Candidate]
+    candidates: list[search.Candidate]
     reference_ms: float
     budget_ms: float
     seconds: float
     source_metric: float | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
     folders: dict[str, Path] = field(default_factory=dict)  # "<name>/int8" -> its quantize folder
-    closest: S.Candidate | None = None
+    closest: search.Candidate | None = None
     max_drop: float | None = None
-    source_best: S.Candidate | None = None  # the source in FP32 at its own fastest runtime
+    source_best: search.Candidate | None = None  # the source in FP32 at its own fastest runtime
     reused: list[str] = field(default_factory=list)  # steps a restarted search took from the earlier run
 
     @property
@@ -107,7 +107,7 @@ def _search_key(folder: Path, data: Any, target_latency_ms, target_speedup, spac
 
 def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: float | None = None,
                        target_speedup: float | None = None, budget_minutes: float = 60.0, proxy_epochs: int = 1,
-                       finalists: int = 2, finalist_gap: float | None = 5.0, space: S.SearchSpace | None = None,
+                       finalists: int = 2, finalist_gap: float | None = 5.0, space: search.SearchSpace | None = None,
                        out_dir: str | Path = "runs/compress",
                        latency_runs: int = 15, threads: int | None = 1, progress: bool = True,
                        max_drop: float | None = None) -> BudgetResult:
@@ -132,14 +132,14 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
                                     latency_runs))
     deadline = start + budget_minutes * 60 - state.spent_before
     if state.data["candidates"] is not None:
-        candidates = [S.Candidate(**c) for c in state.data["candidates"]]
+        candidates = [search.Candidate(**c) for c in state.data["candidates"]]
         reference = float(state.data["reference_ms"])
         _phase(f"reusing the {len(candidates)} candidates measured by the earlier run of this search", deadline)
     else:
         candidates, reference = _measured_candidates(folder, bundle, space, out, latency_runs, threads, progress)
         state.data.update(candidates=[c.to_json() for c in candidates], reference_ms=reference)
         state.save()
-    budget = S.within_budget(candidates, reference, target_latency_ms=target_latency_ms,
+    budget = search.within_budget(candidates, reference, target_latency_ms=target_latency_ms,
                              target_speedup=target_speedup)
     key = metric_key(bundle.task)
     source_metric = (read_summary(folder) or {}).get("metrics", {}).get(key)
@@ -153,7 +153,7 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     t = time.perf_counter()
     _score_int8(candidates, "source", folder, out, bundle, threads, key, result, state)
     int8_seconds = time.perf_counter() - t  # what quantizing a trained network costs, kept free at the end
-    trainable = [c for c in S.best_runtime_each(candidates) if c.kind != "source"]
+    trainable = [c for c in search.best_runtime_each(candidates) if c.kind != "source"]
     source_best = result.source_best
     console.print(f"reference: the source in ONNX Runtime FP32, {reference:.2f} ms (at its fastest, "
                   f"{source_best.label}, {source_best.latency_ms:.2f} ms); budget {budget:.2f} ms; "
@@ -218,7 +218,7 @@ def _choose(result: BudgetResult, folders: dict[str, Path]) -> None:
         result.folder = result.folders[f"{c.name}/int8"] if c.precision == "int8" else folders[c.name]
 
 
-def choose_finalists(trained: list[S.Candidate], n: int, gap: float | None) -> list[S.Candidate]:
+def choose_finalists(trained: list[search.Candidate], n: int, gap: float | None) -> list[search.Candidate]:
     """The ``n`` best candidates by proxy metric, less those more than ``gap`` points behind the best (noted)."""
     ranked = sorted((c for c in trained if c.metric is not None), key=lambda c: -c.metric)[:n]
     if not ranked or gap is None:
@@ -230,8 +230,8 @@ def choose_finalists(trained: list[S.Candidate], n: int, gap: float | None) -> l
     return [c for c in ranked if lead - c.metric <= gap]
 
 
-def _measured_candidates(folder: Path, bundle, space: S.SearchSpace | None, out: Path, latency_runs: int,
-                         threads: int | None, progress: bool) -> tuple[list[S.Candidate], float]:
+def _measured_candidates(folder: Path, bundle, space: search.SearchSpace | None, out: Path, latency_runs: int,
+                         threads: int | None, progress: bool) -> tuple[list[search.Candidate], float]:
     """Every candidate of the source in ``folder``, timed untrained in one interleaved run, and the reference
     latency (the source in ONNX Runtime FP32)."""
     from slimcv.artifact import load_run_model
@@ -240,21 +240,21 @@ def _measured_candidates(folder: Path, bundle, space: S.SearchSpace | None, out:
     model, _ = load_run_model(folder)
     example = bundle.val[0][0][None]
     _phase("measuring the candidates: sensitivity of each layer, then every network timed untrained", None)
-    space = space or S.SearchSpace(students=S.default_students(bundle.task, tuple(example.shape[-2:])))
+    space = space or search.SearchSpace(students=search.default_students(bundle.task, tuple(example.shape[-2:])))
     layer_ratios = None
     if space.sensitivity_drops:  # each layer pruned alone, scored on a few validation batches
         from slimcv.prune.prune import sensitivity_analysis
 
         sens = sensitivity_analysis(model, example, bundle, ratios=space.sensitivity_ratios, out_dir=out,
                                     progress=progress)
-        layer_ratios = S.sensitivity_candidates(sens, space.sensitivity_drops)
-    cands_nets = S.enumerate_candidates(model, example, bundle.num_classes, bundle.task, space, layer_ratios)
+        layer_ratios = search.sensitivity_candidates(sens, space.sensitivity_drops)
+    cands_nets = search.enumerate_candidates(model, example, bundle.num_classes, bundle.task, space, layer_ratios)
     calibration = [bundle.train[i][0] for i in spread(8, len(bundle.train))]
-    reference = S.measure(cands_nets, example, runs=latency_runs, threads=threads, calibration=calibration)
+    reference = search.measure(cands_nets, example, runs=latency_runs, threads=threads, calibration=calibration)
     return [c for c, _ in cands_nets], reference
 
 
-def _final_round(ranked: list[S.Candidate], deadline: float, proxy_epochs: int, out: Path,
+def _final_round(ranked: list[search.Candidate], deadline: float, proxy_epochs: int, out: Path,
                  folders: dict[str, Path], result: BudgetResult, common: dict[str, Any], state: _State) -> None:
     """Train the finalists again, sharing the time left before ``deadline`` between them."""
     for i, c in enumerate(ranked):
@@ -296,7 +296,7 @@ def _epoch_seconds(run_dir: Path) -> float | None:
     return sum(times) / len(times) if times else None
 
 
-def _score_int8(candidates: list[S.Candidate], name: str, folder: Path, out: Path, bundle, threads: int | None,
+def _score_int8(candidates: list[search.Candidate], name: str, folder: Path, out: Path, bundle, threads: int | None,
                 key: str, result: BudgetResult, state: _State) -> None:
     """Quantize the trained network ``name`` (in ``folder``) with NNCF and score its INT8 file in OpenVINO, when
     that candidate meets the budget (the source's always: it is the peer a CPU user would reach for); the folder is
@@ -341,7 +341,7 @@ def _fresh(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
-def _train(c: S.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, task: str, progress: bool,
+def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, task: str, progress: bool,
            threads: int | None, source_macs: int) -> float:
     """Train one candidate with KD from the source; returns its validation metric."""
     import slimcv
@@ -353,7 +353,7 @@ def _train(c: S.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, 
         how = ({"layer_ratios": c.build["layer_ratios"]} if "layer_ratios" in c.build
                else {"remove": 1 - c.macs / source_macs, "target": "macs"})
         r = slimcv.prune(str(folder), data=bundle, **how, finetune_epochs=epochs, distill=[kd], out_dir=str(run_dir),
-                         progress=progress, latency_runs=0, round_to=S.ROUND_TO, threads=threads)
+                         progress=progress, latency_runs=0, round_to=search.ROUND_TO, threads=threads)
         return r.after["metrics"][metric_key(task)]
     from slimcv.artifact import read_run_config
 
@@ -369,7 +369,7 @@ def _train(c: S.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, 
     return r.train.best.get("value", r.train.metrics[metric_key(task)])
 
 
-def _inherited(c: S.Candidate, folder: Path, run_dir: Path, num_classes: int) -> Path:
+def _inherited(c: search.Candidate, folder: Path, run_dir: Path, num_classes: int) -> Path:
     """A weights file for student ``c`` holding the source's tensors it shares (``search.inherit_weights``)."""
     from slimcv._io import atomic_write_safetensors
     from slimcv.artifact import load_run_model
@@ -377,7 +377,7 @@ def _inherited(c: S.Candidate, folder: Path, run_dir: Path, num_classes: int) ->
 
     source, _ = load_run_model(folder)
     net = create_model(c.build["model"], num_classes, **c.build["model_kwargs"])
-    S.inherit_weights(source, net)
+    search.inherit_weights(source, net)
     path = run_dir.parent / f"{c.name}.init.safetensors"
     atomic_write_safetensors({k: v.contiguous() for k, v in net.state_dict().items()}, path)
     return path
@@ -389,7 +389,7 @@ def _write(out: Path, r: BudgetResult, target_latency_ms, target_speedup, key: s
     atomic_write_json(out / SEARCH_JSON, {
         "target": {"latency_ms": target_latency_ms, "speedup": target_speedup, "budget_ms": r.budget_ms,
                    "max_drop": r.max_drop},
-        "reference": {"name": S.REFERENCE, "latency_ms": r.reference_ms, key: r.source_metric},
+        "reference": {"name": search.REFERENCE, "latency_ms": r.reference_ms, key: r.source_metric},
         "source_best": {"runtime": sb.label, "latency_ms": sb.latency_ms} if sb else None,
         "met": r.met, "winner": r.winner.to_json() if r.winner else None,
         "closest": r.closest.to_json() if r.closest else None, "folder": str(r.folder) if r.folder else None,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from slimcv._console import console
-from slimcv.artifact import is_model_folder, read_summary, run_data_config
+from slimcv.artifact import is_model_folder, run_data_config
 from slimcv.config import CompressConfig, build_config
 from slimcv.errors import SlimcvError
 from slimcv.run_folder import COMPRESS_JSON, LAST_JSON, METRICS_JSONL, MODEL_JSON, QUANTIZE_JSON, SEARCH_STATE

@@ -137,7 +137,7 @@ def measure(candidates: list[tuple[Candidate, nn.Module]], example: torch.Tensor
     ``calibration`` (images of the dataset; default: the example): INT8 speed does not depend on the weights."""
     from slimcv.bench.latency import time_interleaved
     from slimcv.config import ExportConfig
-    from slimcv.deploy.runtime import deployed_runner
+    from slimcv.deploy.deployed import deployed_runner
     from slimcv.export.onnx import to_onnx
 
     if not any(c.key == REFERENCE for c, _ in candidates):

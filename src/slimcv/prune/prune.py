@@ -27,7 +27,7 @@ from slimcv.artifact import (check_rebuildable, load_inputs, metric_key, read_ru
                              write_run_config, write_summary)
 from slimcv.engine.loop import SupervisedLoss, evaluate, match_size
 from slimcv.engine.train import class_weights, finetune_config, fit, make_eval_loader
-from slimcv.prune import sensitivity as S
+from slimcv.prune import sensitivity
 from slimcv.prune.schedule import _Meter, prune_to_target, ratio_for
 from slimcv.prune.soft import remove_soft_pruned, soft_prune_step, zeroed_filters
 from slimcv.prune.structured import (IMPORTANCES, NEEDS_DATA, PruneResult, check_layer_ratios, prune_structured, pruned_spec,
@@ -287,7 +287,7 @@ def _soft(model, example, data, cfg, spec, tcfg, objective, common, out, referen
     return [record], result.history
 
 
-def _sensitivity(model, example, data, cfg, num_classes, key, device, out) -> S.Sensitivity:
+def _sensitivity(model, example, data, cfg, num_classes, key, device, out) -> sensitivity.Sensitivity:
     return sensitivity_analysis(model, example, data, ratios=cfg.sensitivity, batches=cfg.sensitivity_batches,
                                 importance="l1" if cfg.importance in NEEDS_DATA else cfg.importance,
                                 ignored=cfg.ignore, num_classes=num_classes, device=device, out_dir=out,
@@ -297,7 +297,7 @@ def _sensitivity(model, example, data, cfg, num_classes, key, device, out) -> S.
 def sensitivity_analysis(model: nn.Module, example: torch.Tensor, data: DataBundle, *, ratios: Sequence[float],
                          batches: int = 8, importance: str = "l1", ignored: Sequence[str] = (),
                          num_classes: int | None = None, device=None, out_dir: str | Path | None = None,
-                         progress: bool = True) -> S.Sensitivity:
+                         progress: bool = True) -> sensitivity.Sensitivity:
     """Prune each layer of ``model`` alone at each ratio and score it on ``batches`` validation batches of
     ``data``; writes sensitivity.json and sensitivity.png to ``out_dir`` when given."""
     device = device or torch.device("cpu")
@@ -313,13 +313,13 @@ def sensitivity_analysis(model: nn.Module, example: torch.Tensor, data: DataBund
         m.to("cpu")
         return r
 
-    sens = S.analyze(model, example, score, num_classes=num_classes or data.num_classes, ratios=ratios,
+    sens = sensitivity.analyze(model, example, score, num_classes=num_classes or data.num_classes, ratios=ratios,
                      importance=importance, ignored=ignored, metric=key, progress=progress)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / SENSITIVITY_JSON, sens.to_dict())
-        S.plot(sens, out / "sensitivity.png")
+        sensitivity.plot(sens, out / "sensitivity.png")
     return sens
 
 

@@ -30,7 +30,7 @@ from slimcv.errors import SlimcvError
 from slimcv.data import DataBundle, as_bundle, build_dataset
 from slimcv.deploy.chooser import Candidate, choose_runtime
 from slimcv.deploy import runtimes
-from slimcv.deploy.runtime import DeployedModule, deployed_runner
+from slimcv.deploy.deployed import DeployedModule, deployed_runner
 from slimcv.hardware import cpu_features
 from slimcv.engine.loop import SupervisedLoss, evaluate
 from slimcv.engine.train import class_weights, finetune_config, fit, make_eval_loader
@@ -83,7 +83,7 @@ def quantize(source: Any, data: Any = None, *, weights: str | None = None, **opt
         cfg = build_config(QuantizeConfig, {"source": source_label(source), **options}, "quantize options")
         model_source = source
     if is_onnx(model_source):
-        from slimcv.deploy.runtime import DeployedModule
+        from slimcv.deploy.deployed import DeployedModule
 
         net, spec = None, None
         if data is None:

@@ -1,4 +1,4 @@
-"""Deployed models as torch modules and timing runners over the runtime table (``deploy.runtimes``)."""
+"""Models as deployed (a file or module in a runtime of ``deploy.runtimes``) as torch modules and timing runners."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,19 +10,6 @@ import torch
 from torch import nn
 
 from slimcv.deploy import runtimes
-from slimcv.errors import SlimcvError
-
-def openvino_available() -> bool:
-    """True when the OpenVINO runtime can be imported."""
-    return runtimes.get("openvino").available
-
-
-def make_session(path: str | Path, runtime: str = "ort", threads: int | None = None
-                 ) -> Callable[[np.ndarray], np.ndarray]:
-    """A function running the ONNX file at ``path`` on one float32 NCHW array in ``runtime`` (the runtime table)."""
-    if runtimes.get(runtime).runs != "onnx":
-        raise SlimcvError(f"Runtime {runtime!r} runs PyTorch modules, not ONNX files; use ort or openvino.")
-    return runtimes.open_session(path, runtime, threads)
 
 
 class DeployedModule(nn.Module):
