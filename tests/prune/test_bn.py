@@ -52,3 +52,35 @@ def test_prune_stage_reestimates_batchnorm_unless_told_not_to(tmp_path):
     # a fresh network's running means are zero; re-estimation measured real ones
     assert all(torch.count_nonzero(v) == 0 for v in stats[0].values())
     assert any(torch.count_nonzero(v) > 0 for v in stats[4].values())
+
+
+def test_no_batch_leaves_the_statistics_as_they_were():
+    net = _pruned_resnet()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert reestimate_batchnorm(net, []) == 0
+    assert reestimate_batchnorm(net, [torch.randn(1, 3, 32, 32)]) == 0  # one image cannot give a batch statistic
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_a_training_set_smaller_than_one_batch_never_collapses_a_pruned_model():
+    """Four training images and batch 8: the statistics are re-estimated from the four, never reset to nothing."""
+    from slimcv.data import from_datasets
+    from torch.utils.data import TensorDataset
+
+    torch.manual_seed(0)
+    images = torch.rand(12, 3, 32, 32)
+    labels = torch.arange(12) % 3
+    data = from_datasets(TensorDataset(images[:4], labels[:4]), TensorDataset(images[4:], labels[4:]), num_classes=3,
+                         task="classification")
+    net = create_model("resnet8", 3)
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.rand(16, 3, 32, 32))
+    net.eval()
+    result = slimcv.prune(net, data=data, remove=0.3, finetune_epochs=0, latency_runs=0, progress=False)
+    with torch.no_grad():
+        logits = result.model.eval()(images[4:])
+    assert logits.abs().max() > 1e-3 and torch.isfinite(logits).all()
+    bn = next(m for m in result.model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert bn.running_var.min() > 0 and not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))

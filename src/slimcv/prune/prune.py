@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import math
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Sequence
@@ -241,9 +242,15 @@ def _reestimate(model: nn.Module, data: DataBundle, cfg: PruneConfig, device) ->
 
     loader = make_loader(data.train, cfg.data.batch_size, train=True, workers=0, seed=cfg.seed + 1,
                          ignore_index=data.info.ignore_index)
+    if len(loader) == 0:  # fewer images than one batch: the shuffled loader drops them all, so read them in order
+        loader = make_loader(data.train, cfg.data.batch_size, train=False, workers=0,
+                             ignore_index=data.info.ignore_index)
     was = next(model.parameters()).device
-    reestimate_batchnorm(model.to(device), itertools.islice(loader, cfg.bn_batches), device)
+    seen = reestimate_batchnorm(model.to(device), itertools.islice(loader, cfg.bn_batches), device)
     model.to(was)
+    if seen == 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        warnings.warn(f"BatchNorm statistics were kept as they were: the training set ({len(data.train)} "
+                      "samples) gave no batch of two images to re-estimate them from.", stacklevel=2)
 
 
 def _calibration(cfg: PruneConfig, data: DataBundle) -> list:
