@@ -71,14 +71,19 @@ def test_a_dataloader_pair_is_accepted_and_sets_the_batch_size(tmp_path, blobs):
     assert r.metrics["miou"] == pytest.approx(result.metrics["miou"])
 
 
-def test_a_module_defined_in_a_function_is_refused_before_work_when_it_must_be_saved(tmp_path, blobs):
+def test_a_class_of_the_script_being_run_is_saved_and_reloads_with_the_class_in_hand(tmp_path, blobs):
     class Local(UserSegNet):
         pass
 
-    with pytest.raises(SlimcvError, match="inside a function"):
-        slimcv.prune(Local(), data=blobs, remove=0.3, out_dir=tmp_path / "p", **QUIET)
-    assert not (tmp_path / "p").exists()
-    assert slimcv.prune(Local(), data=blobs, remove=0.3, **QUIET).model is not None  # nothing to save: fine
+    with pytest.warns(UserWarning, match=r"slimcv.load\(folder, model=Local\)"):
+        pruned = slimcv.prune(Local(4, 8), data=blobs, remove=0.3, out_dir=tmp_path / "p", **QUIET)
+    again = slimcv.load(tmp_path / "p", model=Local)  # weights and pruning history, the class given
+    assert isinstance(again, Local)
+    _same(pruned.model, again, torch.rand(1, 3, 32, 32))
+    slimcv.artifact._IN_HAND.clear()  # as in another program
+    with pytest.raises(SlimcvError, match=r"defined in a script or notebook.*model=Local"):
+        load_run_model(tmp_path / "p")
+    assert main(["eval", str(tmp_path / "p")]) == 2  # one sentence, no traceback
 
 
 def test_a_layer_torch_pruning_cannot_follow_is_named_in_one_sentence(blobs):
@@ -262,7 +267,7 @@ def test_a_folder_module_is_not_even_imported_without_the_switch(tmp_path, fresh
 
 
 def test_a_class_in_hand_reloads_a_folder_without_running_its_code(tmp_path, fresh_process):
-    folder = _folder_naming(tmp_path, "__main__:Net", {"width": 4})
+    folder = _folder_naming(tmp_path, "their_package.nets:Net", {"width": 4})
     net = slimcv.load(folder, model=UserSegNet)
     assert isinstance(net, UserSegNet) and net.head.out_channels == 3
     with pytest.raises(SlimcvError, match="--trust-remote-code"):

@@ -18,6 +18,7 @@ ONNX files are resolved by the stages that can run them (:func:`is_onnx`).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,15 @@ def find_weights(folder: str | Path) -> Path:
     return last / MODEL_WEIGHTS
 
 
+# Classes of the script or notebook being run that this process saved folders of: it can rebuild them by name.
+_IN_HAND: dict[str, type] = {}
+
+
+def is_script_class(name: str) -> bool:
+    """True for a class defined in the script being run (``__main__``) or inside a function: no import reaches it."""
+    return "<locals>" in name or name.startswith("__main__:")
+
+
 def build_from_spec(spec: dict[str, Any], *, source: str | Path | None = None,
                     model_class: Any = None) -> nn.Module:
     """A freshly built (untrained) module of the architecture ``spec`` describes, pruning replayed.
@@ -150,6 +160,12 @@ def build_from_spec(spec: dict[str, Any], *, source: str | Path | None = None,
     from slimcv.models import create_model
 
     kwargs = dict(spec.get("kwargs", {}))
+    model_class = model_class or _IN_HAND.get(spec["name"])
+    if model_class is None and is_script_class(spec["name"]):
+        cls = spec["name"].rpartition(".")[2].rpartition(":")[2]
+        raise SlimcvError(f"{source or 'This model'} holds a {cls} defined in a script or notebook "
+                          f"({spec['name']}), which no other program can import; reload it in Python with the class "
+                          f"in hand: slimcv.load(folder, model={cls}).")
     if model_class is not None:
         model = _build_given(model_class, spec, kwargs)
     else:
@@ -304,12 +320,16 @@ def module_spec(model: nn.Module, num_classes: int | None, task: str | None,
 def check_rebuildable(model: nn.Module, spec: dict[str, Any]) -> None:
     """Fail early, in one sentence, when ``spec`` would not rebuild ``model`` (so its folder could not reload)."""
     name = spec["name"]
-    if "<locals>" in name or name.startswith("__main__:"):
-        raise SlimcvError(f"{name.replace(':', '.')} is defined {'inside a function' if '<locals>' in name else 'in the script being run'}, "
-                          "so a saved copy could not be rebuilt from another program; define the class in an "
-                          "importable module, or pass model_kwargs and a factory 'package.module:function'.")
+    in_hand = None
+    if is_script_class(name):
+        in_hand = _IN_HAND[name] = type(model)
+        cls = type(model).__name__
+        warnings.warn(f"{cls} is defined {'inside a function' if '<locals>' in name else 'in the script being run'}, "
+                      f"so its saved folder records the weights and pruning history but cannot name importable "
+                      f"code; reload it with the class in hand: slimcv.load(folder, model={cls}) (or define {cls} "
+                      "in an importable module).", stacklevel=3)
     try:
-        fresh = build_from_spec({**spec, "pruning_history": []})
+        fresh = build_from_spec({**spec, "pruning_history": []}, model_class=in_hand)
     except SlimcvError as e:
         raise SlimcvError(f"Cannot save this {type(model).__name__} so that it reloads: {e}") from e
     ours = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
