@@ -316,3 +316,31 @@ def test_export_of_a_moved_run_with_data_keeps_its_training_size(moved_run, tmp_
     sidecar = json.loads((tmp_path / "m.onnx.json").read_text())
     assert sidecar["resize"] == [48, 40]
     assert main(["eval", str(moved_run), "--data", "synthetic-shapes", "--out", str(tmp_path / "e.json")]) == 0
+
+
+def test_a_torchvision_segmentation_object_goes_through_prune_quantize_and_export(tmp_path):
+    """Its dict output is taken as its "out" logits; saved under its registered name, its folder reloads."""
+    import torchvision
+
+    torch.manual_seed(0)
+    images, masks = torch.rand(8, 3, 64, 64), torch.randint(0, 3, (8, 64, 64))
+    data = (TensorDataset(images[:6], masks[:6]), TensorDataset(images[6:], masks[6:]))
+    net = torchvision.models.segmentation.lraspp_mobilenet_v3_large(num_classes=3, weights_backbone=None)
+    pruned = slimcv.prune(net, data=data, remove=0.2, finetune_epochs=0, out_dir=tmp_path / "p", **QUIET)
+    assert pruned.spec["name"] == "lraspp_mobilenet_v3_large" and pruned.model(images[:1]).shape == (1, 3, 64, 64)
+    _same(pruned.model, slimcv.load(tmp_path / "p"), images[:1])
+    q = slimcv.quantize(net, data=data, out_dir=tmp_path / "q", calibration=["minmax"], nncf=False, latency_runs=1,
+                        progress=False)
+    assert q.models and all(m["metrics"]["miou"] >= 0 for m in q.models)
+    r = slimcv.export(net, tmp_path / "m.onnx", data)
+    assert r.agreement.argmax_agreement >= 0.99
+
+
+def test_a_model_with_auxiliary_outputs_trains_on_its_main_logits(tmp_path):
+    import torchvision
+
+    net = torchvision.models.googlenet(num_classes=3, aux_logits=True, init_weights=False)
+    data = (TensorDataset(torch.rand(8, 3, 64, 64), torch.arange(8) % 3),
+            TensorDataset(torch.rand(4, 3, 64, 64), torch.arange(4) % 3))
+    r = slimcv.train(net, data=data, epochs=1, progress=False, tensorboard=False, out_dir=str(tmp_path / "t"))
+    assert "top1" in r.metrics

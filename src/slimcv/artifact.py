@@ -269,8 +269,11 @@ def resolve_model(source: Any, *, weights: str | Path | None = None, num_classes
 
     kwargs = dict(kwargs or {})
     if isinstance(source, nn.Module):
+        from slimcv.models.tv import plain_logits
+
         if weights is not None:
             load_weights(source, weights)
+        source = plain_logits(source)  # a dict (torchvision segmentation) or tuple output: its logits
         return Loaded(source, module_spec(source, num_classes, task, kwargs))
     if not isinstance(source, (str, Path)):
         raise SlimcvError(f"A model is an nn.Module, a model folder, a model name or a weights file, not a "
@@ -312,6 +315,13 @@ def module_spec(model: nn.Module, num_classes: int | None, task: str | None,
     known = getattr(model, "_slimcv_spec", None)
     if known:
         return dict(known)
+    from slimcv.models import model_task
+    from slimcv.models.tv import registered_name
+
+    found = registered_name(model, num_classes) if not kwargs else None
+    if found is not None:  # a torchvision network: saved under its registered name, so it rebuilds anywhere
+        name, options = found
+        return {"name": name, "num_classes": num_classes, "kwargs": options, "task": task or model_task(name)}
     cls = type(model)
     return {"name": f"{cls.__module__}:{cls.__qualname__}", "num_classes": num_classes, "kwargs": dict(kwargs or {}),
             "task": task or guess_task(model)}

@@ -12,7 +12,14 @@ from slimcv.models import MODELS, create_model, list_models, model_task
 NUM_CLASSES = 5
 
 
-@pytest.mark.parametrize("name", list_models())
+# torchvision's families are all registered; these run here at 64 px, every one at its own size in the slow test
+FAST_TORCHVISION = {"resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+                    "efficientnet_b0", "shufflenet_v2_x1_0", "regnet_x_400mf", "deeplabv3_mobilenet_v3_large",
+                    "deeplabv3_resnet50", "deeplabv3_resnet101", "lraspp_mobilenet_v3_large", "fcn_resnet50"}
+
+
+@pytest.mark.parametrize("name", [n for n in list_models()
+                                  if MODELS.meta(n)["family"] != "torchvision" or n in FAST_TORCHVISION])
 def test_every_model_builds_and_forwards(name):
     model = create_model(name, num_classes=NUM_CLASSES).eval()
     task = model_task(name)
@@ -119,3 +126,34 @@ def test_smp_prefix_without_smp_says_how_to_install():
 def test_unknown_prefix_is_an_unknown_model():
     with pytest.raises(SlimcvError, match="Unknown model 'tim:resnet18'"):
         create_model("tim:resnet18", num_classes=5)
+
+
+def test_every_torchvision_classifier_and_segmenter_is_registered_and_builds_by_name():
+    """Built on the meta device (no memory, no init cost); RegNet's builder needs real tensors (the slow test)."""
+    import torchvision
+
+    from slimcv.models import MODELS, model_task
+
+    tv_cls = torchvision.models.list_models(module=torchvision.models)
+    tv_seg = torchvision.models.list_models(module=torchvision.models.segmentation)
+    assert {"convnext_tiny", "densenet121", "squeezenet1_1", "vit_b_16", "regnet_y_400mf"} <= set(tv_cls)
+    for name in tv_cls + tv_seg:
+        assert model_task(name) == ("segmentation" if name in tv_seg else "classification")
+        if name.startswith("regnet"):
+            continue
+        with torch.device("meta"):
+            net = MODELS.get(name)(num_classes=5)
+        assert isinstance(net, torch.nn.Module), name
+
+
+@pytest.mark.slow
+def test_every_registered_torchvision_model_runs_by_name():
+    import torchvision
+
+    from slimcv.models import create_model
+
+    for name in torchvision.models.list_models(module=torchvision.models):
+        net = create_model(name, 5).eval()
+        size = 299 if name == "inception_v3" else 224
+        with torch.no_grad():
+            assert net(torch.rand(1, 3, size, size)).shape == (1, 5), name

@@ -227,3 +227,13 @@ def test_round_to_keeps_channel_counts_at_multiples():
     for n in changed:
         assert after[n] % 8 == 0, (n, widths[n], after[n])
     assert all(after[n] == widths[n] for n in after if widths[n] <= 8)
+
+
+def test_shufflenet_is_refused_naming_its_channel_shuffle():
+    """Torch-Pruning's dependency graph cannot follow ShuffleNetV2's 5-D channel shuffle (its tracing fails)."""
+    from slimcv.models import create_model
+
+    net = create_model("shufflenet_v2_x1_0", 10).eval()
+    with pytest.raises(SlimcvError, match=r"ShuffleNetV2's channel shuffle .*stage2\.0 \.\.\. stage4\.\d+") as e:
+        prune_structured(net, torch.randn(1, 3, 64, 64), num_classes=10, ratio=0.3)
+    assert "\n" not in str(e.value)

@@ -59,7 +59,10 @@ def train(source: Any, data: Any = None, *, weights: str | None = None, **option
         model = create_model(cfg.model, data.num_classes, weights=weights or cfg.weights, **kwargs)
         spec = {"name": cfg.model, "num_classes": data.num_classes, "kwargs": kwargs, "task": data.task}
     elif isinstance(source, nn.Module):
+        from slimcv.models.tv import plain_logits
+
         cfg = build_config(TrainConfig, options, "train options")
+        source = plain_logits(source)  # trained in place: the wrapper holds the caller's module
         data = as_bundle(data if data is not None else cfg.data, model=source)
         model = source
         if weights is not None:

@@ -7,26 +7,103 @@ from torch import nn
 
 from slimcv.models._registry import MODELS
 
-CLASSIFICATION = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
-                  "efficientnet_b0", "shufflenet_v2_x1_0", "regnet_x_400mf")
-SEGMENTATION = ("deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101",
-                "lraspp_mobilenet_v3_large", "fcn_resnet50")
+# every torchvision classification and segmentation builder, by torchvision's own names
+CLASSIFICATION = tuple(torchvision.models.list_models(module=torchvision.models))
+SEGMENTATION = tuple(torchvision.models.list_models(module=torchvision.models.segmentation))
+# options that make a builder return plain logits (no auxiliary heads) without a download or a slow init
+DEFAULTS = {"googlenet": {"aux_logits": False, "init_weights": False},
+            "inception_v3": {"aux_logits": False, "init_weights": False}}
 
 
 class SegmentationLogits(nn.Module):
-    """Wraps a torchvision segmentation model so it returns the plain ``out`` logits (N, C, H, W)."""
+    """Wraps a model that returns a dict (torchvision segmentation) so it returns the plain ``out`` logits."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)["out"]
+        out = self.model(x)
+        return out["out"] if "out" in out else next(iter(out.values()))
+
+
+class FirstOutput(nn.Module):
+    """Wraps a model that returns a tuple (main logits first, e.g. auxiliary heads after) so it returns logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def plain_logits(model: nn.Module) -> nn.Module:
+    """``model`` when it returns a tensor of logits; else wrapped so it does (dict: its "out"; tuple: its first),
+    so every stage can take a torchvision segmentation model or a model with auxiliary heads as it is."""
+    if isinstance(model, (SegmentationLogits, FirstOutput)):
+        return model
+    from torchvision.models.segmentation.lraspp import LRASPP
+
+    if isinstance(model, LRASPP) or hasattr(model, "classifier") and hasattr(model, "aux_classifier"):
+        return SegmentationLogits(model)
+    if getattr(model, "aux_logits", False):  # GoogLeNet / Inception v3 return a tuple while training
+        return FirstOutput(model)
+    was = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(1, 3, 64, 64, device=next(model.parameters()).device))
+    except Exception:  # a model that cannot run on this probe: the stage's own check says why, in one sentence
+        return model
+    finally:
+        model.train(was)
+    if isinstance(out, dict):
+        return SegmentationLogits(model)
+    if isinstance(out, (tuple, list)):
+        return FirstOutput(model)
+    return model
+
+
+def registered_name(model: nn.Module, num_classes: int | None) -> tuple[str, dict] | None:
+    """The registered torchvision name (and options) that builds ``model``'s architecture, or None."""
+    inner = model.model if isinstance(model, (SegmentationLogits, FirstOutput)) else model
+    module = type(inner).__module__
+    if not module.startswith("torchvision.models.") or num_classes is None:
+        return None
+    theirs = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    kwargs = {"aux_loss": True} if getattr(inner, "aux_classifier", None) is not None else \
+        {"aux_logits": True} if getattr(inner, "aux_logits", False) else {}
+    names = [n for n in (*CLASSIFICATION, *SEGMENTATION)
+             if torchvision.models.get_model_builder(n).__module__ == module]
+    size = sum(v.numel() for v in model.state_dict().values())
+    names.sort(key=lambda n: abs(_known_params(n) - size))  # the likeliest first: some must be built for real
+    for name in names:
+        try:
+            with torch.device("meta"):
+                built = MODELS.get(name)(num_classes=num_classes, **kwargs)
+        except Exception:  # a builder that cannot run on the meta device (RegNet): build it for real
+            built = MODELS.get(name)(num_classes=num_classes, **kwargs)
+        if type(built.model if isinstance(built, (SegmentationLogits, FirstOutput)) else built) is type(inner) and \
+                {k: tuple(v.shape) for k, v in built.state_dict().items()} == theirs:
+            return name, kwargs
+    return None
+
+
+def _known_params(name: str) -> float:
+    """Parameters of ``name`` as torchvision's weights metadata records them (no download), else infinity."""
+    try:
+        weights = list(torchvision.models.get_model_weights(name))
+        return float(weights[0].meta["num_params"])
+    except (ValueError, KeyError, IndexError):
+        return float("inf")
 
 
 def _register_classification(name: str) -> None:
     def build(num_classes: int = 1000, **kwargs) -> nn.Module:
-        return getattr(torchvision.models, name)(weights=None, num_classes=num_classes, **kwargs)
+        kwargs = {**DEFAULTS.get(name, {}), **kwargs}
+        model = getattr(torchvision.models, name)(weights=None, num_classes=num_classes, **kwargs)
+        return FirstOutput(model) if getattr(model, "aux_logits", False) else model
 
     build.__doc__ = f"torchvision {name} (random init; load weights from a local file)."
     MODELS.register(name, task="classification", family="torchvision")(build)

@@ -169,6 +169,15 @@ def build_pruner(model: nn.Module, example_input: torch.Tensor, imp, *, num_clas
                                         or None)
     except SlimcvError:
         raise
+    except ZeroDivisionError as e:  # DepGraph's reshape mapping: channels viewed into more dimensions
+        shuffles = [n for n, m in model.named_modules() if type(m).__name__ == "InvertedResidual"
+                    and type(m).__module__.endswith("shufflenetv2")]
+        where = (f"{type(model).__name__}'s channel shuffle (a view of the channels into groups in the forward of "
+                 f"{shuffles[0]} ... {shuffles[-1]}, {len(shuffles)} blocks)" if shuffles else
+                 "a view or reshape of the channels into more dimensions in some forward (a channel shuffle, say)")
+        raise SlimcvError(f"Torch-Pruning cannot trace {where}, so this model cannot be pruned structurally, even with "
+                          "those layers ignored; use unstructured pruning "
+                          "(slimcv.prune.unstructured.prune_unstructured) or another model.") from e
     except Exception as e:  # DepGraph tracing failures name the layer in their message
         raise SlimcvError(f"Torch-Pruning could not trace this model's dependencies ({e}); "
                           "keep the layer it names unpruned (ignored layers) or use unstructured pruning.") from e
