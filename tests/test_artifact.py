@@ -344,3 +344,32 @@ def test_a_model_with_auxiliary_outputs_trains_on_its_main_logits(tmp_path):
             TensorDataset(torch.rand(4, 3, 64, 64), torch.arange(4) % 3))
     r = slimcv.train(net, data=data, epochs=1, progress=False, tensorboard=False, out_dir=str(tmp_path / "t"))
     assert "top1" in r.metrics
+
+
+@pytest.mark.parametrize("kind", ["external_data", "fixed_batch", "fixed_size"])
+def test_onnx_files_as_exporters_write_them_go_through_quantize_eval_and_bench(tmp_path, blobs, kind):
+    """torch's default exporter keeps the weights in model.onnx.data; others fix the batch or the input size."""
+    import onnx
+
+    torch.manual_seed(0)
+    net = UserSegNet(3, 8).eval()
+    path = tmp_path / "made" / "net.onnx"
+    path.parent.mkdir()
+    size = 16 if kind == "fixed_size" else 32  # the blobs are 32x32
+    axes = {} if kind != "external_data" else {"pixels": {0: "n"}}
+    torch.onnx.export(net, (torch.rand(1, 3, size, size),), str(path), dynamo=False, input_names=["pixels"],
+                      dynamic_axes=axes)
+    if kind == "external_data":
+        model = onnx.load(str(path))
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location="net.onnx.data", size_threshold=0)
+        assert (path.parent / "net.onnx.data").is_file() and path.stat().st_size < 10_000
+    r = slimcv.evaluate(str(path), blobs, quiet=True, batch_size=4)  # 4 images a batch: a fixed batch of 1 too
+    if kind != "fixed_size":
+        assert r.metrics["miou"] == pytest.approx(slimcv.evaluate(net, blobs, quiet=True).metrics["miou"], abs=1e-3)
+    q = slimcv.quantize(str(path), data=blobs, out_dir=str(tmp_path / "q"), latency_runs=2, progress=False,
+                        nncf=False)
+    assert {m["name"] for m in q.models} >= {"fp32", "int8_minmax"}
+    assert all(m["metrics"]["miou"] >= 0 for m in q.models)
+    b = slimcv.bench([str(path)], runs=2, warmup=1, memory=False, runtimes=["ort"], batch_sizes=(1,))
+    assert b.models[0].runtimes

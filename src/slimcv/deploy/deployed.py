@@ -1,12 +1,14 @@
 """Models as deployed (a file or module in a runtime of ``deploy.runtimes``) as torch modules and timing runners."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from slimcv.deploy import runtimes
@@ -21,15 +23,40 @@ class DeployedModule(nn.Module):
         self.runtime = runtimes.get(runtime).name
         self.path = Path(source) if isinstance(source, (str, Path)) else None
         self.run = runtimes.open_session(source, runtime, threads)
+        self.size = static_hw(self.path) if self.path is not None else None
+        self._said = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            if not self._said:  # a file exported for one input size: the images are resized to it, once said
+                warnings.warn(f"{self.path} takes {self.size[0]}x{self.size[1]} images; resizing the "
+                              f"{x.shape[-2]}x{x.shape[-1]} inputs to it.", stacklevel=2)
+                self._said = True
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
         return torch.from_numpy(np.asarray(self.run(np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32))))
+
+
+def static_hw(path: str | Path | None) -> tuple[int, int] | None:
+    """The fixed (height, width) an ONNX file's first input takes, or None when either is dynamic."""
+    if path is None or Path(path).suffix != ".onnx":
+        return None
+    import onnx
+
+    try:
+        dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    except Exception:  # unreadable here: the session that opened it reads it, so its own errors say why
+        return None
+    hw = [d.dim_value if d.HasField("dim_value") else None for d in dims[-2:]]
+    return (hw[0], hw[1]) if len(dims) == 4 and None not in hw and min(hw) > 0 else None
 
 
 def deployed_runner(source: Any, example: torch.Tensor, runtime: str = "ort", threads: int | None = None
                     ) -> Callable[[], Any]:
     """One inference of ``example`` in ``runtime`` (for ``bench.latency.time_interleaved``)."""
     run = runtimes.open_session(source, runtime, threads)
+    size = static_hw(source) if isinstance(source, (str, Path)) else None
+    if size is not None and tuple(example.shape[-2:]) != size:  # timed at the size the file takes
+        example = F.interpolate(example.float(), size=size, mode="bilinear", align_corners=False)
     x = np.ascontiguousarray(example.detach().cpu().numpy(), dtype=np.float32)
     return lambda: run(x)
 

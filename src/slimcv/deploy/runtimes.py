@@ -108,10 +108,32 @@ def ort_session(path: Any, threads: int | None = None, providers: list[str] | No
 def _ort(providers: list[str]) -> Callable[[Any, int | None], Session]:
     def open_(path: Any, threads: int | None) -> Session:
         session = ort_session(path, threads, providers)
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
+        first = session.get_inputs()[0]
+        batch = first.shape[0] if first.shape and isinstance(first.shape[0], int) and first.shape[0] > 0 else None
+        return in_fixed_batches(lambda x: session.run(None, {first.name: x})[0], batch)
 
     return open_
+
+
+def in_fixed_batches(run: Session, batch: int | None) -> Session:
+    """``run`` for any batch size: a file exported with a fixed batch is run that many images at a time (the last
+    group padded with copies of its last image, their outputs dropped)."""
+    if batch is None:
+        return run
+
+    def fixed(x: np.ndarray) -> np.ndarray:
+        if x.shape[0] == batch:
+            return run(x)
+        outs = []
+        for i in range(0, x.shape[0], batch):
+            chunk = x[i:i + batch]
+            n = chunk.shape[0]
+            if n < batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+            outs.append(np.asarray(run(chunk))[:n])
+        return np.concatenate(outs)
+
+    return fixed
 
 
 @lru_cache(maxsize=1)
@@ -139,7 +161,9 @@ def _openvino(hint: str | None) -> Callable[[Any, int | None], Session]:
         except RuntimeError as e:
             raise SlimcvError(f"OpenVINO cannot compile {path} ({str(e).splitlines()[0][:200]}).") from e
         request = compiled.create_infer_request()
-        return lambda x: np.asarray(next(iter(request.infer({0: x}).values())))
+        dim = compiled.inputs[0].get_partial_shape()[0]
+        batch = dim.get_length() if dim.is_static else None
+        return in_fixed_batches(lambda x: np.asarray(next(iter(request.infer({0: x}).values()))), batch)
 
     return open_
 

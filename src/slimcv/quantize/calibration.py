@@ -1,6 +1,7 @@
 """Calibration data for static quantization: real training images, preprocessed like validation, fed one by one."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,7 +23,15 @@ class ImageCalibrationReader(CalibrationDataReader):
         step = max(1, len(dataset) // n)
         self.indices = list(range(0, len(dataset), step))[:n]
         self.dataset, self.input_name = dataset, input_name
+        self.size = None
         self.first = self._image(0)
+        expected = list(input_shape) if input_shape is not None else None
+        if expected and len(expected) == 4 and all(isinstance(d, int) and d > 0 for d in expected[2:]) and \
+                tuple(self.first.shape[2:]) != tuple(expected[2:]):
+            self.size = (int(expected[2]), int(expected[3]))  # a file exported for one size: resize to it
+            warnings.warn(f"The model takes {self.size[0]}x{self.size[1]} images; resizing the "
+                          f"{self.first.shape[2]}x{self.first.shape[3]} calibration images to it.", stacklevel=2)
+            self.first = self._image(0)
         check_shape(tuple(self.first.shape), input_shape)
         self._pos = 0
 
@@ -35,6 +44,9 @@ class ImageCalibrationReader(CalibrationDataReader):
         if not torch.is_tensor(image) or image.ndim != 3:
             raise SlimcvError(f"Calibration sample {self.indices[k]} is not a (C, H, W) tensor image "
                               f"(got {type(image).__name__}); use the dataset with its eval transforms.")
+        if self.size is not None:
+            image = torch.nn.functional.interpolate(image[None].float(), size=self.size, mode="bilinear",
+                                                    align_corners=False, antialias=True)[0]
         return np.ascontiguousarray(image.numpy()[None], dtype=np.float32)
 
     def get_next(self) -> dict[str, np.ndarray] | None:

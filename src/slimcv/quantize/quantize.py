@@ -154,18 +154,33 @@ def _build_variants(net: nn.Module, spec: dict, data: DataBundle, cfg: QuantizeC
 def _build_variants_onnx(source: Path, data: DataBundle, cfg: QuantizeConfig, tmp: Path,
                          notes: list[str]) -> list[dict[str, Any]]:
     """The INT8 variants of an existing FP32 ONNX file (exported by slimcv or anything else)."""
-    import shutil
-
     from slimcv.deploy.predictor import find_sidecar
 
     fp32 = tmp / "model_fp32.onnx"
-    shutil.copyfile(source, fp32)
+    _copy_onnx(source, fp32)
     side = find_sidecar(source)
     meta = read_json(side) if side else {**sidecar_meta(data, data.task, source.stem, str(source)),
                                          "task": data.task, "precision": "fp32", "input_name": _input_name(fp32)}
     write_sidecar(fp32, meta)
     return [{"name": "fp32", "file": fp32.name, "precision": "fp32"},
             *_int8_files(fp32, meta, _input_name(fp32), data, cfg, tmp, notes)]
+
+
+def _copy_onnx(source: Path, dest: Path) -> None:
+    """Copy an ONNX file with its weights: torch's exporter writes them beside it (``model.onnx.data``), so the
+    tensors are read from there and stored inside the copy (or, past protobuf's 2 GiB, in one file beside it)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(source), load_external_data=True)
+    except (OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as e:
+        raise SlimcvError(f"Cannot read {source} with its weights ({e}); keep the files its exporter wrote beside "
+                          "it (e.g. model.onnx.data) in the same folder.") from e
+    if model.ByteSize() < 2**31 - 2**24:
+        onnx.save_model(model, str(dest))
+    else:
+        onnx.save_model(model, str(dest), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=dest.name + ".data")
 
 
 def _int8_files(fp32: Path, meta: dict, input_name: str, data: DataBundle, cfg: QuantizeConfig, tmp: Path,
