@@ -2,13 +2,13 @@
 import pytest
 
 from slimcv.cli import _parser
-from slimcv.cli_flags import DISTILL, EXPORT, PRUNE, QUANTIZE, TRAIN, _field, values
-from slimcv.config import DistillConfig, PruneConfig, TrainConfig, build_config
+from slimcv.cli_flags import COMPRESS, DISTILL, EXPORT, PRUNE, QUANTIZE, TRAIN, _field, values
+from slimcv.config import CompressConfig, DistillConfig, PruneConfig, QuantizeConfig as _Q, TrainConfig, build_config
 from slimcv.export.onnx import ExportConfig
 from slimcv.quantize.quantize import QuantizeConfig
 
 TABLES = [(TRAIN, TrainConfig), (DISTILL, DistillConfig), (PRUNE, PruneConfig), (QUANTIZE, QuantizeConfig),
-          (EXPORT, ExportConfig)]
+          (EXPORT, ExportConfig), (COMPRESS, CompressConfig)]
 
 
 @pytest.mark.parametrize("flags,schema", TABLES)
@@ -99,3 +99,18 @@ def test_alpha_is_stated_and_ce_and_kd_weight_are_unambiguous_aliases():
         build_config(PruneConfig, {"source": "runs/t", "kd_weight": 0.7})
     help_text = _parser()._subparsers._group_actions[0].choices["distill"].format_help()
     assert "alpha * CE" in help_text and "--ce-weight" in help_text
+
+
+def _options(command: str) -> set[str]:
+    sub = _parser()._subparsers._group_actions[0].choices[command]
+    return {o for a in sub._actions for o in a.option_strings}
+
+
+def test_the_same_thing_has_the_same_flag_on_every_command():
+    for command in ("eval", "export", "bench", "report", "predict", "prune", "quantize", "compress", "check-data"):
+        assert "-o" in _options(command), command  # an output is -o everywhere
+    assert "--class-weights" in _options("check-data") and "--weights" not in _options("check-data")
+    args = _parser().parse_args(["compress", "runs/teacher", "--target-speedup", "2"])  # positional, as elsewhere
+    assert args.source == "runs/teacher"
+    assert _parser().parse_args(["bench", "runs/x"]).runtimes is None  # every runtime this machine has
+    assert CompressConfig(target_speedup=2).max_drop == _Q(source="x").max_drop == 1.0  # one accuracy budget

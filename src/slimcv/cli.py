@@ -24,7 +24,7 @@ EXAMPLES = {
              "  slimcv prune --model mypackage.nets:build_net --weights net.pth --data camvid:data/camvid -o runs/p",
     "run": "slimcv run recipes/camvid.yaml --set distill.epochs=5 --set data.batch_size=4\n"
            "  slimcv run recipes/cifar10.yaml --until distill --dry-run",
-    "compress": "slimcv compress --model runs/teacher --data camvid:data/camvid --target-speedup 4 --max-drop 1.0 "
+    "compress": "slimcv compress runs/teacher --data camvid:data/camvid --target-speedup 4 --max-drop 1.0 "
                 "-o runs/compressed",
     "demo": "slimcv demo\n  slimcv demo --data camvid:../shared/data/camvid -o runs/demo_camvid",
     "export": "slimcv export runs/teacher -o teacher.onnx\n"
@@ -40,7 +40,7 @@ EXAMPLES = {
                "  slimcv predict model.onnx 'data/val/*.png' -o out --batch-size 16 --runtime openvino",
     "serve": "slimcv serve runs/int8 --port 8000\n"
              "  curl -F file=@street.png 'http://127.0.0.1:8000/predict?format=json'",
-    "check-data": "slimcv check-data camvid:data/camvid --split train --weights",
+    "check-data": "slimcv check-data camvid:data/camvid --split train --class-weights",
     "models": "slimcv models --task segmentation",
     "datasets": "slimcv datasets",
 }
@@ -143,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--size", type=int, nargs="+", metavar="N", help="resize images to H W for the model")
     e.add_argument("--batch-size", "-b", type=int, default=4)
     e.add_argument("--split", default="val")
-    e.add_argument("--out", help="write the metrics as JSON here")
+    e.add_argument("--out", "-o", help="write the metrics as JSON here")
     e.add_argument("--device", default="auto")
     _threads_arg(e)
 
@@ -151,8 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("spec")
     c.add_argument("--split", default="train")
     c.add_argument("--limit", type=int, help="scan only N samples, spread evenly over the split")
-    c.add_argument("--weights", action="store_true", help="also compute median-frequency class weights")
-    c.add_argument("--out", help="write the report as JSON here")
+    c.add_argument("--class-weights", action="store_true", help="also compute median-frequency class weights")
+    c.add_argument("--out", "-o", help="write the report as JSON here")
 
     m = add("models", "List the models slimcv can build.")
     m.add_argument("--task", choices=["classification", "segmentation"])
@@ -182,8 +182,9 @@ def _pipeline_commands(add) -> None:
     cp = add("compress", "Make a model N times faster on this machine within an accuracy budget: time the source on "
              "every runtime and as INT8, pruned copies and efficient students, distil those that meet the target, "
              "keep the most accurate; export it and report.")
-    cp.add_argument("--model", required=True, help="trained model folder, a model name or package.module:factory "
-                    "with --weights, or a bare name to train first on --data")
+    cp.add_argument("source", nargs="?", help="trained model folder (as for prune, quantize, export ...)")
+    cp.add_argument("--model", help="a model name or package.module:factory with --weights, or a bare name to train "
+                    "first on --data (a model folder works here too)")
     cp.add_argument("--weights", help="local weights file of a trained --model NAME")
     cp.add_argument("--data", help="dataset spec; for a model folder, where its data is now (its recorded size, "
                     "batch size and augmentations stay; default: its own data settings)")
@@ -246,9 +247,9 @@ def _deploy_commands(add) -> None:
     b.add_argument("--size", "--input-size", dest="input_size", type=int, nargs="+", metavar="N",
                    help="H W of the input (needed for model names); --input-size is the same flag")
     b.add_argument("--num-classes", type=int, help="classes of a model given by name (default: its builder's)")
-    b.add_argument("--runtimes", nargs="+", default=["eager", "ort"], metavar="RUNTIME",
+    b.add_argument("--runtimes", nargs="+", metavar="RUNTIME",
                    help="from the runtime table: eager, eager-bf16, eager-cuda, ort, ort-cuda, openvino, openvino-f32 "
-                   "(default eager ort); one this machine cannot run is noted and skipped")
+                   "(default: every one this machine can run on its CPU); one it cannot run is noted and skipped")
     b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="throughput at these batch sizes")
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--runs", type=int, default=20, help="timed calls per model and runtime at batch 1")
@@ -371,6 +372,11 @@ def _compress(args: argparse.Namespace) -> int:
                           "(and --set proxy_epochs=N for the ranking runs) instead of --epochs.")
     from slimcv.config import set_by_path
 
+    if args.source and args.model:
+        raise SlimcvError(f"Give the model once: a folder ({args.source}) or --model {args.model}, not both.")
+    if not (args.source or args.model):
+        raise SlimcvError("slimcv compress needs a model: a model folder, or --model NAME --weights FILE.")
+    args.model = args.model or args.source
     options = values(args, COMPRESS)
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -611,7 +617,7 @@ def _check_data(args: argparse.Namespace) -> int:
     from slimcv.data.check import scan
 
     ds = build_dataset(args.spec, args.split)
-    r = scan(ds, args.spec, args.split, args.limit, args.weights)
+    r = scan(ds, args.spec, args.split, args.limit, args.class_weights)
     total = sum(r.class_counts.values()) or 1
     unit = "pixels" if r.task == "segmentation" else "images"
     rows = [(name, n, 100 * n / total, (r.class_weights or [None] * len(r.class_counts))[i])

@@ -367,7 +367,7 @@ class QuantizeConfig(_Config):
     threads: int | None = Field(None, ge=1, description="threads for every runtime (default: torch's)")
     latency_runs: int = Field(20, ge=1)
     eager: bool = Field(True, description="also evaluate and time the PyTorch model")
-    max_drop: float = Field(0.5, ge=0, description="accuracy budget in points for the recommendation")
+    max_drop: float = Field(1.0, ge=0, description="accuracy/mIoU points the recommended model may lose (as in compress)")
     seed: int = 0
     progress: bool = True
 

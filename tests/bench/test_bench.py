@@ -48,7 +48,7 @@ def test_macs_of_a_conv_and_a_linear_by_hand():
 def test_bench_json_follows_the_schema_and_measures_every_runtime(tmp_path):
     onnx_path = _to_onnx(_convs(8, 1), tmp_path / "small.onnx")
     report = bench([_convs(8, 1), onnx_path], input_size=(32, 32), batch_sizes=(1, 2), warmup=1, runs=4, threads=1,
-                   out=tmp_path / "bench.json", quiet=True)
+                   out=tmp_path / "bench.json", quiet=True, runtimes=["eager", "ort"])
     saved = json.loads((tmp_path / "bench.json").read_text())
     parsed = BenchReport.model_validate(saved)  # the documented schema, extra keys forbidden
     assert saved["schema"] == "slimcv.bench/1" and parsed.settings.threads == 1
@@ -65,6 +65,20 @@ def test_bench_json_follows_the_schema_and_measures_every_runtime(tmp_path):
     assert module.runtimes[0].speedup == 1.0 and module.runtimes[0].peak_memory_mb is None  # in-memory module
     assert onnx_model.runtimes[0].peak_memory_mb is not None and onnx_model.runtimes[0].peak_memory_mb > 0
     assert report.models[1].file_bytes == onnx_path.stat().st_size
+
+
+def test_by_default_every_runtime_this_cpu_can_run_is_timed(tmp_path):
+    from slimcv.deploy import runtimes as table
+
+    onnx_path = _to_onnx(_convs(8, 1), tmp_path / "small.onnx")
+    report = bench([_convs(8, 1), onnx_path], input_size=(32, 32), batch_sizes=(1,), warmup=1, runs=2, threads=1,
+                   memory=False, quiet=True)
+    module, onnx_model = report.models
+    for rt in table.available():
+        if rt.device != "cpu":
+            continue
+        labels = [r.runtime for r in (module if rt.runs == "module" else onnx_model).runtimes]
+        assert any(label == rt.name or label.startswith(rt.name + "-") for label in labels), (rt.name, labels)
 
 
 def test_twice_the_work_is_slower_in_every_runtime():

@@ -90,7 +90,7 @@ def test_scan_classification_counts_images():
 
 def test_cli_check_data_with_weights_and_json(broken_tree, tmp_path, capsys):
     out_file = tmp_path / "report" / "check.json"
-    rc = main(["check-data", f"camvid:{broken_tree}", "--weights", "--out", str(out_file)])
+    rc = main(["check-data", f"camvid:{broken_tree}", "--class-weights", "--out", str(out_file)])
     captured = capsys.readouterr()
     assert rc == 1  # problems found: a script can gate on the exit status
     assert "problems: 1" in captured.out and "s001.png" in captured.out

@@ -118,7 +118,7 @@ def test_classification_answers_json_with_topk(cls):
     with running(predictor) as (url, _):
         status, _, body = _post(f"{url}/predict?topk=2", *_multipart(_png(images[1])))
     answer, expected = json.loads(body), predictor(images[1])
-    assert status == 200 and answer["label"] == expected.label and answer["class"] == expected.name
+    assert status == 200 and answer["label"] == expected.label and answer["name"] == expected.name
     assert [t["label"] for t in answer["topk"]] == [t["label"] for t in expected.topk(2)]
 
 

@@ -64,8 +64,9 @@ def test_empty_or_misshaped_calibration_is_a_clear_error():
         ImageCalibrationReader(Subset(calib, []), 8, "input")
     with pytest.raises(SlimcvError, match=r"expects \(1, 1, 32, 32\)"):
         ImageCalibrationReader(calib, 4, "input", [1, 1, 32, 32])
-    with pytest.raises(SlimcvError, match="calibrate at the export size"):
-        ImageCalibrationReader(calib, 4, "input", ["batch", 3, 64, 64])
+    with pytest.warns(UserWarning, match="resizing the 32x32 calibration images"):  # a file exported at 64x64
+        reader = ImageCalibrationReader(calib, 4, "input", ["batch", 3, 64, 64])
+    assert reader.get_next()["input"].shape == (1, 3, 64, 64)
 
 
 def expected_rows(files: dict[str, str]) -> set[str]:
@@ -197,3 +198,16 @@ def test_ptq_on_real_cifar_subset_within_tolerance(cifar_root, tmp_path):
     assert len(by["int8_minmax"]["metrics"]["confusion_matrix"]) == 10
     assert abs(by["int8_minmax"]["metrics"]["top1"] - by["fp32"]["metrics"]["top1"]) <= 3.0
     assert by["int8_minmax"]["file_bytes"] < by["fp32"]["file_bytes"] / 3
+
+
+def test_one_dataset_serves_calibration_and_scoring(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    import slimcv
+    from slimcv.models import create_model
+
+    torch.manual_seed(0)
+    images, labels = torch.rand(12, 3, 32, 32), torch.arange(12) % 3
+    q = slimcv.quantize(create_model("resnet8", 3), data=TensorDataset(images, labels), out_dir=tmp_path / "q",
+                        nncf=False, latency_runs=1, progress=False)
+    assert {m["name"] for m in q.models} >= {"fp32", "int8_minmax"}

@@ -23,7 +23,6 @@ from slimcv.bench.sources import Candidate, resolve_sources
 from slimcv.errors import SlimcvError
 
 SCHEMA = "slimcv.bench/1"
-RUNTIMES = ("eager", "ort")
 
 
 class _Strict(BaseModel):
@@ -88,12 +87,15 @@ class BenchReport(_Strict):
 
 
 def bench(sources: Sequence[Any], *, input_size: Sequence[int] | None = None, num_classes: int | None = None,
-          runtimes: Sequence[str] = RUNTIMES, batch_sizes: Sequence[int] = (1, 8), warmup: int = 3, runs: int = 20,
+          runtimes: Sequence[str] | None = None, batch_sizes: Sequence[int] = (1, 8), warmup: int = 3, runs: int = 20,
           threads: int | None = None, memory: bool = True, out: str | Path | None = None,
           quiet: bool = False) -> BenchReport:
-    """Measure every source (run folder, quantize folder, model name, .onnx file or nn.Module) in each runtime."""
+    """Measure every source (run folder, quantize folder, model name, .onnx file or nn.Module) in each runtime
+    (default: every runtime of the table this machine can run on its CPU)."""
     from slimcv.deploy import runtimes as table
 
+    if runtimes is None:
+        runtimes = [r.name for r in table.available() if r.device == "cpu"]
     if not runtimes:
         raise SlimcvError(f"Give at least one runtime; choose from {', '.join(table.TABLE)}.")
     runtimes = [table.get(r).name for r in runtimes]  # one sentence for an unknown name
@@ -106,7 +108,7 @@ def bench(sources: Sequence[Any], *, input_size: Sequence[int] | None = None, nu
     with tempfile.TemporaryDirectory(prefix="slimcv-bench-") as tmp:
         notes: list[str] = []
         plan = _plan(candidates, runtimes, Path(tmp), notes)
-        timings = {b: _time(plan, b, warmup, runs if b == 1 else max(5, runs // 4), threads, quiet)
+        timings = {b: _time(plan, b, warmup, runs if b == 1 else max(5, runs // 4), threads, quiet, notes)
                    for b in batch_sizes}
         mem = {key: _memory(c, rt, path, threads) for key, (c, _label, path, rt) in plan.items()} if memory else {}
     report = _assemble(candidates, plan, timings, mem, threads, warmup, runs, batch_sizes, memory)
@@ -178,7 +180,8 @@ def _export(c: Candidate, tmp: Path) -> Path:
     return path
 
 
-def _time(plan: dict[str, tuple], batch: int, warmup: int, runs: int, threads: int, quiet: bool) -> dict[str, Timing]:
+def _time(plan: dict[str, tuple], batch: int, warmup: int, runs: int, threads: int, quiet: bool,
+          notes: list[str]) -> dict[str, Timing]:
     from slimcv.deploy.deployed import deployed_runner
 
     runners = {}
@@ -186,12 +189,17 @@ def _time(plan: dict[str, tuple], batch: int, warmup: int, runs: int, threads: i
         if c.batch_dim not in (None, batch):
             continue  # an ONNX file exported for a fixed batch size
         x = torch.randn(batch, *c.input_shape, generator=torch.Generator().manual_seed(0))
-        if runtime == "eager":
-            runners[key] = eager_runner(c.model, x)
-        elif path is not None and runtime == "ort":
-            runners[key] = ort_runner(ort_session(path, threads), x)
-        else:
-            runners[key] = deployed_runner(path if path is not None else c.model, x, runtime, threads)
+        try:
+            if runtime == "eager":
+                runners[key] = eager_runner(c.model, x)
+            elif path is not None and runtime == "ort":
+                runners[key] = ort_runner(ort_session(path, threads), x)
+            else:
+                runners[key] = deployed_runner(path if path is not None else c.model, x, runtime, threads)
+        except SlimcvError as e:  # e.g. an ONNX Runtime QDQ file OpenVINO cannot compile: the other rows still count
+            note = f"{c.name}: not measured in {runtime}: {e}"
+            if note not in notes:
+                notes.append(note)
     if not runners:
         return {}
     if not quiet:

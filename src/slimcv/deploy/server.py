@@ -307,7 +307,7 @@ def _answer(predictor: Any, pred: Any, fmt: str, topk: int) -> Any:
 
     if predictor.task == "classification":
         top = pred.topk(topk)
-        return JSONResponse({"label": pred.label, "class": pred.name, "score": top[0]["score"], "topk": top})
+        return JSONResponse({"label": pred.label, "name": pred.name, "score": top[0]["score"], "topk": top})
     if fmt == "png":
         buf = io.BytesIO()
         Image.fromarray(pred.mask.astype(np.uint8), mode="L").save(buf, format="PNG")

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from slimcv._console import console, print_table
 from slimcv._io import atomic_dir, atomic_write_json
@@ -74,6 +74,8 @@ def quantize(source: Any, data: Any = None, *, weights: str | None = None, **opt
     or ``package.module:factory`` with ``weights``, or an existing ``.onnx`` file (exported anywhere);
     ``options`` are QuantizeConfig fields, e.g. ``quantize(net, data=(train_ds, val_ds), out_dir="int8")``."""
     model = options.pop("model", None)  # older form: quantize(cfg, data, model=module)
+    if isinstance(data, Dataset):  # one dataset: its images calibrate, and the same images score
+        data = (data, data)
     if isinstance(source, (QuantizeConfig, dict)):
         cfg = build_config(QuantizeConfig, source, "quantize config")
         model_source = model if model is not None else cfg.source
