@@ -598,7 +598,9 @@ def _predict(args: argparse.Namespace) -> int:
     rate = f" ({len(r.records) / r.seconds:.1f} images/s)" if r.seconds else ""
     what = "masks and overlays" if r.task == "segmentation" and not args.no_overlay else \
         "masks" if r.task == "segmentation" else "labels"
-    print(f"predicted {len(r.records)} images in {r.seconds:.1f} s{rate}: {what} in {r.out_dir}")
+    took = f"{r.seconds:.1f} s" if r.seconds >= 1 else f"{1000 * r.seconds:.0f} ms"
+    n = len(r.records)
+    print(f"predicted {n} image{'' if n == 1 else 's'} in {took}{rate}: {what} in {r.out_dir}")
     for s in r.skipped[:10]:
         print(f"  skipped {s['path']}: {s['reason']}", file=sys.stderr)
     if r.skipped:

@@ -62,7 +62,7 @@ def test_no_batch_leaves_the_statistics_as_they_were():
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
-def test_a_training_set_smaller_than_one_batch_never_collapses_a_pruned_model():
+def test_a_training_set_smaller_than_one_batch_never_collapses_a_pruned_model(tmp_path, capsys):
     """Four training images and batch 8: the statistics are re-estimated from the four, never reset to nothing."""
     from slimcv.data import from_datasets
     from torch.utils.data import TensorDataset
@@ -78,7 +78,9 @@ def test_a_training_set_smaller_than_one_batch_never_collapses_a_pruned_model():
         for _ in range(3):
             net(torch.rand(16, 3, 32, 32))
     net.eval()
-    result = slimcv.prune(net, data=data, remove=0.3, finetune_epochs=0, latency_runs=0, progress=False)
+    result = slimcv.prune(net, data=data, remove=0.3, finetune_epochs=0, latency_runs=0, progress=False,
+                          out_dir=tmp_path / "p")
+    assert f"saved the pruned model in {tmp_path / 'p'}; next: slimcv quantize" in capsys.readouterr().err
     with torch.no_grad():
         logits = result.model.eval()(images[4:])
     assert logits.abs().max() > 1e-3 and torch.isfinite(logits).all()

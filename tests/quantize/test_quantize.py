@@ -200,7 +200,7 @@ def test_ptq_on_real_cifar_subset_within_tolerance(cifar_root, tmp_path):
     assert by["int8_minmax"]["file_bytes"] < by["fp32"]["file_bytes"] / 3
 
 
-def test_one_dataset_serves_calibration_and_scoring(tmp_path):
+def test_one_dataset_serves_calibration_and_scoring(tmp_path, capsys):
     from torch.utils.data import TensorDataset
 
     import slimcv
@@ -211,3 +211,6 @@ def test_one_dataset_serves_calibration_and_scoring(tmp_path):
     q = slimcv.quantize(create_model("resnet8", 3), data=TensorDataset(images, labels), out_dir=tmp_path / "q",
                         nncf=False, latency_runs=1, progress=False)
     assert {m["name"] for m in q.models} >= {"fp32", "int8_minmax"}
+    err = capsys.readouterr().err
+    assert f"saved every model in {tmp_path / 'q'}" in err and f"slimcv serve {tmp_path / 'q'}" in err
+    assert q.path.name in err  # the file serve and predict will load

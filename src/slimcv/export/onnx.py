@@ -236,8 +236,10 @@ def _guess_task(net: nn.Module) -> str:
 
 def _print(r: ExportResult) -> None:
     a = r.agreement
-    rows = [("file", str(r.path)), ("size MiB", r.file_bytes / 2**20), ("opset", r.opset), ("exporter", r.exporter)]
+    # each row is its own quantity: formatted one by one, not to the decimals of the smallest in the column
+    rows = [("file", str(r.path)), ("size MiB", f"{r.file_bytes / 2**20:.2f}"), ("opset", r.opset),
+            ("exporter", r.exporter)]
     if a is not None:
-        rows += [(f"max |logit diff| ({a.samples} {a.source} samples)", a.max_abs_diff),
-                 ("argmax agreement %", 100 * a.argmax_agreement)]
+        rows += [(f"max |logit diff| ({a.samples} {a.source} samples)", f"{a.max_abs_diff:.2g}"),
+                 ("argmax agreement %", f"{100 * a.argmax_agreement:.1f}")]
     print_table("ONNX export", ["", "value"], rows)

@@ -157,7 +157,7 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     source_best = result.source_best
     console.print(f"reference: the source in ONNX Runtime FP32, {reference:.2f} ms (at its fastest, "
                   f"{source_best.label}, {source_best.latency_ms:.2f} ms); budget {budget:.2f} ms; "
-                  f"{len(trainable)} of {len({c.name for c in candidates}) - 1} candidates meet it", highlight=False)
+                  f"{len(trainable)} of {len({c.name for c in candidates}) - 1} candidates meet it", highlight=False, soft_wrap=True)
     common = dict(bundle=bundle, folder=folder, task=bundle.task, progress=progress, threads=threads,
                   source_macs=next(c.macs for c in candidates if c.kind == "source"))
     for i, c in enumerate(sorted(trainable, key=lambda c: -c.macs)):  # the largest (most capable) first
@@ -285,7 +285,7 @@ def _final_round(ranked: list[search.Candidate], deadline: float, proxy_epochs: 
 def _phase(what: str, deadline: float | None) -> None:
     """One progress line per phase and candidate, with the time left (also when stdout is a log file)."""
     left = f" ({max(0.0, deadline - time.perf_counter()) / 60:.1f} min of the budget left)" if deadline else ""
-    console.print(f"compress: {what}{left}", highlight=False)
+    console.print(f"compress: {what}{left}", highlight=False, soft_wrap=True)
 
 
 def _epoch_seconds(run_dir: Path) -> float | None:

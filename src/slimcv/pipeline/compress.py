@@ -154,7 +154,7 @@ def _prepare_source(source: Any, data: Any, weights: str | Path | None, folder: 
     import slimcv
 
     console.print(f"compress: training {source} for {cfg.teacher_epochs} epochs first (--teacher-epochs)",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     values = {"model": str(source), "epochs": cfg.teacher_epochs, "out_dir": str(folder), "progress": cfg.progress,
               "tensorboard": False, "threads": cfg.threads, "resume": (folder / LAST_JSON).is_file()}
     slimcv.train(values, data=data)
@@ -179,7 +179,7 @@ def _import_source(model: Any, weights: str | Path | None, data: Any, folder: Pa
         from slimcv.artifact import write_run_config
 
         write_run_config(folder, {"data": bundle.config.model_dump(mode="json"), "stage": "source"})
-    console.print(f"compress: saved the given model as {folder} ({key} {metrics[key]:.2f})", highlight=False)
+    console.print(f"compress: saved the given model as {folder} ({key} {metrics[key]:.2f})", highlight=False, soft_wrap=True)
     return folder
 
 
@@ -243,4 +243,4 @@ def _print_plan(plan: dict[str, Any]) -> None:
     minutes = plan["budget_minutes"]
     budget = f"{minutes:g} min ({plan['budget_why']})" if minutes else plan["budget_why"]
     console.print(f"compress: target {plan['label']}, losing at most {plan['max_drop']:g} pt; search budget "
-                  f"{budget}; results in {plan['out_dir']}", highlight=False)
+                  f"{budget}; results in {plan['out_dir']}", highlight=False, soft_wrap=True)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimcv._console import print_table
+from slimcv._console import console, print_table
 from slimcv._io import atomic_write_json
 from slimcv.bench.latency import eager_runner, time_interleaved
 from slimcv.bench.macs import count_macs, count_params
@@ -147,6 +147,9 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
         extra["finetune_epochs"] = epochs_used
     _write_records(out, cfg, tcfg, data, before, after, steps, extra)
     _print(before, after, key)
+    if keep:
+        console.print(f"saved the pruned model in {out}; next: slimcv quantize {out} -o {out}_int8 (INT8, scored as "
+                      f"deployed), or slimcv export {out} -o {out}/model.onnx", highlight=False, soft_wrap=True)
     return PruneStageResult(model, out, steps, before, after, final_spec)
 
 

@@ -125,7 +125,11 @@ def quantize(source: Any, data: Any = None, *, weights: str | None = None, **opt
             "models": models, "recommendation": recommendation, "notes": notes, "threads": threads, "cpu": cpu,
             "config": cfg.model_dump(mode="json")})
     _print(models, key, recommendation, notes)
-    return QuantizeResult(out, models, recommendation, notes)
+    result = QuantizeResult(out, models, recommendation, notes)
+    console.print(f"saved every model in {out}; serving or predicting from the folder uses the recommended one "
+                  f"({result.path.name}): slimcv serve {out}, slimcv predict {out} IMAGES -o predictions",
+                  highlight=False, soft_wrap=True)
+    return result
 
 
 def calibration_set(data: DataBundle):
