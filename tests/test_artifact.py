@@ -373,3 +373,26 @@ def test_onnx_files_as_exporters_write_them_go_through_quantize_eval_and_bench(t
     assert all(m["metrics"]["miou"] >= 0 for m in q.models)
     b = slimcv.bench([str(path)], runs=2, warmup=1, memory=False, runtimes=["ort"], batch_sizes=(1,))
     assert b.models[0].runtimes
+
+
+ARCHITECTURES = [("resnet18", {}), ("resnet50", {}), ("mobilenet_v2", {}), ("mobilenet_v3_large", {}),
+                 ("efficientnet_b0", {}), ("regnet_y_400mf", {}), ("convnext_tiny", {}), ("densenet121", {}),
+                 ("squeezenet1_1", {}), ("vit_b_16", {"ignore": ["conv_proj"]})]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,options", ARCHITECTURES, ids=[a for a, _ in ARCHITECTURES])
+def test_torchvision_architectures_prune_30_percent_and_export_with_parity(tmp_path, name, options):
+    """Each family a user brings: pruned by 30% of its parameters, exported, and ONNX Runtime agrees with PyTorch."""
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.get_model(name, weights=None, num_classes=4)
+    images, labels = torch.rand(8, 3, 224, 224), torch.arange(8) % 4
+    data = (TensorDataset(images[:4], labels[:4]), TensorDataset(images[4:], labels[4:]))
+    pruned = slimcv.prune(net, data=data, remove=0.3, target="params", finetune_epochs=0, out_dir=tmp_path / "p",
+                          **QUIET, **options)
+    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert params(pruned.model) < 0.8 * params(net)
+    r = slimcv.export(str(tmp_path / "p"), tmp_path / "m.onnx", data)
+    assert r.agreement.argmax_agreement == 1.0

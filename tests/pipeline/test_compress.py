@@ -186,3 +186,19 @@ def test_a_model_trained_on_an_image_folder_without_a_size_records_it(tmp_path):
     assert read_model_spec(tmp_path / "run")["input_shape"] == [1, 3, 40, 48]
     result = bench([str(tmp_path / "run")], runtimes=["eager"], batch_sizes=(1,), runs=2, memory=False, quiet=True)
     assert result.models[0].input_shape == [3, 40, 48]
+    space = {"prune_ratios": [0.5], "students": [], "runtimes": ["ort"], "int8": [], "sensitivity_drops": []}
+    r = compress(str(tmp_path / "run"), target_latency=1e6, max_drop=100, budget_minutes=0.05, space=space,
+                 out_dir=tmp_path / "c", latency_runs=2, report=False, progress=False)
+    assert r.met and r.file.is_file()
+
+
+def test_a_missed_target_exits_1_and_names_the_closest(trained, tmp_path, capsys):
+    from slimcv.cli import main
+
+    code = main(["compress", str(trained), "--target-latency", "0.000001", "--budget-minutes", "0.05", "-o",
+                 str(tmp_path / "c"), "--no-report", "--set", "latency_runs=2", "--set", "progress=false",
+                 "--set", "space={prune_ratios: [0.5], students: [], runtimes: [ort], int8: [], "
+                 "sensitivity_drops: []}"])
+    assert code == 1
+    assert "Target missed" in capsys.readouterr().out
+    assert json.loads((tmp_path / "c" / "compress.json").read_text())["outcome"]["met"] is False
