@@ -88,5 +88,8 @@ def test_owned_by_refuses_a_folder_slimcv_did_not_write(tmp_path):
     assert (mine / "notes.txt").read_text() == "user's"
     (tmp_path / "empty").mkdir()
     with atomic_dir(tmp_path / "empty", owned_by="quantize.json") as tmp:
-        (tmp / "quantize.json").write_text("{}")
+        (tmp / "quantize.json").write_text('{"stage": "quantize", "models": [], "recommendation": {}}')
     check_owned(tmp_path / "empty", "quantize.json")  # now slimcv's: replacing it is allowed
+    (tmp_path / "empty" / "quantize.json").write_text("{}")  # the name alone is not slimcv's record
+    with pytest.raises(SlimcvError, match="did not write"):
+        check_owned(tmp_path / "empty", "quantize.json")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from slimcv.errors import SlimcvError
-from slimcv.run_folder import MANIFEST_JSON
+from slimcv.run_folder import MANIFEST_JSON, holds_record
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
@@ -106,12 +106,12 @@ def _ours(final: Path, suffix: str) -> list[Path]:
 
 
 def check_owned(folder: str | Path, marker: str) -> None:
-    """Refuse to replace a non-empty folder that has no ``marker`` file (nor a recipe stage's manifest):
-    slimcv did not write it."""
+    """Refuse to replace a non-empty folder that has no ``marker`` record of slimcv's (nor a recipe stage's
+    manifest): slimcv did not write it. A file of that name with other contents is the user's."""
     folder = Path(folder)
     if folder.is_file():
         raise SlimcvError(f"{folder} is a file, not a folder; choose another output folder.")
-    ours = (folder / marker).is_file() or (folder / MANIFEST_JSON).is_file()
+    ours = holds_record(folder, marker) or holds_record(folder, MANIFEST_JSON)
     if folder.is_dir() and any(p.name != ".lock" for p in folder.iterdir()) and not ours:
         raise SlimcvError(f"{folder} already holds files that slimcv did not write (no {marker}); move them away "
                           "or choose another output folder.")

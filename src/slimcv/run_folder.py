@@ -37,6 +37,14 @@ SEARCH_STATE = "search_state.json"  # a compress search's progress, and its fold
 PREDICT_JSON = "predict.json"
 MANIFEST_JSON = "manifest.json"  # a recipe stage's record (pipeline/manifest.py)
 
+# The keys slimcv writes in each record that marks a folder as its own: a user's file of the same name (a web
+# app's manifest.json, say) does not make their folder slimcv's to replace.
+RECORD_KEYS = {MANIFEST_JSON: {"stage", "type", "status", "fingerprint"},
+               PREDICT_JSON: {"artifact", "runtime", "task", "images"},
+               QUANTIZE_JSON: {"stage", "models", "recommendation"},
+               SEARCH_STATE: {"key", "done", "spent_seconds"},
+               MODEL_JSON: {"name", "num_classes"}}
+
 Kind = Literal["quantize", "compress", "prune", "model", "onnx"]
 
 
@@ -70,3 +78,15 @@ def read_record(folder: str | Path, name: str) -> dict[str, Any]:
     """A stage's JSON record in ``folder`` (``PRUNE_JSON``, ``QUANTIZE_JSON``, ...), {} when absent."""
     data = read_json(Path(folder) / name)
     return data if isinstance(data, dict) else {}
+
+
+def holds_record(folder: str | Path, name: str) -> bool:
+    """True when ``folder/name`` is the record slimcv writes under that name (its keys, not just its name)."""
+    path = Path(folder) / name
+    if not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and RECORD_KEYS.get(name, set()) <= data.keys()

@@ -95,6 +95,11 @@ def test_predict_refuses_an_output_folder_it_did_not_write(seg, tmp_path, capsys
     assert main(["predict", str(path), str(folder), "-o", str(mine)]) == 2
     assert "did not write" in capsys.readouterr().err
     assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+    # files named like slimcv's records, written by someone else (a web app's manifest), make no folder slimcv's
+    (mine / "manifest.json").write_text('{"name": "my app", "start_url": "/"}')
+    (mine / "predict.json").write_text('{"items": []}')
+    assert main(["predict", str(path), str(folder), "-o", str(mine)]) == 2
+    assert sorted(p.name for p in mine.iterdir()) == ["manifest.json", "predict.json", "thesis.tex"]
     # its own earlier output is replaced
     assert main(["predict", str(path), str(folder), "-o", str(tmp_path / "out")]) == 0
     assert main(["predict", str(path), str(folder / "0.png"), "-o", str(tmp_path / "out")]) == 0

@@ -193,13 +193,14 @@ def test_a_folder_named_like_a_stage_that_slimcv_did_not_write_is_refused_not_de
     user = Path("runs/tiny/teacher")
     user.mkdir(parents=True)
     (user / "my_weights.pth").write_bytes(b"precious")
+    (user / "manifest.json").write_text('{"name": "my web app"}')  # a manifest of the user's, not slimcv's
     assert main(["run", str(tiny_yaml), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "runs/tiny/teacher" in err and "no manifest.json" in err and "Traceback" not in err
     with pytest.raises(SlimcvError, match="did not write"):
         run(tiny)
     assert (user / "my_weights.pth").read_bytes() == b"precious"
-    assert sorted(p.name for p in user.iterdir()) == ["my_weights.pth"]
+    assert sorted(p.name for p in user.iterdir()) == ["manifest.json", "my_weights.pth"]
 
 
 def test_dry_run_names_the_user_code_a_recipe_will_import(tiny, capsys):

@@ -59,7 +59,8 @@ def compress(model: Any, data: Any = None, *, weights: str | Path | None = None,
     from slimcv._io import atomic_write_json, check_owned
     check_owned(out, SEARCH_STATE)
     if not (out / SEARCH_STATE).is_file():  # claims the folder before anything else is written there
-        atomic_write_json(out / SEARCH_STATE, {"key": None})
+        atomic_write_json(out / SEARCH_STATE, {"key": None, "spent_seconds": 0.0, "candidates": None,
+                                               "reference_ms": None, "done": {}})
     folder = _prepare_source(source, data, weights, out / "source", cfg)
     if data is None:
         data = run_data_config(folder)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from slimcv._io import atomic_write_json
-from slimcv.run_folder import MANIFEST_JSON
+from slimcv.run_folder import MANIFEST_JSON, holds_record
 
 # Settings that change where or how visibly a stage runs, not what it computes.
 VOLATILE = {"out_dir", "resume", "progress", "tensorboard", "device", "threads", "keep_checkpoints", "data.workers",
@@ -59,12 +59,11 @@ def _normalise(obj: Any, folders: dict[str, str], path: str = "") -> Any:
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any] | None:
-    """The stage's manifest, or None when it has none (or it is unreadable: the stage then runs again)."""
-    path = Path(folder) / MANIFEST_JSON
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+    """The stage's manifest, or None when it has none of slimcv's (unreadable, or a user's file of that name: the
+    folder is then not slimcv's to replace)."""
+    if not holds_record(folder, MANIFEST_JSON):
         return None
+    return json.loads((Path(folder) / MANIFEST_JSON).read_text())
 
 
 def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
