@@ -58,6 +58,8 @@ def atomic_dir(final: str | Path, owned_by: str | None = None) -> Iterator[Path]
     ``final`` that lacks that file was not written by slimcv and is refused instead of replaced.
     """
     final = Path(final)
+    if final.is_symlink() and final.is_dir():
+        final = final.resolve()  # write through a symlinked folder: the link stays, its target gets the files
     final.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(final)
     if owned_by is not None:

@@ -36,6 +36,9 @@ SEARCH_JSON = "compress_search.json"
 SEARCH_STATE = "search_state.json"  # a compress search's progress, and its folder's marker
 PREDICT_JSON = "predict.json"
 MANIFEST_JSON = "manifest.json"  # a recipe stage's record (pipeline/manifest.py)
+RECIPE_YAML = "recipe.yaml"  # the recipe as `slimcv run` ran it, overrides applied
+RECIPE_HEADER = "# slimcv run: the recipe as run, overrides applied (run it again to resume)\n"
+REPORT_JSON = "report.json"
 
 # The keys slimcv writes in each record that marks a folder as its own: a user's file of the same name (a web
 # app's manifest.json, say) does not make their folder slimcv's to replace.
@@ -43,7 +46,9 @@ RECORD_KEYS = {MANIFEST_JSON: {"stage", "type", "status", "fingerprint"},
                PREDICT_JSON: {"artifact", "runtime", "task", "images"},
                QUANTIZE_JSON: {"stage", "models", "recommendation"},
                SEARCH_STATE: {"key", "done", "spent_seconds"},
-               MODEL_JSON: {"name", "num_classes"}}
+               MODEL_JSON: {"name", "num_classes"},
+               CONFIG_JSON: {"data", "out_dir"},
+               REPORT_JSON: {"baseline", "metric", "verdict", "rows"}}
 
 Kind = Literal["quantize", "compress", "prune", "model", "onnx"]
 

@@ -26,7 +26,8 @@ from slimcv.engine.optim import build_optimizer, build_scheduler
 from slimcv.engine.speed import SpeedChoice
 from slimcv.errors import SlimcvError
 from slimcv.models import create_model, model_task
-from slimcv.run_folder import BEST_WEIGHTS, MANIFEST_JSON, METRICS_JSONL, MODEL_WEIGHTS, SPEED_JSON
+from slimcv.run_folder import (BEST_WEIGHTS, CONFIG_JSON, MANIFEST_JSON, METRICS_JSONL, MODEL_JSON, MODEL_WEIGHTS,
+                               SPEED_JSON, holds_record)
 
 
 @dataclass
@@ -309,6 +310,10 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def _prepare_run_dir(run_dir: Path, cfg: TrainConfig):
     ckpt = last_checkpoint(run_dir)
+    if ckpt is None and not cfg.resume and _has_files(run_dir) and not (
+            holds_record(run_dir, CONFIG_JSON) or holds_record(run_dir, MODEL_JSON)):
+        raise SlimcvError(f"{run_dir} already holds files that slimcv did not write (no config.json of a slimcv "
+                          "run); move them away or choose another --out-dir.")
     if ckpt is None:
         if cfg.resume and _has_files(run_dir) and read_run_config(run_dir) is None:
             raise SlimcvError(f"--resume: {run_dir} holds files but no slimcv run to continue (no config.json, no "
@@ -327,7 +332,7 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig):
 
 
 def _has_files(run_dir: Path) -> bool:
-    return run_dir.is_dir() and any(p.name not in (MANIFEST_JSON, "tb") for p in run_dir.iterdir())
+    return run_dir.is_dir() and any(p.name not in (MANIFEST_JSON, "tb", ".lock") for p in run_dir.iterdir())
 
 
 def _check_same_config(run_dir: Path, recorded: dict | None, cfg: TrainConfig) -> None:

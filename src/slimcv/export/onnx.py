@@ -28,6 +28,7 @@ from slimcv._io import atomic_write, atomic_write_json
 from slimcv.config import ExportConfig, build_config
 from slimcv.errors import SlimcvError
 from slimcv.export.verify import Agreement, compare
+from slimcv.run_folder import read_json
 
 MIN_OPSET = 13  # per-channel QuantizeLinear (axis) needs 13
 
@@ -73,6 +74,7 @@ def export_module(net: nn.Module, out: str | Path, batches: list[torch.Tensor], 
     out = Path(out)
     if out.is_dir() or str(out).endswith(("/", "\\")):  # -o FOLDER, as for the other commands
         out = out / "model.onnx"
+    _check_ours(out)
     dynamic_hw = task == "segmentation" if cfg.dynamic_hw is None else cfg.dynamic_hw
     example = trace_example(batches[0], cfg, dynamic_hw)
     if dynamic_hw and not _runs(net, example):
@@ -210,6 +212,17 @@ def sidecar_meta(bundle, task: str, name: str, source: str) -> dict[str, Any]:
     return {"model": name, "source": source, "samples": "real", "data": c.spec, "mean": list(info.mean),
             "std": list(info.std), "resize": resize, "center_crop": crop, "class_names": list(info.class_names),
             "palette": [list(c) for c in info.palette] if info.palette else None, "ignore_index": info.ignore_index}
+
+
+def _check_ours(out: Path) -> None:
+    """Refuse to replace an ONNX file slimcv did not write (one it wrote has its sidecar beside it)."""
+    from slimcv.deploy.predictor import sidecar_path
+
+    side = sidecar_path(out)
+    ours = side.is_file() and {"model", "source", "mean", "std"} <= set(read_json(side) or {})
+    if out.exists() and not ours:
+        raise SlimcvError(f"{out} already exists and slimcv did not write it (no {side.name} beside it); choose "
+                          "another -o or move it away.")
 
 
 def write_sidecar(onnx_path: str | Path, meta: dict[str, Any]) -> Path:

@@ -179,7 +179,8 @@ def _import_source(model: Any, weights: str | Path | None, data: Any, folder: Pa
     if not isinstance(data, (tuple, list)):
         from slimcv.artifact import write_run_config
 
-        write_run_config(folder, {"data": bundle.config.model_dump(mode="json"), "stage": "source"})
+        write_run_config(folder, {"data": bundle.config.model_dump(mode="json"), "out_dir": str(folder),
+                                  "stage": "source"})
     console.print(f"compress: saved the given model as {folder} ({key} {metrics[key]:.2f})", highlight=False, soft_wrap=True)
     return folder
 

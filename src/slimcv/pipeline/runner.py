@@ -22,7 +22,7 @@ from slimcv.pipeline.manifest import (hash_outputs, outputs_intact, read_manifes
                                       stage_digest, write_manifest)
 from slimcv.pipeline.recipe import Recipe, Resolver, StageSpec, load_recipe
 from slimcv.pipeline.stages import STAGE_TYPES, StageOutput
-from slimcv.run_folder import CONFIG_JSON
+from slimcv.run_folder import CONFIG_JSON, RECIPE_HEADER, RECIPE_YAML
 
 
 @dataclass
@@ -71,7 +71,7 @@ def run(recipe: str | Path | dict[str, Any] | Recipe, overrides: Sequence[str] =
     ctx.preflight(stages)
     ctx.root.mkdir(parents=True, exist_ok=True)
     with run_lock(ctx.root):
-        atomic_write_text(ctx.root / "recipe.yaml", yaml.safe_dump(rec.raw, sort_keys=False))
+        _record_recipe(ctx.root, rec)
         console.print(f"slimcv run: {rec.source} -> {ctx.root} ({len(stages)} of {len(rec.stages)} stages)")
         records = [run_stage(ctx, spec, i, len(stages)) for i, spec in enumerate(stages, 1)]
     result = RunResult(ctx.root, records, rec)
@@ -198,6 +198,18 @@ class RunContext:
             if bundle is not None and spec.type in ("train", "distill"):
                 attempt(check_task, spec.config.model, bundle)
         return problems
+
+
+def _record_recipe(root: Path, rec: Recipe) -> None:
+    """``recipe.yaml`` in the run folder: the recipe as run. Never over the file the user ran (a run folder's own
+    recipe, run again to resume) nor over a recipe.yaml that slimcv did not write there."""
+    target = root / RECIPE_YAML
+    if Path(rec.source).is_file() and Path(rec.source).resolve() == target.resolve():
+        return
+    if target.exists() and not target.read_text(errors="replace").startswith(RECIPE_HEADER):
+        console.print(f"[yellow]{target} is not slimcv's record of a run, so it is left as it is.[/]")
+        return
+    atomic_write_text(target, RECIPE_HEADER + yaml.safe_dump(rec.raw, sort_keys=False))
 
 
 def check_writable(root: Path) -> None:

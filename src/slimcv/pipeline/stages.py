@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from slimcv.config import DataConfig, DistillConfig, LossSpec, OptimConfig, PruneConfig, ScheduleConfig, TrainConfig
 from slimcv.errors import SlimcvError
-from slimcv.run_folder import BENCH_JSON, BEST_WEIGHTS, LAST_JSON, MODEL_JSON, MODEL_WEIGHTS, QUANTIZE_JSON
+from slimcv.run_folder import BENCH_JSON, BEST_WEIGHTS, LAST_JSON, MODEL_JSON, MODEL_WEIGHTS, QUANTIZE_JSON, REPORT_JSON
 
 if TYPE_CHECKING:
     from slimcv.pipeline.recipe import Resolver, StageSpec
@@ -357,7 +357,7 @@ def _run_report(spec: StageSpec, ctx) -> StageOutput:
     title = cfg.title or f"slimcv run: {ctx.recipe.config.name}"
     result = report(list(cfg.runs), out=cfg.out, baseline=cfg.baseline, bench=list(cfg.bench), measure=cfg.measure,
                     images=cfg.images, threads=cfg.threads, title=title)
-    return StageOutput(["report.html", "report.md", "report.json"], {"html": str(result.html)})
+    return StageOutput(["report.html", "report.md", REPORT_JSON], {"html": str(result.html)})
 
 
 # ---------------------------------------------------------------- registry of stage types (picked by name)

@@ -18,6 +18,7 @@ from slimcv.report import overlays as O
 from slimcv.report import plots as P
 from slimcv.report.collect import Entry, add_bench, collect
 from slimcv.report.verdict import same_measurement_speedup, verdict
+from slimcv.run_folder import REPORT_JSON
 
 RUNTIME_ORDER = ("eager", "ort-fp32", "ort-int8")
 
@@ -40,6 +41,9 @@ def report(runs: list[str | Path], *, out: str | Path = "report", baseline: str 
 
     ``measure=True`` times the entries that hold no latency; ``measure="all"`` times every entry in one interleaved
     run and replaces stored latencies, so every ratio comes from the same moment of the same machine."""
+    from slimcv._io import check_owned
+
+    check_owned(out, REPORT_JSON)  # a folder of the user's is never written into
     entries = collect(runs)
     notes: list[str] = []
     for b in bench or []:
@@ -59,7 +63,7 @@ def report(runs: list[str | Path], *, out: str | Path = "report", baseline: str 
         notes.append("latencies come from several measurements (see the footnotes of the table), so ratios across "
                      "them are not fair on a shared machine; --remeasure times every model in one interleaved run")
     context = _context(entries, base, figures, colors, class_names, info, task, title, notes)
-    result = _write(Path(out), context, figures, entries)
+    result = _write(Path(out), context, figures, entries)  # ownership checked before any work, below
     if not quiet:
         _print(context, result)
     return result
@@ -234,7 +238,7 @@ def _write(out: Path, context: dict[str, Any], figures: dict[str, bytes], entrie
     md = env.get_template("report.md.j2").render(**context, images={k: f"figures/{k}.png" for k in figures})
     html_path = atomic_write_text(out / "report.html", html)
     md_path = atomic_write_text(out / "report.md", md)
-    json_path = atomic_write_json(out / "report.json", {"baseline": context["baseline"], "metric": context["metric"],
+    json_path = atomic_write_json(out / REPORT_JSON, {"baseline": context["baseline"], "metric": context["metric"],
                                                         "verdict": context["verdict"], "rows": context["rows"],
                                                         "notes": context["notes"]})
     for p in [html_path, md_path, json_path, *paths.values()]:
