@@ -284,6 +284,8 @@ def _serving_commands(add) -> None:
     pd.add_argument("--topk", type=int, default=5, help="classification: scores of the k best classes (default 5)")
     pd.add_argument("--no-overlay", action="store_true", help="segmentation: write the masks only")
     pd.add_argument("--alpha", type=float, default=0.5, help="opacity of the mask colours in overlays (default 0.5)")
+    pd.add_argument("--max-pixels", type=int, metavar="N", help="skip larger images before decoding them (default: "
+                    "50 million, or 64 times the model's input)")
     pd.add_argument("--runtime", help=runtime_help)
     _threads_arg(pd, "intra-op threads of the runtime (default: the runtime's)")
 
@@ -296,6 +298,8 @@ def _serving_commands(add) -> None:
     sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     sv.add_argument("--queue-size", type=int, default=64, help="requests that may wait; more get 503 + Retry-After")
     sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default 10 MiB)")
+    sv.add_argument("--max-pixels", type=int, metavar="N", help="refuse larger images (413) before decoding them "
+                    "(default: 50 million, or 64 times the model's input)")
     sv.add_argument("--runtime", help=runtime_help)
     _threads_arg(sv, "intra-op threads of the runtime (default: the runtime's)")
 
@@ -450,7 +454,7 @@ def _run(args: argparse.Namespace) -> int:
         serve(args.artifact, host=args.host, port=args.port, workers=args.workers,
               cfg=ServeConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                               queue_size=args.queue_size, max_upload_mb=args.max_upload_mb, runtime=args.runtime,
-                              threads=args.threads))
+                              threads=args.threads, max_pixels=args.max_pixels))
     elif args.command == "check-data":
         return 1 if _check_data(args) else 0
     elif args.command == "models":
@@ -594,7 +598,8 @@ def _predict(args: argparse.Namespace) -> int:
     from slimcv.deploy.batch import predict_files
 
     r = predict_files(args.artifact, args.inputs, args.out, batch_size=args.batch_size, topk=args.topk,
-                      overlays=not args.no_overlay, alpha=args.alpha, runtime=args.runtime, threads=args.threads)
+                      overlays=not args.no_overlay, alpha=args.alpha, runtime=args.runtime, threads=args.threads,
+                      max_pixels=args.max_pixels)
     rate = f" ({len(r.records) / r.seconds:.1f} images/s)" if r.seconds else ""
     what = "masks and overlays" if r.task == "segmentation" and not args.no_overlay else \
         "masks" if r.task == "segmentation" else "labels"

@@ -220,3 +220,17 @@ def test_the_python_entry_points_are_the_functions():
 
     assert callable(deploy.serve) and deploy.create_app is create_app and deploy.ServeConfig is ServeConfig
     assert callable(deploy.predict_files)
+
+
+def test_a_decompression_bomb_gets_413_before_it_is_decoded(seg, tmp_path):
+    import io
+
+    from PIL import Image
+
+    path, _ = seg
+    buf = io.BytesIO()
+    Image.new("1", (10_000, 10_000)).save(buf, format="PNG", optimize=True)
+    with running(deploy.load(path)) as (url, _):
+        got, _, answer = _post(f"{url}/predict", buf.getvalue(), "image/png")
+        assert got == 413 and "megapixels" in json.loads(answer)["error"]
+        assert _get(f"{url}/health")[0] == 200

@@ -79,7 +79,8 @@ def _unique_names(found: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
 
 def predict_files(artifact: str | Path | Predictor, inputs: Sequence[str | Path], out_dir: str | Path, *,
                   batch_size: int = 8, topk: int = 5, overlays: bool = True, alpha: float = 0.5,
-                  runtime: str | None = None, threads: int | None = None, progress: bool = True) -> PredictResult:
+                  runtime: str | None = None, threads: int | None = None, progress: bool = True,
+                  max_pixels: int | None = None) -> PredictResult:
     """Predict every image of ``inputs`` with a deployed model and write the results under ``out_dir``.
 
     Segmentation: ``masks/NAME.png`` (class indices) and ``overlays/NAME.jpg``; classification: ``predictions.csv``.
@@ -88,7 +89,8 @@ def predict_files(artifact: str | Path | Predictor, inputs: Sequence[str | Path]
     """
     if batch_size < 1 or topk < 1:
         raise SlimcvError(f"--batch-size and --topk must be at least 1 (got {batch_size} and {topk}).")
-    predictor = artifact if isinstance(artifact, Predictor) else load(artifact, threads=threads, runtime=runtime)
+    predictor = artifact if isinstance(artifact, Predictor) else load(artifact, threads=threads, runtime=runtime,
+                                                                      max_pixels=max_pixels)
     files = expand_inputs(inputs)
     from slimcv._console import progress_bar
 
@@ -101,7 +103,7 @@ def predict_files(artifact: str | Path | Predictor, inputs: Sequence[str | Path]
             images, names = [], []
             for path, name in chunk:
                 try:
-                    images.append(to_pil(path))
+                    images.append(to_pil(path, predictor.max_pixels))
                     names.append((path, name))
                 except SlimcvError as e:
                     skipped.append({"path": str(path), "reason": str(e)})

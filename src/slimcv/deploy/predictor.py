@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from slimcv.deploy.images import to_pil  # noqa: F401  (also imported from here)
+from slimcv.deploy.images import pixel_limit, to_pil  # noqa: F401  (to_pil: also imported from here)
 from slimcv.deploy.visual import colorize, default_palette, overlay
 from slimcv.errors import SlimcvError
 from slimcv import run_folder
@@ -42,7 +42,7 @@ class Predictor:
     """Preprocess like validation, run the ONNX file, postprocess: ``Predictor(path)(image)``."""
 
     def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
-                 runtime: str | None = None) -> None:
+                 runtime: str | None = None, max_pixels: int | None = None) -> None:
         from slimcv.deploy import runtimes
 
         self.path = Path(path)
@@ -56,6 +56,9 @@ class Predictor:
         self.task = self.meta["task"]
         self.class_names = self.meta.get("class_names")
         self.ignore_index = int(self.meta.get("ignore_index", 255))
+        size = self.meta.get("center_crop") or self.meta.get("resize")
+        hw = (size, size) if isinstance(size, int) else tuple(size) if size else self.meta.get("input_size")
+        self.max_pixels = pixel_limit(tuple(hw) if hw else None, max_pixels)  # checked before decoding
         batch = self.meta.get("batch", "dynamic")
         self.fixed_batch = int(batch) if isinstance(batch, int) or str(batch).isdigit() else None
         self._palette = self.meta.get("palette")
@@ -82,7 +85,7 @@ class Predictor:
 
     def preprocess(self, image: Any) -> np.ndarray:
         """An image path, PIL image or HxWx3 uint8 array -> normalised (1, 3, H, W) float32."""
-        return self.prepare(to_pil(image))[None]
+        return self.prepare(to_pil(image, self.max_pixels))[None]
 
     def prepare(self, im: Image.Image) -> np.ndarray:
         """An RGB PIL image -> the normalised (3, H, W) float32 array the model takes."""
@@ -109,7 +112,7 @@ class Predictor:
 
     def predict_batch(self, images: Sequence[Any], probs: bool = False, batch_size: int = 8) -> list[Prediction]:
         """Predict several images, running those of one preprocessed size together in batches of ``batch_size``."""
-        pils = [to_pil(im) for im in images]
+        pils = [to_pil(im, self.max_pixels) for im in images]
         return self.predict_prepared([(self.prepare(im), im.size) for im in pils], probs, batch_size)
 
     def predict_prepared(self, items: Sequence[tuple[np.ndarray, tuple[int, int]]], probs: bool = False,
@@ -138,11 +141,39 @@ class Predictor:
             label = int(p.argmax())
             return Prediction(label=label, name=self.class_names[label] if self.class_names else None, probs=p,
                               class_names=self.class_names)
-        if out.shape[-2:] != (size[1], size[0]):  # bilinear on logits, as evaluation does
-            out = np.stack([np.asarray(Image.fromarray(c.astype(np.float32)).resize(size, Image.BILINEAR))
-                            for c in out])
-        return Prediction(mask=out.argmax(0).astype(np.uint8), probs=_softmax(out.astype(np.float32), 0) if probs
-                          else None, class_names=self.class_names)
+        mask, p = upsample_argmax(out.astype(np.float32), size[1], size[0], probs)
+        return Prediction(mask=mask, probs=p, class_names=self.class_names)
+
+
+BAND_FLOATS = 1 << 24  # floats one band of upsampled logits may hold (64 MiB): memory stays bounded
+
+
+def upsample_argmax(logits: np.ndarray, height: int, width: int, probs: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The (H, W) class mask of (C, h, w) logits resized bilinearly to ``height`` x ``width`` (half-pixel centres,
+    as evaluation's ``F.interpolate(align_corners=False)``), computed a band of rows at a time so a huge image
+    never holds C full-size maps; ``probs`` also returns the (C, H, W) probabilities."""
+    c, h, w = logits.shape
+    ys, y1, wy = _axis(h, height)
+    xs, x1, wx = _axis(w, width)
+    mask = np.empty((height, width), np.uint8 if c <= 256 else np.int64)
+    p = np.empty((c, height, width), np.float32) if probs else None
+    rows = max(1, BAND_FLOATS // max(1, c * width))
+    for r0 in range(0, height, rows):
+        r = slice(r0, min(height, r0 + rows))
+        band = logits[:, ys[r], :] * (1 - wy[r])[None, :, None] + logits[:, y1[r], :] * wy[r][None, :, None]
+        band = band[:, :, xs] * (1 - wx) + band[:, :, x1] * wx
+        mask[r] = band.argmax(0)
+        if p is not None:
+            p[:, r] = _softmax(band, 0)
+    return mask, p
+
+
+def _axis(n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices below and above each output coordinate, and the weight of the one above."""
+    pos = np.clip((np.arange(size) + 0.5) * n / size - 0.5, 0, n - 1)
+    lo = np.floor(pos).astype(np.int64)
+    return lo, np.minimum(lo + 1, n - 1), (pos - lo).astype(np.float32)
 
 
 def class_shares(mask: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, float]:
@@ -162,14 +193,16 @@ def _mask_of(mask: Any) -> np.ndarray:
     return mask.mask if isinstance(mask, Prediction) else np.asarray(mask)
 
 
-def load(path: str | Path, threads: int | None = None, runtime: str | None = None) -> Predictor:
+def load(path: str | Path, threads: int | None = None, runtime: str | None = None,
+         max_pixels: int | None = None) -> Predictor:
     """A :class:`Predictor` over an ONNX file (its ``.onnx.json`` sidecar holds the preprocessing), or over the
-    model a ``quantize`` folder recommends, in the runtime it was chosen for; ``runtime`` forces one."""
+    model a ``quantize`` folder recommends, in the runtime it was chosen for; ``runtime`` forces one.
+    ``max_pixels``: larger images are refused before they are decoded (default: see ``images.pixel_limit``)."""
     path = Path(path)
     if run_folder.kind(path) == "quantize":
         path, chosen = _recommended(path)
         runtime = runtime or chosen
-    return Predictor(path, threads, runtime=runtime)
+    return Predictor(path, threads, runtime=runtime, max_pixels=max_pixels)
 
 
 def _recommended(folder: Path) -> tuple[Path, str]:

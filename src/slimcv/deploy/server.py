@@ -37,6 +37,7 @@ class ServeConfig:
     max_upload_mb: float = 10.0
     runtime: str | None = None
     threads: int | None = None
+    max_pixels: int | None = None  # larger images get 413 before decoding (default: images.pixel_limit)
 
     def check(self) -> "ServeConfig":
         if self.max_batch_size < 1 or self.queue_size < 1:
@@ -289,14 +290,19 @@ def _size(n: int) -> str:
 
 
 def _decode(predictor: Any, data: bytes) -> tuple[np.ndarray, tuple[int, int]]:
+    from slimcv.deploy.images import DEFAULT_MAX_PIXELS, open_image
+
+    limit = getattr(predictor, "max_pixels", DEFAULT_MAX_PIXELS)  # any object with a predictor's methods serves
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            rgb = im.convert("RGB")
-    except Image.DecompressionBombError as e:
-        raise BadRequest(413, f"The image has too many pixels ({e}); send a smaller image.") from None
-    except (OSError, ValueError, SyntaxError):
-        raise BadRequest(400, "The upload is not an image Pillow can read (PNG, JPEG, BMP, TIFF, WebP); check the "
-                         "file.") from None
+        rgb = open_image(data, limit, name="The image")  # its size is checked before decoding
+    except SlimcvError as e:
+        text = str(e)
+        if "megapixels" in text or "too many pixels" in text:
+            raise BadRequest(413, text) from None
+        if text.startswith("Cannot read"):
+            raise BadRequest(400, "The upload is not an image Pillow can read (PNG, JPEG, BMP, TIFF, WebP); check "
+                             "the file.") from None
+        raise BadRequest(400, text) from None
     if rgb.width == 0 or rgb.height == 0:
         raise BadRequest(400, "The image is empty (0 pixels); send an image with pixels.")
     return predictor.prepare(rgb), rgb.size
@@ -324,7 +330,7 @@ def app_from_env():
 
     settings = json.loads(os.environ[ENV_SETTINGS])
     cfg = ServeConfig(**settings["config"])
-    return create_app(load(settings["artifact"], threads=cfg.threads, runtime=cfg.runtime), cfg)
+    return create_app(load(settings["artifact"], threads=cfg.threads, runtime=cfg.runtime, max_pixels=cfg.max_pixels), cfg)
 
 
 def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
@@ -339,7 +345,7 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8000, worke
     cfg = (cfg or ServeConfig()).check()
     if not 0 <= port <= 65535 or workers < 1:
         raise SlimcvError(f"--port must be 0-65535 and --workers at least 1 (got {port} and {workers}).")
-    predictor = load(artifact, threads=cfg.threads, runtime=cfg.runtime)  # fails here, in one sentence, if bad
+    predictor = load(artifact, threads=cfg.threads, runtime=cfg.runtime, max_pixels=cfg.max_pixels)  # fails here, in one sentence, if bad
     options = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
     try:
         if workers == 1:
