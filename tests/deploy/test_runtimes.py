@@ -128,3 +128,57 @@ print("alive")
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "alive", (out.returncode, out.stderr[-1000:])
+
+
+def _onnx(path, net, example, **kwargs):
+    torch.onnx.export(net, example, str(path), dynamo=False, **kwargs)
+    return path
+
+
+class _TwoInputs(torch.nn.Module):
+    def forward(self, a, b):
+        return a + b
+
+
+class _Nan(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return self.conv(x) * float("nan")
+
+
+def test_onnx_files_slimcv_cannot_feed_are_refused_in_one_sentence(tmp_path):
+    import warnings
+
+    from slimcv.deploy.deployed import DeployedModule
+    from slimcv.errors import SlimcvError
+
+    warnings.simplefilter("ignore")
+    two = _onnx(tmp_path / "two.onnx", _TwoInputs(), (torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)),
+                input_names=["a", "b"])
+    grey = _onnx(tmp_path / "grey.onnx", torch.nn.Conv2d(1, 2, 1), (torch.rand(1, 1, 8, 8),))
+    nan = _onnx(tmp_path / "nan.onnx", _Nan(), (torch.rand(1, 3, 8, 8),))
+    with pytest.raises(SlimcvError, match=r"has 2 inputs \(a, b\)"):
+        runtimes.open_session(two, "ort")
+    with pytest.raises(SlimcvError, match="takes 1-channel images but slimcv feeds RGB"):
+        DeployedModule(grey)
+    run = runtimes.open_session(nan, "ort")
+    with pytest.raises(SlimcvError, match="NaN or infinite outputs"):
+        run(np.zeros((1, 3, 8, 8), np.float32))
+
+
+def test_an_old_opset_is_named_with_how_to_upgrade_it(tmp_path):
+    import warnings
+
+    from torch.utils.data import TensorDataset
+
+    import slimcv
+    from slimcv.errors import SlimcvError
+
+    warnings.simplefilter("ignore")
+    old = _onnx(tmp_path / "old.onnx", torch.nn.Conv2d(3, 2, 1), (torch.rand(1, 3, 8, 8),), opset_version=11)
+    data = TensorDataset(torch.rand(4, 3, 8, 8), torch.randint(0, 2, (4, 8, 8)))
+    with pytest.raises(SlimcvError, match=r"opset 11; INT8 quantization needs opset 13 .*convert_version"):
+        slimcv.quantize(str(old), data=data, out_dir=tmp_path / "q", progress=False)

@@ -146,6 +146,9 @@ def _by_name(name: str, input_size, num_classes) -> Candidate:
 
 def _onnx(path: Path, name: str, input_size, params: int | None = None, macs: int | None = None,
           task: str | None = None) -> Candidate:
+    from slimcv.deploy.runtimes import check_image_model
+
+    check_image_model(path)  # one NCHW RGB input, or one sentence
     info = onnx_summary(path)
     dims = info["input_shape"]
     if len(dims) != 4:

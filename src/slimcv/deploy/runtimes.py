@@ -242,7 +242,57 @@ def open_session(source: Any, runtime: str = "ort", threads: int | None = None) 
     if rt.runs == "onnx" and not reads(rt, source):
         raise SlimcvError(f"Runtime {rt.name!r} cannot read {source} (it reads {', '.join(rt.formats)} files); run "
                           f"it with runtime {default_for(source)!r}.")
-    return rt.open(source, threads)
+    if rt.runs == "onnx":
+        _need_file(source)
+        check_image_model(source)
+    return _finite(rt.open(source, threads), source)
+
+
+def check_image_model(path: Any) -> None:
+    """One sentence when an ONNX file is not what slimcv runs: one NCHW input of 3 (RGB) channels."""
+    if Path(str(path)).suffix.lower() != ".onnx":
+        return
+    inputs = _graph_inputs(str(path), Path(str(path)).stat().st_mtime_ns)
+    if inputs is None:
+        return  # unreadable as a graph here: the session that opens it says why
+    if len(inputs) != 1:
+        names = ", ".join(name for name, _ in inputs)
+        raise SlimcvError(f"{path} has {len(inputs)} inputs ({names}); slimcv runs image models with one NCHW image "
+                          "input: export the model with the image as its only input.")
+    name, dims = inputs[0]
+    if len(dims) != 4:
+        raise SlimcvError(f"{path} takes a {len(dims)}-D input {name!r}; slimcv feeds (N, 3, H, W) images: export "
+                          "the model with an NCHW image input.")
+    if isinstance(dims[1], int) and dims[1] > 0 and dims[1] != 3:
+        raise SlimcvError(f"{path} takes {dims[1]}-channel images but slimcv feeds RGB (3 channels); export a model "
+                          "that takes 3 channels (e.g. repeat a grey channel inside it).")
+
+
+@lru_cache(maxsize=64)
+def _graph_inputs(path: str, _mtime: int) -> list[tuple[str, list]] | None:
+    try:
+        import onnx
+
+        graph = onnx.load(path, load_external_data=False).graph
+    except Exception:  # not parseable here: left to the runtime, whose error is translated where it opens
+        return None
+    weights = {t.name for t in graph.initializer}
+    return [(i.name, [d.dim_value if d.HasField("dim_value") else d.dim_param
+                      for d in i.type.tensor_type.shape.dim]) for i in graph.input if i.name not in weights]
+
+
+def _finite(run: Session, source: Any) -> Session:
+    """``run``, refusing NaN or infinite outputs: a broken file must not be scored or written as if it worked."""
+    label = source if isinstance(source, (str, Path)) else type(source).__name__
+
+    def checked(x: np.ndarray) -> np.ndarray:
+        out = run(x)
+        if not np.isfinite(out).all():
+            raise SlimcvError(f"{label} produced NaN or infinite outputs; the model or its export is broken (check "
+                              "it in PyTorch, then export it again).")
+        return out
+
+    return checked
 
 
 def row_name(runtime: str, precision: str) -> str:

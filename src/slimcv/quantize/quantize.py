@@ -172,6 +172,9 @@ def _build_variants_onnx(source: Path, data: DataBundle, cfg: QuantizeConfig, tm
             *_int8_files(fp32, meta, _input_name(fp32), data, cfg, tmp, notes)]
 
 
+MIN_OPSET = 13  # per-channel QDQ (DequantizeLinear with an axis) needs opset 13
+
+
 def _copy_onnx(source: Path, dest: Path) -> None:
     """Copy an ONNX file with its weights: torch's exporter writes them beside it (``model.onnx.data``), so the
     tensors are read from there and stored inside the copy (or, past protobuf's 2 GiB, in one file beside it)."""
@@ -182,6 +185,11 @@ def _copy_onnx(source: Path, dest: Path) -> None:
     except (OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as e:
         raise SlimcvError(f"Cannot read {source} with its weights ({e}); keep the files its exporter wrote beside "
                           "it (e.g. model.onnx.data) in the same folder.") from e
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < MIN_OPSET:
+        raise SlimcvError(f"{source} uses ONNX opset {opset}; INT8 quantization needs opset {MIN_OPSET} or newer: "
+                          "upgrade it with onnx.version_converter.convert_version(onnx.load(path), 17), or export "
+                          "again with opset_version=17.")
     if model.ByteSize() < 2**31 - 2**24:
         onnx.save_model(model, str(dest))
     else:
