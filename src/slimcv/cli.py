@@ -698,6 +698,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"slimcv: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
+        import errno
+
+        if not args.debug and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {e.filename}" if e.filename else ""
+            print(f"slimcv: error: the disk is full{where}; free some space or write elsewhere (-o).", file=sys.stderr)
+            return 2
         if args.debug or e.filename is None:
             raise
         # a path the user gave cannot be written or read (permissions, a file where a folder should be, ...)

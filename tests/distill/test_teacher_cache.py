@@ -90,3 +90,19 @@ def test_auto_scale_keeps_the_training_size_while_the_cache_fits():
     assert auto_scale(2975, 19, (512, 1024)) == 0.25
     assert auto_scale(10, 4, (64, 64), limit=10 * 4 * 32 * 32) == 0.5
     assert auto_scale(10, 4, (64, 64), "topk", topk=1, limit=10 * 2 * 64 * 64) == 1.0
+
+
+def test_a_damaged_cache_is_named_and_built_again(tmp_path):
+    from slimcv.errors import SlimcvError
+
+    ds = build_dataset("synthetic-shapes", "train", size=32, length=4)
+    teacher = create_model("unet_small", 4, base_width=4, depth=2)
+    args = dict(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3, num_classes=4,
+                data_id={"spec": "synthetic-shapes", "size": 32}, fmt=CacheFormat())
+    a = build_cache(teacher, ds, tmp_path, **args)
+    good = np.array(a.maps)
+    (a.path / "maps.npy").write_bytes((a.path / "maps.npy").read_bytes()[:100])  # a killed copy, truncated
+    with pytest.raises(SlimcvError, match="teacher cache .* is damaged"):
+        open_cache(a.path)
+    again = build_cache(teacher, ds, tmp_path, **args)
+    assert np.array_equal(np.array(again.maps), good)

@@ -333,6 +333,22 @@ def app_from_env():
     return create_app(load(settings["artifact"], threads=cfg.threads, runtime=cfg.runtime, max_pixels=cfg.max_pixels), cfg)
 
 
+def _check_port(host: str, port: int) -> None:
+    """One sentence, before the server starts, when the address cannot be listened on (a port in use)."""
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise SlimcvError(f"Cannot listen on {host}:{port} ({(e.strerror or str(e)).lower()}); another server "
+                              "uses that port: choose another --port or stop it.") from None
+
+
 def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           cfg: ServeConfig | None = None, log_level: str = "info") -> None:
     """Serve a deployed model (an .onnx file with its sidecar, or a quantize folder) until stopped."""
@@ -346,6 +362,7 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8000, worke
     if not 0 <= port <= 65535 or workers < 1:
         raise SlimcvError(f"--port must be 0-65535 and --workers at least 1 (got {port} and {workers}).")
     predictor = load(artifact, threads=cfg.threads, runtime=cfg.runtime, max_pixels=cfg.max_pixels)  # fails here, in one sentence, if bad
+    _check_port(host, port)
     options = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
     try:
         if workers == 1:

@@ -102,8 +102,16 @@ def open_cache(path: str | Path) -> TeacherCache:
     meta_file = path / "meta.json"
     if not meta_file.is_file():
         raise SlimcvError(f"{path} is not a complete teacher cache (no meta.json); delete it and run again.")
-    meta = json.loads(meta_file.read_text())
-    return TeacherCache(path, meta, np.load(path / "maps.npy", mmap_mode="r"))
+    try:
+        meta = json.loads(meta_file.read_text())
+        maps = np.load(path / "maps.npy", mmap_mode="r")
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise SlimcvError(f"The teacher cache {path} is damaged ({str(e).splitlines()[0][:120]}); delete it and run "
+                          "again.") from e
+    if not isinstance(meta, dict) or maps.shape[0] != meta.get("samples"):
+        raise SlimcvError(f"The teacher cache {path} is damaged (its maps do not match its meta.json); delete it and "
+                          "run again.")
+    return TeacherCache(path, meta, maps)
 
 
 @torch.inference_mode()
@@ -116,8 +124,12 @@ def build_cache(teacher: nn.Module, dataset, root: str | Path, *, size: tuple[in
     key = cache_key(teacher, data_id, fmt)
     final = Path(root) / key
     if (final / "meta.json").is_file():
-        console.print(f"Teacher cache {final} matches this teacher and data; reusing it.")
-        return open_cache(final)
+        try:
+            cache = open_cache(final)
+            console.print(f"Teacher cache {final} matches this teacher and data; reusing it.")
+            return cache
+        except SlimcvError as e:  # slimcv's own cache (its key names this teacher and data): built again
+            console.print(f"[yellow]{e} Building it again.[/]")
     device = device or torch.device("cpu")
     teacher.eval().to(device)
     pre = v2.Compose(([v2.Resize(size, antialias=True)] if size else [])

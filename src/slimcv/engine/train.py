@@ -325,7 +325,7 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig):
         raise SlimcvError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out-dir.")
     old = read_run_config(run_dir)
     _check_same_config(run_dir, old, cfg)
-    state = load_state(ckpt)
+    state = _check_state(load_state(ckpt), ckpt)
     epoch = int(state["epoch"])
     history = [r for r in read_jsonl(run_dir / METRICS_JSONL) if r.get("epoch", 0) <= epoch]
     return epoch, history, state.get("best") or {}, ckpt, old
@@ -350,18 +350,34 @@ def _check_same_config(run_dir: Path, recorded: dict | None, cfg: TrainConfig) -
                           "or another --out-dir.")
 
 
+CHECKPOINT_KEYS = ("epoch", "optimizer", "scheduler", "rng")
+
+
+def _check_state(state: Any, ckpt: Path) -> dict:
+    """A checkpoint's state with the keys resuming needs, or one sentence naming what is missing."""
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise SlimcvError(f"Checkpoint {ckpt} lacks {', '.join(missing)}, so the run cannot continue from it; delete "
+                          "that checkpoint folder to resume from the one before, or start without --resume.")
+    return state
+
+
 def _restore(ckpt: Path, model, optimizer, scheduler, scaler, objective) -> None:
     from slimcv.models import load_weights
 
     load_weights(model, ckpt / MODEL_WEIGHTS)
-    state = load_state(ckpt)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    if isinstance(objective, nn.Module) and state.get("objective"):
-        objective.load_state_dict(state["objective"])
-    set_rng_state(state["rng"])
+    state = _check_state(load_state(ckpt), ckpt)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if isinstance(objective, nn.Module) and state.get("objective"):
+            objective.load_state_dict(state["objective"])
+        set_rng_state(state["rng"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise SlimcvError(f"Checkpoint {ckpt} does not fit this run ({str(e).splitlines()[0][:150]}); delete that "
+                          "checkpoint folder to resume from the one before, or start without --resume.") from e
     if D.is_main():
         console.print(f"Resumed from {ckpt} (epoch {state['epoch']}).")
 

@@ -126,7 +126,13 @@ def to_onnx(net: nn.Module, example: torch.Tensor, path: str | Path, cfg: Export
                 prog.save(str(path))
     except SlimcvError:
         raise
+    except OSError as e:  # the disk, not the exporter: no opset advice for a full disk
+        raise SlimcvError(f"Cannot write {path}: {(e.strerror or str(e)).lower()}; free some space or choose "
+                          "another -o.") from e
     except Exception as e:  # torch.onnx raises many types (UnsupportedOperatorError, SymbolicValueError, ...)
+        if isinstance(e.__cause__ or e.__context__, OSError):
+            raise SlimcvError(f"Cannot write {path}: {e.__cause__ or e.__context__}; free some space or choose "
+                              "another -o.") from e
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SlimcvError(f"Cannot export {type(net).__name__} to ONNX opset {cfg.opset} with the {cfg.exporter} "
                           f"exporter: {first[:300]}; try a higher --opset or --exporter "

@@ -35,10 +35,15 @@ def import_factory(name: str, *, from_file: bool = False):
     module_name, _, attr = name.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
-    except ImportError as e:
+    except ModuleNotFoundError as e:
         raise SlimcvError(f"Unknown model {name!r}: it is no registered name (see `slimcv models`), and as a "
                           f"factory package.module:function its module {module_name!r} cannot be imported ({e}); "
                           "make that module importable (install it, or add its folder to PYTHONPATH).") from e
+    except Exception as e:  # the user's module itself fails on import (a syntax error, its own exception)
+        where = f" ({e.filename}, line {e.lineno})" if isinstance(e, SyntaxError) and e.filename else ""
+        raise SlimcvError(f"Importing {module_name!r} for model {name!r} failed in that module's own code: "
+                          f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}{where}; fix it "
+                          "there.") from e
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise SlimcvError(f"Module {module_name!r} has no {attr!r} for model {name!r}; check the name after ':'.")
@@ -68,10 +73,18 @@ def build_factory(name: str, num_classes: int | None, *, from_file: str | Path |
             p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())) and "num_classes" not in kwargs:
         kwargs["num_classes"] = num_classes
     try:
+        inspect.signature(fn).bind(**kwargs)
+    except TypeError as e:  # the arguments slimcv passes do not fit the signature: the user's settings to fix
+        raise SlimcvError(f"Calling {name}({', '.join(kwargs)}) does not fit its signature ({e}); give its "
+                          "arguments as model_kwargs (in Python, or a recipe's model_kwargs).") from e
+    except ValueError:  # no signature to check (a builtin): call it and see
+        pass
+    try:
         model = fn(**kwargs)
-    except TypeError as e:
-        raise SlimcvError(f"Calling {name}({', '.join(kwargs)}) failed ({e}); pass its arguments as model_kwargs "
-                          "(--set model_kwargs.NAME=VALUE).") from e
+    except Exception as e:  # raised inside the user's own constructor: theirs to fix, said as theirs
+        raise SlimcvError(f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) raised "
+                          f"{type(e).__name__} in its own code: {str(e).splitlines()[0][:200] if str(e) else ''}; "
+                          "fix it there.") from e
     if not isinstance(model, nn.Module):
         raise SlimcvError(f"{name} returned a {type(model).__name__}, not a torch.nn.Module.")
     return model
