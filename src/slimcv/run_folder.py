@@ -27,6 +27,7 @@ METRICS_JSONL = "metrics.jsonl"  # one record per epoch
 SPEED_JSON = "speed.json"  # the training speed probe's measurements
 COMPARISON_JSON = "comparison.json"  # distill: the student against its teacher
 PRUNE_JSON = "prune.json"
+TEACHER_CACHE = "teacher_cache"  # distill's offline teacher maps (a folder)
 SENSITIVITY_JSON = "sensitivity.json"
 # other stages' folders
 QUANTIZE_JSON = "quantize.json"

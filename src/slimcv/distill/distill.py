@@ -25,7 +25,7 @@ from slimcv.distill.features import FeatureDistiller
 from slimcv.distill.losses import KD_LOSSES, default_temperature
 from slimcv.distill.teacher_cache import CacheFormat, CachedTeacherDataset, auto_scale, build_cache, soft_to_logits
 from slimcv.models import create_model, load_weights
-from slimcv.run_folder import COMPARISON_JSON
+from slimcv.run_folder import COMPARISON_JSON, TEACHER_CACHE
 
 
 @dataclass
@@ -236,7 +236,7 @@ def with_teacher_cache(teacher: nn.Module, data: DataBundle, cfg: DistillConfig,
     fmt = CacheFormat(scale, cfg.cache.dtype, cfg.cache.topk)
     data_id = {"spec": data.config.spec, "split": data.config.train_split, "options": data.config.options,
                "size": size, "mean": data.info.mean, "std": data.info.std, "samples": len(base), **picked}
-    root = cfg.cache.dir or (Path(cfg.out_dir) / "teacher_cache" if cfg.out_dir else _temporary_cache_root())
+    root = cfg.cache.dir or (Path(cfg.out_dir) / TEACHER_CACHE if cfg.out_dir else _temporary_cache_root())
     cache = build_cache(teacher, base, root, size=size if size is None else tuple(
         size if isinstance(size, (list, tuple)) else (size, size)), mean=data.info.mean, std=data.info.std,
         num_classes=data.num_classes, fmt=fmt, data_id=data_id, device=device)

@@ -27,7 +27,7 @@ from slimcv.engine.speed import SpeedChoice
 from slimcv.errors import SlimcvError
 from slimcv.models import create_model, model_task
 from slimcv.run_folder import (BEST_WEIGHTS, CONFIG_JSON, MANIFEST_JSON, METRICS_JSONL, MODEL_JSON, MODEL_WEIGHTS,
-                               SPEED_JSON, holds_record)
+                               SPEED_JSON, TEACHER_CACHE, holds_record)
 
 
 @dataclass
@@ -332,7 +332,9 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig):
 
 
 def _has_files(run_dir: Path) -> bool:
-    return run_dir.is_dir() and any(p.name not in (MANIFEST_JSON, "tb", ".lock") for p in run_dir.iterdir())
+    # what slimcv puts there before training starts: a recipe's manifest, the lock, distill's teacher cache
+    return run_dir.is_dir() and any(p.name not in (MANIFEST_JSON, "tb", ".lock", TEACHER_CACHE)
+                                    for p in run_dir.iterdir())
 
 
 def _check_same_config(run_dir: Path, recorded: dict | None, cfg: TrainConfig) -> None:

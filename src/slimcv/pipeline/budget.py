@@ -24,7 +24,7 @@ from slimcv._console import console, print_table
 from slimcv._io import atomic_write_json
 from slimcv.errors import SlimcvError
 from slimcv.pipeline import search
-from slimcv.run_folder import METRICS_JSONL, SEARCH_JSON, SEARCH_STATE
+from slimcv.run_folder import METRICS_JSONL, SEARCH_JSON, SEARCH_STATE, TEACHER_CACHE
 
 KD = {"segmentation": {"name": "kd", "weight": 1.0, "temperature": 1.0},
       "classification": {"name": "kd", "weight": 1.0, "temperature": 4.0}}
@@ -69,7 +69,7 @@ class _State:
             self.data = old
         else:
             if old is not None:  # an earlier search of something else: its runs are ours to replace
-                for sub in ("proxy", "final", "int8", "teacher_cache"):
+                for sub in ("proxy", "final", "int8", TEACHER_CACHE):
                     shutil.rmtree(out / sub, ignore_errors=True)
             self.data = {"key": key, "spent_seconds": 0.0, "candidates": None, "reference_ms": None, "done": {}}
         self.spent_before = float(self.data.get("spent_seconds", 0.0))
@@ -364,7 +364,7 @@ def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: P
               "progress": progress, "threads": threads, "tensorboard": False,
               "class_weights": (read_run_config(folder) or {}).get("class_weights")}  # the source's loss
     if task == "segmentation":  # the teacher's maps are computed once and shared by every student
-        values.update(mode="offline", cache={"dir": str(run_dir.parent.parent / "teacher_cache")})
+        values.update(mode="offline", cache={"dir": str(run_dir.parent.parent / TEACHER_CACHE)})
     r = slimcv.distill(values, data=bundle)
     return r.train.best.get("value", r.train.metrics[metric_key(task)])
 
