@@ -61,9 +61,39 @@ def atomic_dir(final: str | Path, owned_by: str | None = None) -> Iterator[Path]
     if final.is_symlink() and final.is_dir():
         final = final.resolve()  # write through a symlinked folder: the link stays, its target gets the files
     final.parent.mkdir(parents=True, exist_ok=True)
-    recover_dir(final)
-    if owned_by is not None:
-        check_owned(final, owned_by)
+    with _writer_lock(final):
+        recover_dir(final)  # under the lock: the temporaries it removes are no live writer's
+        if owned_by is not None:
+            check_owned(final, owned_by)
+        yield from _fill_and_swap(final)
+
+
+@contextmanager
+def _writer_lock(final: Path) -> Iterator[None]:
+    """One writer at a time for ``final``: a second process writing there at once is refused in one sentence
+    (an advisory lock the system releases when its holder dies, so a killed run never blocks the next)."""
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks (Windows): writers are not serialised
+        yield
+        return
+    lock = final.parent / f".{final.name}.lock"
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SlimcvError(f"Another slimcv process is writing {final} right now; wait for it to finish or "
+                              "choose another output folder.") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _fill_and_swap(final: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=_TMP, dir=final.parent))
     try:
         yield tmp
@@ -93,6 +123,7 @@ def recover_dir(final: str | Path) -> None:
     final = Path(final)
     if not final.parent.is_dir():
         return
+    _drop_stale_lock(final)
     for aside in sorted(_ours(final, _OLD)):
         kept = aside / final.name
         if not final.exists() and kept.is_dir():
@@ -100,6 +131,26 @@ def recover_dir(final: str | Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     for tmp in _ours(final, _TMP):
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _drop_stale_lock(final: Path) -> None:
+    """Remove the writer lock file a killed writer left (nobody holds it: the system released its lock)."""
+    lock = final.parent / f".{final.name}.lock"
+    if not lock.is_file():
+        return
+    try:
+        import fcntl
+    except ImportError:
+        return
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # a live writer holds it
+    else:
+        lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 def _ours(final: Path, suffix: str) -> list[Path]:

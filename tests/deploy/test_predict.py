@@ -176,3 +176,34 @@ def test_default_palette_is_distinct_and_keeps_clear_of_the_error_red():
     rgb = colorize(mask)
     assert (rgb[0, 1] != rgb[1, 0]).any() and tuple(rgb[1, 1]) != tuple(rgb[0, 0])  # void differs from class 0
     assert overlay(np.zeros((4, 4, 3), np.uint8), np.ones((2, 2), np.uint8), alpha=1.0).shape == (4, 4, 3)
+
+
+def test_two_predict_runs_into_one_folder_never_leave_a_broken_record(seg, tmp_path):
+    """Run at the same time, one succeeds and the other refuses; the record lists masks that exist."""
+    import json
+    import subprocess
+    import sys
+
+    path, images = seg
+    folder = _folder(tmp_path, images)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "slimcv.cli", "predict", str(path), str(folder), "-o", str(out)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes in ([0, 0], [0, 2]), results
+    if codes == [0, 2]:
+        assert "Another slimcv process is writing" in next(err for code, err in results if code == 2)
+    record = json.loads((out / "predictions.json").read_text())
+    masks = [r["mask"] for r in record if r.get("mask")]
+    assert masks and all((out / m).is_file() for m in masks)
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_read_back(seg, tmp_path):
+    from slimcv.deploy.batch import predict_files
+
+    path, images = seg
+    folder = _folder(tmp_path, images)
+    first = predict_files(path, [folder], folder / "pred", progress=False)
+    again = predict_files(path, [folder], folder / "pred", progress=False)
+    assert len(again.records) == len(first.records) == len(images)

@@ -35,6 +35,14 @@ class PredictResult:
     seconds: float = 0.0
 
 
+def _written_by_us(path: Path, out: Path) -> bool:
+    """True for a file in the output folder or one of its temporaries (an output folder inside an input one)."""
+    p = path.resolve()
+    if p.is_relative_to(out):
+        return True
+    return p.is_relative_to(out.parent) and p.relative_to(out.parent).parts[0].startswith(f".{out.name}.")
+
+
 def expand_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, str]]:
     """Image files from files, folders (recursively) and globs, each with the name its outputs get."""
     found: list[tuple[Path, str]] = []
@@ -91,7 +99,11 @@ def predict_files(artifact: str | Path | Predictor, inputs: Sequence[str | Path]
         raise SlimcvError(f"--batch-size and --topk must be at least 1 (got {batch_size} and {topk}).")
     predictor = artifact if isinstance(artifact, Predictor) else load(artifact, threads=threads, runtime=runtime,
                                                                       max_pixels=max_pixels)
-    files = expand_inputs(inputs)
+    out = Path(out_dir).resolve()
+    # an output folder inside an input folder: its own masks and overlays are no inputs on the next run
+    files = [(p, n) for p, n in expand_inputs(inputs) if not _written_by_us(p, out)]
+    if not files:
+        raise SlimcvError(f"Every input image lies in the output folder {out_dir}; give images outside it.")
     from slimcv._console import progress_bar
 
     start = time.perf_counter()
