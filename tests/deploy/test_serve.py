@@ -85,8 +85,11 @@ def _multipart(data: bytes, field: str = "file") -> tuple[bytes, str]:
 
 
 def _get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return r.status, r.read()
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:  # a 4xx answer: its status and body
+        return e.code, e.read()
 
 
 def test_served_predictions_equal_the_predictors_and_requests_are_batched(seg):
@@ -234,3 +237,12 @@ def test_a_decompression_bomb_gets_413_before_it_is_decoded(seg, tmp_path):
         got, _, answer = _post(f"{url}/predict", buf.getvalue(), "image/png")
         assert got == 413 and "megapixels" in json.loads(answer)["error"]
         assert _get(f"{url}/health")[0] == 200
+
+
+def test_unknown_paths_and_methods_get_slimcvs_one_sentence_body(seg):
+    path, _ = seg
+    with running(deploy.load(path)) as (url, _):
+        status, body = _get(f"{url}/nowhere")
+        assert status == 404 and json.loads(body)["error"].startswith("There is no /nowhere")
+        status, body = _get(f"{url}/predict")
+        assert status == 405 and "does not take GET" in json.loads(body)["error"]

@@ -235,3 +235,9 @@ def test_the_run_summary_says_whether_distillation_beat_the_student_trained_alon
     assert said in " ".join(out.split()), out
     assert f"{gain:+.2f} pt" in " ".join(out.split())
     assert [r.status for r in result.stages] == ["ran", "ran", "ran"]
+
+
+def test_a_recipe_writing_into_the_filesystem_root_is_refused_even_in_a_dry_run(tiny, capsys):
+    tiny["out_dir"] = "/"
+    with pytest.raises(SlimcvError, match="filesystem root"):
+        run(tiny, dry_run=True)

@@ -90,7 +90,7 @@ def test_compress_to_a_budget_returns_a_candidate_that_meets_it_in_time(tmp_path
     assert (tmp_path / "out" / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_compress_to_a_budget_spends_no_training_when_time_is_up(tmp_path):
+def test_compress_to_a_budget_spends_no_training_when_time_is_up(tmp_path, capsys):
     from slimcv.pipeline.budget import compress_to_budget
 
     data = _trained_source(tmp_path, size=32, width=8)
@@ -102,6 +102,7 @@ def test_compress_to_a_budget_spends_no_training_when_time_is_up(tmp_path):
     assert student.metric is None and "no time left" in student.notes[0]
     assert r.winner.kind == "source"  # it meets a loose budget and is the only one with a measured metric
     assert not (tmp_path / "out" / "proxy").exists()
+    assert "measuring the candidates alone took" in capsys.readouterr().err  # said, not left to guess
 
 
 def test_cli_search_flags_are_checked(tmp_path, capsys):

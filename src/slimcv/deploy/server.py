@@ -186,6 +186,20 @@ def create_app(predictor: Any, cfg: ServeConfig | None = None):
         metrics.requests.labels(path, str(status)).inc()
         return JSONResponse({"error": reason}, status_code=status, headers=headers)
 
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Any, exc: StarletteHTTPException) -> Any:
+        """Unknown paths and methods answer like every other error: one sentence in {"error": ...}."""
+        path = request.url.path
+        if exc.status_code == 404:
+            reason = f"There is no {path}; the server answers POST /predict, GET /health and GET /metrics."
+        elif exc.status_code == 405:
+            reason = f"{path} does not take {request.method}; see POST /predict, GET /health and GET /metrics."
+        else:
+            reason = str(exc.detail).rstrip(".") + "."
+        return error(exc.status_code, reason, "other", f"http_{exc.status_code}", getattr(exc, "headers", None))
+
     @app.get("/health")
     async def health() -> Any:
         metrics.requests.labels("/health", "200").inc()

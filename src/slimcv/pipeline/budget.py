@@ -139,10 +139,20 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
         candidates, reference = _measured_candidates(folder, bundle, space, out, latency_runs, threads, progress)
         state.data.update(candidates=[c.to_json() for c in candidates], reference_ms=reference)
         state.save()
+        took = time.perf_counter() - start
+        if time.perf_counter() > deadline:
+            console.print(f"[yellow]compress: measuring the candidates alone took {took / 60:.1f} min, more than the "
+                          f"{budget_minutes:g} min budget, so none is trained; give a budget of at least "
+                          f"{2 * took / 60:.0f} min.[/]", highlight=False, soft_wrap=True)
     budget = search.within_budget(candidates, reference, target_latency_ms=target_latency_ms,
                              target_speedup=target_speedup)
     key = metric_key(bundle.task)
     source_metric = (read_summary(folder) or {}).get("metrics", {}).get(key)
+    chance = 100.0 / max(bundle.num_classes, 1)
+    if source_metric is not None and source_metric <= 1.5 * chance:
+        console.print(f"[yellow]compress: the source scores {key} {source_metric:.2f}, near chance for "
+                      f"{bundle.num_classes} classes ({chance:.1f}): what compressing it costs cannot be told; train "
+                      "it first.[/]", highlight=False, soft_wrap=True)
     for c in candidates:
         if c.kind == "source" and c.precision == "fp32":
             c.metric = source_metric

@@ -213,7 +213,12 @@ def _record_recipe(root: Path, rec: Recipe) -> None:
 
 
 def check_writable(root: Path) -> None:
-    """The run folder can be created and written: its first existing parent is a writable folder."""
+    """The run folder can be created and written: its first existing parent is a writable folder, and it is a
+    folder of its own (not the filesystem root or the home folder, where stage folders would mix with others)."""
+    where = Path(root).expanduser().absolute()
+    if where == Path(where.anchor) or where == Path.home():
+        raise SlimcvError(f"out_dir {root} is {'the filesystem root' if where == Path(where.anchor) else 'your home folder'}"
+                          "; a run writes a folder per stage there: give it a folder of its own, e.g. runs/NAME.")
     probe = Path(root).absolute()
     while not probe.exists():
         probe = probe.parent
