@@ -202,3 +202,16 @@ def test_a_missed_target_exits_1_and_names_the_closest(trained, tmp_path, capsys
     assert code == 1
     assert "Target missed" in capsys.readouterr().out
     assert json.loads((tmp_path / "c" / "compress.json").read_text())["outcome"]["met"] is False
+
+
+def test_a_source_a_killed_run_left_without_its_summary_is_compressed(trained, tmp_path):
+    """Killed before its end: no summary.json and no best weights; the last checkpoint is the source."""
+    import shutil
+
+    source = tmp_path / "killed"
+    shutil.copytree(trained, source)
+    (source / "summary.json").unlink()
+    (source / "best.safetensors").unlink()
+    r = compress(str(source), target_latency=1e6, max_drop=100, budget_minutes=0.05, out_dir=tmp_path / "c",
+                 **SMALL)
+    assert r.file is not None and r.file.is_file()
