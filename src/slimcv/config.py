@@ -379,7 +379,8 @@ class SearchSpace(_Config):
                                             "(fraction of channels removed)")
     students: tuple[tuple[str, dict[str, Any]], ...] | None = Field(
         None, description="students as (model, kwargs); default: CPU-efficient families sized for the task")
-    runtimes: tuple[str, ...] = Field(("ort", "openvino"), description="runtimes each network is timed in")
+    runtimes: tuple[str, ...] | None = Field(None, description="runtimes each network is timed in (default: ONNX "
+                                              "Runtime and OpenVINO)")
     int8: tuple[Literal["source", "pruned", "student"], ...] = Field(
         ("source", "pruned", "student"), description="kinds also tried as NNCF INT8 files in OpenVINO")
     sensitivity_drops: tuple[float, ...] = Field(

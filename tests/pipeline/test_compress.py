@@ -88,7 +88,7 @@ def test_the_selection_enforces_max_drop_and_names_the_closest_on_a_miss():
     from slimcv.pipeline.budget import BudgetResult, _choose
 
     def cand(name, ms, metric, meets=True):
-        return S.Candidate(name, "pruned", "ort", {}, 1, 1, latency_ms=ms, meets=meets, metric=metric)
+        return S.Candidate(name, kind="pruned", params=1, macs=1, latency_ms=ms, meets=meets, metric=metric)
 
     a, b, slow = cand("a", 1.0, 60.0), cand("b", 2.0, 58.0), cand("slow", 9.0, 70.0, meets=False)
     r = BudgetResult(None, None, [a, b, slow], 10.0, 5.0, 0.0, source_metric=61.0, max_drop=1.5)

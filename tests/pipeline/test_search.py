@@ -127,7 +127,7 @@ def test_int8_candidates_are_timed_as_nncf_files_and_scored_as_deployed(tmp_path
     r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=3, space=space,
                            finalists=0, out_dir=tmp_path / "out", latency_runs=4, progress=False)  # proxies only
     keys = {c.key: c for c in r.candidates}
-    assert {"source/ort", "source/openvino", "source/openvino-int8", "pruned_0.5/openvino-int8"} <= set(keys)
+    assert {"source/ort-fp32", "source/openvino-fp32", "source/openvino-int8", "pruned_0.5/openvino-int8"} <= set(keys)
     assert all(c.latency_ms > 0 for c in r.candidates)
     source_int8 = keys["source/openvino-int8"]
     assert source_int8.metric is not None and (tmp_path / "out" / "int8" / "source").is_dir()
@@ -144,8 +144,10 @@ def test_int8_candidates_are_timed_as_nncf_files_and_scored_as_deployed(tmp_path
 def test_the_summary_signs_a_loss_as_negative(capsys):
     from slimcv.pipeline.budget import BudgetResult, _print
 
-    src = S.Candidate("source", "source", "ort", {}, 100, 1000, latency_ms=10.0, speedup=1.0, metric=53.26)
-    won = S.Candidate("pruned_0.5", "pruned", "openvino", {"prune_ratio": 0.5}, 25, 250, latency_ms=1.6,
+    src = S.Candidate("source", kind="source", runtime="ort", params=100, macs=1000, latency_ms=10.0, speedup=1.0,
+                      metric=53.26)
+    won = S.Candidate("pruned_0.5", kind="pruned", runtime="openvino", build={"prune_ratio": 0.5}, params=25, macs=250,
+                      latency_ms=1.6,
                       speedup=6.3, meets=True, metric=51.89)
     _print(BudgetResult(won, None, [src, won], 10.0, 1.7, 60.0, source_metric=53.26, closest=won, source_best=src),
            "miou")
@@ -231,7 +233,7 @@ def test_every_network_is_also_an_int8_candidate_where_openvino_runs():
                           runtimes=("ort", "openvino"), sensitivity_drops=())
     keys = {c.key for c, _ in S.enumerate_candidates(source, torch.randn(1, 3, 32, 32), 3, "segmentation", space)}
     assert {f"{n}/{rt}" for n in ("source", "pruned_0.5", "unet-base_width4-depth2")
-            for rt in ("ort", "openvino", "openvino-int8")} == keys
+            for rt in ("ort-fp32", "openvino-fp32", "openvino-int8")} == keys
 
 
 def test_a_trained_students_int8_file_is_scored_as_deployed(tmp_path):
@@ -252,7 +254,7 @@ def test_finalists_leave_out_a_candidate_far_behind_the_best_proxy():
     from slimcv.pipeline.budget import choose_finalists
 
     def cand(name, metric):
-        return S.Candidate(name, "student", "ort", {}, 1, 1, metric=metric)
+        return S.Candidate(name, kind="student", params=1, macs=1, metric=metric)
 
     lead, close, far, untrained = cand("a", 80.4), cand("b", 77.0), cand("c", 70.0), cand("d", None)
     assert choose_finalists([far, lead, untrained, close], 3, 5.0) == [lead, close]

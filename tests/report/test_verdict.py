@@ -99,13 +99,14 @@ def test_the_compress_outcome_is_stated(runs, tmp_path):
     from slimcv.pipeline.budget import BudgetResult
 
     plan = {"target": "speedup", "label": "4x the speed of the source in ONNX Runtime FP32", "max_drop": 1.0}
-    closest = S.Candidate("pruned", "pruned", "ort", {}, 1, 1, latency_ms=4.0, speedup=2.5, meets=True, metric=48.6)
+    closest = S.Candidate("pruned", kind="pruned", params=1, macs=1, latency_ms=4.0, speedup=2.5, meets=True,
+                          metric=48.6)
     write_outcome(tmp_path, plan, BudgetResult(None, tmp_path / "pruned", [closest], 10.0, 2.5, 1.0,
                                                source_metric=50.0, closest=closest, max_drop=1.0))
     entries = collect([tmp_path / "teacher", tmp_path / "pruned"])
     (s,) = [s for s in verdict(entries, entries[0]) if s.kind == "compress"]
     assert s.good is False and s.text.startswith("Target 4x the speed of the source in ONNX Runtime FP32: not met")
-    assert "2.50x with pruned in ort" in s.text and "-1.40 pt" in s.text and "the closest" in s.text
+    assert "2.50x with pruned in ort-fp32" in s.text and "-1.40 pt" in s.text and "the closest" in s.text
 
 
 def test_a_model_keeps_its_colour_across_reports(runs):

@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from slimcv._console import console, print_table
 from slimcv._io import atomic_write_json
 from slimcv.bench.latency import Timing, eager_runner, ort_runner, time_interleaved
-from slimcv.deploy.runtimes import ort_session
+from slimcv.deploy.runtimes import EAGER, ORT, ort_session
 from slimcv.bench.memory import METHOD as MEMORY_METHOD
 from slimcv.bench.memory import peak_memory_mb
-from slimcv.bench.sources import Candidate, resolve_sources
+from slimcv.bench.sources import Source, resolve_sources
 from slimcv.errors import SlimcvError
 
 SCHEMA = "slimcv.bench/1"
@@ -131,7 +131,7 @@ def _hw(size: Sequence[int] | int | None) -> tuple[int, int] | None:
     return (size[0], size[-1])
 
 
-def _plan(candidates: list[Candidate], runtimes: Sequence[str], tmp: Path, notes: list[str]) -> dict[str, tuple]:
+def _plan(candidates: list[Source], runtimes: Sequence[str], tmp: Path, notes: list[str]) -> dict[str, tuple]:
     """(candidate, runtime, onnx path or None) per measured row, keyed 'name · runtime'."""
     from slimcv.deploy import runtimes as table
 
@@ -170,7 +170,7 @@ def _plan(candidates: list[Candidate], runtimes: Sequence[str], tmp: Path, notes
     return plan
 
 
-def _export(c: Candidate, tmp: Path) -> Path:
+def _export(c: Source, tmp: Path) -> Path:
     """The candidate as an FP32 ONNX file (dynamic batch, fixed H/W) through slimcv's exporter."""
     from slimcv.export.onnx import ExportConfig, to_onnx
 
@@ -190,9 +190,9 @@ def _time(plan: dict[str, tuple], batch: int, warmup: int, runs: int, threads: i
             continue  # an ONNX file exported for a fixed batch size
         x = torch.randn(batch, *c.input_shape, generator=torch.Generator().manual_seed(0))
         try:
-            if runtime == "eager":
+            if runtime == EAGER:
                 runners[key] = eager_runner(c.model, x)
-            elif path is not None and runtime == "ort":
+            elif path is not None and runtime == ORT:
                 runners[key] = ort_runner(ort_session(path, threads), x)
             else:
                 runners[key] = deployed_runner(path if path is not None else c.model, x, runtime, threads)
@@ -208,7 +208,7 @@ def _time(plan: dict[str, tuple], batch: int, warmup: int, runs: int, threads: i
     return time_interleaved(runners, warmup=warmup, runs=runs, threads=threads)
 
 
-def _memory(c: Candidate, runtime: str, path: Path | None, threads: int) -> float | None:
+def _memory(c: Source, runtime: str, path: Path | None, threads: int) -> float | None:
     from slimcv.deploy import runtimes as table
 
     if table.get(runtime).runs == "module" and not c.load:

@@ -17,7 +17,7 @@ from slimcv.run_folder import COMPARISON_JSON, PRUNE_JSON, QUANTIZE_JSON
 
 
 @dataclass
-class Candidate:
+class Source:
     """One model to measure: a PyTorch module (eager, and ORT through an export) or an ONNX file (ORT)."""
 
     name: str
@@ -36,11 +36,11 @@ class Candidate:
 
 
 def resolve_sources(sources: list[Any], input_size: tuple[int, int] | None = None,
-                    num_classes: int | None = None) -> list[Candidate]:
+                    num_classes: int | None = None) -> list[Source]:
     """Turn each source into one or more candidates (a quantize folder gives one per ONNX file); names made unique."""
     if not sources:
         raise SlimcvError("Nothing to measure: give at least one run folder, model name or .onnx file.")
-    out: list[Candidate] = []
+    out: list[Source] = []
     for src in sources:
         out.extend(_resolve(src, input_size, num_classes))
     seen: dict[str, int] = {}
@@ -53,7 +53,7 @@ def resolve_sources(sources: list[Any], input_size: tuple[int, int] | None = Non
     return out
 
 
-def _resolve(src: Any, input_size, num_classes) -> list[Candidate]:
+def _resolve(src: Any, input_size, num_classes) -> list[Source]:
     if isinstance(src, tuple) and len(src) == 2 and all(isinstance(v, (str, Path)) for v in src):
         from slimcv.artifact import resolve_model
 
@@ -92,13 +92,13 @@ def _default_classes(name: str) -> int:
 
 
 def _torch_candidate(name: str, source: str, kind: str, model: nn.Module, shape: tuple[int, ...], task, weights,
-                     load: dict[str, Any]) -> Candidate:
+                     load: dict[str, Any]) -> Source:
     size = file_bytes(weights) if weights is not None else state_dict_bytes(model)
-    return Candidate(name=name, source=source, kind=kind, input_shape=tuple(shape), task=task, model=model,
+    return Source(name=name, source=source, kind=kind, input_shape=tuple(shape), task=task, model=model,
                      params=count_params(model), macs=count_macs(model, (1, *shape)), file_bytes=size, load=load)
 
 
-def _run_folder(path: Path, input_size) -> Candidate:
+def _run_folder(path: Path, input_size) -> Source:
     from slimcv.artifact import find_weights, load_run_model
 
     model, spec = load_run_model(path)
@@ -132,7 +132,7 @@ def run_input_shape(path: Path, spec: dict[str, Any]) -> tuple[int, ...]:
     raise SlimcvError(f"Cannot tell the input size of {path}: pass --input-size H W.")
 
 
-def _by_name(name: str, input_size, num_classes) -> Candidate:
+def _by_name(name: str, input_size, num_classes) -> Source:
     from slimcv.models import create_model, model_task
 
     task = model_task(name)
@@ -145,7 +145,7 @@ def _by_name(name: str, input_size, num_classes) -> Candidate:
 
 
 def _onnx(path: Path, name: str, input_size, params: int | None = None, macs: int | None = None,
-          task: str | None = None) -> Candidate:
+          task: str | None = None) -> Source:
     from slimcv.deploy.runtimes import check_image_model
 
     check_image_model(path)  # one NCHW RGB input, or one sentence
@@ -162,7 +162,7 @@ def _onnx(path: Path, name: str, input_size, params: int | None = None, macs: in
         hw = _sidecar_size(sidecar)
     if hw is None or None in hw:
         raise SlimcvError(f"{path} has a dynamic image size: pass --input-size H W.")
-    return Candidate(name=name, source=str(path), kind="onnx", input_shape=(dims[1] or 3, *hw),
+    return Source(name=name, source=str(path), kind="onnx", input_shape=(dims[1] or 3, *hw),
                      task=task or sidecar.get("task"), onnx=path, precision=info["precision"],
                      params=params if params is not None else info["params"], macs=macs, file_bytes=file_bytes(path),
                      batch_dim=dims[0], load={"source": str(path)})
@@ -185,7 +185,7 @@ def _sidecar_size(sidecar: dict[str, Any]) -> tuple[int, int] | None:
     return None
 
 
-def _quantize_folder(path: Path, input_size) -> list[Candidate]:
+def _quantize_folder(path: Path, input_size) -> list[Source]:
     """One ONNX candidate per model of quantize.json; params and MACs from the source run when it loads."""
     info = read_json(path / QUANTIZE_JSON)
     models = info.get("models") if isinstance(info, dict) else None
@@ -196,7 +196,7 @@ def _quantize_folder(path: Path, input_size) -> list[Candidate]:
     if is_model_folder(source):
         c = _run_folder(source, input_size)
         params, macs, input_size = c.params, c.macs, input_size or c.input_shape[1:]
-    out: list[Candidate] = []
+    out: list[Source] = []
     irs = []
     seen = set()
     for m in models:

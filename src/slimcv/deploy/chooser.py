@@ -2,20 +2,47 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from slimcv.deploy.runtimes import ORT, Row
 from slimcv.errors import SlimcvError
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Candidate:
-    """One measured way to deploy: a model file in a runtime, its metric (higher is better) and latency."""
+    """One way to deploy a network: which network, in which runtime and precision (a row of the runtime table),
+    what it costs and what it scores (higher is better). quantize's files and compress's searched networks
+    (source, pruned copies, students) are candidates alike; ``choose_runtime`` and the search choose among them."""
 
     name: str
-    metric: float
-    latency_ms: float
-    runtime: str = "ort"
+    metric: float | None = None  # for a searched network: filled in once trained (INT8: of the quantized file)
+    latency_ms: float | None = None
+    runtime: str = ORT
     precision: str = "fp32"
+    kind: str = "file"  # file (a quantize variant) | source | pruned | student (the search's networks)
+    build: dict[str, Any] = field(default_factory=dict)  # how to make it: {"model", "model_kwargs"}, {"prune_ratio"}
+    params: int | None = None
+    macs: int | None = None
+    speedup: float | None = None
+    meets: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def row(self) -> Row:
+        return Row(self.runtime, self.precision)
+
+    @property
+    def label(self) -> str:
+        """The runtime and precision as every table names them (ort-fp32, openvino-fp32, openvino-int8)."""
+        return self.row.label
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.label}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)

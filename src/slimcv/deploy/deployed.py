@@ -18,7 +18,7 @@ class DeployedModule(nn.Module):
     """A model running in a runtime of the table (an ONNX file in ONNX Runtime or OpenVINO, or a module in bf16 or
     on the GPU) behind a torch forward, for ``engine.loop.evaluate``."""
 
-    def __init__(self, source: Any, runtime: str = "ort", threads: int | None = None) -> None:
+    def __init__(self, source: Any, runtime: str = runtimes.ORT, threads: int | None = None) -> None:
         super().__init__()
         self.runtime = runtimes.get(runtime).name
         self.path = Path(source) if isinstance(source, (str, Path)) else None
@@ -50,7 +50,7 @@ def static_hw(path: str | Path | None) -> tuple[int, int] | None:
     return (hw[0], hw[1]) if len(dims) == 4 and None not in hw and min(hw) > 0 else None
 
 
-def deployed_runner(source: Any, example: torch.Tensor, runtime: str = "ort", threads: int | None = None
+def deployed_runner(source: Any, example: torch.Tensor, runtime: str = runtimes.ORT, threads: int | None = None
                     ) -> Callable[[], Any]:
     """One inference of ``example`` in ``runtime`` (for ``bench.latency.time_interleaved``)."""
     run = runtimes.open_session(source, runtime, threads)

@@ -47,7 +47,7 @@ class Predictor:
 
         self.path = Path(path)
         self.meta = read_sidecar(self.path)
-        self.runtime = runtimes.get(runtime or ("ort-cuda" if providers and "CUDAExecutionProvider" in providers
+        self.runtime = runtimes.get(runtime or (runtimes.ORT_CUDA if providers and "CUDAExecutionProvider" in providers
                                                 else runtimes.default_for(self.path))).name
         if runtimes.get(self.runtime).runs != "onnx":
             raise SlimcvError(f"Runtime {self.runtime!r} runs PyTorch modules; a deployed file runs in ort, ort-cuda "
@@ -218,10 +218,10 @@ def _recommended(folder: Path) -> tuple[Path, str]:
                           "again.") from e
     rt = runtimes.get(model["runtime"])
     if rt.runs != "onnx":
-        return folder / "model_fp32.onnx", "ort"
+        return folder / "model_fp32.onnx", runtimes.ORT
     if not rt.available:  # chosen on another machine: run the same file where it can run here, else the FP32 one
-        return (folder / model["path"], "ort") if runtimes.reads("ort", model["path"]) else \
-            (folder / "model_fp32.onnx", "ort")
+        return (folder / model["path"], runtimes.ORT) if runtimes.reads(runtimes.ORT, model["path"]) else \
+            (folder / "model_fp32.onnx", runtimes.ORT)
     return folder / model["path"], rt.name
 
 

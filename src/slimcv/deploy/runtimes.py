@@ -34,6 +34,7 @@ class Runtime:
     device: str = "cpu"
     doc: str = ""
     formats: tuple[str, ...] = (".onnx",)  # the model files it reads (runs == "onnx")
+    title: str = ""  # how reports name it in words
 
     @property
     def available(self) -> bool:
@@ -196,23 +197,48 @@ def _need_file(path: Any) -> None:
         raise SlimcvError(f"Model file {path} does not exist; export one with `slimcv export`.")
 
 
+# The runtime names: every other module says them through these (a test finds no literal elsewhere).
+EAGER, EAGER_BF16, EAGER_CUDA = "eager", "eager-bf16", "eager-cuda"
+ORT, ORT_CUDA, OPENVINO, OPENVINO_F32 = "ort", "ort-cuda", "openvino", "openvino-f32"
+
 TABLE: dict[str, Runtime] = {r.name: r for r in (
-    Runtime("eager", "module", lambda: None, _torch(None, "cpu"), "fp32", doc="PyTorch eager, FP32"),
-    Runtime("eager-bf16", "module", _bf16_check, _torch("bf16", "cpu"), "bf16",
-            doc="PyTorch eager under bf16 autocast (CPUs with AVX512-BF16/AMX)"),
-    Runtime("eager-cuda", "module", _cuda_check, _torch(None, "cuda"), "fp32", "cuda", doc="PyTorch on the GPU"),
-    Runtime("ort", "onnx", _importable("onnxruntime", ""), _ort(["CPUExecutionProvider"]),
-            doc="ONNX Runtime, CPU (FP32 files, and INT8 QDQ files in its INT8 kernels)"),
-    Runtime("ort-cuda", "onnx", _ort_cuda_check, _ort(["CUDAExecutionProvider", "CPUExecutionProvider"]),
-            device="cuda", doc="ONNX Runtime's CUDA provider"),
-    Runtime("openvino", "onnx", _importable("openvino", "openvino"), _openvino(None),
+    Runtime(EAGER, "module", lambda: None, _torch(None, "cpu"), "fp32", doc="PyTorch eager, FP32", title="PyTorch"),
+    Runtime(EAGER_BF16, "module", _bf16_check, _torch("bf16", "cpu"), "bf16",
+            doc="PyTorch eager under bf16 autocast (CPUs with AVX512-BF16/AMX)", title="PyTorch (bf16 autocast)"),
+    Runtime(EAGER_CUDA, "module", _cuda_check, _torch(None, "cuda"), "fp32", "cuda", doc="PyTorch on the GPU",
+            title="PyTorch on the GPU"),
+    Runtime(ORT, "onnx", _importable("onnxruntime", ""), _ort(["CPUExecutionProvider"]),
+            doc="ONNX Runtime, CPU (FP32 files, and INT8 QDQ files in its INT8 kernels)", title="ONNX Runtime"),
+    Runtime(ORT_CUDA, "onnx", _ort_cuda_check, _ort(["CUDAExecutionProvider", "CPUExecutionProvider"]),
+            device="cuda", doc="ONNX Runtime's CUDA provider", title="ONNX Runtime (CUDA)"),
+    Runtime(OPENVINO, "onnx", _importable("openvino", "openvino"), _openvino(None),
             doc="OpenVINO at its default precision for this CPU (bf16 where the CPU has native bf16: AVX512-BF16 or "
-                "AMX; else FP32; INT8 files in INT8)", formats=(".onnx", ".xml")),
-    Runtime("openvino-f32", "onnx", _importable("openvino", "openvino"), _openvino("f32"), "fp32",
+                "AMX; else FP32; INT8 files in INT8)", formats=(".onnx", ".xml"), title="OpenVINO"),
+    Runtime(OPENVINO_F32, "onnx", _importable("openvino", "openvino"), _openvino("f32"), "fp32",
             doc="OpenVINO with FP32 inference forced (differs from 'openvino' where the CPU has AMX/bf16)",
-            formats=(".onnx", ".xml")),
+            formats=(".onnx", ".xml"), title="OpenVINO (FP32 forced)"),
 )}
-ALIASES = {"pytorch": "eager", "torch": "eager", "onnxruntime": "ort", "ov": "openvino"}
+# How tables draw each (runtime, precision) row: its label and its marker in plots.
+MARKERS = {EAGER: "o", EAGER_BF16: "h", EAGER_CUDA: "8", f"{ORT}-fp32": "s", f"{ORT}-int8": "^",
+           f"{ORT_CUDA}-fp32": "P", f"{ORT_CUDA}-int8": "X", f"{OPENVINO}-fp32": "D", f"{OPENVINO}-int8": "v",
+           OPENVINO_F32: "d", f"{OPENVINO}-bf16": "p"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One way a model runs: a runtime of the table and the precision of the file it runs (tables' rows)."""
+
+    runtime: str
+    precision: str = "fp32"
+
+    @property
+    def label(self) -> str:
+        return row_name(self.runtime, self.precision)
+
+    @property
+    def runs_module(self) -> bool:
+        return get(self.runtime).runs == "module"
+ALIASES = {"pytorch": EAGER, "torch": EAGER, "onnxruntime": ORT, "ov": OPENVINO}
 
 
 def get(name: str) -> Runtime:
@@ -308,7 +334,7 @@ def computes_in(runtime: str, file_precision: str = "fp32") -> str:
     rt = get(runtime)
     if rt.precision:
         return rt.precision
-    if rt.name == "openvino" and file_precision == "fp32" and native_bf16():
+    if rt.name == OPENVINO and file_precision == "fp32" and native_bf16():
         return "bf16"
     return file_precision
 
@@ -321,7 +347,7 @@ def reads(runtime: Runtime | str, path: str | Path) -> bool:
 
 def default_for(path: str | Path) -> str:
     """The runtime a model file runs in unless one is chosen: ONNX Runtime, or OpenVINO for an IR .xml file."""
-    return "openvino" if Path(str(path)).suffix.lower() == ".xml" else "ort"
+    return OPENVINO if Path(str(path)).suffix.lower() == ".xml" else ORT
 
 
 def pairs_with(runtime: Runtime, precision: str) -> bool:

@@ -13,6 +13,7 @@ from slimcv.engine import distributed as D
 from slimcv.artifact import check_exists, is_onnx, is_weights_file, load_inputs, resolve_model
 from slimcv.engine.loop import evaluate
 from slimcv.engine.train import make_eval_loader, print_metrics
+from slimcv.deploy.runtimes import ORT
 from slimcv.errors import SlimcvError
 
 
@@ -41,7 +42,7 @@ def _architecture_first(source: Any, model: str | None, weights: Any) -> tuple[A
 
 def evaluate_model(source: Any, data: Any = None, *, model: str | None = None, weights: str | Path | None = None,
                    out: str | Path | None = None, device: str = "auto", batch_size: int | None = None,
-                   runtime: str = "ort", quiet: bool = False) -> EvalResult:
+                   runtime: str = ORT, quiet: bool = False) -> EvalResult:
     """Score a model (module, folder, name + weights, or an .onnx file run in ``runtime``) on the validation split;
     ``data`` is a spec, a DataConfig, a (train, val) pair of Datasets or DataLoaders, or None for a folder's own."""
     if is_onnx(source):

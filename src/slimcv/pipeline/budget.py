@@ -331,7 +331,10 @@ def _score_int8(candidates: list[search.Candidate], name: str, folder: Path, out
     _fresh(q_dir)
     q = slimcv.quantize(str(folder), data=bundle, out_dir=str(q_dir), calibration=(), nncf=True, eager=False,
                         latency_runs=1, threads=threads, progress=False)
-    row = next((m for m in q.models if m["name"] == "int8_nncf_openvino"), None)
+    from slimcv.deploy.runtimes import OPENVINO
+    from slimcv.quantize.quantize import NNCF_VARIANT, model_name
+
+    row = next((m for m in q.models if m["name"] == model_name(NNCF_VARIANT, OPENVINO)), None)
     entry = {"candidate": name, "stage": "int8", "metric": None, "folder": str(q_dir), "of": str(folder)}
     if row is None:
         int8.notes.append("NNCF INT8 could not be built here")

@@ -192,7 +192,10 @@ def _deployable(r, data: Any, out: Path) -> tuple[Any, Path | None]:
     c = r.closest
     if c.precision == "int8":
         info = read_json(r.folder / QUANTIZE_JSON) or {}
-        row = next((m for m in info.get("models", []) if m["name"] == "int8_nncf_openvino"), None)
+        from slimcv.deploy.runtimes import OPENVINO
+        from slimcv.quantize.quantize import NNCF_VARIANT, model_name
+
+        row = next((m for m in info.get("models", []) if m["name"] == model_name(NNCF_VARIANT, OPENVINO)), None)
         source = next((e["of"] for e in r.log if e.get("stage") == "int8" and e["candidate"] == c.name), None)
         model = load_run_model(source)[0] if source else None
         return model, (r.folder / row["path"]) if row else None

@@ -14,6 +14,7 @@ from typing import Any
 from slimcv.errors import SlimcvError
 from slimcv.pipeline.recipe import validate
 from slimcv.pipeline.runner import RunResult, run
+from slimcv.deploy.runtimes import EAGER, ORT
 
 QUIET = {"progress": False, "tensorboard": False}
 QUICK_NOTE = ("--quick: tiny images and a few epochs, to check that the chain runs here; its numbers are a smoke "
@@ -77,7 +78,7 @@ def demo_recipe(data: str = "synthetic-shapes", quick: bool = False, threads: in
         stages.append({"name": "quantize", "input": "prune", **s["quantize"], **t})
         compared.append("quantize")
     # every model timed in one interleaved run, so the report's speed-ups compare like with like
-    stages.append({"name": "bench", "inputs": compared, "runtimes": ["eager", "ort"], "runs": s["bench_runs"], **t})
+    stages.append({"name": "bench", "inputs": compared, "runtimes": [EAGER, ORT], "runs": s["bench_runs"], **t})
     stages.append({"name": "report", "inputs": [*compared, "bench"], "baseline": "teacher", "measure": False,
                    "images": 4, **t})
     return {"name": "demo", "task": "segmentation", "data": s["data"], "models": s["models"], "stages": stages}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,40 +20,13 @@ from torch import nn
 
 from slimcv._console import console
 from slimcv.config import SearchSpace
+from slimcv.deploy.chooser import Candidate  # noqa: F401  (the search's candidates are deployment candidates)
+from slimcv.deploy import runtimes as runtime_table
 from slimcv.errors import SlimcvError
 
-REFERENCE = "source/ort"  # the latency every speed-up is relative to: the source in ONNX Runtime FP32
+# the latency every speed-up is relative to: the source in ONNX Runtime FP32
+REFERENCE = f"source/{runtime_table.Row(runtime_table.ORT).label}"
 ROUND_TO = 8  # pruned channel counts at multiples of 8 ran fastest (benchmarks/round_to.py, docs/pruning.md)
-
-
-@dataclass
-class Candidate:
-    """One way to meet the budget: a model (source, pruned or student) in one runtime, and what it costs."""
-
-    name: str
-    kind: str  # source | pruned | student
-    runtime: str
-    build: dict[str, Any]  # how to make it: {"model", "model_kwargs"} for a student, {"prune_ratio"} for pruned
-    params: int
-    macs: int
-    latency_ms: float | None = None
-    speedup: float | None = None
-    meets: bool = False
-    metric: float | None = None  # filled in once it has been trained (for INT8: of the quantized file)
-    notes: list[str] = field(default_factory=list)
-    precision: str = "fp32"  # int8: the network quantized by NNCF, run in OpenVINO
-
-    @property
-    def key(self) -> str:
-        return f"{self.name}/{self.label}"
-
-    @property
-    def label(self) -> str:
-        """The runtime and precision as tables name them (ort, openvino, openvino-int8)."""
-        return self.runtime + ("-int8" if self.precision == "int8" else "")
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def default_students(task: str, input_hw: tuple[int, int]) -> list[tuple[str, dict[str, Any]]]:
@@ -80,9 +52,9 @@ def enumerate_candidates(source: nn.Module, example: torch.Tensor, num_classes: 
     from slimcv.prune.structured import prune_structured
 
     here = {r.name for r in available()}
-    runtimes = [r for r in space.runtimes if r in here]
+    runtimes = [r for r in (space.runtimes or (runtime_table.ORT, runtime_table.OPENVINO)) if r in here]
     if not runtimes:
-        raise SlimcvError(f"None of the runtimes {list(space.runtimes)} can run here; install onnxruntime.")
+        raise SlimcvError(f"None of the runtimes {list(space.runtimes or ())} can run here; install onnxruntime.")
     shape = tuple(example.shape)
     nets: list[tuple[str, str, dict[str, Any], nn.Module]] = [("source", "source", {}, source)]
     for ratio in space.prune_ratios:
@@ -118,14 +90,15 @@ def enumerate_candidates(source: nn.Module, example: torch.Tensor, num_classes: 
         nets.append((label, "student", build, net))
     from slimcv.quantize.nncf_ptq import unavailable
 
-    int8 = set(space.int8) if "openvino" in runtimes and unavailable() is None else set()
+    int8 = set(space.int8) if runtime_table.OPENVINO in runtimes and unavailable() is None else set()
     out = []
     for label, kind, build, net in nets:
         params, macs = sum(p.numel() for p in net.parameters()), count_macs(net, shape)
         for rt in runtimes:
-            out.append((Candidate(label, kind, rt, build, params, macs), net))
+            out.append((Candidate(label, runtime=rt, kind=kind, build=build, params=params, macs=macs), net))
         if kind in int8:
-            out.append((Candidate(label, kind, "openvino", build, params, macs, precision="int8"), net))
+            out.append((Candidate(label, runtime=runtime_table.OPENVINO, precision="int8", kind=kind, build=build,
+                                  params=params, macs=macs), net))
     return out
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from slimcv.config import DataConfig, DistillConfig, LossSpec, OptimConfig, PruneConfig, ScheduleConfig, TrainConfig
 from slimcv.errors import SlimcvError
 from slimcv.run_folder import BENCH_JSON, BEST_WEIGHTS, LAST_JSON, MODEL_JSON, MODEL_WEIGHTS, QUANTIZE_JSON, REPORT_JSON
+from slimcv.deploy.runtimes import EAGER, ORT
 
 if TYPE_CHECKING:
     from slimcv.pipeline.recipe import Resolver, StageSpec
@@ -293,7 +294,7 @@ class BenchStageConfig(_StageConfig):
     """Latency, size and MACs of the input stages' models, timed interleaved (see `slimcv bench`)."""
 
     sources: tuple[str, ...] = ()
-    runtimes: tuple[str, ...] = ("eager", "ort")
+    runtimes: tuple[str, ...] = (EAGER, ORT)
     batch_sizes: tuple[int, ...] = (1,)
     warmup: int = Field(3, ge=0)
     runs: int = Field(20, ge=1)

@@ -60,7 +60,8 @@ class QuantizeResult:
     def path(self) -> Path:
         """The recommended model's file (the FP32 ONNX file when PyTorch itself was recommended)."""
         m = self.recommended
-        return self.out_dir / (m["path"] if not str(m["runtime"]).startswith("eager") else "model_fp32.onnx")
+        in_torch = runtimes.get(m["runtime"]).runs == "module"
+        return self.out_dir / ("model_fp32.onnx" if in_torch else m["path"])
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -242,8 +243,8 @@ def _nncf_file(fp32: Path, meta: dict, reader: ImageCalibrationReader, tmp: Path
         notes.append(f"NNCF INT8 not built: {e}")
         return []
     write_sidecar(path, {**meta, "precision": "int8", "calibration": "nncf", "calibration_images": len(images),
-                         "format": "openvino", "agreement": None})
-    return [{"name": "int8_nncf", "file": path.name, "precision": "int8"}]
+                         "format": runtimes.OPENVINO, "agreement": None})
+    return [{"name": NNCF_VARIANT, "file": path.name, "precision": "int8"}]
 
 
 def _input_name(path: Path) -> str:
@@ -285,7 +286,17 @@ def _source_objective(source: str) -> dict[str, Any]:
     return {k: run[k] for k in ("class_weights", "label_smoothing") if run.get(k) is not None}
 
 
-MODULE_ROW = {"eager": "fp32_pytorch", "eager-bf16": "bf16_pytorch", "eager-cuda": "fp32_pytorch_cuda"}
+NNCF_VARIANT = "int8_nncf"  # OpenVINO INT8 by NNCF: the peer a CPU user would pick
+
+
+def model_name(variant: str, runtime: str) -> str:
+    """A quantize.json model's name: its file's variant, and the runtime when not ONNX Runtime (int8_nncf_openvino)."""
+    return variant + ("" if runtime == runtimes.ORT else f"_{runtime}")
+
+
+def _module_row(rt: runtimes.Runtime) -> str:
+    """The row name of the PyTorch model itself in a runtime: fp32_pytorch, bf16_pytorch, fp32_pytorch_cuda."""
+    return f"{rt.precision}_pytorch" + ("_cuda" if rt.device == "cuda" else "")
 
 
 def _evaluate_all(net: nn.Module, files: list[dict], data: DataBundle, cfg: QuantizeConfig, threads: int,
@@ -304,19 +315,19 @@ def _evaluate_all(net: nn.Module, files: list[dict], data: DataBundle, cfg: Quan
         if cfg.eager:
             size = state_dict_bytes(net)
             for rt in runtimes.available("module"):  # eager FP32, and bf16 / CUDA where this machine has them
-                name = MODULE_ROW[rt.name]
+                name = _module_row(rt)
                 with console.status(f"evaluating {name}") if cfg.progress else _null():
-                    module = net if rt.name == "eager" else DeployedModule(copy.deepcopy(net), rt.name, threads)
+                    module = net if rt.name == runtimes.EAGER else DeployedModule(copy.deepcopy(net), rt.name, threads)
                     metrics = evaluate(module, loader, torch.device("cpu"), **ev)
                 records.append({"name": name, "path": cfg.source, "precision": rt.precision, "runtime": rt.name,
                                 "metrics": metrics, "file_bytes": size})
-                runners[name] = eager_runner(net, example) if rt.name == "eager" else \
+                runners[name] = eager_runner(net, example) if rt.name == runtimes.EAGER else \
                     deployed_runner(copy.deepcopy(net), example, rt.name, threads)
         for f in files:
             for rt in onnx_runtimes:
                 if not runtimes.pairs_with(rt, f["precision"]) or not runtimes.reads(rt, f["file"]):
                     continue
-                name = f["name"] + ("" if rt.name == "ort" else f"_{rt.name}")
+                name = model_name(f["name"], rt.name)
                 path = tmp / f["file"]
                 with console.status(f"evaluating {name}") if cfg.progress else _null():
                     metrics = evaluate(DeployedModule(path, rt.name, threads), loader, torch.device("cpu"), **ev)

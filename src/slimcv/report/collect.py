@@ -22,6 +22,7 @@ from slimcv.artifact import MODEL_JSON, is_model_folder, read_json, read_run_con
 from slimcv.errors import SlimcvError
 from slimcv import run_folder
 from slimcv.run_folder import BEST_WEIGHTS, CONFIG_JSON, METRICS_JSONL, PRUNE_JSON, QUANTIZE_JSON
+from slimcv.deploy import runtimes
 
 METRIC_KEYS = ("miou", "top1")
 
@@ -152,7 +153,7 @@ def _prune(path: Path, count: bool) -> Entry:
     e.metrics = _summary_metrics(path, curves) or {k: after[k] for k in METRIC_KEYS if k in after}
     e.params, e.macs, e.file_bytes = after.get("params"), after.get("macs"), None
     if isinstance(after.get("latency_ms"), (int, float)):
-        e.latency["eager"] = {"median": after["latency_ms"], "p90": None, "threads": after.get("latency_threads"),
+        e.latency[runtimes.EAGER] = {"median": after["latency_ms"], "p90": None, "threads": after.get("latency_threads"),
                               "from": f"{path / PRUNE_JSON} (prune stage)"}
     e.command = _recorded_command(path, info)
     e.command_recorded = e.command is not None
@@ -195,16 +196,14 @@ def _quantize(path: Path, count: bool) -> list[Entry]:
     return out
 
 
-RUNTIME_WORDS = {"eager": "PyTorch", "eager-bf16": "PyTorch (bf16 autocast)", "eager-cuda": "PyTorch on the GPU",
-                 "ort": "ONNX Runtime", "ort-cuda": "ONNX Runtime (CUDA)", "openvino": "OpenVINO",
-                 "openvino-f32": "OpenVINO (FP32 forced)"}
+RUNTIME_WORDS = {name: rt.title for name, rt in runtimes.TABLE.items()}
 
 
 def _how(m: dict[str, Any]) -> str:
     """fp32 vs fp32_pytorch and friends, in words: which file, in which runtime."""
     runtime = RUNTIME_WORDS.get(str(m.get("runtime")), str(m.get("runtime")))
     precision = str(m.get("precision") or "fp32").upper()
-    if str(m.get("runtime", "")).startswith("eager"):
+    if runtimes.TABLE.get(str(m.get("runtime")), runtimes.TABLE[runtimes.ORT]).runs == "module":
         return f"the model itself in {runtime}"
     name = str(m.get("name", ""))
     made = " by NNCF" if "nncf" in name else ""
@@ -221,11 +220,9 @@ def _listed_path(folder: Path, listed: str) -> Path:
 
 def _runtime_name(m: dict[str, Any]) -> str:
     """The runtime table's row label (eager, eager-bf16, ort-fp32, ort-int8, openvino-int8, ...)."""
-    from slimcv.deploy.runtimes import row_name
-
-    runtime = str(m.get("runtime") or "ort").lower()
+    runtime = str(m.get("runtime") or runtimes.ORT).lower()
     try:
-        return row_name(runtime, str(m.get("precision") or "fp32").lower())
+        return runtimes.row_name(runtime, str(m.get("precision") or "fp32").lower())
     except SlimcvError:
         return runtime  # a label from a newer or older slimcv: shown as written
 

@@ -12,11 +12,10 @@ import matplotlib.transforms  # noqa: E402
 import numpy as np  # noqa: E402
 
 from slimcv.report.collect import Entry  # noqa: E402
+from slimcv.deploy.runtimes import MARKERS
 
 # one marker per row label of the runtime table (deploy.runtimes.row_name); anything else is drawn as "*"
-RUNTIME_MARKERS = {"eager": "o", "eager-bf16": "h", "eager-cuda": "8", "ort-fp32": "s", "ort-int8": "^",
-                   "ort-cuda-fp32": "P", "ort-cuda-int8": "X", "openvino-fp32": "D", "openvino-int8": "v",
-                   "openvino-f32": "d", "openvino-bf16": "p"}
+RUNTIME_MARKERS = MARKERS
 METRIC_LABEL = {"miou": "validation mIoU (%)", "top1": "validation top-1 accuracy (%)"}
 DPI = 100
 
@@ -115,7 +114,6 @@ def pareto_figure(entries: Sequence[Entry], colors: dict[str, str]) -> bytes | N
 
 
 KIND_COLORS = {"source": "#4c4c4c", "pruned": "#1f77b4", "student": "#2ca02c"}
-LABEL_MARKERS = {"ort": "s", "openvino": "D", "openvino-int8": "v", "eager": "o"}
 
 
 def search_figure(rows: Sequence[dict], budget_ms: float, metric: str, source_metric: float | None = None,
@@ -131,7 +129,7 @@ def search_figure(rows: Sequence[dict], budget_ms: float, metric: str, source_me
     fig, ax = plt.subplots(figsize=(8.0, 5.4))
     shifts = _spread(pts)
     for r, (x, y), shift in zip(rows, pts, shifts):
-        ax.scatter(x, y, s=60, color=KIND_COLORS.get(r["kind"], "#ff7f0e"), marker=LABEL_MARKERS.get(r["label"], "*"),
+        ax.scatter(x, y, s=60, color=KIND_COLORS.get(r["kind"], "#ff7f0e"), marker=RUNTIME_MARKERS.get(r["label"], "*"),
                    zorder=3, edgecolor="black", linewidth=0.5, transform=_shifted(ax, fig, shift))
     front = pareto_front(pts)
     ax.step([pts[i][0] for i in front], [pts[i][1] for i in front], where="post", color="black", linewidth=1.0,
@@ -161,7 +159,7 @@ def search_figure(rows: Sequence[dict], budget_ms: float, metric: str, source_me
     ax.grid(True, alpha=0.3)
     handles = [plt.Line2D([], [], linestyle="", marker="o", color=c, label=k) for k, c in KIND_COLORS.items()
                if any(r["kind"] == k for r in rows)]
-    handles += [plt.Line2D([], [], linestyle="", marker=m, color="gray", label=k) for k, m in LABEL_MARKERS.items()
+    handles += [plt.Line2D([], [], linestyle="", marker=m, color="gray", label=k) for k, m in RUNTIME_MARKERS.items()
                 if any(r["label"] == k for r in rows)]
     handles.append(plt.Line2D([], [], color="#d62728", linestyle="--", label=f"budget {budget_ms:.3g} ms"))
     if source_metric is not None:

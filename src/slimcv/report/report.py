@@ -19,8 +19,9 @@ from slimcv.report import plots as P
 from slimcv.report.collect import Entry, add_bench, collect
 from slimcv.report.verdict import same_measurement_speedup, verdict
 from slimcv.run_folder import REPORT_JSON
+from slimcv.deploy import runtimes
 
-RUNTIME_ORDER = ("eager", "ort-fp32", "ort-int8")
+RUNTIME_ORDER = (runtimes.EAGER, runtimes.row_name(runtimes.ORT, "fp32"), runtimes.row_name(runtimes.ORT, "int8"))
 
 
 @dataclass
