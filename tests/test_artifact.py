@@ -396,3 +396,28 @@ def test_torchvision_architectures_prune_30_percent_and_export_with_parity(tmp_p
     assert params(pruned.model) < 0.8 * params(net)
     r = slimcv.export(str(tmp_path / "p"), tmp_path / "m.onnx", data)
     assert r.agreement.argmax_agreement == 1.0
+
+
+def test_every_stage_takes_its_input_through_one_front_door():
+    """A config (or its dict), or the model with keyword options: the same shape for train, distill, prune and
+    quantize, and the same errors."""
+    import inspect
+
+    from slimcv.artifact import stage_config
+    from slimcv.config import PruneConfig, QuantizeConfig, TrainConfig
+    from slimcv.distill import distill as distill_module
+    from slimcv.engine import train as train_module
+    from slimcv.prune import prune as prune_module
+    from slimcv.quantize import quantize as quantize_module
+
+    for module in (train_module, distill_module, prune_module, quantize_module):
+        assert "stage_config(" in inspect.getsource(module), module.__name__
+    cfg, src = stage_config(PruneConfig, "runs/x", {"remove": 0.5}, "prune", model_field="source",
+                            defaults={"out_dir": None})
+    assert (cfg.source, cfg.remove, cfg.out_dir, src) == ("runs/x", 0.5, None, "runs/x")
+    cfg, src = stage_config(QuantizeConfig, {"source": "runs/x"}, {"out_dir": "q"}, "quantize", model_field="source")
+    assert (cfg.out_dir, src) == ("q", None)  # a config's own fields, options on top; it names the model itself
+    cfg, src = stage_config(TrainConfig, "resnet8", {"epochs": 3}, "train", model_field="model")
+    assert (cfg.model, cfg.epochs, src) == ("resnet8", 3, "resnet8")
+    with pytest.raises(SlimcvError, match="epochs"):
+        stage_config(TrainConfig, "resnet8", {"epochs": -1}, "train", model_field="model")

@@ -382,6 +382,27 @@ def guess_task(model: nn.Module) -> str:
     return "segmentation" if getattr(out, "ndim", 2) == 4 else "classification"
 
 
+def stage_config(cls: type, source: Any, options: dict[str, Any], what: str, *, model_field: str | None = None,
+                 defaults: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """The one front door of every stage: ``source`` is the stage's config (a ``cls`` or its dict), or the model
+    itself (a module, a folder, a name) with ``options`` as the config's fields. Returns (config, model source):
+    the model source is None when the config names it. ``model_field`` is the field that records a model given
+    by path or name (train and distill: "model"; prune and quantize: "source", also for objects, by label);
+    ``defaults`` apply to calls with the model itself (e.g. out_dir None: nothing is written unless asked)."""
+    from slimcv.config import build_config
+
+    if isinstance(source, (cls, dict)):
+        values = source if not options else {**(source.model_dump() if isinstance(source, cls) else source),
+                                             **options}
+        return build_config(cls, values, f"{what} config"), None
+    values = {**(defaults or {}), **options}
+    if model_field == "source":
+        values["source"] = source_label(source)
+    elif model_field is not None and isinstance(source, (str, Path)):
+        values[model_field] = str(source)
+    return build_config(cls, values, f"{what} options"), source
+
+
 def load_inputs(source: Any, data: Any = None, *, weights: str | Path | None = None,
                 kwargs: dict[str, Any] | None = None):
     """The model and the data of a stage, from any model source and any data form (see :func:`resolve_model`

@@ -13,13 +13,13 @@ from torch.utils.data import Subset
 from slimcv._console import print_table
 from slimcv._io import atomic_write_json
 from slimcv.bench.macs import count_macs, count_params
-from slimcv.config import DistillConfig, LossSpec, build_config
+from slimcv.config import DistillConfig, LossSpec
 from slimcv.data import DataBundle, as_bundle
 from slimcv.engine import distributed as D
 from slimcv.engine.loop import SupervisedLoss, evaluate, match_size
 from slimcv.engine.train import TrainResult, check_task, class_weights, fit, make_eval_loader, seed_everything
 from slimcv.artifact import (check_rebuildable, is_weights_file, metric_key, module_spec, resolve_model,
-                             source_label)
+                             source_label, stage_config)
 from slimcv.errors import SlimcvError
 from slimcv.distill.features import FeatureDistiller
 from slimcv.distill.losses import KD_LOSSES, default_temperature
@@ -57,20 +57,18 @@ def distill(source: Any, data: Any = None, *, teacher: Any = None, weights: str 
     model name or ``package.module:factory``. ``teacher`` is a module, a model folder, or a name / factory with
     ``teacher_weights``; ``options`` are DistillConfig fields, e.g.
     ``distill(small_net, teacher=big_net, data=(train_ds, val_ds), epochs=30, mode="online")``."""
-    if isinstance(source, (DistillConfig, dict)):
-        cfg = build_config(DistillConfig, source, "distill config")
+    named = isinstance(source, (DistillConfig, dict))  # the config names the student and the teacher
+    if not named and teacher is None:
+        raise SlimcvError("distill needs a teacher: distill(student, teacher=TEACHER, data=...).")
+    given = {} if named else {"teacher": source_label(teacher) if not isinstance(teacher, str) else teacher}
+    cfg, student_src = stage_config(DistillConfig, source, {**given, **options}, "distill", model_field="model",
+                                    defaults={"out_dir": None})
+    if named:
         student_src = cfg.model
         teacher_src = teacher if teacher is not None else cfg.teacher
         data = data if data is not None else cfg.data
     else:
-        if teacher is None:
-            raise SlimcvError("distill needs a teacher: distill(student, teacher=TEACHER, data=...).")
-        values = {"teacher": source_label(teacher) if not isinstance(teacher, str) else teacher,
-                  "out_dir": None, **options}
-        if isinstance(source, str):
-            values["model"] = source
-        cfg = build_config(DistillConfig, values, "distill options")
-        student_src, teacher_src = source, teacher
+        teacher_src = teacher
         if data is None:
             data = cfg.data if "data" in options else None
     if cfg.out_dir is None:

@@ -48,21 +48,20 @@ def train(source: Any, data: Any = None, *, weights: str | None = None, **option
     ``source`` is a TrainConfig (or its dict), or the model: an ``nn.Module`` (trained in place), a model name or
     ``package.module:factory``; ``options`` are TrainConfig fields, e.g.
     ``train(net, data=(train_ds, val_ds), epochs=20, out_dir="runs/mine")``."""
-    from slimcv.artifact import check_rebuildable, module_spec
+    from slimcv.artifact import check_rebuildable, module_spec, stage_config
     from slimcv.data import as_bundle
 
-    if isinstance(source, (TrainConfig, dict)):
-        cfg = build_config(TrainConfig, source, "train config")
+    cfg, model_source = stage_config(TrainConfig, source, options, "train", model_field="model")
+    if not isinstance(model_source, nn.Module):  # the config names the model (by name or factory)
         data = as_bundle(data if data is not None else cfg.data)
         check_task(cfg.model, data)
         kwargs = dict(cfg.model_kwargs)
         seed_everything(cfg.seed, cfg.deterministic)  # the initial weights depend on the seed alone
         model = create_model(cfg.model, data.num_classes, weights=weights or cfg.weights, **kwargs)
         spec = {"name": cfg.model, "num_classes": data.num_classes, "kwargs": kwargs, "task": data.task}
-    elif isinstance(source, nn.Module):
+    else:
         from slimcv.models.tv import plain_logits
 
-        cfg = build_config(TrainConfig, options, "train options")
         source = plain_logits(source)  # trained in place: the wrapper holds the caller's module
         data = as_bundle(data if data is not None else cfg.data, model=source)
         model = source
@@ -73,8 +72,6 @@ def train(source: Any, data: Any = None, *, weights: str | None = None, **option
         spec = module_spec(model, data.num_classes, data.task, cfg.model_kwargs)
         check_rebuildable(model, spec)
         cfg = cfg.model_copy(update={"model": spec["name"], "model_kwargs": spec.get("kwargs", {})})
-    else:
-        return train({**options, "model": str(source)}, data, weights=weights)
     objective = SupervisedLoss(data.info.ignore_index, class_weights(cfg, data), cfg.label_smoothing)
     return fit(model, data, cfg, objective, model_spec=spec)
 

@@ -21,10 +21,10 @@ from slimcv._console import console, print_table
 from slimcv._io import atomic_write_json
 from slimcv.bench.latency import eager_runner, time_interleaved
 from slimcv.bench.macs import count_macs, count_params
-from slimcv.config import PruneConfig, build_config
+from slimcv.config import PruneConfig
 from slimcv.data import DataBundle, make_loader
 from slimcv.engine import distributed as D
-from slimcv.artifact import (check_rebuildable, load_inputs, metric_key, read_run_config, source_label, tag,
+from slimcv.artifact import (check_rebuildable, load_inputs, metric_key, read_run_config, stage_config, tag,
                              write_run_config, write_summary)
 from slimcv.engine.loop import SupervisedLoss, evaluate, match_size
 from slimcv.engine.train import class_weights, finetune_config, fit, make_eval_loader
@@ -60,11 +60,8 @@ def prune(source: Any, data: Any = None, *, weights: str | None = None, **option
     ``prune(net, data=(train_ds, val_ds), remove=0.5, finetune_epochs=10)``. Without ``out_dir`` nothing is
     kept on disk."""
     model_kwargs = options.pop("model_kwargs", None)  # how to rebuild a user's module, when it takes arguments
-    if isinstance(source, (PruneConfig, dict)):
-        cfg, model_source = build_config(PruneConfig, source, "prune config"), None
-    else:
-        cfg = build_config(PruneConfig, {"source": source_label(source), "out_dir": None, **options}, "prune options")
-        model_source = source
+    cfg, model_source = stage_config(PruneConfig, source, options, "prune", model_field="source",
+                                     defaults={"out_dir": None})
     IMPORTANCES.get(cfg.importance)  # an unknown name: one sentence with the close matches, before any work
     if cfg.out_dir is None:
         with tempfile.TemporaryDirectory(prefix="slimcv-prune-") as tmp:

@@ -24,8 +24,9 @@ from slimcv._console import console, print_table
 from slimcv._io import atomic_dir, atomic_write_json
 from slimcv.bench.latency import eager_runner, time_interleaved
 from slimcv.bench.size import file_bytes, state_dict_bytes
-from slimcv.config import QuantizeConfig, ScheduleConfig, build_config
-from slimcv.artifact import check_exists, is_onnx, load_inputs, metric_key, read_json, read_run_config, source_label
+from slimcv.config import QuantizeConfig, ScheduleConfig
+from slimcv.artifact import (check_exists, is_onnx, load_inputs, metric_key, read_json, read_run_config,
+                             stage_config)
 from slimcv.errors import SlimcvError
 from slimcv.data import DataBundle, as_bundle, build_dataset
 from slimcv.deploy.chooser import Candidate, choose_runtime
@@ -77,14 +78,11 @@ def quantize(source: Any, data: Any = None, *, weights: str | None = None, **opt
     model = options.pop("model", None)  # older form: quantize(cfg, data, model=module)
     if isinstance(data, Dataset):  # one dataset: its images calibrate, and the same images score
         data = (data, data)
-    if isinstance(source, (QuantizeConfig, dict)):
-        cfg = build_config(QuantizeConfig, source, "quantize config")
+    cfg, model_source = stage_config(QuantizeConfig, source, options, "quantize", model_field="source")
+    if model_source is None:  # the config names the model
         model_source = model if model is not None else cfg.source
         if data is None and ("data" in cfg.model_fields_set or not Path(cfg.source).is_dir()):
             data = cfg.data
-    else:
-        cfg = build_config(QuantizeConfig, {"source": source_label(source), **options}, "quantize options")
-        model_source = source
     if is_onnx(model_source):
         from slimcv.deploy.deployed import DeployedModule
 
