@@ -109,8 +109,9 @@ def ort_efficiency(run: str, threads: int, size: tuple[int, int] = (360, 480)) -
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from slimcv.bench.latency import eager_runner, ort_runner, ort_session, time_interleaved
+    from slimcv.bench.latency import eager_runner, ort_runner, time_interleaved
     from slimcv.bench.macs import count_macs
+    from slimcv.deploy.runtimes import ort_session
     from slimcv.artifact import load_run_model
 
     net, _ = load_run_model(run)
@@ -129,8 +130,8 @@ def ort_efficiency(run: str, threads: int, size: tuple[int, int] = (360, 480)) -
         path = slimcv.export(net, Path(tmp) / "m.onnx", data=None, size=size, samples=1).path
         onnx.save(gemm, Path(tmp) / "gemm.onnx")
         a = rng.standard_normal((n, n), dtype=np.float32)
-        gemm_session = ort_session(Path(tmp) / "gemm.onnx", threads, spinning=False)
-        t = time_interleaved({"ort_fp32": ort_runner(ort_session(path, threads, spinning=False), x),
+        gemm_session = ort_session(Path(tmp) / "gemm.onnx", threads)  # the one factory: spinning off
+        t = time_interleaved({"ort_fp32": ort_runner(ort_session(path, threads), x),
                               "eager": eager_runner(net, x), "ort_sgemm": ort_runner(gemm_session, a)},
                              warmup=3, runs=20, threads=threads)
     gflop = 2 * macs / 1e9
