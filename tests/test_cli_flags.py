@@ -2,13 +2,18 @@
 import pytest
 
 from slimcv.cli import _parser
-from slimcv.cli_flags import COMPRESS, DISTILL, EXPORT, PRUNE, QUANTIZE, TRAIN, _field, values
-from slimcv.config import CompressConfig, DistillConfig, PruneConfig, QuantizeConfig as _Q, TrainConfig, build_config
+from slimcv.cli_flags import (BENCH, COMPRESS, DISTILL, EXPORT, PREDICT, PRUNE, QUANTIZE, REPORT, SERVE, TRAIN, _field,
+                               values)
+from slimcv.config import (BenchConfig, CompressConfig, DistillConfig, PruneConfig, QuantizeConfig as _Q, ReportConfig,
+                           TrainConfig, build_config)
+from slimcv.deploy.batch import PredictConfig
+from slimcv.deploy.server import ServeConfig
 from slimcv.export.onnx import ExportConfig
 from slimcv.quantize.quantize import QuantizeConfig
 
 TABLES = [(TRAIN, TrainConfig), (DISTILL, DistillConfig), (PRUNE, PruneConfig), (QUANTIZE, QuantizeConfig),
-          (EXPORT, ExportConfig), (COMPRESS, CompressConfig)]
+          (EXPORT, ExportConfig), (COMPRESS, CompressConfig), (BENCH, BenchConfig), (REPORT, ReportConfig),
+          (PREDICT, PredictConfig), (SERVE, ServeConfig)]
 
 
 @pytest.mark.parametrize("flags,schema", TABLES)
@@ -112,5 +117,23 @@ def test_the_same_thing_has_the_same_flag_on_every_command():
     assert "--class-weights" in _options("check-data") and "--weights" not in _options("check-data")
     args = _parser().parse_args(["compress", "runs/teacher", "--target-speedup", "2"])  # positional, as elsewhere
     assert args.source == "runs/teacher"
-    assert _parser().parse_args(["bench", "runs/x"]).runtimes is None  # every runtime this machine has
+    assert _parser().parse_args(["bench", "runs/x"]).cfg__runtimes is None  # every runtime this machine has
     assert CompressConfig(target_speedup=2).max_drop == _Q(source="x").max_drop == 1.0  # one accuracy budget
+
+
+def test_the_functions_behind_the_commands_default_as_their_config_models_do():
+    """The flags are made from the config models; the Python functions must not drift from them."""
+    import dataclasses
+    import inspect
+
+    from slimcv.bench.bench import bench
+    from slimcv.deploy.batch import predict_files
+    from slimcv.report.report import report
+
+    for fn, schema in ((bench, BenchConfig), (report, ReportConfig), (predict_files, PredictConfig)):
+        fields = ({f.name: f.default for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema)
+                  else {k: v.default for k, v in schema.model_fields.items()})
+        for name, p in inspect.signature(fn).parameters.items():
+            if name in fields and p.default is not inspect.Parameter.empty:
+                default = tuple(p.default) if isinstance(p.default, list) else p.default
+                assert default == fields[name], (fn.__name__, name)

@@ -247,61 +247,38 @@ def _deploy_commands(add) -> None:
     b.add_argument("--size", "--input-size", dest="input_size", type=int, nargs="+", metavar="N",
                    help="H W of the input (needed for model names); --input-size is the same flag")
     b.add_argument("--num-classes", type=int, help="classes of a model given by name (default: its builder's)")
-    b.add_argument("--runtimes", nargs="+", metavar="RUNTIME",
-                   help="from the runtime table: eager, eager-bf16, eager-cuda, ort, ort-cuda, openvino, openvino-f32 "
-                   "(default: every one this machine can run on its CPU); one it cannot run is noted and skipped")
-    b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="throughput at these batch sizes")
-    b.add_argument("--warmup", type=int, default=3)
-    b.add_argument("--runs", type=int, default=20, help="timed calls per model and runtime at batch 1")
-    b.add_argument("--threads", type=int, help="intra-op threads for every runtime (default: torch's)")
-    b.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe (one process per row)")
-    b.add_argument("--out", "-o", help="write the results as JSON here")
+    from slimcv.config import BenchConfig
+    from slimcv.cli_flags import BENCH, REPORT
+
+    add_flags(b, BENCH, BenchConfig)
 
     rp = add("report", "One HTML page + Markdown comparing runs: table, Pareto plots, per-class, confusion, overlays.")
     rp.add_argument("runs", nargs="+", help="run folders written by train, distill, prune or quantize")
-    rp.add_argument("--out", "-o", default="report", help="folder for report.html, report.md and figures/")
-    rp.add_argument("--baseline", help="model the deltas are against (default: the first)")
-    rp.add_argument("--bench", action="append", metavar="JSON", help="latencies from a `slimcv bench --out` file")
-    rp.add_argument("--measure", action="store_true", help="time the models that have no latency yet")
+    from slimcv.config import ReportConfig
+
+    add_flags(rp, REPORT, ReportConfig)
     rp.add_argument("--remeasure", action="store_true", help="time every model again in one interleaved run")
-    rp.add_argument("--images", type=int, default=4, help="validation images in the overlays")
-    rp.add_argument("--no-predict", action="store_true", help="do not run the models (no overlays)")
-    rp.add_argument("--threads", type=int, help="threads for timing and predictions (default: torch's)")
-    rp.add_argument("--title")
 
 
 
 def _serving_commands(add) -> None:
     """predict, serve: run a deployed model (an .onnx file with its sidecar, or a quantize folder); no torch."""
-    runtime_help = ("runtime from the table: ort, ort-cuda, openvino, openvino-f32 (default: the one quantize chose, "
-                    "else ort)")
     pd = add("predict", "Predict images, folders or globs with a deployed model: masks and overlays, or labels "
              "with top-k scores.")
     pd.add_argument("artifact", help="an .onnx file with its .onnx.json sidecar, or a quantize folder")
     pd.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or globs")
-    pd.add_argument("--out", "-o", required=True, help="folder for masks/, overlays/, predictions.json (and .csv)")
-    pd.add_argument("--batch-size", "-b", type=int, default=8, help="images per inference call (default 8)")
-    pd.add_argument("--topk", type=int, default=5, help="classification: scores of the k best classes (default 5)")
-    pd.add_argument("--no-overlay", action="store_true", help="segmentation: write the masks only")
-    pd.add_argument("--alpha", type=float, default=0.5, help="opacity of the mask colours in overlays (default 0.5)")
-    pd.add_argument("--max-pixels", type=int, metavar="N", help="skip larger images before decoding them (default: "
-                    "50 million, or 64 times the model's input)")
-    pd.add_argument("--runtime", help=runtime_help)
-    _threads_arg(pd, "intra-op threads of the runtime (default: the runtime's)")
+    from slimcv.cli_flags import PREDICT, SERVE, add_flags
+    from slimcv.deploy.batch import PredictConfig
+    from slimcv.deploy.server import ServeConfig
+
+    add_flags(pd, PREDICT, PredictConfig)
 
     sv = add("serve", "Serve a deployed model over HTTP: POST /predict, GET /health, GET /metrics; micro-batched.")
     sv.add_argument("artifact", help="an .onnx file with its .onnx.json sidecar, or a quantize folder")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default 1)")
-    sv.add_argument("--max-batch-size", type=int, default=8, help="images per inference call; 1 turns batching off")
-    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
-    sv.add_argument("--queue-size", type=int, default=64, help="requests that may wait; more get 503 + Retry-After")
-    sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default 10 MiB)")
-    sv.add_argument("--max-pixels", type=int, metavar="N", help="refuse larger images (413) before decoding them "
-                    "(default: 50 million, or 64 times the model's input)")
-    sv.add_argument("--runtime", help=runtime_help)
-    _threads_arg(sv, "intra-op threads of the runtime (default: the runtime's)")
+    add_flags(sv, SERVE, ServeConfig)
 
 
 def _train_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -443,18 +420,21 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "report":
         from slimcv.report.report import report
 
-        report(args.runs, out=args.out, baseline=args.baseline, bench=args.bench,
-               measure="all" if args.remeasure else args.measure, images=args.images, predict=not args.no_predict,
-               threads=args.threads, title=args.title)
+        from slimcv.cli_flags import REPORT, values
+
+        options = values(args, REPORT)
+        if args.remeasure:
+            options["measure"] = "all"
+        report(args.runs, **options)
     elif args.command == "predict":
         return _predict(args)
     elif args.command == "serve":
         from slimcv.deploy.server import ServeConfig, serve
 
+        from slimcv.cli_flags import SERVE, values
+
         serve(args.artifact, host=args.host, port=args.port, workers=args.workers,
-              cfg=ServeConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-                              queue_size=args.queue_size, max_upload_mb=args.max_upload_mb, runtime=args.runtime,
-                              threads=args.threads, max_pixels=args.max_pixels))
+              cfg=ServeConfig(**values(args, SERVE)))
     elif args.command == "check-data":
         return 1 if _check_data(args) else 0
     elif args.command == "models":
@@ -511,9 +491,9 @@ def _run_model_command(args: argparse.Namespace) -> None:
             raise SlimcvError("--weights needs the architecture too: add --model NAME (or package.module:factory).")
         if args.model:
             sources.insert(0, (args.model, args.weights) if args.weights else args.model)
-        bench(sources, input_size=_size(args.input_size), num_classes=args.num_classes, runtimes=args.runtimes,
-              batch_sizes=args.batch_sizes, warmup=args.warmup, runs=args.runs, threads=args.threads,
-              memory=not args.no_memory, out=args.out)
+        from slimcv.cli_flags import BENCH, values
+
+        bench(sources, input_size=_size(args.input_size), num_classes=args.num_classes, **values(args, BENCH))
 
 
 def _run_folder_lock(values: dict[str, Any], args: argparse.Namespace):
@@ -597,11 +577,12 @@ def _predict(args: argparse.Namespace) -> int:
     """Write the predictions and print a summary; exit status 1 when some images could not be read."""
     from slimcv.deploy.batch import predict_files
 
-    r = predict_files(args.artifact, args.inputs, args.out, batch_size=args.batch_size, topk=args.topk,
-                      overlays=not args.no_overlay, alpha=args.alpha, runtime=args.runtime, threads=args.threads,
-                      max_pixels=args.max_pixels)
+    from slimcv.cli_flags import PREDICT, values
+
+    r = predict_files(args.artifact, args.inputs, **values(args, PREDICT))
     rate = f" ({len(r.records) / r.seconds:.1f} images/s)" if r.seconds else ""
-    what = "masks and overlays" if r.task == "segmentation" and not args.no_overlay else \
+    overlays = values(args, PREDICT).get("overlays", True)
+    what = "masks and overlays" if r.task == "segmentation" and overlays else \
         "masks" if r.task == "segmentation" else "labels"
     took = f"{r.seconds:.1f} s" if r.seconds >= 1 else f"{1000 * r.seconds:.0f} ms"
     n = len(r.records)

@@ -10,8 +10,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
-
 
 @dataclass(frozen=True)
 class Flag:
@@ -155,7 +153,7 @@ EXPORT = (
 )
 
 
-def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag], schema: type[BaseModel]) -> None:
+def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag], schema: Any) -> None:
     """Add each row of ``flags``; help without its own text shows the field's description and default."""
     for f in flags:
         kw = dict(f.kw)
@@ -164,7 +162,8 @@ def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag], schema: ty
             kw.setdefault("metavar", f.names[0].lstrip("-").replace("-", "_").upper())
         default = field_default(schema, f.key)
         if default is not None and "default" not in kw["help"] and kw.get("action") != "store_true":
-            kw["help"] = f"{kw['help']} (default {default})".strip()
+            shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+            kw["help"] = f"{kw['help']} (default {shown})".strip()
         parser.add_argument(*f.names, dest=f.dest, default=None, **kw)
 
 
@@ -183,7 +182,13 @@ def values(args: argparse.Namespace, flags: Sequence[Flag]) -> dict[str, Any]:
     return out
 
 
-def _field(schema: type[BaseModel], key: str):
+def _field(schema: Any, key: str):
+    """The field ``key`` (dotted) of a pydantic model or a dataclass, or None."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(schema):
+        found = {f.name: f for f in dataclasses.fields(schema)}.get(key)
+        return _DataclassField(found) if found is not None else None
     node: Any = schema
     info = None
     for part in key.split("."):
@@ -197,12 +202,23 @@ def _field(schema: type[BaseModel], key: str):
     return info
 
 
-def describe(schema: type[BaseModel], key: str) -> str:
+class _DataclassField:
+    """A dataclass field seen like a pydantic one: its description (``metadata["help"]``) and default."""
+
+    def __init__(self, f) -> None:
+        import dataclasses
+
+        self.description = f.metadata.get("help", "")
+        self.default_factory = None if f.default_factory is dataclasses.MISSING else f.default_factory
+        self.default = ... if f.default is dataclasses.MISSING else f.default
+
+
+def describe(schema: Any, key: str) -> str:
     info = _field(schema, key)
     return (info.description or "") if info is not None else ""
 
 
-def field_default(schema: type[BaseModel], key: str) -> Any:
+def field_default(schema: Any, key: str) -> Any:
     info = _field(schema, key)
     if info is None:
         return None
@@ -219,4 +235,53 @@ COMPRESS = (
     Flag(("--threads",), "threads", {"type": int}),
     Flag(("--out-dir", "-o"), "out_dir", {}),
     Flag(("--no-report",), "report", {"action": "store_true", "help": "skip the HTML report"}, lambda v: not v),
+)
+
+
+def _not(v: bool) -> bool:
+    return not v
+
+
+BENCH = (
+    Flag(("--runtimes",), "runtimes", {"nargs": "+", "metavar": "RUNTIME"}),
+    Flag(("--batch-sizes",), "batch_sizes", {"type": int, "nargs": "+", "metavar": "N"}),
+    Flag(("--warmup",), "warmup", {"type": int}),
+    Flag(("--runs",), "runs", {"type": int}),
+    Flag(("--threads",), "threads", {"type": int}),
+    Flag(("--no-memory",), "memory", {"action": "store_true", "help": "skip the peak-memory probe (one process per "
+                                      "row)"}, _not),
+    Flag(("--out", "-o"), "out", {}),
+)
+
+REPORT = (
+    Flag(("--out", "-o"), "out", {}),
+    Flag(("--baseline",), "baseline", {}),
+    Flag(("--bench",), "bench", {"action": "append", "metavar": "JSON"}),
+    Flag(("--measure",), "measure", {"action": "store_true", "help": "time the models that have no latency yet"}),
+    Flag(("--images",), "images", {"type": int}),
+    Flag(("--no-predict",), "predict", {"action": "store_true", "help": "do not run the models (no overlays)"},
+         _not),
+    Flag(("--threads",), "threads", {"type": int}),
+    Flag(("--title",), "title", {}),
+)
+
+PREDICT = (
+    Flag(("--out", "-o"), "out_dir", {"required": True}),
+    Flag(("--batch-size", "-b"), "batch_size", {"type": int}),
+    Flag(("--topk",), "topk", {"type": int}),
+    Flag(("--no-overlay",), "overlays", {"action": "store_true", "help": "segmentation: write the masks only"}, _not),
+    Flag(("--alpha",), "alpha", {"type": float}),
+    Flag(("--max-pixels",), "max_pixels", {"type": int, "metavar": "N"}),
+    Flag(("--runtime",), "runtime", {}),
+    Flag(("--threads",), "threads", {"type": int}),
+)
+
+SERVE = (
+    Flag(("--max-batch-size",), "max_batch_size", {"type": int}),
+    Flag(("--max-wait-ms",), "max_wait_ms", {"type": float}),
+    Flag(("--queue-size",), "queue_size", {"type": int}),
+    Flag(("--max-upload-mb",), "max_upload_mb", {"type": float}),
+    Flag(("--max-pixels",), "max_pixels", {"type": int, "metavar": "N"}),
+    Flag(("--runtime",), "runtime", {}),
+    Flag(("--threads",), "threads", {"type": int}),
 )

@@ -416,3 +416,31 @@ class CompressConfig(_Config):
         if (self.target_speedup is None) == (self.target_latency is None):
             raise ValueError("give one target: target_speedup (N times faster) or target_latency (milliseconds)")
         return self
+
+
+class BenchConfig(_Config):
+    """How `bench` measures (the CLI's flags are made from these fields)."""
+
+    runtimes: tuple[str, ...] | None = Field(None, description="runtimes from the table: eager, eager-bf16, "
+                                             "eager-cuda, ort, ort-cuda, openvino, openvino-f32 (default: every one "
+                                             "this machine can run on its CPU); one it cannot run is noted and skipped")
+    batch_sizes: tuple[int, ...] = Field((1, 8), description="throughput at these batch sizes")
+    warmup: int = Field(3, ge=0, description="untimed calls per model and runtime first")
+    runs: int = Field(20, ge=1, description="timed calls per model and runtime at batch 1")
+    threads: int | None = Field(None, ge=1, description="intra-op threads for every runtime (default: torch's)")
+    memory: bool = Field(True, description="probe peak memory (one process per row)")
+    out: str | None = Field(None, description="write the results as JSON here")
+
+
+class ReportConfig(_Config):
+    """What `report` compares and how (the CLI's flags are made from these fields)."""
+
+    out: str = Field("report", description="folder for report.html, report.md and figures/")
+    baseline: str | None = Field(None, description="model the deltas are against (default: the first)")
+    bench: tuple[str, ...] | None = Field(None, description="latencies from a `slimcv bench --out` file")
+    measure: bool | Literal["all"] = Field(False, description="time the models that have no latency yet (all: "
+                                           "every model again, in one interleaved run)")
+    images: int = Field(4, ge=0, description="validation images in the overlays")
+    predict: bool = Field(True, description="run the models for overlays")
+    threads: int | None = Field(None, ge=1, description="threads for timing and predictions (default: torch's)")
+    title: str | None = Field(None, description="the page's title")

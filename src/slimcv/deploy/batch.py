@@ -85,6 +85,24 @@ def _unique_names(found: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
     return out
 
 
+@dataclass(frozen=True)
+class PredictConfig:
+    """How `predict` runs and what it writes (the CLI's flags are made from these fields)."""
+
+    out_dir: str = field(default="predictions", metadata={"help": "folder for masks/, overlays/, predictions.json "
+                                                                   "(and .csv)"})
+    batch_size: int = field(default=8, metadata={"help": "images per inference call"})
+    topk: int = field(default=5, metadata={"help": "classification: scores of the k best classes"})
+    overlays: bool = field(default=True, metadata={"help": "segmentation: also write overlays"})
+    alpha: float = field(default=0.5, metadata={"help": "opacity of the mask colours in overlays"})
+    max_pixels: int | None = field(default=None, metadata={
+        "help": "skip larger images before decoding them (default: 50 million, or 64 times the model's input)"})
+    runtime: str | None = field(default=None, metadata={"help": "runtime from the table: ort, ort-cuda, openvino, "
+                                                        "openvino-f32 (default: the one quantize chose, else ort)"})
+    threads: int | None = field(default=None, metadata={"help": "intra-op threads of the runtime (default: the "
+                                                        "runtime's)"})
+
+
 def predict_files(artifact: str | Path | Predictor, inputs: Sequence[str | Path], out_dir: str | Path, *,
                   batch_size: int = 8, topk: int = 5, overlays: bool = True, alpha: float = 0.5,
                   runtime: str | None = None, threads: int | None = None, progress: bool = True,

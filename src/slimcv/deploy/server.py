@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +31,17 @@ ENV_SETTINGS = "SLIMCV_SERVE_SETTINGS"  # how `--workers N` hands the settings t
 class ServeConfig:
     """The server's limits: batching, queue, upload size, and which runtime runs the model."""
 
-    max_batch_size: int = 8
-    max_wait_ms: float = 5.0
-    queue_size: int = 64
-    max_upload_mb: float = 10.0
-    runtime: str | None = None
-    threads: int | None = None
-    max_pixels: int | None = None  # larger images get 413 before decoding (default: images.pixel_limit)
+    max_batch_size: int = field(default=8, metadata={"help": "images per inference call; 1 turns batching off"})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "how long a batch waits for more requests"})
+    queue_size: int = field(default=64, metadata={"help": "requests that may wait; more get 503 + Retry-After"})
+    max_upload_mb: float = field(default=10.0, metadata={"help": "largest accepted upload, MiB"})
+    runtime: str | None = field(default=None, metadata={"help": "runtime from the table: ort, ort-cuda, openvino, "
+                                                        "openvino-f32 (default: the one quantize chose, else ort)"})
+    threads: int | None = field(default=None, metadata={"help": "intra-op threads of the runtime (default: the "
+                                                        "runtime's)"})
+    max_pixels: int | None = field(default=None, metadata={
+        "help": "larger images get 413 before they are decoded (default: 50 million, or 64 times the model's "
+                "input)"})
 
     def check(self) -> "ServeConfig":
         if self.max_batch_size < 1 or self.queue_size < 1:
