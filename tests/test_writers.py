@@ -83,3 +83,12 @@ def test_predict_writes_through_a_symlinked_output_folder(tmp_path, blobs):
     os.symlink(real, tmp_path / "link")
     assert main(["predict", str(r.path), str(tmp_path / "a.png"), "-o", str(tmp_path / "link")]) == 0
     assert (tmp_path / "link").is_symlink() and (real / "predict.json").is_file()
+
+
+def test_quantize_writes_through_a_symlinked_output_folder(tmp_path, blobs):
+    real = tmp_path / "real"
+    real.mkdir()
+    os.symlink(real, tmp_path / "link")
+    slimcv.quantize(UserSegNet(3, 8), data=blobs, out_dir=tmp_path / "link", nncf=False, latency_runs=1,
+                    progress=False)
+    assert (tmp_path / "link").is_symlink() and (real / "quantize.json").is_file()

@@ -215,3 +215,13 @@ def test_a_source_a_killed_run_left_without_its_summary_is_compressed(trained, t
     r = compress(str(source), target_latency=1e6, max_drop=100, budget_minutes=0.05, out_dir=tmp_path / "c",
                  **SMALL)
     assert r.file is not None and r.file.is_file()
+
+
+def test_a_bare_model_name_is_trained_first_for_teacher_epochs(tmp_path):
+    data = {"spec": "synthetic-shapes:classification", "options": {"size": 32, "length": 16}, "batch_size": 8,
+            "workers": 0, "val_subset": 8}
+    space = {"prune_ratios": [0.5], "students": [], "runtimes": ["ort"], "int8": [], "sensitivity_drops": []}
+    r = compress("resnet8", data, target_latency=1e6, max_drop=100, budget_minutes=0.05, teacher_epochs=2,
+                 out_dir=tmp_path / "c", space=space, latency_runs=2, report=False, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "c" / "source" / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and r.file.is_file()
