@@ -171,12 +171,7 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     common = dict(bundle=bundle, folder=folder, task=bundle.task, progress=progress, threads=threads,
                   source_macs=next(c.macs for c in candidates if c.kind == "source"))
     for i, c in enumerate(sorted(trainable, key=lambda c: -c.macs)):  # the largest (most capable) first
-        earlier = state.done(f"proxy/{c.name}")
-        if earlier is not None:
-            c.metric, folders[c.name] = earlier["metric"], Path(earlier["folder"])
-            result.log.append(earlier)
-            result.reused.append(f"proxy/{c.name}")
-            c.notes.append(f"proxy: {proxy_epochs} epoch(s), reused from the earlier run")
+        if _reuse(state, "proxy", c, folders, result, f"proxy: {proxy_epochs} epoch(s)"):
             continue
         if time.perf_counter() > deadline:
             c.notes.append("no time left for its proxy run")
@@ -264,16 +259,24 @@ def _measured_candidates(folder: Path, bundle, space: search.SearchSpace | None,
     return [c for c, _ in cands_nets], reference
 
 
+def _reuse(state: _State, stage: str, c: search.Candidate, folders: dict[str, Path], result: BudgetResult,
+           what: str) -> bool:
+    """Take a training step an earlier run of this search finished (its metric and folder); False when none did."""
+    earlier = state.done(f"{stage}/{c.name}")
+    if earlier is None:
+        return False
+    c.metric, folders[c.name] = earlier["metric"], Path(earlier["folder"])
+    result.log.append(earlier)
+    result.reused.append(f"{stage}/{c.name}")
+    c.notes.append(f"{what}: {earlier['epochs']} epoch(s), reused from the earlier run")
+    return True
+
+
 def _final_round(ranked: list[search.Candidate], deadline: float, proxy_epochs: int, out: Path,
                  folders: dict[str, Path], result: BudgetResult, common: dict[str, Any], state: _State) -> None:
     """Train the finalists again, sharing the time left before ``deadline`` between them."""
     for i, c in enumerate(ranked):
-        earlier = state.done(f"final/{c.name}")
-        if earlier is not None:
-            c.metric, folders[c.name] = earlier["metric"], Path(earlier["folder"])
-            result.log.append(earlier)
-            result.reused.append(f"final/{c.name}")
-            c.notes.append(f"final: {earlier['epochs']} epochs, reused from the earlier run")
+        if _reuse(state, "final", c, folders, result, "final"):
             continue
         left = deadline - time.perf_counter()
         proxy = next(r for r in result.log if r["candidate"] == c.name)
