@@ -2,10 +2,11 @@
 import pytest
 
 from slimcv.cli import _parser
-from slimcv.cli_flags import (BENCH, COMPRESS, DISTILL, EXPORT, PREDICT, PRUNE, QUANTIZE, REPORT, SERVE, TRAIN, _field,
-                               values)
-from slimcv.config import (BenchConfig, CompressConfig, DistillConfig, PruneConfig, QuantizeConfig as _Q, ReportConfig,
-                           TrainConfig, build_config)
+from slimcv.cli_flags import (BENCH, CHECK_DATA, COMPRESS, DEMO, DISTILL, EVAL, EXPORT, MODELS, PREDICT, PRUNE, QUANTIZE,
+                               REPORT, RUN, SERVE, TRAIN, _field, values)
+from slimcv.config import (BenchConfig, CheckDataConfig, CompressConfig, DemoConfig, DistillConfig, EvalConfig,
+                           ModelsConfig, PruneConfig, QuantizeConfig as _Q, ReportConfig, RunOptions, TrainConfig,
+                           build_config)
 from slimcv.deploy.batch import PredictConfig
 from slimcv.deploy.server import ServeConfig
 from slimcv.export.onnx import ExportConfig
@@ -13,7 +14,8 @@ from slimcv.quantize.quantize import QuantizeConfig
 
 TABLES = [(TRAIN, TrainConfig), (DISTILL, DistillConfig), (PRUNE, PruneConfig), (QUANTIZE, QuantizeConfig),
           (EXPORT, ExportConfig), (COMPRESS, CompressConfig), (BENCH, BenchConfig), (REPORT, ReportConfig),
-          (PREDICT, PredictConfig), (SERVE, ServeConfig)]
+          (PREDICT, PredictConfig), (SERVE, ServeConfig), (RUN, RunOptions), (DEMO, DemoConfig),
+          (CHECK_DATA, CheckDataConfig), (EVAL, EvalConfig), (MODELS, ModelsConfig)]
 
 
 @pytest.mark.parametrize("flags,schema", TABLES)
@@ -137,3 +139,21 @@ def test_the_functions_behind_the_commands_default_as_their_config_models_do():
             if name in fields and p.default is not inspect.Parameter.empty:
                 default = tuple(p.default) if isinstance(p.default, list) else p.default
                 assert default == fields[name], (fn.__name__, name)
+
+
+def test_every_option_of_every_command_comes_from_a_config_model_table():
+    """Apart from the model source and data, --set overrides, flags kept for old spellings and a few that are no
+    stage setting (the server's address, lists of losses parsed by hand), every option a command takes is a row
+    of its table, so its help and default are its config model's."""
+    from slimcv import cli_flags
+
+    rows = {name for table in (v for k, v in vars(cli_flags).items() if k.isupper() and isinstance(v, tuple))
+            for f in table if isinstance(f, cli_flags.Flag) for name in f.names}
+    shared = {"-h", "--help", "--debug", "--trust-remote-code", "--set", "--model", "--weights", "--config",
+              "--num-classes", "--size", "--input-size", "--remeasure", "--target-speedup", "--target-latency",
+              "--target-size", "--target-macs", "--epochs", "--dry-run", "--data", "--teacher-epochs", "--host",
+              "--port", "--workers", "--distill", "--temperature", "-T", "--loss"}
+    for command, sub in _parser()._subparsers._group_actions[0].choices.items():
+        loose = {o for a in sub._actions for o in a.option_strings} - rows - shared
+        loose = {o for o in loose if not (o.startswith("--no-") and "--" + o[5:] in rows)}  # --flag/--no-flag
+        assert not loose, (command, sorted(loose))

@@ -136,26 +136,20 @@ def _parser() -> argparse.ArgumentParser:
     _deploy_commands(add)
     _serving_commands(add)
 
+    from slimcv.cli_flags import CHECK_DATA, EVAL, MODELS
+    from slimcv.config import CheckDataConfig, EvalConfig, ModelsConfig
+
     e = add("eval", "Evaluate a run folder, weights file or model on a dataset's validation split.")
     _model_args(e)
     e.add_argument("data_spec", nargs="?", metavar="data", help=argparse.SUPPRESS)  # the older positional form of --data, still read
-    e.add_argument("--data", help="dataset spec (default: the model folder's own data settings)")
-    e.add_argument("--size", type=int, nargs="+", metavar="N", help="resize images to H W for the model")
-    e.add_argument("--batch-size", "-b", type=int, default=4)
-    e.add_argument("--split", default="val")
-    e.add_argument("--out", "-o", help="write the metrics as JSON here")
-    e.add_argument("--device", default="auto")
-    _threads_arg(e)
+    add_flags(e, EVAL, EvalConfig)
 
     c = add("check-data", "Scan a dataset: samples, sizes, class frequencies and problems.")
     c.add_argument("spec")
-    c.add_argument("--split", default="train")
-    c.add_argument("--limit", type=int, help="scan only N samples, spread evenly over the split")
-    c.add_argument("--class-weights", action="store_true", help="also compute median-frequency class weights")
-    c.add_argument("--out", "-o", help="write the report as JSON here")
+    add_flags(c, CHECK_DATA, CheckDataConfig)
 
     m = add("models", "List the models slimcv can build.")
-    m.add_argument("--task", choices=["classification", "segmentation"])
+    add_flags(m, MODELS, ModelsConfig)
     add("datasets", "List the dataset specs slimcv understands.")
     return p
 
@@ -174,10 +168,10 @@ def _pipeline_commands(add) -> None:
     r.add_argument("recipe", help="recipe YAML file (see recipes/ and docs/recipes.md)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value: STAGE.KEY=V (distill.epochs=5) or a top-level key (data.size=64)")
-    r.add_argument("--out-dir", "-o", help="run directory (default: the recipe's out_dir, else runs/<name>)")
-    r.add_argument("--until", metavar="STAGE", help="stop after this stage")
-    r.add_argument("--dry-run", action="store_true", help="validate and show what would run, skip or resume")
-    _threads_arg(r, "intra-op threads of every stage that sets none itself (default: torch's)")
+    from slimcv.cli_flags import DEMO, RUN, add_flags
+    from slimcv.config import DemoConfig, RunOptions
+
+    add_flags(r, RUN, RunOptions)
 
     cp = add("compress", "Make a model N times faster on this machine within an accuracy budget: time the source on "
              "every runtime and as INT8, pruned copies and efficient students, distil those that meet the target, "
@@ -207,13 +201,7 @@ def _pipeline_commands(add) -> None:
 
     dm = add("demo", "The whole chain on built-in data in minutes: teacher -> distilled student -> pruned -> INT8 -> "
              "HTML report.")
-    dm.add_argument("--data", default="synthetic-shapes", help="synthetic-shapes (default, no download) or "
-                    "camvid:PATH")
-    dm.add_argument("--out-dir", "-o", default="runs/demo")
-    dm.add_argument("--quick", action="store_true", help="a smoke test: tiny images, few epochs, under a minute; "
-                    "its numbers mean nothing")
-    dm.add_argument("--threads", type=int, default=1, help="intra-op threads per stage (default 1: robust on a "
-                    "shared machine, see docs/recipes.md)")
+    add_flags(dm, DEMO, DemoConfig)
     dm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the demo recipe")
 
 
@@ -410,13 +398,21 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "run":
         from slimcv.pipeline.runner import run
 
-        run(args.recipe, args.set, out_dir=args.out_dir, until=args.until, dry_run=args.dry_run)
+        from slimcv.cli_flags import RUN, values
+        from slimcv.config import RunOptions
+
+        opts = RunOptions(**values(args, RUN))
+        run(args.recipe, args.set, out_dir=opts.out_dir, until=opts.until, dry_run=opts.dry_run)
     elif args.command == "compress":
         return _compress(args)
     elif args.command == "demo":
         from slimcv.pipeline.demo import demo
 
-        demo(args.data, out_dir=args.out_dir, quick=args.quick, threads=args.threads, overrides=args.set)
+        from slimcv.cli_flags import DEMO, values
+        from slimcv.config import DemoConfig
+
+        opts = DemoConfig(**values(args, DEMO))
+        demo(opts.data, out_dir=opts.out_dir, quick=opts.quick, threads=opts.threads, overrides=args.set)
     elif args.command == "report":
         from slimcv.report.report import report
 
@@ -438,7 +434,9 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "check-data":
         return 1 if _check_data(args) else 0
     elif args.command == "models":
-        _list_models(args.task)
+        from slimcv.cli_flags import MODELS, values
+
+        _list_models(values(args, MODELS).get("task"))
     elif args.command == "datasets":
         _list_datasets()
     return 0
@@ -466,7 +464,8 @@ def _run_model_command(args: argparse.Namespace) -> None:
 
         source, weights = _model_source(args)
         data = _eval_data(args, source)
-        evaluate_model(source, data, weights=weights, out=args.out, device=args.device, batch_size=args.batch_size)
+        opts = _eval_options(args)
+        evaluate_model(source, data, weights=weights, out=opts.out, device=opts.device, batch_size=opts.batch_size)
     elif args.command == "export":
         from slimcv.export.onnx import export
 
@@ -556,20 +555,28 @@ def _run_data(source: str, spec: str | None):
     return {"spec": spec}
 
 
+def _eval_options(args: argparse.Namespace):
+    from slimcv.cli_flags import EVAL, values
+    from slimcv.config import EvalConfig, build_config
+
+    return build_config(EvalConfig, values(args, EVAL), "eval options")
+
+
 def _eval_data(args: argparse.Namespace, source: str):
     from pathlib import Path
 
     from slimcv.artifact import run_data_config
     from slimcv.config import DataConfig
 
-    spec = args.data or args.data_spec
+    opts = _eval_options(args)
+    spec = opts.data or args.data_spec
     data = run_data_config(source, spec) if Path(source).is_dir() else None
     if data is None:
         if spec is None:
             raise SlimcvError(f"Give --data SPEC: {source} carries no data settings of its own (a slimcv model "
                               "folder has them).")
-        return DataConfig(spec=spec, size=_size(args.size), val_split=args.split)
-    update = {"val_split": args.split, **({"eval_size": _size(args.size)} if args.size else {})}
+        return DataConfig(spec=spec, size=opts.size, val_split=opts.split)
+    update = {"val_split": opts.split, **({"eval_size": opts.size} if opts.size else {})}
     return DataConfig(**{**data, **update})
 
 
@@ -604,20 +611,24 @@ def _check_data(args: argparse.Namespace) -> int:
     from slimcv.data import build_dataset
     from slimcv.data.check import scan
 
-    ds = build_dataset(args.spec, args.split)
-    r = scan(ds, args.spec, args.split, args.limit, args.class_weights)
+    from slimcv.cli_flags import CHECK_DATA, values
+    from slimcv.config import CheckDataConfig, build_config
+
+    opts = build_config(CheckDataConfig, values(args, CHECK_DATA), "check-data options")
+    ds = build_dataset(args.spec, opts.split)
+    r = scan(ds, args.spec, opts.split, opts.limit, opts.class_weights)
     total = sum(r.class_counts.values()) or 1
     unit = "pixels" if r.task == "segmentation" else "images"
     rows = [(name, n, 100 * n / total, (r.class_weights or [None] * len(r.class_counts))[i])
             for i, (name, n) in enumerate(r.class_counts.items())]
-    print_table(f"{args.spec} [{args.split}]: {r.samples} samples, sizes {r.sizes}", ["class", unit, "%", "weight"], rows)
+    print_table(f"{args.spec} [{opts.split}]: {r.samples} samples, sizes {r.sizes}", ["class", unit, "%", "weight"], rows)
     if r.task == "segmentation":
         print(f"ignored pixels: {r.ignored}")
     print(f"problems: {len(r.problems)}")
     for line in r.problems[:20]:
         print(f"  - {line}")
-    if args.out:
-        atomic_write_json(args.out, asdict(r))
+    if opts.out:
+        atomic_write_json(opts.out, asdict(r))
     return len(r.problems)
 
 
@@ -647,11 +658,11 @@ def _record_command(args: argparse.Namespace, argv: Sequence[str]) -> None:
 
     if args.command in ("train", "distill"):
         out = _train_config(args).get("out_dir") or f"runs/{args.command}"  # the flag, else the --config file's
-    elif args.command in ("prune", "quantize"):
+    elif args.command in ("prune", "quantize", "compress"):
         out = getattr(args, "cfg__out_dir", None) or f"runs/{args.command}"
-    else:
-        out = {"compress": getattr(args, "out_dir", None), "report": getattr(args, "out", None),
-               "predict": getattr(args, "out", None)}.get(args.command)
+    else:  # the flags' config keys: report's out, predict's out_dir
+        out = {"report": getattr(args, "cfg__out", None) or "report",
+               "predict": getattr(args, "cfg__out_dir", None)}.get(args.command)
     target = Path(str(out)) if out else None
     if target is None or not target.is_dir():
         return

@@ -19,10 +19,11 @@ class Flag:
     key: str
     kw: dict[str, Any] = field(default_factory=dict)
     value: Callable[[Any], Any] | None = None
+    attr: str | None = None  # the parsed attribute's name, where the command reads it before its config is built
 
     @property
     def dest(self) -> str:
-        return "cfg__" + self.key.replace(".", "__")
+        return self.attr or "cfg__" + self.key.replace(".", "__")
 
 
 def check_size(v: Sequence[int]) -> Any:
@@ -284,4 +285,42 @@ SERVE = (
     Flag(("--max-pixels",), "max_pixels", {"type": int, "metavar": "N"}),
     Flag(("--runtime",), "runtime", {}),
     Flag(("--threads",), "threads", {"type": int}),
+)
+
+RUN = (
+    Flag(("--out-dir", "-o"), "out_dir", {}),
+    Flag(("--until",), "until", {"metavar": "STAGE"}),
+    Flag(("--dry-run",), "dry_run", {"action": "store_true", "help": "validate and show what would run, skip or "
+                                     "resume"}),
+    Flag(("--threads",), "threads", {"type": int, "metavar": "N"}, attr="threads"),  # set for the process first
+)
+
+DEMO = (
+    Flag(("--data",), "data", {}),
+    Flag(("--out-dir", "-o"), "out_dir", {}),
+    Flag(("--quick",), "quick", {"action": "store_true", "help": "a smoke test: tiny images, few epochs, under a "
+                                 "minute; its numbers mean nothing"}),
+    Flag(("--threads",), "threads", {"type": int, "metavar": "N"}),
+)
+
+CHECK_DATA = (
+    Flag(("--split",), "split", {}),
+    Flag(("--limit",), "limit", {"type": int}),
+    Flag(("--class-weights",), "class_weights", {"action": "store_true", "help": "also compute median-frequency "
+                                                 "class weights"}),
+    Flag(("--out", "-o"), "out", {}),
+)
+
+EVAL = (
+    Flag(("--data",), "data", {}),
+    Flag(("--size",), "size", {"type": int, "nargs": "+", "metavar": "N"}, check_size),
+    Flag(("--batch-size", "-b"), "batch_size", {"type": int}),
+    Flag(("--split",), "split", {}),
+    Flag(("--out", "-o"), "out", {}),
+    Flag(("--device",), "device", {}),
+    Flag(("--threads",), "threads", {"type": int, "metavar": "N"}, attr="threads"),  # set for the process first
+)
+
+MODELS = (
+    Flag(("--task",), "task", {"choices": ["classification", "segmentation"]}),
 )

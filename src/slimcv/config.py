@@ -444,3 +444,50 @@ class ReportConfig(_Config):
     predict: bool = Field(True, description="run the models for overlays")
     threads: int | None = Field(None, ge=1, description="threads for timing and predictions (default: torch's)")
     title: str | None = Field(None, description="the page's title")
+
+
+class RunOptions(_Config):
+    """`slimcv run`: where and how far a recipe runs (the recipe itself holds the rest)."""
+
+    out_dir: str | None = Field(None, description="run directory (default: the recipe's out_dir, else runs/<name>)")
+    until: str | None = Field(None, description="stop after this stage")
+    dry_run: bool = Field(False, description="validate and show what would run, skip or resume")
+    threads: int | None = Field(None, ge=1, description="intra-op threads of every stage that sets none itself "
+                                "(default: torch's)")
+
+
+class DemoConfig(_Config):
+    """`slimcv demo`: the whole chain on built-in data."""
+
+    data: str = Field("synthetic-shapes", description="synthetic-shapes (no download) or camvid:PATH")
+    out_dir: str = Field("runs/demo", description="where the demo's runs and report go")
+    quick: bool = Field(False, description="a smoke test: tiny images, few epochs, under a minute")
+    threads: int = Field(1, ge=1, description="intra-op threads per stage (1: robust on a shared machine, see "
+                         "docs/recipes.md)")
+
+
+class CheckDataConfig(_Config):
+    """`slimcv check-data`: which split to scan and what to report."""
+
+    split: str = Field("train", description="split to scan")
+    limit: int | None = Field(None, ge=1, description="scan only N samples, spread evenly over the split")
+    class_weights: bool = Field(False, description="also compute median-frequency class weights")
+    out: str | None = Field(None, description="write the report as JSON here")
+
+
+class EvalConfig(_Config):
+    """`slimcv eval`: the data and the device a model is scored on."""
+
+    data: str | None = Field(None, description="dataset spec (default: the model folder's own data settings)")
+    size: Size = Field(None, description="resize images to H W for the model")
+    batch_size: int = Field(4, ge=1, description="images per batch")
+    split: str = Field("val", description="split to score on")
+    out: str | None = Field(None, description="write the metrics as JSON here")
+    device: str = Field("auto", description="auto, cpu or cuda")
+    threads: int | None = Field(None, ge=1, description="intra-op threads (default: torch's)")
+
+
+class ModelsConfig(_Config):
+    """`slimcv models`: which models to list."""
+
+    task: Literal["classification", "segmentation"] | None = Field(None, description="only models of this task")
