@@ -195,14 +195,8 @@ def create_app(predictor: Any, cfg: ServeConfig | None = None):
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Any, exc: StarletteHTTPException) -> Any:
         """Unknown paths and methods answer like every other error: one sentence in {"error": ...}."""
-        path = request.url.path
-        if exc.status_code == 404:
-            reason = f"There is no {path}; the server answers POST /predict, GET /health and GET /metrics."
-        elif exc.status_code == 405:
-            reason = f"{path} does not take {request.method}; see POST /predict, GET /health and GET /metrics."
-        else:
-            reason = str(exc.detail).rstrip(".") + "."
-        return error(exc.status_code, reason, "other", f"http_{exc.status_code}", getattr(exc, "headers", None))
+        return error(exc.status_code, _http_reason(exc.status_code, request.url.path, request.method, exc.detail),
+                     "other", f"http_{exc.status_code}", getattr(exc, "headers", None))
 
     @app.get("/health")
     async def health() -> Any:
@@ -249,6 +243,14 @@ def create_app(predictor: Any, cfg: ServeConfig | None = None):
         return response
 
     return app
+
+
+def _http_reason(status: int, path: str, method: str, detail: Any) -> str:
+    if status == 404:
+        return f"There is no {path}; the server answers POST /predict, GET /health and GET /metrics."
+    if status == 405:
+        return f"{path} does not take {method}; see POST /predict, GET /health and GET /metrics."
+    return str(detail).rstrip(".") + "."
 
 
 def _options(request: Any, task: str) -> tuple[str, int]:

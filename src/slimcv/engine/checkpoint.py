@@ -60,8 +60,9 @@ def save_checkpoint(run_dir: str | Path, epoch: int, model: nn.Module, state: di
     atomic_write_json(run_dir / LAST_JSON, {"epoch": epoch, "dir": f"checkpoints/{final.name}"})
     for old in sorted(p for p in ckpts.glob("epoch_*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in ckpts.glob(".epoch_*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in ckpts.glob(".epoch_*"):  # temporaries a killed save left (folders; writer locks are files)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     return final
 
 

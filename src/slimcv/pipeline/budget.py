@@ -117,7 +117,7 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     is not a finalist, so the time goes to those that can still win. Started again on the same ``out_dir``, it
     reuses every candidate measured or trained before."""
     from slimcv._io import check_owned
-    from slimcv.artifact import metric_key, read_summary
+    from slimcv.artifact import metric_key
     from slimcv.data import as_bundle
 
     start = time.perf_counter()
@@ -131,28 +131,12 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     state = _State(out, _search_key(folder, data, target_latency_ms, target_speedup, space, proxy_epochs,
                                     latency_runs))
     deadline = start + budget_minutes * 60 - state.spent_before
-    if state.data["candidates"] is not None:
-        candidates = [search.Candidate(**c) for c in state.data["candidates"]]
-        reference = float(state.data["reference_ms"])
-        _phase(f"reusing the {len(candidates)} candidates measured by the earlier run of this search", deadline)
-    else:
-        candidates, reference = _measured_candidates(folder, bundle, space, out, latency_runs, threads, progress)
-        state.data.update(candidates=[c.to_json() for c in candidates], reference_ms=reference)
-        state.save()
-        took = time.perf_counter() - start
-        if time.perf_counter() > deadline:
-            console.print(f"[yellow]compress: measuring the candidates alone took {took / 60:.1f} min, more than the "
-                          f"{budget_minutes:g} min budget, so none is trained; give a budget of at least "
-                          f"{2 * took / 60:.0f} min.[/]", highlight=False, soft_wrap=True)
+    candidates, reference = _measured_or_reused(state, folder, bundle, space, out, latency_runs, threads, progress,
+                                                deadline, budget_minutes)
     budget = search.within_budget(candidates, reference, target_latency_ms=target_latency_ms,
-                             target_speedup=target_speedup)
+                                  target_speedup=target_speedup)
     key = metric_key(bundle.task)
-    source_metric = (read_summary(folder) or {}).get("metrics", {}).get(key)
-    chance = 100.0 / max(bundle.num_classes, 1)
-    if source_metric is not None and source_metric <= 1.5 * chance:
-        console.print(f"[yellow]compress: the source scores {key} {source_metric:.2f}, near chance for "
-                      f"{bundle.num_classes} classes ({chance:.1f}): what compressing it costs cannot be told; train "
-                      "it first.[/]", highlight=False, soft_wrap=True)
+    source_metric = _source_metric(folder, bundle, key)
     for c in candidates:
         if c.kind == "source" and c.precision == "fp32":
             c.metric = source_metric
@@ -167,10 +151,69 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     source_best = result.source_best
     console.print(f"reference: the source in ONNX Runtime FP32, {reference:.2f} ms (at its fastest, "
                   f"{source_best.label}, {source_best.latency_ms:.2f} ms); budget {budget:.2f} ms; "
-                  f"{len(trainable)} of {len({c.name for c in candidates}) - 1} candidates meet it", highlight=False, soft_wrap=True)
+                  f"{len(trainable)} of {len({c.name for c in candidates}) - 1} candidates meet it", highlight=False,
+                  soft_wrap=True)
     common = dict(bundle=bundle, folder=folder, task=bundle.task, progress=progress, threads=threads,
                   source_macs=next(c.macs for c in candidates if c.kind == "source"))
-    for i, c in enumerate(sorted(trainable, key=lambda c: -c.macs)):  # the largest (most capable) first
+    _proxy_round(trainable, deadline, proxy_epochs, out, folders, result, common, state)
+    ranked = choose_finalists(trainable, finalists, finalist_gap)
+    reserve = int8_seconds * sum(any(o.name == c.name and o.precision == "int8" and o.meets for o in candidates)
+                                 for c in trainable if c.metric is not None)
+    _final_round(ranked, deadline - reserve, proxy_epochs, out, folders, result, common, state)
+    for c in trainable:  # every runtime of a trained network scores as it trained; its INT8 file once quantized
+        if c.metric is None:
+            continue
+        for other in candidates:  # the FP32 weights' metric; an INT8 file scores only once it is evaluated
+            if other.name == c.name:
+                other.metric = c.metric if other.precision == "fp32" else None
+        _score_int8(candidates, c.name, folders[c.name], out, bundle, threads, key, result, state)
+    _choose(result, folders)
+    result.seconds = time.perf_counter() - start
+    state.save()
+    _write(out, result, target_latency_ms, target_speedup, key)
+    _plot(out, result, key, max_drop)
+    _print(result, key)
+    return result
+
+
+def _measured_or_reused(state: _State, folder: Path, bundle, space, out: Path, latency_runs: int,
+                        threads: int | None, progress: bool, deadline: float, budget_minutes: float
+                        ) -> tuple[list[search.Candidate], float]:
+    """The candidates and the reference latency: as an earlier run of this search measured them, else measured
+    now (and recorded); says so when the measurement alone used up the budget."""
+    if state.data["candidates"] is not None:
+        _phase(f"reusing the {len(state.data['candidates'])} candidates measured by the earlier run of this search",
+               deadline)
+        return [search.Candidate(**c) for c in state.data["candidates"]], float(state.data["reference_ms"])
+    start = time.perf_counter()
+    candidates, reference = _measured_candidates(folder, bundle, space, out, latency_runs, threads, progress)
+    state.data.update(candidates=[c.to_json() for c in candidates], reference_ms=reference)
+    state.save()
+    if time.perf_counter() > deadline:
+        took = time.perf_counter() - start
+        console.print(f"[yellow]compress: measuring the candidates alone took {took / 60:.1f} min, more than the "
+                      f"{budget_minutes:g} min budget, so none is trained; give a budget of at least "
+                      f"{2 * took / 60:.0f} min.[/]", highlight=False, soft_wrap=True)
+    return candidates, reference
+
+
+def _source_metric(folder: Path, bundle, key: str) -> float | None:
+    """The source's recorded validation metric; near chance accuracy is said, as nothing can be judged then."""
+    from slimcv.artifact import read_summary
+
+    metric = (read_summary(folder) or {}).get("metrics", {}).get(key)
+    chance = 100.0 / max(bundle.num_classes, 1)
+    if metric is not None and metric <= 1.5 * chance:
+        console.print(f"[yellow]compress: the source scores {key} {metric:.2f}, near chance for {bundle.num_classes} "
+                      f"classes ({chance:.1f}): what compressing it costs cannot be told; train it first.[/]",
+                      highlight=False, soft_wrap=True)
+    return metric
+
+
+def _proxy_round(trainable: list[search.Candidate], deadline: float, proxy_epochs: int, out: Path,
+                 folders: dict[str, Path], result: BudgetResult, common: dict[str, Any], state: _State) -> None:
+    """A short KD run of each candidate that meets the budget, the largest (most capable) first, while time lasts."""
+    for i, c in enumerate(sorted(trainable, key=lambda c: -c.macs)):
         if _reuse(state, "proxy", c, folders, result, f"proxy: {proxy_epochs} epoch(s)"):
             continue
         if time.perf_counter() > deadline:
@@ -188,25 +231,6 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
         result.log.append(entry)
         state.record(f"proxy/{c.name}", entry)
         c.notes.append(f"proxy: {proxy_epochs} epoch(s), {per_epoch:.1f} s each")
-    ranked = choose_finalists(trainable, finalists, finalist_gap)
-    reserve = int8_seconds * sum(any(o.name == c.name and o.precision == "int8" and o.meets for o in candidates)
-                                 for c in trainable if c.metric is not None)
-    _final_round(ranked, deadline - reserve, proxy_epochs, out, folders, result, common, state)
-    for c in trainable:  # every runtime of a trained network scores as it trained; its INT8 file once quantized
-        if c.metric is None:
-            continue
-        trained = c.metric  # of the FP32 weights; an INT8 candidate scores only once its file is evaluated
-        for other in candidates:
-            if other.name == c.name:
-                other.metric = trained if other.precision == "fp32" else None
-        _score_int8(candidates, c.name, folders[c.name], out, bundle, threads, key, result, state)
-    _choose(result, folders)
-    result.seconds = time.perf_counter() - start
-    state.save()
-    _write(out, result, target_latency_ms, target_speedup, key)
-    _plot(out, result, key, max_drop)
-    _print(result, key)
-    return result
 
 
 def _choose(result: BudgetResult, folders: dict[str, Path]) -> None:

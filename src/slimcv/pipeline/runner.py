@@ -20,7 +20,8 @@ from slimcv._io import atomic_write_text
 from slimcv.errors import SlimcvError, close_matches
 from slimcv.pipeline.manifest import (hash_outputs, outputs_intact, read_manifest, resolved_params, sha256_file,
                                       stage_digest, write_manifest)
-from slimcv.pipeline.recipe import Recipe, Resolver, StageSpec, load_recipe
+from slimcv.pipeline.recipe import Recipe, load_recipe
+from slimcv.pipeline.spec import Resolver, StageSpec
 from slimcv.pipeline.stages import STAGE_TYPES, StageOutput
 from slimcv.run_folder import CONFIG_JSON, RECIPE_HEADER, RECIPE_YAML
 

@@ -20,7 +20,7 @@ from slimcv.run_folder import BENCH_JSON, BEST_WEIGHTS, LAST_JSON, MODEL_JSON, M
 from slimcv.deploy.runtimes import EAGER, ORT
 
 if TYPE_CHECKING:
-    from slimcv.pipeline.recipe import Resolver, StageSpec
+    from slimcv.pipeline.spec import Resolver, StageSpec
 
 
 @dataclass
