@@ -22,7 +22,7 @@ class DeployedModule(nn.Module):
         super().__init__()
         self.runtime = runtimes.get(runtime).name
         self.path = Path(source) if isinstance(source, (str, Path)) else None
-        self.run = runtimes.open_session(source, runtime, threads)
+        self.run = runtimes.finite_outputs(runtimes.open_session(source, runtime, threads), source)
         self.size = static_hw(self.path) if self.path is not None else None
         self._said = False
 

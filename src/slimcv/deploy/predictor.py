@@ -52,7 +52,7 @@ class Predictor:
         if runtimes.get(self.runtime).runs != "onnx":
             raise SlimcvError(f"Runtime {self.runtime!r} runs PyTorch modules; a deployed file runs in ort, ort-cuda "
                               "or openvino.")
-        self.run = runtimes.open_session(self.path, self.runtime, threads)
+        self.run = runtimes.finite_outputs(runtimes.open_session(self.path, self.runtime, threads), self.path)
         self.task = self.meta["task"]
         self.class_names = self.meta.get("class_names")
         self.ignore_index = int(self.meta.get("ignore_index", 255))

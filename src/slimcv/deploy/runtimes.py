@@ -271,7 +271,7 @@ def open_session(source: Any, runtime: str = "ort", threads: int | None = None) 
     if rt.runs == "onnx":
         _need_file(source)
         check_image_model(source)
-    return _finite(rt.open(source, threads), source)
+    return rt.open(source, threads)
 
 
 def check_image_model(path: Any) -> None:
@@ -307,8 +307,9 @@ def _graph_inputs(path: str, _mtime: int) -> list[tuple[str, list]] | None:
                       for d in i.type.tensor_type.shape.dim]) for i in graph.input if i.name not in weights]
 
 
-def _finite(run: Session, source: Any) -> Session:
-    """``run``, refusing NaN or infinite outputs: a broken file must not be scored or written as if it worked."""
+def finite_outputs(run: Session, source: Any) -> Session:
+    """``run``, refusing NaN or infinite outputs: a broken file must not be scored or written as if it worked
+    (for scoring and predicting; timing runs the session as it is, so latencies stay the runtime's own)."""
     label = source if isinstance(source, (str, Path)) else type(source).__name__
 
     def checked(x: np.ndarray) -> np.ndarray:

@@ -64,7 +64,7 @@ def compress(model: Any, data: Any = None, *, weights: str | Path | None = None,
     folder = _prepare_source(source, data, weights, out / "source", cfg)
     if data is None:
         data = run_data_config(folder)
-    budget = cfg.budget_minutes or _default_budget(folder)
+    budget = plan["budget_minutes"] or _default_budget(_training_minutes(folder))  # a source imported or trained here
     from slimcv.pipeline.budget import compress_to_budget
 
     r = compress_to_budget(folder, data, target_latency_ms=cfg.target_latency, target_speedup=cfg.target_speedup,
@@ -120,9 +120,9 @@ def _plan(cfg: CompressConfig, source: Any, out: Path) -> dict[str, Any]:
     if cfg.budget_minutes:
         minutes, why = cfg.budget_minutes, "--budget-minutes"
     elif folder is not None:
-        minutes = _default_budget(folder)
-        why = ("as long as the source took to train" if _training_minutes(folder) else
-               "the default for a source trained elsewhere")
+        trained = _training_minutes(folder)
+        minutes = _default_budget(trained)
+        why = "as long as the source took to train" if trained else "the default for a source trained elsewhere"
     else:
         minutes, why = None, "as long as the source takes to train (known once it is imported or trained)"
     return {"target": "latency" if cfg.target_latency else "speedup",
@@ -139,9 +139,9 @@ def _training_minutes(folder: Path) -> float | None:
     return seconds / 60 if seconds > 0 else None
 
 
-def _default_budget(folder: Path) -> float:
-    trained = _training_minutes(folder)
-    return max(MIN_BUDGET_MINUTES, math.ceil(trained)) if trained else DEFAULT_BUDGET_MINUTES
+def _default_budget(trained_minutes: float | None) -> float:
+    """The search's default budget: the source's training time (at least MIN_BUDGET_MINUTES), else the default."""
+    return max(MIN_BUDGET_MINUTES, math.ceil(trained_minutes)) if trained_minutes else DEFAULT_BUDGET_MINUTES
 
 
 def _prepare_source(source: Any, data: Any, weights: str | Path | None, folder: Path, cfg: CompressConfig) -> Path:
