@@ -33,8 +33,8 @@ from slimcv.run_folder import (CONFIG_JSON, MODEL_JSON, MODEL_WEIGHTS, PRUNE_JSO
 
 
 def metric_key(task: str) -> str:
-    """The metric that ranks models of a task: mIoU for segmentation, top-1 for classification."""
-    return "miou" if task == "segmentation" else "top1"
+    """The metric that ranks models of a task: mIoU for segmentation, mAP for detection, top-1 for classification."""
+    return {"segmentation": "miou", "detection": "map"}.get(task, "top1")
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
@@ -471,11 +471,22 @@ def check_classes(model: nn.Module, bundle: Any) -> None:
                           "and channels the model expects.") from e
     finally:
         model.train(was)
+    if bundle.task == "detection":
+        return _check_detector_classes(model, bundle)
     out = out.get("out", next(iter(out.values()))) if isinstance(out, dict) else out
     if out.ndim >= 2 and out.shape[1] != bundle.num_classes:
         raise SlimcvError(f"The model predicts {out.shape[1]} classes but the data has {bundle.num_classes} "
                           f"({bundle.config.spec}); build it with num_classes={bundle.num_classes} or use the data it "
                           "was trained on.")
+
+
+def _check_detector_classes(model: nn.Module, bundle: Any) -> None:
+    head = getattr(getattr(model, "head", None), "classification_head", None)
+    n = getattr(head, "num_classes", None)
+    if n is not None and n - 1 != bundle.num_classes:  # a torchvision head counts the background too
+        raise SlimcvError(f"The detector predicts {n - 1} classes but the data has {bundle.num_classes} "
+                          f"({bundle.config.spec}); build it with num_classes={bundle.num_classes} or use the data "
+                          "it was trained on.")
 
 
 def tag(model: nn.Module, spec: dict[str, Any]) -> nn.Module:

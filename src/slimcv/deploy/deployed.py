@@ -25,6 +25,9 @@ class DeployedModule(nn.Module):
         self.run = runtimes.finite_outputs(runtimes.open_session(source, runtime, threads), source)
         self.size = static_hw(self.path) if self.path is not None else None
         self._said = False
+        selection = _box_selection(self.path)
+        if selection is not None:  # a detector's file: evaluation selects its boxes as the predictor does
+            self.selection = selection
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.size is not None and tuple(x.shape[-2:]) != self.size:
@@ -34,6 +37,23 @@ class DeployedModule(nn.Module):
                 self._said = True
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
         return torch.from_numpy(np.asarray(self.run(np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32))))
+
+
+def _box_selection(path: Path | None):
+    """The box selection a detector's sidecar records, or None (not a detector, or no sidecar)."""
+    from slimcv.deploy.predictor import find_sidecar
+
+    side = find_sidecar(path) if path is not None and path.suffix == ".onnx" else None
+    if side is None:
+        return None
+    import json
+
+    meta = json.loads(side.read_text())
+    if meta.get("task") != "detection":
+        return None
+    from slimcv.deploy.boxes import BoxSelection
+
+    return BoxSelection.from_json(meta.get("selection", {}))
 
 
 def static_hw(path: str | Path | None) -> tuple[int, int] | None:

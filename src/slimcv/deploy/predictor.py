@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from slimcv.deploy.boxes import BoxSelection, Detections, select, to_records
 from slimcv.deploy.images import pixel_limit, to_pil  # noqa: F401  (to_pil: also imported from here)
-from slimcv.deploy.visual import colorize, default_palette, overlay
+from slimcv.deploy.visual import colorize, default_palette, draw_boxes, overlay
 from slimcv.errors import SlimcvError
 from slimcv import run_folder
 from slimcv.run_folder import QUANTIZE_JSON
@@ -21,13 +22,20 @@ from slimcv.run_folder import QUANTIZE_JSON
 @dataclass
 class Prediction:
     """Classification: ``label``/``name``/``probs``; segmentation: ``mask`` (H, W) at the input image's size, and
-    ``probs`` (C, H, W) when asked for."""
+    ``probs`` (C, H, W) when asked for; detection: ``detections`` (boxes in the input image's pixels)."""
 
     label: int | None = None
     name: str | None = None
     probs: np.ndarray | None = None
     mask: np.ndarray | None = None
     class_names: Sequence[str] | None = field(default=None, repr=False)
+    detections: Detections | None = None
+
+    def boxes(self) -> list[dict[str, Any]]:
+        """A detection's boxes, best first: ``{"label", "name", "score", "box": [x1, y1, x2, y2]}``."""
+        if self.detections is None:
+            raise SlimcvError("boxes are for detection predictions; this model classifies or segments.")
+        return to_records(self.detections, self.class_names)
 
     def topk(self, k: int = 5) -> list[dict[str, Any]]:
         """The ``k`` most likely classes of a classification, best first: ``{"label", "name", "score"}``."""
@@ -42,7 +50,8 @@ class Predictor:
     """Preprocess like validation, run the ONNX file, postprocess: ``Predictor(path)(image)``."""
 
     def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
-                 runtime: str | None = None, max_pixels: int | None = None) -> None:
+                 runtime: str | None = None, max_pixels: int | None = None,
+                 score_threshold: float | None = None) -> None:
         from slimcv.deploy import runtimes
 
         self.path = Path(path)
@@ -62,25 +71,37 @@ class Predictor:
         batch = self.meta.get("batch", "dynamic")
         self.fixed_batch = int(batch) if isinstance(batch, int) or str(batch).isdigit() else None
         self._palette = self.meta.get("palette")
+        if self.task == "detection":
+            self.selection = BoxSelection.from_json(self.meta.get("selection", {}))
+            self.score_threshold = float(self.meta.get("score_threshold", 0.3) if score_threshold is None
+                                         else score_threshold)
+            if not 0.0 <= self.score_threshold < 1.0:
+                raise SlimcvError(f"Score threshold {self.score_threshold} is outside [0, 1); give e.g. 0.3.")
 
     @property
     def palette(self) -> list[tuple[int, int, int]]:
         """Class colours: the dataset's own, else distinct defaults, one per class."""
         if not self._palette:
-            self._palette = default_palette(len(self.class_names) if self.class_names else self._num_outputs())
+            n = len(self.class_names) if self.class_names else self._num_outputs()
+            # a detector's classes are all objects: no black background colour
+            self._palette = default_palette(n + 1)[1:] if self.task == "detection" else default_palette(n)
         return [tuple(int(v) for v in c) for c in self._palette]
 
     def _num_outputs(self) -> int:
         size = self.meta.get("center_crop") or self.meta.get("resize")
         h, w = size if isinstance(size, list) else self.meta.get("input_size") or (64, 64)
-        return int(self.run(np.zeros((self.fixed_batch or 1, 3, h, w), np.float32)).shape[1])
+        out = self.run(np.zeros((self.fixed_batch or 1, 3, h, w), np.float32))
+        return int(out.shape[-1] - 4) if self.task == "detection" else int(out.shape[1])
 
     def colorize(self, mask: Any) -> np.ndarray:
         """A predicted mask in this model's class colours (H, W, 3 uint8)."""
         return colorize(_mask_of(mask), self.palette, self.ignore_index)
 
     def overlay(self, image: Any, mask: Any, alpha: float = 0.5) -> np.ndarray:
-        """``image`` with the predicted mask's colours blended in (H, W, 3 uint8)."""
+        """``image`` with the predicted mask's colours blended in, or a detection's labelled boxes (H, W, 3 uint8)."""
+        if isinstance(mask, Prediction) and mask.detections is not None:
+            d = mask.detections
+            return draw_boxes(image, d.boxes, d.labels, d.scores, self.class_names, self.palette)
         return overlay(image, _mask_of(mask), self.palette, alpha, self.ignore_index)
 
     def preprocess(self, image: Any) -> np.ndarray:
@@ -136,6 +157,10 @@ class Predictor:
 
     def postprocess(self, out: np.ndarray, size: tuple[int, int], probs: bool = False) -> Prediction:
         """One image's logits -> a :class:`Prediction` (segmentation: logits resized to ``size`` = (W, H))."""
+        if self.task == "detection":
+            h, w = self.meta["resize"]
+            det = select(out, self.selection.with_threshold(max(self.score_threshold, self.selection.score_threshold)))
+            return Prediction(detections=det.scaled(size[0] / w, size[1] / h), class_names=self.class_names)
         if self.task == "classification":
             p = _softmax(out.astype(np.float32), 0)
             label = int(p.argmax())
@@ -194,7 +219,7 @@ def _mask_of(mask: Any) -> np.ndarray:
 
 
 def load(path: str | Path, threads: int | None = None, runtime: str | None = None,
-         max_pixels: int | None = None) -> Predictor:
+         max_pixels: int | None = None, score_threshold: float | None = None) -> Predictor:
     """A :class:`Predictor` over an ONNX file (its ``.onnx.json`` sidecar holds the preprocessing), or over the
     model a ``quantize`` folder recommends, in the runtime it was chosen for; ``runtime`` forces one.
     ``max_pixels``: larger images are refused before they are decoded (default: see ``images.pixel_limit``)."""
@@ -202,7 +227,7 @@ def load(path: str | Path, threads: int | None = None, runtime: str | None = Non
     if run_folder.kind(path) == "quantize":
         path, chosen = _recommended(path)
         runtime = runtime or chosen
-    return Predictor(path, threads, runtime=runtime, max_pixels=max_pixels)
+    return Predictor(path, threads, runtime=runtime, max_pixels=max_pixels, score_threshold=score_threshold)
 
 
 def _recommended(folder: Path) -> tuple[Path, str]:

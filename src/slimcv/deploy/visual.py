@@ -61,3 +61,28 @@ def overlay(image: Any, mask: Any, palette: Palette | None = None, alpha: float 
     blended = (1 - alpha) * img + alpha * color
     blended[m == ignore_index] = img[m == ignore_index]
     return blended.round().clip(0, 255).astype(np.uint8)
+
+
+def draw_boxes(image: Any, boxes: Any, labels: Sequence[int], scores: Sequence[float] | None = None,
+               class_names: Sequence[str] | None = None, palette: Palette | None = None,
+               width: int | None = None) -> np.ndarray:
+    """``image`` with labelled boxes (x1, y1, x2, y2 in its pixels) drawn on it (H, W, 3 uint8)."""
+    from PIL import ImageDraw
+
+    im = to_pil(image).copy()
+    draw = ImageDraw.Draw(im)
+    names = list(class_names or [])
+    colours = list(palette or default_palette(max(len(names), int(max(labels, default=0)) + 1) + 1)[1:])
+    line = width or max(1, round(min(im.size) / 160))
+    for i, (box, label) in enumerate(zip(np.asarray(boxes, np.float32).reshape(-1, 4), labels)):
+        colour = tuple(int(v) for v in colours[int(label) % len(colours)])
+        x1, y1, x2, y2 = (float(v) for v in box)
+        draw.rectangle([x1, y1, x2, y2], outline=colour, width=line)
+        text = names[int(label)] if int(label) < len(names) else str(int(label))
+        if scores is not None:
+            text += f" {float(scores[i]):.2f}"
+        left, top, right, bottom = draw.textbbox((x1, y1), text)
+        top_y = y1 - (bottom - top) - 2 if y1 - (bottom - top) - 2 >= 0 else y1
+        draw.rectangle([x1, top_y, x1 + (right - left) + 4, top_y + (bottom - top) + 2], fill=colour)
+        draw.text((x1 + 2, top_y), text, fill=(0, 0, 0) if sum(colour) > 380 else (255, 255, 255))
+    return np.asarray(im)

@@ -142,8 +142,14 @@ def evaluate(
     channels_last: bool = False,
     progress=None,
 ) -> dict:
-    """Metrics over ``loader``: segmentation at the masks' resolution, reduced across processes."""
+    """Metrics over ``loader``: segmentation at the masks' resolution, detection as COCO mAP, reduced across
+    processes."""
     model.eval()
+    if task == "detection":
+        from slimcv.engine.detection import evaluate_detection
+
+        return evaluate_detection(model, loader, device, num_classes=num_classes, class_names=class_names, amp=amp,
+                                  progress=progress, autocast=autocast)
     cm = ConfusionMatrix(num_classes, ignore_index if task == "segmentation" else None)
     topk = TopK(5)
     for images, targets in loader:

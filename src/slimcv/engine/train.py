@@ -56,13 +56,19 @@ def train(source: Any, data: Any = None, *, weights: str | None = None, **option
         data = as_bundle(data if data is not None else cfg.data)
         check_task(cfg.model, data)
         kwargs = dict(cfg.model_kwargs)
+        if data.task == "detection" and model_task(cfg.model) == "detection" and "size" not in kwargs:
+            from slimcv.artifact import data_input_shape
+
+            kwargs["size"] = data_input_shape(data)[-2:]  # the detector takes the data's images without resizing
         seed_everything(cfg.seed, cfg.deterministic)  # the initial weights depend on the seed alone
         model = create_model(cfg.model, data.num_classes, weights=weights or cfg.weights, **kwargs)
         spec = {"name": cfg.model, "num_classes": data.num_classes, "kwargs": kwargs, "task": data.task}
     else:
+        from slimcv.models.detection import is_detector
         from slimcv.models.tv import plain_logits
 
-        source = plain_logits(source)  # trained in place: the wrapper holds the caller's module
+        if not is_detector(source):
+            source = plain_logits(source)  # trained in place: the wrapper holds the caller's module
         data = as_bundle(data if data is not None else cfg.data, model=source)
         model = source
         if weights is not None:
@@ -72,8 +78,19 @@ def train(source: Any, data: Any = None, *, weights: str | None = None, **option
         spec = module_spec(model, data.num_classes, data.task, cfg.model_kwargs)
         check_rebuildable(model, spec)
         cfg = cfg.model_copy(update={"model": spec["name"], "model_kwargs": spec.get("kwargs", {})})
-    objective = SupervisedLoss(data.info.ignore_index, class_weights(cfg, data), cfg.label_smoothing)
+    if data.config is not cfg.data and not data.config.spec.startswith("python:"):
+        cfg = cfg.model_copy(update={"data": data.config})  # the data given is the data recorded (and batched)
+    objective = task_objective(cfg, data)
     return fit(model, data, cfg, objective, model_spec=spec)
+
+
+def task_objective(cfg: TrainConfig, data: DataBundle) -> nn.Module:
+    """The supervised loss of the data's task: a detector's own losses, else (weighted) cross-entropy."""
+    if data.task == "detection":
+        from slimcv.engine.detection import DetectionLoss
+
+        return DetectionLoss()
+    return SupervisedLoss(data.info.ignore_index, class_weights(cfg, data), cfg.label_smoothing)
 
 
 def finetune_config(spec: dict[str, Any], data_config: Any, out_dir: str | Path, **settings: Any) -> TrainConfig:
@@ -431,8 +448,13 @@ def print_summary(result: TrainResult, data: DataBundle) -> None:
 
 
 def print_metrics(title: str, m: dict, class_names) -> None:
-    """Per-class table of a segmentation or classification evaluation."""
-    if "miou" in m:
+    """Per-class table of a segmentation, detection or classification evaluation."""
+    if "map" in m:
+        rows = [(c, m["per_class_ap"].get(c), m["per_class_ap50"].get(c)) for c in class_names]
+        rows.append(("mean", m["map"], m["map50"]))
+        print_table(f"{title} ({m.get('images', '?')} images, {m.get('objects', '?')} objects)",
+                    ["class", "AP %", "AP50 %"], rows)
+    elif "miou" in m:
         rows = [(c, m["per_class_iou"].get(c), m["per_class_acc"].get(c)) for c in class_names]
         rows.append(("mean", m["miou"], m["mean_acc"]))
         print_table(f"{title} (pixel acc {m['pixel_acc']:.2f}%)", ["class", "IoU %", "acc %"], rows)

@@ -62,6 +62,8 @@ def export(source: str | Path | nn.Module, out: str | Path = "model.onnx", data:
     spec = getattr(net, "_slimcv_spec", None)
     if spec:  # how to rebuild the PyTorch model this file came from
         meta["architecture"] = {k: v for k, v in spec.items() if k != "pruning_history"}
+    if task == "detection":
+        net, cfg = detection_network(net.cpu().eval(), bundle, cfg, meta)
     result = export_module(net.cpu().eval(), out, sample_batches(bundle, cfg, net), task=task, cfg=cfg, meta=meta)
     _print(result)
     return result
@@ -105,6 +107,49 @@ def export_module(net: nn.Module, out: str | Path, batches: list[torch.Tensor], 
     return ExportResult(out, sidecar, cfg.opset, cfg.exporter, out.stat().st_size, agreement, full_meta)
 
 
+def detection_network(net: nn.Module, bundle, cfg: ExportConfig, meta: dict[str, Any]) -> tuple[nn.Module, ExportConfig]:
+    """A detector as its static network (boxes and scores for every anchor) at one input size; box selection
+    (threshold, NMS) is recorded in ``meta`` and runs beside the graph, the same in every runtime."""
+    from slimcv.models.detection import DenseDetector, is_detector
+
+    if cfg.dynamic_hw:
+        raise SlimcvError("A detector exports at one input size (its anchors are fixed); drop --dynamic-hw and set "
+                          "the size with --size H W.")
+    if not isinstance(net, DenseDetector):
+        if not is_detector(net):
+            raise SlimcvError(f"{type(net).__name__} is not a torchvision-style detector; detection export takes "
+                              "slimdet or a torchvision SSD, RetinaNet or FCOS model.")
+        size = cfg.size or (bundle and _data_hw(bundle)) or _detector_hw(net)
+        net = DenseDetector(net, size)
+    meta.update(detection_meta(net))
+    return net, cfg.model_copy(update={"dynamic_hw": False, "size": net.size})
+
+
+def detection_meta(net: nn.Module) -> dict[str, Any]:
+    """What the sidecar records about box selection: input size, thresholds, NMS IoU, anchors per level."""
+    return {"selection": net.selection.to_json(), "score_threshold": DEFAULT_SCORE_THRESHOLD,
+            "resize": list(net.size), "center_crop": None, "detector": net.kind,
+            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # the network normalises its [0, 1] input itself
+
+
+DEFAULT_SCORE_THRESHOLD = 0.3  # boxes a prediction shows by default (scoring keeps the detector's own, lower one)
+
+
+def _data_hw(bundle) -> tuple[int, int] | None:
+    from slimcv.artifact import data_input_shape
+
+    h, w = data_input_shape(bundle)[-2:]
+    return (h, w)
+
+
+def _detector_hw(net: nn.Module) -> tuple[int, int]:
+    t = net.transform
+    if getattr(t, "fixed_size", None):
+        return tuple(t.fixed_size)
+    return (int(t.min_size[0]), int(t.max_size)) if int(t.max_size) < 2 * int(t.min_size[0]) else \
+        (int(t.min_size[0]),) * 2
+
+
 def to_onnx(net: nn.Module, example: torch.Tensor, path: str | Path, cfg: ExportConfig, dynamic_hw: bool) -> None:
     """Run the chosen exporter; its errors (unsupported operators, opsets) become one-sentence SlimcvErrors."""
     axes = {0: "batch"} if cfg.batch == "dynamic" else {}
@@ -116,12 +161,12 @@ def to_onnx(net: nn.Module, example: torch.Tensor, path: str | Path, cfg: Export
             warnings.simplefilter("ignore")
             if cfg.exporter == "torchscript":
                 torch.onnx.export(net, (example,), str(path), dynamo=False, opset_version=cfg.opset,
-                                  input_names=["input"], output_names=["logits"], do_constant_folding=True,
-                                  dynamic_axes={"input": axes, "logits": dict(axes)} if axes else None)
+                                  input_names=["input"], output_names=[_output(net)], do_constant_folding=True,
+                                  dynamic_axes={"input": axes, _output(net): dict(axes)} if axes else None)
             else:
                 dims = {i: torch.export.Dim(n, min=1 if i == 0 else 8) for i, n in axes.items()}
                 prog = torch.onnx.export(net, (example,), dynamo=True, opset_version=max(cfg.opset, 18),
-                                         input_names=["input"], output_names=["logits"],
+                                         input_names=["input"], output_names=[_output(net)],
                                          dynamic_shapes={"x": dims} if dims else None, optimize=True)
                 prog.save(str(path))
     except SlimcvError:
@@ -137,6 +182,10 @@ def to_onnx(net: nn.Module, example: torch.Tensor, path: str | Path, cfg: Export
         raise SlimcvError(f"Cannot export {type(net).__name__} to ONNX opset {cfg.opset} with the {cfg.exporter} "
                           f"exporter: {first[:300]}; try a higher --opset or --exporter "
                           f"{'dynamo' if cfg.exporter == 'torchscript' else 'torchscript'}.") from e
+
+
+def _output(net: nn.Module) -> str:
+    return "detections" if hasattr(net, "selection") else "logits"
 
 
 def _runs(net: nn.Module, x: torch.Tensor) -> bool:
@@ -248,6 +297,10 @@ def _check_opset(opset: int) -> None:
 
 
 def _guess_task(net: nn.Module) -> str:
+    from slimcv.models.detection import DenseDetector, is_detector
+
+    if isinstance(net, DenseDetector) or is_detector(net):
+        return "detection"
     with torch.no_grad():
         out = net.eval()(torch.zeros(1, 3, 33, 33))
     return "segmentation" if out.ndim == 4 else "classification"

@@ -48,10 +48,34 @@ def compare(model: nn.Module, session: Any, batches: Iterable[torch.Tensor], sou
                               f"{tuple(x.shape)}: the export baked in the trace size; export with --static.")
         worst = max(worst, float(np.abs(out - ref).max()))
         scale = max(scale, float(np.abs(ref).max()))
-        agree += int((out.argmax(1) == ref.argmax(1)).sum())
-        total += ref.argmax(1).size
+        if hasattr(model, "selection"):  # a detector: the boxes it keeps must be the same
+            a, t = same_detections(ref, out, model.selection)
+        else:
+            a, t = int((out.argmax(1) == ref.argmax(1)).sum()), ref.argmax(1).size
+        agree, total = agree + a, total + t
         n += x.shape[0]
         shapes.append(tuple(x.shape))
     if n == 0:
         raise SlimcvError("No samples to compare ONNX Runtime with PyTorch on; give a dataset with validation images.")
     return Agreement(worst, scale, agree / total, n, tuple(shapes), source)
+
+
+def same_detections(ref: np.ndarray, out: np.ndarray, selection: Any, tol: float = 0.5) -> tuple[int, int]:
+    """(matching, total) detections of two batches of dense outputs: same class, each box side within ``tol``
+    pixels; an image without detections in both counts as one match."""
+    from slimcv.deploy.boxes import select
+
+    agree = total = 0
+    for r, o in zip(ref, out):
+        a, b = select(r, selection), select(o, selection)
+        if len(a) == 0 and len(b) == 0:
+            agree, total = agree + 1, total + 1
+            continue
+        used = np.zeros(len(b), bool)
+        for box, label in zip(a.boxes, a.labels):
+            hit = np.flatnonzero(~used & (b.labels == label) & (np.abs(b.boxes - box).max(1) <= tol))
+            if len(hit):
+                used[hit[0]] = True
+                agree += 1
+        total += max(len(a), len(b))
+    return agree, total

@@ -8,6 +8,7 @@ from torch import nn
 
 from slimcv.errors import SlimcvError
 from slimcv.models import cifar_resnet as _cifar_resnet  # noqa: F401  (registration order: own, CIFAR, torchvision)
+from slimcv.models import detection as _detection  # noqa: F401
 from slimcv.models import mobile as _mobile  # noqa: F401
 from slimcv.models import tv as _tv  # noqa: F401
 from slimcv.models import unet as _unet  # noqa: F401
