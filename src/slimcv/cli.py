@@ -590,7 +590,7 @@ def _predict(args: argparse.Namespace) -> int:
     rate = f" ({len(r.records) / r.seconds:.1f} images/s)" if r.seconds else ""
     overlays = values(args, PREDICT).get("overlays", True)
     what = "masks and overlays" if r.task == "segmentation" and overlays else \
-        "masks" if r.task == "segmentation" else "labels"
+        "masks" if r.task == "segmentation" else "boxes" if r.task == "detection" else "labels"
     took = f"{r.seconds:.1f} s" if r.seconds >= 1 else f"{1000 * r.seconds:.0f} ms"
     n = len(r.records)
     print(f"predicted {n} image{'' if n == 1 else 's'} in {took}{rate}: {what} in {r.out_dir}")
@@ -608,22 +608,28 @@ def _check_data(args: argparse.Namespace) -> int:
 
     from slimcv._console import print_table
     from slimcv._io import atomic_write_json
-    from slimcv.data import build_dataset
+    from slimcv.data import build_dataset, parse_spec
+    from slimcv.data._registry import DATASETS
     from slimcv.data.check import scan
 
     from slimcv.cli_flags import CHECK_DATA, values
     from slimcv.config import CheckDataConfig, build_config
 
     opts = build_config(CheckDataConfig, values(args, CHECK_DATA), "check-data options")
-    ds = build_dataset(args.spec, opts.split)
+    # detection loaders read every annotation up front: strict=False lists each bad file instead of stopping
+    lenient = {"strict": False} if DATASETS.meta(parse_spec(args.spec)[0])["task"] == "detection" else {}
+    ds = build_dataset(args.spec, opts.split, **lenient)
     r = scan(ds, args.spec, opts.split, opts.limit, opts.class_weights)
     total = sum(r.class_counts.values()) or 1
-    unit = "pixels" if r.task == "segmentation" else "images"
+    unit = {"segmentation": "pixels", "detection": "boxes"}.get(r.task, "images")
     rows = [(name, n, 100 * n / total, (r.class_weights or [None] * len(r.class_counts))[i])
             for i, (name, n) in enumerate(r.class_counts.items())]
     print_table(f"{args.spec} [{opts.split}]: {r.samples} samples, sizes {r.sizes}", ["class", unit, "%", "weight"], rows)
     if r.task == "segmentation":
         print(f"ignored pixels: {r.ignored}")
+    if r.task == "detection":
+        print(f"boxes: {r.boxes} ({r.ignored} difficult/crowd), images without boxes: {r.images_without_boxes}, "
+              f"box sizes (COCO areas): {r.box_sizes}")
     print(f"problems: {len(r.problems)}")
     for line in r.problems[:20]:
         print(f"  - {line}")

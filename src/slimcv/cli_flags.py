@@ -273,6 +273,7 @@ PREDICT = (
     Flag(("--no-overlay",), "overlays", {"action": "store_true", "help": "segmentation: write the masks only"}, _not),
     Flag(("--alpha",), "alpha", {"type": float}),
     Flag(("--max-pixels",), "max_pixels", {"type": int, "metavar": "N"}),
+    Flag(("--score-threshold",), "score_threshold", {"type": float, "metavar": "S"}),
     Flag(("--runtime",), "runtime", {}),
     Flag(("--threads",), "threads", {"type": int}),
 )
@@ -283,6 +284,7 @@ SERVE = (
     Flag(("--queue-size",), "queue_size", {"type": int}),
     Flag(("--max-upload-mb",), "max_upload_mb", {"type": float}),
     Flag(("--max-pixels",), "max_pixels", {"type": int, "metavar": "N"}),
+    Flag(("--score-threshold",), "score_threshold", {"type": float, "metavar": "S"}),
     Flag(("--runtime",), "runtime", {}),
     Flag(("--threads",), "threads", {"type": int}),
 )

@@ -290,7 +290,7 @@ def test_synthetic_shapes_through_load_data():
 
 
 @pytest.mark.parametrize("options, match", [
-    ({"task": "detection"}, "detection"),
+    ({"task": "keypoints"}, "keypoints"),
     ({"size": 8}, "too small"),
 ])
 def test_synthetic_shapes_bad_options(options, match):

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from slimcv.config import DataConfig, build_config
 from slimcv.data import classification as _classification  # noqa: F401  (registers datasets)
+from slimcv.data import detection as _detection  # noqa: F401
 from slimcv.data import segmentation as _segmentation  # noqa: F401
 from slimcv.data import synthetic as _synthetic  # noqa: F401
 from slimcv.data._base import DatasetInfo
@@ -16,6 +17,8 @@ from slimcv.data._registry import DATASETS
 from slimcv.data.presets import (
     ClassificationPresetEval,
     ClassificationPresetTrain,
+    DetectionPresetEval,
+    DetectionPresetTrain,
     SegmentationPresetEval,
     SegmentationPresetTrain,
 )
@@ -80,6 +83,9 @@ def load_data(cfg: DataConfig | dict[str, Any] | str) -> DataBundle:
         train_t = SegmentationPresetTrain(size=size, augment=augment, mean=info.mean, std=info.std,
                                           ignore_index=info.ignore_index)
         val_t = SegmentationPresetEval(size=eval_size, mean=info.mean, std=info.std)
+    elif info.task == "detection":
+        train_t = DetectionPresetTrain(size=size, augment=augment, mean=info.mean, std=info.std)
+        val_t = DetectionPresetEval(size=eval_size, mean=info.mean, std=info.std)
     else:
         train_t = ClassificationPresetTrain(size=size, augment=augment, mean=info.mean, std=info.std)
         val_t = ClassificationPresetEval(size=eval_size or size, mean=info.mean, std=info.std)
@@ -130,13 +136,16 @@ def spread(n: int, total: int) -> list[int]:
 def collate_pad(batch: list[tuple[torch.Tensor, Any]], ignore_index: int = 255):
     """Stack a batch; images and masks of different sizes are padded (masks with the ignore index).
 
-    A target may be a tuple (e.g. mask + cached teacher map); each part is stacked on its own."""
+    A target may be a tuple (e.g. mask + cached teacher map); each part is stacked on its own. Detection targets
+    (dicts of boxes and labels) stay a list, one dict per image."""
     images, targets = zip(*batch)
     return _pad_stack(images, 0.0), _collate_target(list(targets), ignore_index)
 
 
 def _collate_target(items: list, ignore_index: int):
     first = items[0]
+    if isinstance(first, dict):  # detection: a different number of boxes per image
+        return items
     if isinstance(first, (tuple, list)):
         return tuple(_collate_target(list(part), ignore_index) for part in zip(*items))
     if isinstance(first, int) or (torch.is_tensor(first) and first.ndim == 0):

@@ -14,7 +14,7 @@ from torchvision import tv_tensors
 
 from slimcv.errors import SlimcvError
 
-Task = Literal["classification", "segmentation"]
+Task = Literal["classification", "segmentation", "detection"]
 INVALID = -1  # marks a mask value that is neither a class nor ignore in a label lookup table
 
 

@@ -1,4 +1,4 @@
-"""``slimcv check-data``: scan a dataset, count classes, report problems, compute class weights."""
+"""``slimcv check-data``: scan a dataset, count classes (or boxes), report problems, compute class weights."""
 from __future__ import annotations
 
 from collections import Counter
@@ -22,9 +22,15 @@ class DataReport:
     samples: int
     sizes: dict[str, int]
     class_counts: dict[str, int]
-    ignored: int = 0
+    ignored: int = 0  # segmentation: ignored pixels; detection: boxes kept out of the metric (difficult/crowd)
     problems: list[str] = field(default_factory=list)
     class_weights: list[float] | None = None
+    boxes: int | None = None  # detection only, like the fields below
+    images_without_boxes: int | None = None
+    box_sizes: dict[str, int] | None = None  # COCO's area ranges: small < 32², medium, large > 96²
+
+
+SMALL, LARGE = 32**2, 96**2
 
 
 def scan(dataset: Dataset, spec: str, split: str, limit: int | None = None, weights: bool = False) -> DataReport:
@@ -37,6 +43,7 @@ def scan(dataset: Dataset, spec: str, split: str, limit: int | None = None, weig
     sizes: Counter[str] = Counter()
     ignored = 0
     problems: list[str] = []
+    boxes = Counter({"boxes": 0, "images_without_boxes": 0, "small": 0, "medium": 0, "large": 0})
     for i in indices:
         try:
             image, target = dataset.load(int(i))
@@ -49,13 +56,32 @@ def scan(dataset: Dataset, spec: str, split: str, limit: int | None = None, weig
             ignored += int((t == info.ignore_index).sum())
             valid = t[t != info.ignore_index]
             counts += np.bincount(valid.numpy(), minlength=info.num_classes)[: info.num_classes]
+        elif info.task == "detection":
+            ignored += _count_boxes(target, counts, boxes)
         else:
             counts[int(target)] += 1
     report = DataReport(spec, split, info.task, n, dict(sizes),
                         {name: int(c) for name, c in zip(info.class_names, counts)}, ignored, problems)
     if weights and info.task == "segmentation":
         report.class_weights = _median_frequency(counts)
+    if info.task == "detection":
+        report.boxes, report.images_without_boxes = boxes["boxes"], boxes["images_without_boxes"]
+        report.box_sizes = {k: boxes[k] for k in ("small", "medium", "large")}
     return report
+
+
+def _count_boxes(target: dict, counts: np.ndarray, found: Counter) -> int:
+    """Add one image's boxes to the per-class counts and the size histogram; returns its crowd/difficult boxes."""
+    labels = torch.as_tensor(target["labels"]).long()
+    b = torch.as_tensor(target["boxes"]).reshape(-1, 4)
+    area = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).numpy()
+    counts += np.bincount(labels.numpy(), minlength=len(counts))[: len(counts)]
+    found["boxes"] += len(labels)
+    found["images_without_boxes"] += int(len(labels) == 0)
+    found["small"] += int((area < SMALL).sum())
+    found["large"] += int((area > LARGE).sum())
+    found["medium"] += int(((area >= SMALL) & (area <= LARGE)).sum())
+    return int(torch.as_tensor(target.get("iscrowd", torch.zeros(0))).bool().sum())
 
 
 def median_frequency_weights(dataset: Dataset, num_classes: int, ignore_index: int = 255) -> list[float]:

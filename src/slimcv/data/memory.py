@@ -35,6 +35,8 @@ class DecodedStore:
         k = self.positions[index]
         image = tv_tensors.Image(self.images[k])
         target = self.targets[k]
+        if isinstance(target, dict):  # a detection target: boxes and labels, kept as loaded
+            return image, dict(target)
         if self.target_dtype is None:
             return image, int(target)
         return image, tv_tensors.Mask(target.to(self.target_dtype))
@@ -126,7 +128,9 @@ def keep_in_memory(dataset: Dataset, *, workers: int = 0, max_bytes: int | None 
             for image, target in chunk:
                 # a copy: what a worker sends lives in shared memory that holds a file descriptor until freed
                 images.append(image.clone())
-                targets.append(target.clone() if torch.is_tensor(target) else target)
+                targets.append(target.clone() if torch.is_tensor(target) else
+                               {k: v.clone() if torch.is_tensor(v) else v for k, v in target.items()}
+                               if isinstance(target, dict) else target)
             if bar is not None:
                 bar(len(chunk), {})
     new = DecodedStore({i: k for k, i in enumerate(todo)}, _stack(images), _stack(targets),
@@ -140,6 +144,8 @@ def _loaded_dtype(base) -> torch.dtype:
 
 
 def _stack(items: list):
+    if items and isinstance(items[0], dict):
+        return list(items)
     if items and torch.is_tensor(items[0]):
         if all(t.shape == items[0].shape and t.dtype == items[0].dtype for t in items):
             return torch.stack(items)

@@ -1,4 +1,4 @@
-"""Transform presets on torchvision.transforms.v2: image and mask move together, masks filled with ignore."""
+"""Transform presets on torchvision.transforms.v2: image and mask (or boxes) move together, masks filled with ignore."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -130,3 +130,69 @@ class ClassificationPresetEval:
 
     def __call__(self, image):
         return self.transforms(image)
+
+
+def _labels_and_crowd(inputs):
+    """What SanitizeBoundingBoxes drops with a box: its label and its iscrowd flag."""
+    target = inputs[1] if isinstance(inputs, (tuple, list)) else inputs
+    return (target["labels"], target["iscrowd"]) if "iscrowd" in target else target["labels"]
+
+
+class DetectionPresetTrain:
+    """Training transforms for (image, target dict): boxes move with every geometric augmentation; boxes left
+    outside the image are dropped with their labels and iscrowd flags."""
+
+    def __init__(
+        self,
+        *,
+        size: int | Sequence[int] | None,
+        augment: Sequence[str],
+        mean: Sequence[float],
+        std: Sequence[float],
+        rotate_degrees: float = 10.0,
+        shift_fraction: float = 0.1,
+        scale_range: tuple[float, float] = (0.3, 1.0),
+        **_: object,
+    ) -> None:
+        _check_augment(augment)
+        size = _size(size)
+        t: list = []
+        if "scale_crop" in augment and size:
+            aspect = size[1] / size[0]
+            t.append(v2.RandomResizedCrop(size, scale=scale_range, ratio=(0.75 * aspect, aspect / 0.75),
+                                          antialias=True))
+        elif "scale_crop" in augment:  # no training size: images keep their own size, as crops of it
+            t.append(v2.RandomIoUCrop(min_scale=scale_range[0], max_scale=scale_range[1]))
+        elif size:
+            t.append(v2.Resize(size, antialias=True))
+        if "rotate" in augment:
+            t.append(v2.RandomRotation(rotate_degrees))
+        if "shift" in augment:
+            t.append(v2.RandomAffine(degrees=0, translate=(shift_fraction, shift_fraction)))
+        if "pad_crop" in augment:
+            if size is None:
+                raise SlimcvError("Augmentation 'pad_crop' needs a training size; set size: [H, W].")
+            t.append(v2.RandomCrop(size, padding=max(1, size[0] // 8)))
+        if "hflip" in augment:
+            t.append(v2.RandomHorizontalFlip())
+        if "color_jitter" in augment:
+            t.append(v2.ColorJitter(0.3, 0.3, 0.3, 0.02))
+        t += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1, labels_getter=_labels_and_crowd),
+              v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)), v2.ToPureTensor()]
+        self.transforms = v2.Compose(t)
+
+    def __call__(self, image, target):
+        return self.transforms(image, target)
+
+
+class DetectionPresetEval:
+    """Eval transforms for (image, target dict): resize (the boxes with it) and normalise; every box is kept."""
+
+    def __init__(self, *, size: int | Sequence[int] | None, mean: Sequence[float], std: Sequence[float]) -> None:
+        size = _size(size)
+        t: list = [v2.Resize(size, antialias=True)] if size else []
+        self.transforms = v2.Compose(t + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)),
+                                          v2.ToPureTensor()])
+
+    def __call__(self, image, target=None):
+        return self.transforms(image) if target is None else self.transforms(image, target)

@@ -97,6 +97,8 @@ class PredictConfig:
     alpha: float = field(default=0.5, metadata={"help": "opacity of the mask colours in overlays"})
     max_pixels: int | None = field(default=None, metadata={
         "help": "skip larger images before decoding them (default: 50 million, or 64 times the model's input)"})
+    score_threshold: float | None = field(default=None, metadata={
+        "help": "detection: keep boxes scoring at least this (default: the one the model file records)"})
     runtime: str | None = field(default=None, metadata={"help": "runtime from the table: ort, ort-cuda, openvino, "
                                                         "openvino-f32 (default: the one quantize chose, else ort)"})
     threads: int | None = field(default=None, metadata={"help": "intra-op threads of the runtime (default: the "
@@ -106,17 +108,19 @@ class PredictConfig:
 def predict_files(artifact: str | Path | Predictor, inputs: Sequence[str | Path], out_dir: str | Path, *,
                   batch_size: int = 8, topk: int = 5, overlays: bool = True, alpha: float = 0.5,
                   runtime: str | None = None, threads: int | None = None, progress: bool = True,
-                  max_pixels: int | None = None) -> PredictResult:
+                  max_pixels: int | None = None, score_threshold: float | None = None) -> PredictResult:
     """Predict every image of ``inputs`` with a deployed model and write the results under ``out_dir``.
 
-    Segmentation: ``masks/NAME.png`` (class indices) and ``overlays/NAME.jpg``; classification: ``predictions.csv``.
-    Both: ``predictions.json`` (one record per image) and ``predict.json`` (the summary). Images that cannot be read
-    are listed as skipped, not fatal.
+    Segmentation: ``masks/NAME.png`` (class indices) and ``overlays/NAME.jpg``; detection: ``predictions.csv``
+    (one box per row, in the original image's pixels) and ``overlays/NAME.jpg``; classification:
+    ``predictions.csv``. All: ``predictions.json`` (one record per image) and ``predict.json`` (the summary).
+    Images that cannot be read are listed as skipped, not fatal.
     """
     if batch_size < 1 or topk < 1:
         raise SlimcvError(f"--batch-size and --topk must be at least 1 (got {batch_size} and {topk}).")
     predictor = artifact if isinstance(artifact, Predictor) else load(artifact, threads=threads, runtime=runtime,
-                                                                      max_pixels=max_pixels)
+                                                                      max_pixels=max_pixels,
+                                                                      score_threshold=score_threshold)
     out = Path(out_dir).resolve()
     # an output folder inside an input folder: its own masks and overlays are no inputs on the next run
     files = [(p, n) for p, n in expand_inputs(inputs) if not _written_by_us(p, out)]
@@ -158,17 +162,26 @@ def _write_one(root: Path, predictor: Predictor, path: Path, name: str, image: I
         top = pred.topk(topk)
         record.update({"label": pred.label, "class": pred.name, "score": top[0]["score"], "topk": top})
         return record
+    if predictor.task == "detection":
+        record["boxes"] = pred.boxes()
+        if overlays:
+            record["overlay"] = _save_overlay(root, name, predictor.overlay(image, pred))
+        return record
     mask_rel = f"masks/{Path(name).with_suffix('.png').as_posix()}"
     _save_png(root / mask_rel, pred.mask)
     record["mask"] = mask_rel
     if overlays:
-        over_rel = f"overlays/{Path(name).with_suffix('.jpg').as_posix()}"
-        target = root / over_rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(predictor.overlay(image, pred.mask, alpha)).save(target, quality=90)
-        record["overlay"] = over_rel
+        record["overlay"] = _save_overlay(root, name, predictor.overlay(image, pred.mask, alpha))
     record["classes"] = class_shares(pred.mask, predictor.class_names)
     return record
+
+
+def _save_overlay(root: Path, name: str, picture: np.ndarray) -> str:
+    rel = f"overlays/{Path(name).with_suffix('.jpg').as_posix()}"
+    target = root / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(picture).save(target, quality=90)
+    return rel
 
 
 def _save_png(path: Path, mask: np.ndarray) -> None:
@@ -179,6 +192,14 @@ def _save_png(path: Path, mask: np.ndarray) -> None:
 
 def _write_tables(root: Path, task: str, records: list[dict[str, Any]]) -> None:
     (Path(root) / "predictions.json").write_text(json.dumps(records, indent=1) + "\n")
+    if task == "detection":
+        with open(Path(root) / "predictions.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "label", "name", "score", "x1", "y1", "x2", "y2"])
+            for r in records:
+                for b in r["boxes"]:
+                    w.writerow([r["path"], b["label"], b["name"], f"{b['score']:.5f}", *b["box"]])
+        return
     if task != "classification":
         return
     with open(Path(root) / "predictions.csv", "w", newline="") as f:

@@ -42,6 +42,8 @@ class ServeConfig:
     max_pixels: int | None = field(default=None, metadata={
         "help": "larger images get 413 before they are decoded (default: 50 million, or 64 times the model's "
                 "input)"})
+    score_threshold: float | None = field(default=None, metadata={
+        "help": "detection: answer boxes scoring at least this (default: the one the model file records)"})
 
     def check(self) -> "ServeConfig":
         if self.max_batch_size < 1 or self.queue_size < 1:
@@ -256,7 +258,7 @@ def _http_reason(status: int, path: str, method: str, detail: Any) -> str:
 def _options(request: Any, task: str) -> tuple[str, int]:
     q = request.query_params
     fmt = q.get("format", "png" if task == "segmentation" else "json")
-    if fmt not in ("png", "json") or (task == "classification" and fmt == "png"):
+    if fmt not in ("png", "json") or (task != "segmentation" and fmt == "png"):
         allowed = "png or json" if task == "segmentation" else "json"
         raise BadRequest(400, f"format={fmt!r} is not offered; use format={allowed}.")
     try:
@@ -334,6 +336,8 @@ def _answer(predictor: Any, pred: Any, fmt: str, topk: int) -> Any:
     if predictor.task == "classification":
         top = pred.topk(topk)
         return JSONResponse({"label": pred.label, "name": pred.name, "score": top[0]["score"], "topk": top})
+    if predictor.task == "detection":
+        return JSONResponse({"boxes": pred.boxes(), "score_threshold": predictor.score_threshold})
     if fmt == "png":
         buf = io.BytesIO()
         Image.fromarray(pred.mask.astype(np.uint8), mode="L").save(buf, format="PNG")
@@ -350,7 +354,8 @@ def app_from_env():
 
     settings = json.loads(os.environ[ENV_SETTINGS])
     cfg = ServeConfig(**settings["config"])
-    return create_app(load(settings["artifact"], threads=cfg.threads, runtime=cfg.runtime, max_pixels=cfg.max_pixels), cfg)
+    return create_app(load(settings["artifact"], threads=cfg.threads, runtime=cfg.runtime, max_pixels=cfg.max_pixels,
+                           score_threshold=cfg.score_threshold), cfg)
 
 
 def _check_port(host: str, port: int) -> None:
@@ -381,7 +386,8 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8000, worke
     cfg = (cfg or ServeConfig()).check()
     if not 0 <= port <= 65535 or workers < 1:
         raise SlimcvError(f"--port must be 0-65535 and --workers at least 1 (got {port} and {workers}).")
-    predictor = load(artifact, threads=cfg.threads, runtime=cfg.runtime, max_pixels=cfg.max_pixels)  # fails here, in one sentence, if bad
+    predictor = load(artifact, threads=cfg.threads, runtime=cfg.runtime, max_pixels=cfg.max_pixels,
+                     score_threshold=cfg.score_threshold)  # fails here, in one sentence, if bad
     _check_port(host, port)
     options = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
     try:
