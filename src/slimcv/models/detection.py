@@ -8,11 +8,13 @@ at the model's door (``engine.detection``). Images go in as floats in [0, 1]: th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torchvision
 from torch import nn
-from torchvision.models.detection.fcos import FCOS, FCOSHead
+from torchvision.models.detection._utils import BoxLinearCoder
+from torchvision.models.detection.fcos import FCOS, FCOSClassificationHead, FCOSHead, FCOSRegressionHead
 from torchvision.models.detection.retinanet import RetinaNet
 from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -96,6 +98,17 @@ def _backbone(name: str, width: float) -> nn.Sequential:
     raise SlimcvError(f"slimdet backbone {name!r} is unknown; choose one of {list(BACKBONES)}.")
 
 
+class SlimHead(FCOSHead):
+    """FCOS's head with GroupNorm in ``groups`` groups (torchvision fixes 32, too many for a slim FPN)."""
+
+    def __init__(self, channels: int, num_classes: int, num_convs: int, groups: int) -> None:
+        nn.Module.__init__(self)
+        norm = partial(nn.GroupNorm, groups)
+        self.box_coder = BoxLinearCoder(normalize_by_size=True)
+        self.classification_head = FCOSClassificationHead(channels, 1, num_classes, num_convs, norm_layer=norm)
+        self.regression_head = FCOSRegressionHead(channels, 1, num_convs, norm_layer=norm)
+
+
 @MODELS.register("slimdet", task="detection", family="slimcv")
 def slimdet(num_classes: int = 3, size: int | Sequence[int] = 320, backbone: str = "mobilenet_v3_large",
             width: float = 1.0, fpn_channels: int = 64, head_convs: int = 2, score_thresh: float = 0.05,
@@ -111,11 +124,7 @@ def slimdet(num_classes: int = 3, size: int | Sequence[int] = 320, backbone: str
     body = BackboneWithFPN(features, return_layers, channels, fpn_channels, extra_blocks=LastLevelMaxPool())
     strides = (8, 16, 32, 64)
     anchors = AnchorGenerator(sizes=tuple((s,) for s in strides), aspect_ratios=((1.0,),) * len(strides))
-    head = FCOSHead(fpn_channels, 1, num_classes + 1, num_convs=head_convs)
-    for tower in (head.classification_head.conv, head.regression_head.conv):
-        for i, layer in enumerate(tower):
-            if isinstance(layer, nn.GroupNorm):
-                tower[i] = nn.GroupNorm(groups, fpn_channels)
+    head = SlimHead(fpn_channels, num_classes + 1, head_convs, groups)
     h, w = _hw(size)
     model = FCOS(body, num_classes + 1, min_size=min(h, w), max_size=max(h, w), anchor_generator=anchors,
                  head=head, score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img)

@@ -44,6 +44,10 @@ def plain_logits(model: nn.Module) -> nn.Module:
     so every stage can take a torchvision segmentation model or a model with auxiliary heads as it is."""
     if isinstance(model, (SegmentationLogits, FirstOutput)):
         return model
+    from slimcv.models.detection import is_detector
+
+    if is_detector(model):  # a detector's boxes are its output
+        return model
     from torchvision.models.segmentation.lraspp import LRASPP
 
     if isinstance(model, LRASPP) or hasattr(model, "classifier") and hasattr(model, "aux_classifier"):
@@ -60,7 +64,7 @@ def plain_logits(model: nn.Module) -> nn.Module:
         model.train(was)
     if isinstance(out, dict):
         return SegmentationLogits(model)
-    if isinstance(out, (tuple, list)):
+    if isinstance(out, (tuple, list)) and not (out and isinstance(out[0], dict)):  # not one dict of boxes an image
         return FirstOutput(model)
     return model
 
