@@ -54,6 +54,19 @@ def fit_input_size(model: nn.Module, size: int | Sequence[int] | None) -> nn.Mod
     return model
 
 
+def registered_detector(model: nn.Module, num_classes: int) -> tuple[str, dict] | None:
+    """The registered name and options (its input size) that build ``model``'s architecture, or None."""
+    t = model.transform
+    size = list(t.fixed_size) if getattr(t, "fixed_size", None) else [int(t.min_size[0]), int(t.max_size)]
+    theirs = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for name in TORCHVISION:
+        with torch.device("meta"):
+            built = MODELS.get(name)(num_classes=num_classes, size=size)
+        if type(built) is type(model) and {k: tuple(v.shape) for k, v in built.state_dict().items()} == theirs:
+            return name, {"size": size}
+    return None
+
+
 def _register_torchvision(name: str, native: int) -> None:
     def build(num_classes: int = 90, size: int | Sequence[int] | None = None, **kwargs) -> nn.Module:
         fn = getattr(torchvision.models.detection, name)
@@ -116,7 +129,7 @@ def slimdet(num_classes: int = 3, size: int | Sequence[int] = 320, backbone: str
     """slimcv's CPU-first detector: anchor-free FCOS on a MobileNetV3 or ResNet-18 with a slim FPN (P3-P6) and a
     shallow head; the network exports whole as one static graph (decoding and NMS run beside it)."""
     groups = min(32, fpn_channels // 4)  # at least 4 channels a group: a 1x1 top level of one image normalises
-    if fpn_channels < 8 or fpn_channels % groups:
+    if fpn_channels < 8 or fpn_channels % 8 or fpn_channels % groups:
         raise SlimcvError(f"slimdet fpn_channels {fpn_channels} must be a multiple of 8 (and of 32 from 128 on): "
                           "the head's GroupNorm splits them in groups.")
     features = _backbone(backbone, width)

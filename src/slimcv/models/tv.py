@@ -75,6 +75,10 @@ def registered_name(model: nn.Module, num_classes: int | None) -> tuple[str, dic
     module = type(inner).__module__
     if not module.startswith("torchvision.models.") or num_classes is None:
         return None
+    if module.startswith("torchvision.models.detection."):
+        from slimcv.models.detection import registered_detector
+
+        return registered_detector(model, num_classes)
     theirs = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     kwargs = {"aux_loss": True} if getattr(inner, "aux_classifier", None) is not None else \
         {"aux_logits": True} if getattr(inner, "aux_logits", False) else {}
