@@ -602,6 +602,13 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if r.skipped else 0
 
 
+def _common(counts: dict[str, int], shown: int = 4) -> str:
+    """The most frequent entries of a count table, and how many others there are."""
+    top = sorted(counts.items(), key=lambda kv: -kv[1])
+    text = ", ".join(f"{k}: {v}" for k, v in top[:shown])
+    return text + (f" and {len(top) - shown} other sizes" if len(top) > shown else "")
+
+
 def _check_data(args: argparse.Namespace) -> int:
     """Print the scan; returns the number of problems found (the exit status is 1 when there are any)."""
     from dataclasses import asdict
@@ -624,7 +631,8 @@ def _check_data(args: argparse.Namespace) -> int:
     unit = {"segmentation": "pixels", "detection": "boxes"}.get(r.task, "images")
     rows = [(name, n, 100 * n / total, (r.class_weights or [None] * len(r.class_counts))[i])
             for i, (name, n) in enumerate(r.class_counts.items())]
-    print_table(f"{args.spec} [{opts.split}]: {r.samples} samples, sizes {r.sizes}", ["class", unit, "%", "weight"], rows)
+    print_table(f"{args.spec} [{opts.split}]: {r.samples} samples, sizes {_common(r.sizes)}",
+                ["class", unit, "%", "weight"], rows)
     if r.task == "segmentation":
         print(f"ignored pixels: {r.ignored}")
     if r.task == "detection":

@@ -18,8 +18,8 @@ FAST_TORCHVISION = {"resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilen
                     "deeplabv3_resnet50", "deeplabv3_resnet101", "lraspp_mobilenet_v3_large", "fcn_resnet50"}
 
 
-@pytest.mark.parametrize("name", [n for n in list_models()
-                                  if MODELS.meta(n)["family"] != "torchvision" or n in FAST_TORCHVISION])
+@pytest.mark.parametrize("name", [n for n in list_models() if model_task(n) != "detection" and (  # test_detectors.py
+                                  MODELS.meta(n)["family"] != "torchvision" or n in FAST_TORCHVISION)])
 def test_every_model_builds_and_forwards(name):
     model = create_model(name, num_classes=NUM_CLASSES).eval()
     task = model_task(name)
@@ -85,8 +85,10 @@ def test_model_task():
 
 
 def test_list_models_by_task_partitions_the_registry():
-    seg, cls = list_models("segmentation"), list_models("classification")
-    assert set(seg) | set(cls) == set(list_models()) and not set(seg) & set(cls)
+    seg, cls, det = list_models("segmentation"), list_models("classification"), list_models("detection")
+    assert set(seg) | set(cls) | set(det) == set(list_models())
+    assert not set(seg) & set(cls) and not set(det) & (set(seg) | set(cls))
+    assert {"slimdet_s", "ssdlite320_mobilenet_v3_large", "fcos_resnet50_fpn"} <= set(det)
     assert {"unet", "unet_small", "deeplabv3_resnet50", "lraspp_mobilenet_v3_large"} <= set(seg)
     assert {"resnet20", "resnet110", "resnet18", "mobilenet_v3_small"} <= set(cls)
     assert all(model_task(n) == "segmentation" for n in seg)

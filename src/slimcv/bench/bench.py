@@ -63,6 +63,8 @@ class ModelResult(_Strict):
     file_bytes: int | None
     precision: str
     runtimes: list[RuntimeResult]
+    box_selection_ms: float | None = Field(None, description="detectors: median time of the box selection beside "
+                                           "the network (threshold, top-k, NMS in numpy), batch 1")
 
 
 class Settings(_Strict):
@@ -238,11 +240,31 @@ def _assemble(candidates, plan, timings, mem, threads, warmup, runs, batch_sizes
         models.append(ModelResult(name=c.name, source=c.source, kind=c.kind, task=c.task,
                                   input_shape=list(c.input_shape), params=c.params, macs=c.macs,
                                   flops=2 * c.macs if c.macs is not None else None, file_bytes=c.file_bytes,
-                                  precision=c.precision, runtimes=rows))
+                                  precision=c.precision, runtimes=rows, box_selection_ms=_selection_ms(c)))
     settings = Settings(threads=threads, warmup=warmup, runs=runs, batch_sizes=list(batch_sizes),
                         memory_method=MEMORY_METHOD if memory else None)
     return BenchReport(created=datetime.now(timezone.utc).isoformat(timespec="seconds"), machine=_machine(),
                        settings=settings, models=models)
+
+
+def _selection_ms(c: Source, runs: int = 20) -> float | None:
+    """A detector's box selection timed on its network's output for one image (None for other models)."""
+    selection = getattr(c.model, "selection", None)
+    if selection is None:
+        return None
+    import statistics
+    import time
+
+    from slimcv.deploy.boxes import select
+
+    with torch.inference_mode():
+        dense = c.model.eval()(torch.rand(1, *c.input_shape, generator=torch.Generator().manual_seed(0)))[0].numpy()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        select(dense, selection)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
 
 
 def _latency(t: Timing) -> Latency:
@@ -285,6 +307,10 @@ def print_bench(report: BenchReport) -> None:
                 ["model", "runtime", "params (M)", "GMACs", "size (MiB)", "median ms", "p90 ms",
                  f"speed-up vs {first}",
                  "img/s @1", *[f"img/s @{b}" for b in batches], "peak MiB"], rows)
+    for m in report.models:
+        if m.box_selection_ms is not None:  # the rows time the network; a prediction adds this
+            console.print(f"{m.name}: box selection beside the network (threshold, top-k, NMS in numpy) "
+                          f"{m.box_selection_ms:.2f} ms per image, on top of each row's latency")
 
 
 def _m(v: float | None, unit: float) -> float | None:

@@ -94,8 +94,19 @@ def _default_classes(name: str) -> int:
 def _torch_candidate(name: str, source: str, kind: str, model: nn.Module, shape: tuple[int, ...], task, weights,
                      load: dict[str, Any]) -> Source:
     size = file_bytes(weights) if weights is not None else state_dict_bytes(model)
+    model = as_network(model, shape)
     return Source(name=name, source=source, kind=kind, input_shape=tuple(shape), task=task, model=model,
                      params=count_params(model), macs=count_macs(model, (1, *shape)), file_bytes=size, load=load)
+
+
+def as_network(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
+    """What is timed of a model: itself, or a detector's network as deployed (boxes and scores per anchor; box
+    selection is timed on its own)."""
+    from slimcv.models.detection import DenseDetector, is_detector
+
+    if is_detector(model) and not isinstance(model, DenseDetector):
+        return DenseDetector(model.eval(), shape[-2:])
+    return model
 
 
 def _run_folder(path: Path, input_size) -> Source:

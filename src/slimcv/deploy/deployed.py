@@ -43,7 +43,7 @@ def _box_selection(path: Path | None):
     """The box selection a detector's sidecar records, or None (not a detector, or no sidecar)."""
     from slimcv.deploy.predictor import find_sidecar
 
-    side = find_sidecar(path) if path is not None and path.suffix == ".onnx" else None
+    side = find_sidecar(path) if path is not None and path.suffix in (".onnx", ".xml") else None
     if side is None:
         return None
     import json

@@ -24,7 +24,7 @@ from slimcv import run_folder
 from slimcv.run_folder import BEST_WEIGHTS, CONFIG_JSON, METRICS_JSONL, PRUNE_JSON, QUANTIZE_JSON
 from slimcv.deploy import runtimes
 
-METRIC_KEYS = ("miou", "top1")
+METRIC_KEYS = ("miou", "map", "top1")
 
 
 @dataclass
@@ -52,8 +52,8 @@ class Entry:
 
     @property
     def metric_name(self) -> str | None:
-        """'miou' or 'top1', whichever this entry's metrics hold (by task first)."""
-        preferred = {"segmentation": "miou", "classification": "top1"}.get(self.task or "")
+        """'miou', 'map' or 'top1', whichever this entry's metrics hold (by task first)."""
+        preferred = {"segmentation": "miou", "detection": "map", "classification": "top1"}.get(self.task or "")
         if preferred and preferred in self.metrics:
             return preferred
         return next((k for k in METRIC_KEYS if k in self.metrics), preferred)
@@ -65,7 +65,8 @@ class Entry:
 
     @property
     def per_class(self) -> dict[str, float | None]:
-        return self.metrics.get("per_class_iou") or self.metrics.get("per_class_acc") or {}
+        return (self.metrics.get("per_class_iou") or self.metrics.get("per_class_ap") or
+                self.metrics.get("per_class_acc") or {})
 
     @property
     def best_latency(self) -> tuple[str, float] | None:

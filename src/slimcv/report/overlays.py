@@ -29,6 +29,7 @@ class Predictions:
 
     masks: dict[int, np.ndarray] = field(default_factory=dict)
     confusion: np.ndarray | None = None
+    boxes: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # detection: boxes in the input's pixels
 
 
 def fixed_indices(n_val: int, k: int) -> list[int]:
@@ -209,3 +210,71 @@ def matplotlib_patch(color, label: str):
     from matplotlib.patches import Patch
 
     return Patch(facecolor=color, edgecolor="black", linewidth=0.4, label=label)
+
+
+# ---------------------------------------------------------------- detection: predicted and true boxes
+
+SHOWN_SCORE = 0.3  # boxes drawn in a detection overlay score at least this
+
+
+def predict_boxes(entry: Entry, bundle: DataBundle, indices: Sequence[int], threads: int | None = None
+                  ) -> Predictions:
+    """A detector's boxes on the validation images ``indices`` (as the model, or its file as deployed, gives them)."""
+    from slimcv.engine.detection import predictions
+
+    path = entry.model_path
+    if path is None:
+        raise SlimcvError(f"{entry.name} has no loadable model.")
+    if Path(path).suffix in (".onnx", ".xml"):
+        from slimcv.deploy import runtimes
+        from slimcv.deploy.deployed import DeployedModule
+
+        model = DeployedModule(path, runtimes.default_for(path), threads)
+    else:
+        from slimcv.artifact import load_run_model
+
+        model, _ = load_run_model(path)
+    model.eval()
+    out = Predictions()
+    with torch.inference_mode():
+        for i in indices:
+            out.boxes[i] = predictions(model, bundle.val[i][0][None])[0]
+    return out
+
+
+def boxes_figure(image: np.ndarray, truth: dict[str, np.ndarray], preds: dict[str, dict[str, np.ndarray]],
+                 input_hw: Sequence[int], class_names: Sequence[str], title: str) -> bytes:
+    """image with its true boxes | each model's boxes scoring at least ``SHOWN_SCORE`` (drawn on the original)."""
+    from slimcv.deploy.visual import default_palette, draw_boxes
+
+    palette = default_palette(len(class_names) + 1)[1:]
+    up = max(1, -(-256 // min(image.shape[:2])))  # small images drawn larger, so the labels stay readable
+    image = image.repeat(up, 0).repeat(up, 1)
+    truth = {"boxes": np.asarray(truth["boxes"], np.float32) * up, "labels": truth["labels"]}
+    h, w = image.shape[:2]
+    scale = np.asarray([w / input_hw[1], h / input_hw[0]] * 2, np.float32)
+    panels = [("ground truth", draw_boxes(image, truth["boxes"], truth["labels"], None, class_names, palette))]
+    for name, p in preds.items():
+        keep = p["scores"] >= SHOWN_SCORE
+        panels.append((_wrap(name), draw_boxes(image, p["boxes"][keep] * scale, p["labels"][keep],
+                                               p["scores"][keep], class_names, palette)))
+    cell = 3.0
+    fig, axes = plt.subplots(1, len(panels), figsize=(cell * len(panels), cell * h / w + 0.7), squeeze=False)
+    for ax, (label, rgb) in zip(axes[0], panels):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        _show(ax, rgb, label)
+    fig.suptitle(f"{title} (boxes scoring {SHOWN_SCORE} or more)", fontsize=10)
+    return to_png(fig)
+
+
+def raw_detection_samples(bundle: DataBundle, indices: Sequence[int]) -> dict[int, tuple[np.ndarray, dict]]:
+    """Untransformed (image HxWx3 uint8, {"boxes", "labels"} in its pixels) for ``indices`` of the validation split."""
+    cfg = bundle.config
+    ds = build_dataset(cfg.spec, cfg.val_split, **cfg.options)
+    out = {}
+    for i in indices:
+        image, target = ds.load(i)
+        out[i] = (image.permute(1, 2, 0).numpy(), {"boxes": np.asarray(target["boxes"], np.float32),
+                                                   "labels": np.asarray(target["labels"], np.int64)})
+    return out

@@ -16,7 +16,9 @@ from slimcv.deploy.runtimes import MARKERS
 
 # one marker per row label of the runtime table (deploy.runtimes.row_name); anything else is drawn as "*"
 RUNTIME_MARKERS = MARKERS
-METRIC_LABEL = {"miou": "validation mIoU (%)", "top1": "validation top-1 accuracy (%)"}
+METRIC_LABEL = {"miou": "validation mIoU (%)", "map": "validation mAP@[.5:.95] (%)",
+                "top1": "validation top-1 accuracy (%)"}
+PER_CLASS = {"segmentation": "IoU", "detection": "AP"}  # the per-class score of a task (else accuracy)
 DPI = 100
 
 
@@ -256,9 +258,10 @@ def per_class_figure(entries: Sequence[Entry], colors: dict[str, str], class_nam
         for label, rgb in zip(ax.get_xticklabels(), palette):
             label.set_bbox({"facecolor": np.array(rgb) / 255, "edgecolor": "none", "pad": 2})
             label.set_color("white" if _luma(rgb) < 140 else "black")
-    ax.set_ylabel("IoU (%)" if task == "segmentation" else "accuracy (%)")
+    score = PER_CLASS.get(task or "", "accuracy")
+    ax.set_ylabel(f"{score} (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(("per-class IoU" if task == "segmentation" else "per-class accuracy") + " on the validation set")
+    ax.set_title(f"per-class {score} on the validation set")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=min(4, len(rows)), loc="upper center", bbox_to_anchor=(0.5, -0.25), frameon=False)
     fig.tight_layout()
@@ -331,3 +334,32 @@ def _curves(rows: Sequence[Entry], colors: dict[str, str], ax_loss, ax_val, labe
 
 def _luma(rgb: Sequence[int]) -> float:
     return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+
+
+def pr_figure(entries: Sequence[Entry], colors: dict[str, str], class_names: Sequence[str]) -> bytes | None:
+    """Precision against recall at IoU 0.5 of each detector: one panel per class (up to 6), mean over classes last."""
+    rows = [e for e in entries if isinstance(e.metrics.get("pr_curve"), dict)]
+    if not rows:
+        return None
+    names = [n for n in class_names if any(e.metrics["pr_curve"].get(n) for e in rows)][:6]
+    panels = names + (["mean over classes"] if len(names) > 1 else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for e in rows:
+            curves = e.metrics["pr_curve"]
+            picked = [curves.get(panel)] if panel != "mean over classes" else list(curves.values())
+            picked = [c for c in picked if c]
+            if not picked:
+                continue
+            recall = np.asarray(picked[0]["recall"], float)
+            prec = np.nanmean([[np.nan if p is None else p for p in c["precision"]] for c in picked], axis=0)
+            ax.plot(recall, prec * 100, color=colors[e.name], label=e.name, linewidth=1.4)
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("recall")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 101)
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("precision (%) at IoU 0.5")
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return to_png(fig)

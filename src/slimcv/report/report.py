@@ -56,7 +56,8 @@ def report(runs: list[str | Path], *, out: str | Path = "report", baseline: str 
     info = bundle.info if bundle is not None else None
     class_names = list(info.class_names) if info else list(base.per_class)
     task = info.task if info else base.task
-    preds = _predictions(entries, base, bundle, images if task == "segmentation" else 0, predict, threads, notes,
+    preds = _predictions(entries, base, bundle, images if task in ("segmentation", "detection") else 0, predict,
+                         threads, notes,
                          quiet)
     colors = P.entry_colors(entries)
     figures = _figures(entries, base, bundle, preds, colors, class_names, task, notes)
@@ -117,7 +118,7 @@ def _predictions(entries, base, bundle, images, predict, threads, notes, quiet) 
     out: dict[str, O.Predictions] = {}
     done: dict[tuple[str, str], O.Predictions] = {}  # the same model and data are run once
     for e in entries:
-        confusion = e.name in wanted and "confusion_matrix" not in e.metrics
+        confusion = e.name in wanted and "confusion_matrix" not in e.metrics and bundle.task != "detection"
         if e.model_path is None or not (indices or confusion):
             continue
         data = _entry_bundle(e, bundle)
@@ -128,7 +129,9 @@ def _predictions(entries, base, bundle, images, predict, threads, notes, quiet) 
         if not quiet:
             console.print(f"predicting {e.name} ({'full validation split' if confusion else f'{len(indices)} images'})")
         try:
-            out[e.name] = done[key] = O.predict(e, data, indices, confusion, threads)
+            run = O.predict_boxes(e, data, indices, threads) if bundle.task == "detection" else \
+                O.predict(e, data, indices, confusion, threads)
+            out[e.name] = done[key] = run
         except (SlimcvError, RuntimeError, ValueError) as err:
             notes.append(f"could not run {e.name} on the validation images: {err}")
     return out
@@ -154,6 +157,7 @@ def _figures(entries, base, bundle, preds, colors, class_names, task, notes) -> 
         "per_class": P.per_class_figure(entries, colors, class_names, info.palette if info else None, task),
         "confusion": P.confusion_figure(_confusions(entries, base, preds), class_names),
         "curves": P.curves_figure(entries, colors),
+        "pr": P.pr_figure(entries, colors, class_names) if task == "detection" else None,
     }
     if figs["pareto"] is None:
         notes.append("no entry has both a metric and a latency or size: the Pareto plots are left out "
@@ -165,6 +169,14 @@ def _figures(entries, base, bundle, preds, colors, class_names, task, notes) -> 
             maps = {e.name: preds[e.name].masks[i] for e in shown if i in preds[e.name].masks}
             figs[f"overlay_{i:04d}"] = O.overlay_figure(image, truth, maps, class_names, info.palette,
                                                         info.ignore_index, f"validation image #{i}")
+    if preds and bundle is not None and task == "detection":
+        shown = [e for e in entries if e.name in preds]
+        indices = sorted(next(iter(preds.values())).boxes)
+        hw = bundle.val[0][0].shape[-2:]
+        for i, (image, truth) in O.raw_detection_samples(bundle, indices).items():
+            boxes = {e.name: preds[e.name].boxes[i] for e in shown if i in preds[e.name].boxes}
+            figs[f"overlay_{i:04d}"] = O.boxes_figure(image, truth, boxes, hw, class_names,
+                                                      f"validation image #{i}")
     return {k: v for k, v in figs.items() if v is not None}
 
 
