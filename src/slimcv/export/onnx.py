@@ -94,7 +94,11 @@ def export_module(net: nn.Module, out: str | Path, batches: list[torch.Tensor], 
             pool = pool.repeat(-(-cfg.batch // pool.shape[0]), 1, 1, 1) if pool.shape[0] < cfg.batch else pool
             checked = [pool[i:i + cfg.batch] for i in range(0, pool.shape[0] - cfg.batch + 1, cfg.batch)]
         agreement = compare(net, ort_session(out), checked, meta.get("samples", "real"))
-        if not agreement.passed(cfg.atol, cfg.rtol, cfg.min_agreement):
+        # a detector's boxes come from its outputs by the same numpy code in both: once the outputs agree, a box
+        # kept by one and not the other is a tie (an undertrained net scores many anchors exactly alike) that a
+        # 1e-6 difference breaks either way, so the share of shared boxes is shown, not required
+        needed = 0.0 if task == "detection" else cfg.min_agreement
+        if not agreement.passed(cfg.atol, cfg.rtol, needed):
             raise SlimcvError(
                 f"ONNX Runtime disagrees with PyTorch on {out}: max |logit diff| {agreement.max_abs_diff:.3g} "
                 f"(allowed {cfg.atol + cfg.rtol * agreement.max_abs_logit:.3g}), argmax agreement "
@@ -312,6 +316,8 @@ def _print(r: ExportResult) -> None:
     rows = [("file", str(r.path)), ("size MiB", f"{r.file_bytes / 2**20:.2f}"), ("opset", r.opset),
             ("exporter", r.exporter)]
     if a is not None:
-        rows += [(f"max |logit diff| ({a.samples} {a.source} samples)", f"{a.max_abs_diff:.2g}"),
-                 ("argmax agreement %", f"{100 * a.argmax_agreement:.1f}")]
+        detector = r.meta.get("task") == "detection"
+        rows += [(f"max |{'output' if detector else 'logit'} diff| ({a.samples} {a.source} samples)",
+                  f"{a.max_abs_diff:.2g}"),
+                 ("boxes kept by both %" if detector else "argmax agreement %", f"{100 * a.argmax_agreement:.1f}")]
     print_table("ONNX export", ["", "value"], rows)
