@@ -52,3 +52,50 @@ def test_a_users_torchvision_detector_trains_in_place_and_reloads_from_its_folde
     with torch.no_grad():
         a, b = net.eval()(x)[0], again.eval()(x)[0]
     torch.testing.assert_close(a["boxes"], b["boxes"])
+
+
+DDP_DETECTION = """
+import json, sys
+import slimcv
+from slimcv.engine import distributed as D
+r = slimcv.train("slimdet", data={data!r}, epochs=1, out_dir={out!r}, model_kwargs={tiny!r}, progress=False,
+                 tensorboard=False, seed=2, optim={{"name": "adamw", "lr": 0.003}})
+if D.is_main():
+    json.dump({{"map": r.metrics["map"], "map50": r.metrics["map50"], "images": r.metrics["images"]}},
+              open({out!r} + "/result.json", "w"))
+"""
+
+
+def test_two_process_ddp_trains_a_detector_and_scores_it_like_one_process(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from slimcv.engine.evaluation import evaluate_model
+
+    script = tmp_path / "ddp.py"
+    data = {**DATA, "batch_size": 4, "val_subset": 13}  # an odd count: one rank scores one image more
+    script.write_text(DDP_DETECTION.format(data=data, out=str(tmp_path / "ddp"), tiny=TINY))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ddp = json.loads((tmp_path / "ddp" / "result.json").read_text())
+    one = evaluate_model(tmp_path / "ddp", quiet=True).metrics  # the same weights, scored in one process
+    assert ddp["images"] == one["images"] == 13
+    assert ddp["map"] == pytest.approx(one["map"], abs=1e-6) and ddp["map50"] == pytest.approx(one["map50"], abs=1e-6)
+
+
+@pytest.mark.parametrize("stage", ["prune", "quantize", "distill"])
+def test_compression_stages_refuse_a_detector_in_one_sentence(tmp_path, stage):
+    from slimcv.errors import SlimcvError
+
+    run = tmp_path / "det"
+    _train(run, 1)
+    call = {"prune": lambda: slimcv.prune(str(run), out_dir=str(tmp_path / "p"), remove=0.3),
+            "quantize": lambda: slimcv.quantize(str(run), out_dir=str(tmp_path / "q")),
+            "distill": lambda: slimcv.distill({"teacher": str(run), "model": "slimdet", "model_kwargs": TINY,
+                                              "data": DATA, "out_dir": str(tmp_path / "d")})}[stage]
+    with pytest.raises(SlimcvError, match=f"slimcv {stage} takes classification and segmentation"):
+        call()

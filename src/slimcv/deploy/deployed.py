@@ -35,8 +35,15 @@ class DeployedModule(nn.Module):
                 warnings.warn(f"{self.path} takes {self.size[0]}x{self.size[1]} images; resizing the "
                               f"{x.shape[-2]}x{x.shape[-1]} inputs to it.", stacklevel=2)
                 self._said = True
+            h, w = x.shape[-2:]
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
-        return torch.from_numpy(np.asarray(self.run(np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32))))
+        else:
+            h, w = x.shape[-2:]
+        out = torch.from_numpy(np.asarray(self.run(np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32))))
+        if hasattr(self, "selection") and self.size is not None and (h, w) != self.size:
+            # a detector's boxes back in the pixels of the images it was given
+            out[..., :4] *= torch.tensor([w / self.size[1], h / self.size[0]] * 2, dtype=out.dtype)
+        return out
 
 
 def _box_selection(path: Path | None):

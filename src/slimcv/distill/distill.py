@@ -89,6 +89,9 @@ def _distill(cfg: DistillConfig, student_src: Any, teacher_src: Any, data: Any, 
     else:
         data = as_bundle(data)
         check_task(str(student_src), data)
+    from slimcv.artifact import not_for_detection
+
+    not_for_detection(data, "distill")
     if data.task == "classification":
         from slimcv.distill.losses import DENSE_ONLY
 

@@ -128,6 +128,9 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     out = Path(out_dir)
     check_owned(out, SEARCH_STATE)
     bundle = as_bundle(data)
+    from slimcv.artifact import not_for_detection
+
+    not_for_detection(bundle, "compress")
     state = _State(out, _search_key(folder, data, target_latency_ms, target_speedup, space, proxy_epochs,
                                     latency_runs))
     deadline = start + budget_minutes * 60 - state.spent_before

@@ -24,7 +24,7 @@ from slimcv.bench.macs import count_macs, count_params
 from slimcv.config import PruneConfig
 from slimcv.data import DataBundle, make_loader
 from slimcv.engine import distributed as D
-from slimcv.artifact import (check_rebuildable, load_inputs, metric_key, read_run_config, stage_config, tag,
+from slimcv.artifact import (check_rebuildable, load_inputs, metric_key, not_for_detection, read_run_config, stage_config, tag,
                              write_run_config, write_summary)
 from slimcv.engine.loop import SupervisedLoss, evaluate, match_size
 from slimcv.engine.train import class_weights, finetune_config, fit, make_eval_loader
@@ -79,6 +79,7 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
         if data is None and ("data" in cfg.model_fields_set or not Path(cfg.source).is_dir()):
             data = cfg.data
     loaded, data = load_inputs(model_source, data, weights=weights, kwargs=model_kwargs)
+    not_for_detection(data, "prune")
     model, spec = loaded.model, loaded.spec
     if keep:
         check_rebuildable(model, spec)

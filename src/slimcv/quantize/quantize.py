@@ -25,7 +25,7 @@ from slimcv._io import atomic_dir, atomic_write_json
 from slimcv.bench.latency import eager_runner, time_interleaved
 from slimcv.bench.size import file_bytes, state_dict_bytes
 from slimcv.config import QuantizeConfig, ScheduleConfig
-from slimcv.artifact import (check_exists, is_onnx, load_inputs, metric_key, read_json, read_run_config,
+from slimcv.artifact import (check_exists, is_onnx, load_inputs, metric_key, not_for_detection, read_json, read_run_config,
                              stage_config)
 from slimcv.errors import SlimcvError
 from slimcv.data import DataBundle, as_bundle, build_dataset
@@ -99,6 +99,7 @@ def quantize(source: Any, data: Any = None, *, weights: str | None = None, **opt
     else:
         loaded, data = load_inputs(model_source, data, weights=weights)
         net, spec = loaded.model.cpu().eval(), loaded.spec
+    not_for_detection(data, "quantize")
     threads = cfg.threads or torch.get_num_threads()
     out = Path(cfg.out_dir)
     notes: list[str] = []
