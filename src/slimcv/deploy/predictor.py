@@ -276,6 +276,9 @@ def find_sidecar(onnx_path: str | Path) -> Path | None:
 def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
     """The JSON written beside an exported ONNX file (or an OpenVINO IR .xml file that slimcv quantize wrote)."""
     onnx_path = Path(onnx_path)
+    if onnx_path.is_dir():
+        raise SlimcvError(f"{onnx_path} is a folder, not a deployed model file; export it first (slimcv export "
+                          f"{onnx_path} -o {onnx_path / 'deploy' / 'model.onnx'}) and predict with that file.")
     if not onnx_path.is_file():
         raise SlimcvError(f"Model file {onnx_path} does not exist; export one with `slimcv export`.")
     side = find_sidecar(onnx_path)
