@@ -76,6 +76,8 @@ DISTILL = (
     Flag(("--kd-warmup-epochs",), "kd_warmup_epochs", {"type": float, "help": "raise the KD weight linearly "
                                                        "from 0 over this many epochs"}),
     Flag(("--cache-dir",), "cache.dir", {"help": "where offline teacher maps are stored"}),
+    Flag(("--unlabelled",), "unlabelled", {"metavar": "SPEC_OR_FOLDER", "help": "images without labels the "
+                                           "student also learns from the teacher (a folder, or a dataset spec)"}),
 )
 
 

@@ -255,6 +255,9 @@ class DistillConfig(TrainConfig):
     kd_warmup_epochs: float = Field(0.0, ge=0, description="the KD terms' weight rises linearly from 0 to its "
                                     "value over this many epochs (0: full weight from the first step)")
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    unlabelled: str | dict[str, Any] | None = Field(
+        None, description="images without labels the student also learns from, through the teacher's answers only: "
+        "a folder of images, a dataset spec (its labels unused), or {spec, options, split}")
     out_dir: str | None = Field("runs/distill", description="where the student's run is saved (None: not saved)")
 
     @model_validator(mode="before")

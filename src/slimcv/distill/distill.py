@@ -23,6 +23,7 @@ from slimcv.artifact import (check_rebuildable, is_weights_file, metric_key, mod
 from slimcv.errors import SlimcvError
 from slimcv.distill.features import FeatureDistiller
 from slimcv.distill.losses import KD_LOSSES, default_temperature
+from slimcv.distill.unlabelled import split_targets
 from slimcv.distill.teacher_cache import CacheFormat, CachedTeacherDataset, auto_scale, build_cache, soft_to_logits
 from slimcv.models import create_model, load_weights
 from slimcv.run_folder import COMPARISON_JSON, TEACHER_CACHE
@@ -99,6 +100,11 @@ def _distill(cfg: DistillConfig, student_src: Any, teacher_src: Any, data: Any, 
         if dense:
             raise SlimcvError(f"Loss {dense[0]!r} compares pixel maps and works on segmentation only; use kd, dkd or "
                               "dist for classification.")
+    weights = class_weights(cfg, data)  # from the labelled images only
+    if cfg.unlabelled:
+        from slimcv.distill.unlabelled import add_unlabelled
+
+        data = add_unlabelled(data, cfg.unlabelled)
     if cfg.mode == "offline" and data.config.spec.startswith("python:"):
         raise SlimcvError("Offline distillation caches the teacher's maps per file of a dataset spec; with your own "
                           "Dataset use mode='online'.")
@@ -121,7 +127,7 @@ def _distill(cfg: DistillConfig, student_src: Any, teacher_src: Any, data: Any, 
         data, cache_path = with_teacher_cache(teacher, data, cfg, device)
     features = _features(cfg, student, teacher, data)
     objective = DistillObjective(None if cfg.mode == "offline" else teacher, cfg.losses, cfg.alpha,
-                                 data.info.ignore_index, class_weights(cfg, data), features,
+                                 data.info.ignore_index, weights, features,
                                  warmup_steps=round(cfg.kd_warmup_epochs * steps_per_epoch(data, cfg)))
     spec = {**student_spec, "task": data.task, "teacher": teacher_spec}
     if isinstance(student_src, nn.Module):
@@ -168,10 +174,11 @@ class DistillObjective(nn.Module):
             with torch.no_grad():
                 teacher = self.teacher(images)
         s, t = match_size(student, targets), match_size(teacher, targets)
-        terms = {"ce": self.ce.ce(student, targets)}
+        labelled, kd_targets = split_targets(targets, self.ignore_index)  # images without labels: KD only
+        terms = {"ce": self.ce.ce(student, labelled)}
         kd = student.new_zeros(())
         for spec in self.losses:
-            out = KD_LOSSES.get(spec.name)(s, t, targets, temperature=spec.temperature or default_temperature(s),
+            out = KD_LOSSES.get(spec.name)(s, t, kd_targets, temperature=spec.temperature or default_temperature(s),
                                            ignore_index=self.ignore_index, **spec.params)
             terms[spec.name] = out["loss"]
             kd = kd + spec.weight * out["loss"]
@@ -224,6 +231,8 @@ def with_teacher_cache(teacher: nn.Module, data: DataBundle, cfg: DistillConfig,
         import hashlib
 
         indices = [int(i) for i in train.indices]
+        from slimcv.distill.unlabelled import IndexedView
+
         base = IndexedView(base, indices)
         picked = {"subset": len(indices), "indices_sha1": hashlib.sha1(repr(indices).encode()).hexdigest()[:12]}
     else:
@@ -236,27 +245,14 @@ def with_teacher_cache(teacher: nn.Module, data: DataBundle, cfg: DistillConfig,
         scale = auto_scale(len(base), data.num_classes, hw, cfg.cache.dtype, cfg.cache.topk)
     fmt = CacheFormat(scale, cfg.cache.dtype, cfg.cache.topk)
     data_id = {"spec": data.config.spec, "split": data.config.train_split, "options": data.config.options,
-               "size": size, "mean": data.info.mean, "std": data.info.std, "samples": len(base), **picked}
+               "size": size, "mean": data.info.mean, "std": data.info.std, "samples": len(base), **picked,
+               **getattr(base, "cache_id", {})}
     root = cfg.cache.dir or (Path(cfg.out_dir) / TEACHER_CACHE if cfg.out_dir else _temporary_cache_root())
     cache = build_cache(teacher, base, root, size=size if size is None else tuple(
         size if isinstance(size, (list, tuple)) else (size, size)), mean=data.info.mean, std=data.info.std,
         num_classes=data.num_classes, fmt=fmt, data_id=data_id, device=device)
     wrapped = CachedTeacherDataset(base, cache, base.transform)
     return DataBundle(train=wrapped, val=data.val, info=data.info, config=data.config), cache.path
-
-
-class IndexedView:
-    """Samples ``indices`` of a dataset, renumbered from 0, with its ``load``, ``transform`` and ``info``."""
-
-    def __init__(self, dataset, indices: list[int]) -> None:
-        self.dataset, self.indices = dataset, indices
-        self.transform, self.info = dataset.transform, dataset.info
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def load(self, i: int):
-        return self.dataset.load(self.indices[i])
 
 
 def _temporary_cache_root() -> Path:

@@ -38,6 +38,8 @@ class SupervisedLoss(nn.Module):
 
     def ce(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = match_size(logits, targets)
+        if not bool((targets != self.ignore_index).any()):  # nothing labelled in the batch: no term (not NaN)
+            return logits.float().sum() * 0.0
         return F.cross_entropy(logits.float(), targets, weight=self.weight, ignore_index=self.ignore_index,
                                label_smoothing=self.label_smoothing)
 
