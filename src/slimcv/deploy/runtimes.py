@@ -43,11 +43,19 @@ class Runtime:
 
 # ----------------------------------------------------------------------------- availability checks
 
+# machines OpenVINO publishes wheels for: slimcv installs it (and NNCF) there by default (pyproject.toml)
+OPENVINO_MACHINES = ("x86_64", "AMD64", "aarch64", "arm64")
+
 def _importable(module: str, extra: str) -> Callable[[], str | None]:
     def check() -> str | None:
         try:
             __import__(module)
         except ImportError:
+            import platform
+
+            if module == "openvino" and platform.machine() not in OPENVINO_MACHINES:
+                return (f"OpenVINO publishes no wheels for this machine ({platform.machine()}), so slimcv was "
+                        "installed without it")
             return f"{module} is not installed (pip install 'slimcv[{extra}]')" if extra else \
                 f"{module} is not installed"
         return None
