@@ -28,6 +28,26 @@ def _size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     return (int(size[0]), int(size[1]))
 
 
+def _after_resize(augment: Sequence[str], size: tuple[int, int] | None, rotate_degrees: float,
+                  shift_fraction: float, fill) -> list:
+    """The augmentations after the resize or crop, shared by segmentation and detection (masks and boxes move
+    with the image; ``fill`` is what uncovered mask pixels get)."""
+    t: list = []
+    if "rotate" in augment:
+        t.append(v2.RandomRotation(rotate_degrees, fill=fill))
+    if "shift" in augment:
+        t.append(v2.RandomAffine(degrees=0, translate=(shift_fraction, shift_fraction), fill=fill))
+    if "pad_crop" in augment:
+        if size is None:
+            raise SlimcvError("Augmentation 'pad_crop' needs a training size; set size: [H, W].")
+        t.append(v2.RandomCrop(size, padding=max(1, size[0] // 8), fill=fill))
+    if "hflip" in augment:
+        t.append(v2.RandomHorizontalFlip())
+    if "color_jitter" in augment:
+        t.append(v2.ColorJitter(0.3, 0.3, 0.3, 0.02))
+    return t
+
+
 class SegmentationPresetTrain:
     """Training transforms for (image, mask): resize or scale-crop, rotate, shift, flip, jitter, normalise."""
 
@@ -53,18 +73,7 @@ class SegmentationPresetTrain:
             t.append(v2.RandomResizedCrop(size, scale=scale_range, ratio=(size[1] / size[0],) * 2, antialias=True))
         elif size is not None:
             t.append(v2.Resize(size, antialias=True))
-        if "rotate" in augment:
-            t.append(v2.RandomRotation(rotate_degrees, fill=fill))
-        if "shift" in augment:
-            t.append(v2.RandomAffine(degrees=0, translate=(shift_fraction, shift_fraction), fill=fill))
-        if "pad_crop" in augment:
-            if size is None:
-                raise SlimcvError("Augmentation 'pad_crop' needs a training size; set size: [H, W].")
-            t.append(v2.RandomCrop(size, padding=max(1, size[0] // 8), fill=fill))
-        if "hflip" in augment:
-            t.append(v2.RandomHorizontalFlip())
-        if "color_jitter" in augment:
-            t.append(v2.ColorJitter(0.3, 0.3, 0.3, 0.02))
+        t += _after_resize(augment, size, rotate_degrees, shift_fraction, fill)
         t += [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
               v2.Normalize(mean=list(mean), std=list(std)), v2.ToPureTensor()]
         self.transforms = v2.Compose(t)
@@ -165,18 +174,7 @@ class DetectionPresetTrain:
             t.append(v2.RandomIoUCrop(min_scale=scale_range[0], max_scale=scale_range[1]))
         elif size:
             t.append(v2.Resize(size, antialias=True))
-        if "rotate" in augment:
-            t.append(v2.RandomRotation(rotate_degrees))
-        if "shift" in augment:
-            t.append(v2.RandomAffine(degrees=0, translate=(shift_fraction, shift_fraction)))
-        if "pad_crop" in augment:
-            if size is None:
-                raise SlimcvError("Augmentation 'pad_crop' needs a training size; set size: [H, W].")
-            t.append(v2.RandomCrop(size, padding=max(1, size[0] // 8)))
-        if "hflip" in augment:
-            t.append(v2.RandomHorizontalFlip())
-        if "color_jitter" in augment:
-            t.append(v2.ColorJitter(0.3, 0.3, 0.3, 0.02))
+        t += _after_resize(augment, size, rotate_degrees, shift_fraction, 0)
         t += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1, labels_getter=_labels_and_crowd),
               v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)), v2.ToPureTensor()]
         self.transforms = v2.Compose(t)
