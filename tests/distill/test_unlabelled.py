@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import slimcv
-from slimcv.distill.unlabelled import UNLABELLED, split_targets
+from slimcv.distill.unlabelled import UNLABELLED, labelled_share, split_targets
 from slimcv.engine.loop import SupervisedLoss
 from slimcv.errors import SlimcvError
 
@@ -40,6 +40,8 @@ def test_targets_split_so_cross_entropy_skips_and_kd_keeps_the_unlabelled():
     assert ce.tolist() == [[0, 1], [255, 255]] and kd.tolist() == [[0, 1], [0, 255]]
     same = torch.tensor([1, 2])
     assert split_targets(same, 255)[0] is same
+    # every image weighs the same: the CE (a mean over labelled pixels) counts for the labelled share of the batch
+    assert labelled_share(ce, kd, 255) == pytest.approx(2 / 3) and labelled_share(same, same, 255) == 1.0
     loss = SupervisedLoss(255).ce(torch.randn(2, 3, requires_grad=True), torch.tensor([255, 255]))
     assert loss.item() == 0.0 and loss.requires_grad  # a batch of unlabelled images only: zero, not NaN
 

@@ -28,6 +28,13 @@ def test_quick_demo_runs_the_whole_chain_from_the_cli(capsys):
     html = root / "report" / "report.html"
     assert html.is_file() and "<table" in html.read_text()
     assert "KD effect" in out and f"open the report: {html}" in out
+    # the control learns from the student's labelled images alone; the distilled student also from 48 without labels
+    alone, kd = (json.loads((root / n / "config.json").read_text()) for n in ("student", "distill"))
+    assert alone["data"]["subset"] == kd["data"]["subset"] == 16 and "unlabelled" not in alone
+    assert kd["unlabelled"]["options"]["seed"] == 1
+    assert alone["epochs"] * 16 == kd["epochs"] * (16 + 48)  # the same number of optimizer steps
+    cache = json.loads(next((root / "cache").rglob("meta.json")).read_text())
+    assert cache["samples"] == 16 + 48
     assert out.count("numbers are a smoke test") == 2  # said before and after a --quick run
     assert "verdict:" in out or "Verdict" in html.read_text()
     again = run(root / "recipe.yaml")  # the saved recipe re-runs instantly: everything is finished

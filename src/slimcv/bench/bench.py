@@ -64,7 +64,8 @@ class ModelResult(_Strict):
     precision: str
     runtimes: list[RuntimeResult]
     box_selection_ms: float | None = Field(None, description="detectors: median time of the box selection beside "
-                                           "the network (threshold, top-k, NMS in numpy), batch 1")
+                                           "the network (threshold, top-k, NMS in numpy) at predict's default "
+                                           "score threshold, batch 1")
 
 
 class Settings(_Strict):
@@ -255,8 +256,9 @@ def _selection_ms(c: Source, runs: int = 20) -> float | None:
     import statistics
     import time
 
-    from slimcv.deploy.boxes import select
+    from slimcv.deploy.boxes import PREDICT_THRESHOLD, select
 
+    selection = selection.with_threshold(max(selection.score_threshold, PREDICT_THRESHOLD))  # as predict runs it
     with torch.inference_mode():
         dense = c.model.eval()(torch.rand(1, *c.input_shape, generator=torch.Generator().manual_seed(0)))[0].numpy()
     times = []

@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 
 
+PREDICT_THRESHOLD = 0.3  # boxes a prediction reports by default (scoring mAP keeps the detector's own, lower one)
+
+
 @dataclass(frozen=True)
 class BoxSelection:
     """How boxes are picked from dense outputs; ``levels`` is the number of anchors per feature level."""
@@ -76,26 +79,29 @@ def select(dense: np.ndarray, sel: BoxSelection) -> Detections:
         picked_label.append(idx % num_classes)
         start += n
     b, s, lab = np.concatenate(picked_box), np.concatenate(picked_score), np.concatenate(picked_label)
-    keep = batched_nms(b, s, lab, sel.nms_iou)[:sel.max_detections]
+    keep = batched_nms(b, s, lab, sel.nms_iou, limit=sel.max_detections)
     return Detections(b[keep].astype(np.float32), s[keep].astype(np.float32), lab[keep].astype(np.int64))
 
 
-def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float) -> np.ndarray:
-    """Indices kept by greedy NMS done per class, best score first (torchvision.ops.batched_nms's result)."""
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float,
+                limit: int | None = None) -> np.ndarray:
+    """Indices kept by greedy NMS done per class, best score first (torchvision.ops.batched_nms's result, cut
+    at ``limit``)."""
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
     # boxes of different classes never overlap once each class is shifted to its own region (torchvision's trick)
     offset = labels.astype(np.float32)[:, None] * (float(boxes.max()) + 1.0)
-    return nms(boxes + offset, scores, iou)
+    return nms(boxes + offset, scores, iou, limit)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy non-maximum suppression; ties keep the lower index, as torchvision's does."""
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int | None = None) -> np.ndarray:
+    """Greedy non-maximum suppression; ties keep the lower index, as torchvision's does. Greedy keeps boxes best
+    first, so stopping at ``limit`` kept boxes gives the first ``limit`` of the full result."""
     order = np.argsort(-scores, kind="stable")
     x1, y1, x2, y2 = (boxes[:, i].astype(np.float64) for i in range(4))
     area = (x2 - x1) * (y2 - y1)
     keep = []
-    while len(order):
+    while len(order) and (limit is None or len(keep) < limit):
         i = order[0]
         keep.append(i)
         rest = order[1:]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from slimcv.deploy.boxes import BoxSelection, Detections, select, to_records
+from slimcv.deploy.boxes import PREDICT_THRESHOLD, BoxSelection, Detections, select, to_records
 from slimcv.deploy.images import pixel_limit, to_pil  # noqa: F401  (to_pil: also imported from here)
 from slimcv.deploy.visual import colorize, default_palette, draw_boxes, overlay
 from slimcv.errors import SlimcvError
@@ -73,7 +73,7 @@ class Predictor:
         self._palette = self.meta.get("palette")
         if self.task == "detection":
             self.selection = BoxSelection.from_json(self.meta.get("selection", {}))
-            self.score_threshold = float(self.meta.get("score_threshold", 0.3) if score_threshold is None
+            self.score_threshold = float(self.meta.get("score_threshold", PREDICT_THRESHOLD) if score_threshold is None
                                          else score_threshold)
             if not 0.0 <= self.score_threshold < 1.0:
                 raise SlimcvError(f"Score threshold {self.score_threshold} is outside [0, 1); give e.g. 0.3.")

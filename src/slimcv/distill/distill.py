@@ -23,7 +23,7 @@ from slimcv.artifact import (check_rebuildable, is_weights_file, metric_key, mod
 from slimcv.errors import SlimcvError
 from slimcv.distill.features import FeatureDistiller
 from slimcv.distill.losses import KD_LOSSES, default_temperature
-from slimcv.distill.unlabelled import split_targets
+from slimcv.distill.unlabelled import labelled_share, split_targets
 from slimcv.distill.teacher_cache import CacheFormat, CachedTeacherDataset, auto_scale, build_cache, soft_to_logits
 from slimcv.models import create_model, load_weights
 from slimcv.run_folder import COMPARISON_JSON, TEACHER_CACHE
@@ -175,7 +175,7 @@ class DistillObjective(nn.Module):
                 teacher = self.teacher(images)
         s, t = match_size(student, targets), match_size(teacher, targets)
         labelled, kd_targets = split_targets(targets, self.ignore_index)  # images without labels: KD only
-        terms = {"ce": self.ce.ce(student, labelled)}
+        terms = {"ce": self.ce.ce(student, labelled) * labelled_share(labelled, kd_targets, self.ignore_index)}
         kd = student.new_zeros(())
         for spec in self.losses:
             out = KD_LOSSES.get(spec.name)(s, t, kd_targets, temperature=spec.temperature or default_temperature(s),

@@ -125,3 +125,13 @@ def split_targets(targets: torch.Tensor, ignore_index: int) -> tuple[torch.Tenso
     if not bool(marked.any()):
         return targets, targets
     return targets.masked_fill(marked, ignore_index), targets.masked_fill(marked, 0)
+
+
+def labelled_share(labelled: torch.Tensor, kd_targets: torch.Tensor, ignore_index: int) -> float:
+    """The share of a batch's usable pixels (or samples) that carry a label: the cross-entropy, a mean over the
+    labelled ones, is scaled by it, so every image weighs the same in the loss whether or not it has a label
+    (else a few labelled images would outweigh many unlabelled ones in every batch)."""
+    if labelled is kd_targets:
+        return 1.0
+    usable = int((kd_targets != ignore_index).sum())
+    return int((labelled != ignore_index).sum()) / max(1, usable)

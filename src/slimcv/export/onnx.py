@@ -131,12 +131,13 @@ def detection_network(net: nn.Module, bundle, cfg: ExportConfig, meta: dict[str,
 
 def detection_meta(net: nn.Module) -> dict[str, Any]:
     """What the sidecar records about box selection: input size, thresholds, NMS IoU, anchors per level."""
-    return {"selection": net.selection.to_json(), "score_threshold": DEFAULT_SCORE_THRESHOLD,
+    from slimcv.deploy.boxes import PREDICT_THRESHOLD
+
+    return {"selection": net.selection.to_json(), "score_threshold": PREDICT_THRESHOLD,
             "resize": list(net.size), "center_crop": None, "detector": net.kind,
             "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # the network normalises its [0, 1] input itself
 
 
-DEFAULT_SCORE_THRESHOLD = 0.3  # boxes a prediction shows by default (scoring keeps the detector's own, lower one)
 
 
 def _data_hw(bundle) -> tuple[int, int] | None:
