@@ -153,3 +153,17 @@ def test_a_two_stage_detector_is_refused_for_export_in_one_sentence(tmp_path):
     with pytest.raises(SlimcvError, match="two-stage") as e:
         export(net, tmp_path / "x.onnx")
     assert str(e.value).count(". ") == 0
+
+
+def test_the_detection_predictor_needs_no_torch(trained):
+    import subprocess
+    import sys
+
+    _, _, onnx = trained
+    code = ("import sys, numpy as np, slimcv.deploy as d; p = d.load(sys.argv[1], score_threshold=0.0); "
+            "r = p(np.full((64, 80, 3), 128, np.uint8)); "
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'torch'], 'torch imported'; "
+            "print(len(r.boxes()))")
+    out = subprocess.run([sys.executable, "-c", code, str(onnx)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) > 0
