@@ -75,4 +75,8 @@ def evaluate_detection(model: nn.Module, loader, device: torch.device, *, num_cl
         if progress is not None:
             progress(images.shape[0], {})
     metric.reduce_from_all_processes()
-    return metric.compute()
+    result = metric.compute()
+    if not result.get("objects"):
+        raise SlimcvError(f"The validation images ({result.get('images', 0)}) hold no objects to detect, so no "
+                          "mAP can be measured; check the validation split's annotations (slimcv check-data).")
+    return result
