@@ -326,5 +326,5 @@ EVAL = (
 )
 
 MODELS = (
-    Flag(("--task",), "task", {"choices": ["classification", "segmentation"]}),
+    Flag(("--task",), "task", {"choices": ["classification", "segmentation", "detection"]}),
 )

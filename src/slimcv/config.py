@@ -493,4 +493,4 @@ class EvalConfig(_Config):
 class ModelsConfig(_Config):
     """`slimcv models`: which models to list."""
 
-    task: Literal["classification", "segmentation"] | None = Field(None, description="only models of this task")
+    task: Literal["classification", "segmentation", "detection"] | None = Field(None, description="only models of this task")

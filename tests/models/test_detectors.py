@@ -50,3 +50,11 @@ def test_slimdet_sizes_and_bad_options():
         create_model("slimdet", 3, fpn_channels=20)
     with pytest.raises(SlimcvError, match="backbone"):
         create_model("slimdet", 3, backbone="vgg11")
+
+
+def test_slimcv_models_lists_the_detectors(capsys):
+    from slimcv.cli import main
+
+    assert main(["models", "--task", "detection"]) in (0, None)
+    out = capsys.readouterr().out
+    assert "slimdet_s" in out and "ssdlite320_mobilenet_v3_large" in out and "resnet18" not in out
