@@ -182,3 +182,16 @@ def test_an_old_opset_is_named_with_how_to_upgrade_it(tmp_path):
     data = TensorDataset(torch.rand(4, 3, 8, 8), torch.randint(0, 2, (4, 8, 8)))
     with pytest.raises(SlimcvError, match=r"opset 11; INT8 quantization needs opset 13 .*convert_version"):
         slimcv.quantize(str(old), data=data, out_dir=tmp_path / "q", progress=False)
+
+
+def test_a_gpu_session_runs_a_copy_so_cpu_rows_keep_their_module_on_the_cpu():
+    # `bench --runtimes eager eager-cuda` crashed: the CUDA session moved the shared module to the GPU, and the
+    # CPU row then fed it CPU inputs. The meta device stands in for the GPU here (no data, no CUDA needed).
+    from slimcv.bench.latency import eager_runner
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    runtimes._torch(None, "meta")(net, None)
+    assert next(net.parameters()).device.type == "cpu"
+    assert eager_runner(net, torch.zeros(1, 3, 8, 8))().shape == (1, 4, 6, 6)
+    moved = net.to("meta")  # a module that does live elsewhere gets its inputs moved there
+    assert eager_runner(moved, torch.zeros(1, 3, 8, 8))().device.type == "meta"

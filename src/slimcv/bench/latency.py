@@ -32,8 +32,11 @@ class Timing:
 
 
 def eager_runner(model: nn.Module, example: torch.Tensor) -> Callable[[], Any]:
-    """A no-grad eval-mode PyTorch forward on ``example``."""
+    """A no-grad eval-mode PyTorch forward on ``example`` (moved to the model's device)."""
     model.eval()
+    first = next(model.parameters(), None)
+    if first is not None:
+        example = example.to(first.device)
 
     def run() -> Any:
         with torch.inference_mode():

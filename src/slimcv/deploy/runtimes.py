@@ -8,6 +8,8 @@ by the entries that use them.
 """
 from __future__ import annotations
 
+import copy
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -183,7 +185,9 @@ def _torch(dtype: str | None, device: str) -> Callable[[Any, int | None], Sessio
 
         if threads:
             torch.set_num_threads(threads)
-        net = module.eval().to(device)
+        # a copy on another device: the caller's module stays where it is, so a CPU row timed beside a GPU row
+        # (bench, quantize) never finds its weights moved to the GPU under its CPU inputs
+        net = module.eval() if device == "cpu" else copy.deepcopy(module).eval().to(device)
 
         def run(x: np.ndarray) -> np.ndarray:
             t = torch.from_numpy(x).to(device)
