@@ -62,9 +62,10 @@ def test_full_demo_learns_within_five_minutes():
     elapsed = time.perf_counter() - start
     miou = {r.name: r.metrics.get("miou") for r in result.stages}
     assert elapsed <= 300, f"demo took {elapsed:.0f} s (budget: 5 minutes on 2 idle cores)"
-    # chance on synthetic-shapes: all background is about 22 mIoU; measured 94.8 / 75.9 / 77.5 / 77.6
-    assert miou["teacher"] >= 85 and min(miou["student"], miou["distill"], miou["prune"]) >= 60, miou
+    # chance on synthetic-shapes: all background is about 22 mIoU; measured 94.8 / 65.1 / 84.8 / 82.5
+    assert miou["teacher"] >= 85 and min(miou["distill"], miou["prune"]) >= 70 and miou["student"] >= 40, miou
     assert miou["teacher"] >= miou["student"] + 10, miou  # a teacher with something to pass on
+    assert miou["distill"] > miou["student"], miou  # the images without labels help (+10.9 on average, 5 seeds)
     assert result.report is not None and result.report.is_file()
 
 
