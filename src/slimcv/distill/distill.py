@@ -100,7 +100,7 @@ def _distill(cfg: DistillConfig, student_src: Any, teacher_src: Any, data: Any, 
         if dense:
             raise SlimcvError(f"Loss {dense[0]!r} compares pixel maps and works on segmentation only; use kd, dkd or "
                               "dist for classification.")
-    weights = class_weights(cfg, data)  # from the labelled images only
+    ce_weights = class_weights(cfg, data)  # from the labelled images only
     if cfg.unlabelled:
         from slimcv.distill.unlabelled import add_unlabelled
 
@@ -127,7 +127,7 @@ def _distill(cfg: DistillConfig, student_src: Any, teacher_src: Any, data: Any, 
         data, cache_path = with_teacher_cache(teacher, data, cfg, device)
     features = _features(cfg, student, teacher, data)
     objective = DistillObjective(None if cfg.mode == "offline" else teacher, cfg.losses, cfg.alpha,
-                                 data.info.ignore_index, weights, features,
+                                 data.info.ignore_index, ce_weights, features,
                                  warmup_steps=round(cfg.kd_warmup_epochs * steps_per_epoch(data, cfg)))
     spec = {**student_spec, "task": data.task, "teacher": teacher_spec}
     if isinstance(student_src, nn.Module):
