@@ -458,12 +458,12 @@ def data_input_shape(bundle: Any) -> list[int]:
 
 
 def not_for_detection(bundle: Any, stage: str) -> None:
-    """One sentence when a compression stage is given detection data: those stages take classifiers and
-    segmenters; a detector trains, scores, exports, deploys and reports."""
+    """One sentence when distill, prune or compress is given detection data: those stages take classifiers and
+    segmenters; a detector trains, scores, exports, quantizes, deploys and reports."""
     if getattr(bundle, "task", None) == "detection":
         raise SlimcvError(f"slimcv {stage} takes classification and segmentation models; a detector can be trained, "
-                          "evaluated, exported, served, benchmarked and reported, and its compression is not "
-                          "available yet.")
+                          "evaluated, exported, quantized, served, benchmarked and reported, and distilling, pruning "
+                          "or compressing it is not available yet.")
 
 
 def check_classes(model: nn.Module, bundle: Any) -> None:

@@ -25,7 +25,7 @@ class DeployedModule(nn.Module):
         self.run = runtimes.finite_outputs(runtimes.open_session(source, runtime, threads), source)
         self.size = static_hw(self.path) if self.path is not None else None
         self._said = False
-        selection = _box_selection(self.path)
+        selection = _box_selection(self.path) if self.path is not None else getattr(source, "selection", None)
         if selection is not None:  # a detector's file: evaluation selects its boxes as the predictor does
             self.selection = selection
 

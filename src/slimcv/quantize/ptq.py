@@ -25,8 +25,9 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 def quantize_ptq(fp32: str | Path, out: str | Path, reader: CalibrationDataReader, *, method: str = "minmax",
                  per_channel: bool = True, reduce_range: bool = True, exclude: Sequence[str] = (),
-                 percentile: float = 99.999) -> Path:
-    """Write an INT8 QDQ copy of ``fp32`` to ``out``, calibrated on ``reader`` with ``method``."""
+                 percentile: float = 99.999, float_tail: bool = False) -> Path:
+    """Write an INT8 QDQ copy of ``fp32`` to ``out``, calibrated on ``reader`` with ``method``; ``float_tail`` keeps
+    everything after the last convolution in FP32 (a detector's box decoding and scores)."""
     if method not in METHODS:
         raise SlimcvError(f"Unknown calibration method {method!r}; choose one of {list(METHODS)}."
                           + close_matches(method, METHODS))
@@ -38,6 +39,8 @@ def quantize_ptq(fp32: str | Path, out: str | Path, reader: CalibrationDataReade
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         pre_process(fp32, pre)
+        if float_tail:
+            nodes = sorted(set(nodes) | set(tail_nodes(onnx.load(str(pre)))))
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 atomic_write(out, lambda p: quantize_static(
@@ -51,6 +54,22 @@ def quantize_ptq(fp32: str | Path, out: str | Path, reader: CalibrationDataReade
             raise SlimcvError(f"ONNX Runtime static quantization of {fp32} failed ({str(e).splitlines()[0][:200]}); "
                               "check the calibration images match the model input.") from e
     return Path(out)
+
+
+def tail_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes after the last quantizable layer (no convolution or matmul downstream): a detector's
+    box decoding, sigmoids and output concatenation, where boxes in pixels and scores in [0, 1] would otherwise
+    share one INT8 scale."""
+    nodes = list(model.graph.node)
+    consumers: dict[str, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for name in node.input:
+            consumers.setdefault(name, []).append(i)
+    feeds = [False] * len(nodes)
+    for i in reversed(range(len(nodes))):  # ONNX graphs are topologically sorted: consumers come later
+        feeds[i] = any(nodes[c].op_type in QUANTIZED_OPS or feeds[c] for out in nodes[i].output
+                       for c in consumers.get(out, []))
+    return [n.name for n, f in zip(nodes, feeds) if n.name and n.op_type not in QUANTIZED_OPS and not f]
 
 
 def resolve_exclude(model: onnx.ModelProto, names: Sequence[str]) -> list[str]:

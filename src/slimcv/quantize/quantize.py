@@ -25,7 +25,7 @@ from slimcv._io import atomic_dir, atomic_write_json
 from slimcv.bench.latency import eager_runner, time_interleaved
 from slimcv.bench.size import file_bytes, state_dict_bytes
 from slimcv.config import QuantizeConfig, ScheduleConfig
-from slimcv.artifact import (check_exists, is_onnx, load_inputs, metric_key, not_for_detection, read_json, read_run_config,
+from slimcv.artifact import (check_exists, is_onnx, load_inputs, metric_key, read_json, read_run_config,
                              stage_config)
 from slimcv.errors import SlimcvError
 from slimcv.data import DataBundle, as_bundle, build_dataset
@@ -99,7 +99,8 @@ def quantize(source: Any, data: Any = None, *, weights: str | None = None, **opt
     else:
         loaded, data = load_inputs(model_source, data, weights=weights)
         net, spec = loaded.model.cpu().eval(), loaded.spec
-    not_for_detection(data, "quantize")
+        if data.task == "detection":
+            net = _detection_network(net, data, cfg)
     threads = cfg.threads or torch.get_num_threads()
     out = Path(cfg.out_dir)
     notes: list[str] = []
@@ -132,6 +133,18 @@ def quantize(source: Any, data: Any = None, *, weights: str | None = None, **opt
     return result
 
 
+def _detection_network(net: nn.Module, data: DataBundle, cfg: QuantizeConfig) -> nn.Module:
+    """A detector as deployed: its static network (boxes and scores per anchor), which is what gets quantized,
+    scored (by mAP, boxes selected beside it) and timed in every runtime."""
+    from slimcv.artifact import data_input_shape
+    from slimcv.models.detection import DenseDetector
+
+    if cfg.qat_epochs:
+        raise SlimcvError("Quantization-aware training is not available for detectors; set qat_epochs 0 (the "
+                          "post-training INT8 files are scored by mAP as deployed).")
+    return DenseDetector(net, data_input_shape(data)[-2:]).eval()
+
+
 def calibration_set(data: DataBundle):
     """The training split read with the validation transforms (no augmentation): what calibration should see."""
     if data.calibration is not None:
@@ -147,6 +160,10 @@ def _build_variants(net: nn.Module, spec: dict, data: DataBundle, cfg: QuantizeC
     """Write model_fp32.onnx and every requested INT8 file with sidecars; return name/path/precision records."""
     ecfg = ExportConfig(opset=cfg.opset, samples=8)
     meta = sidecar_meta(data, data.task, spec["name"], cfg.source)
+    if data.task == "detection":
+        from slimcv.export.onnx import detection_network
+
+        net, ecfg = detection_network(net, data, ecfg, meta)
     fp32 = export_module(net, tmp / "model_fp32.onnx", sample_batches(data, ecfg, net), task=data.task, cfg=ecfg,
                          meta=meta)
     files = [{"name": "fp32", "file": fp32.path.name, "precision": "fp32"}]
@@ -209,7 +226,7 @@ def _int8_files(fp32: Path, meta: dict, input_name: str, data: DataBundle, cfg: 
     for method in cfg.calibration:
         path = quantize_ptq(fp32, tmp / f"model_int8_{method}.onnx", reader, method=method,
                             per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, exclude=cfg.exclude,
-                            percentile=cfg.percentile)
+                            percentile=cfg.percentile, float_tail=meta.get("task") == "detection")
         files.append(_variant(path, meta, f"int8_{method}", {"calibration": method,
                               "calibration_images": len(reader), "exclude": list(cfg.exclude)}))
     if cfg.dynamic:
