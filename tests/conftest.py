@@ -64,3 +64,19 @@ def cifar_root() -> Path:
     if not (root / "train").is_dir():
         pytest.skip("real CIFAR-10 copy not found in ../shared/data/cifar10")
     return root
+
+
+TINY_DETECTION_DATA = {"spec": "synthetic-shapes:detection", "options": {"size": 48, "length": 32}, "batch_size": 8,
+                       "workers": 0, "val_subset": 8}
+TINY_DETECTOR = {"backbone": "mobilenet_v3_small", "width": 0.25, "fpn_channels": 16, "head_convs": 1}
+
+
+@pytest.fixture(scope="session")
+def tiny_detector_run(tmp_path_factory) -> Path:
+    """A slimdet trained two epochs on 48-pixel synthetic shapes: a detector's run folder (do not write into it)."""
+    import slimcv
+
+    out = tmp_path_factory.mktemp("tiny_detector") / "det"
+    slimcv.train("slimdet", data=TINY_DETECTION_DATA, epochs=2, out_dir=str(out), model_kwargs=TINY_DETECTOR,
+                 progress=False, tensorboard=False, optim={"name": "adamw", "lr": 0.003})
+    return out

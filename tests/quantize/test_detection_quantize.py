@@ -9,17 +9,10 @@ from slimcv.deploy import runtimes
 from slimcv.export import export
 from slimcv.quantize.ptq import tail_nodes
 
-DATA = {"spec": "synthetic-shapes:detection", "options": {"size": 48, "length": 48}, "batch_size": 8,
-        "workers": 0, "val_subset": 12}
-TINY = {"backbone": "mobilenet_v3_small", "width": 0.25, "fpn_channels": 16, "head_convs": 1}
 
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("detq") / "det"
-    slimcv.train("slimdet", data=DATA, epochs=2, out_dir=str(out), model_kwargs=TINY, progress=False,
-                 tensorboard=False, optim={"name": "adamw", "lr": 0.003})
-    return out
+@pytest.fixture
+def run(tiny_detector_run):
+    return tiny_detector_run
 
 
 def test_the_decoding_after_the_last_convolution_is_the_float_tail(run, tmp_path):

@@ -7,17 +7,10 @@ import pytest
 
 import slimcv
 
-DATA = {"spec": "synthetic-shapes:detection", "options": {"size": 48, "length": 32}, "batch_size": 8,
-        "workers": 0, "val_subset": 8}
-TINY = {"backbone": "mobilenet_v3_small", "width": 0.25, "fpn_channels": 16, "head_convs": 1}
 
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("detrep") / "det"
-    slimcv.train("slimdet", data=DATA, epochs=2, out_dir=str(out), model_kwargs=TINY, progress=False,
-                 tensorboard=False, optim={"name": "adamw", "lr": 0.003})
-    return out
+@pytest.fixture
+def run(tiny_detector_run):
+    return tiny_detector_run
 
 
 def test_bench_times_the_detectors_network_and_its_box_selection_apart(run, tmp_path):
