@@ -268,16 +268,21 @@ REPORT = (
     Flag(("--title",), "title", {}),
 )
 
+# what predict and serve share: how a deployed file runs and which inputs and boxes it takes
+DEPLOYED = (
+    Flag(("--max-pixels",), "max_pixels", {"type": int, "metavar": "N"}),
+    Flag(("--score-threshold",), "score_threshold", {"type": float, "metavar": "S"}),
+    Flag(("--runtime",), "runtime", {}),
+    Flag(("--threads",), "threads", {"type": int}),
+)
+
 PREDICT = (
     Flag(("--out", "-o"), "out_dir", {"required": True}),
     Flag(("--batch-size", "-b"), "batch_size", {"type": int}),
     Flag(("--topk",), "topk", {"type": int}),
     Flag(("--no-overlay",), "overlays", {"action": "store_true", "help": "segmentation: write the masks only"}, _not),
     Flag(("--alpha",), "alpha", {"type": float}),
-    Flag(("--max-pixels",), "max_pixels", {"type": int, "metavar": "N"}),
-    Flag(("--score-threshold",), "score_threshold", {"type": float, "metavar": "S"}),
-    Flag(("--runtime",), "runtime", {}),
-    Flag(("--threads",), "threads", {"type": int}),
+    *DEPLOYED,
 )
 
 SERVE = (
@@ -285,10 +290,7 @@ SERVE = (
     Flag(("--max-wait-ms",), "max_wait_ms", {"type": float}),
     Flag(("--queue-size",), "queue_size", {"type": int}),
     Flag(("--max-upload-mb",), "max_upload_mb", {"type": float}),
-    Flag(("--max-pixels",), "max_pixels", {"type": int, "metavar": "N"}),
-    Flag(("--score-threshold",), "score_threshold", {"type": float, "metavar": "S"}),
-    Flag(("--runtime",), "runtime", {}),
-    Flag(("--threads",), "threads", {"type": int}),
+    *DEPLOYED,
 )
 
 RUN = (
