@@ -225,3 +225,50 @@ def test_a_bare_model_name_is_trained_first_for_teacher_epochs(tmp_path):
                  out_dir=tmp_path / "c", space=space, latency_runs=2, report=False, progress=False)
     records = [json.loads(line) for line in (tmp_path / "c" / "source" / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 and r.file.is_file()
+
+
+def test_compress_is_a_recipe_stage_whose_folder_the_report_reads(tmp_path, tiny):
+    # the stage searches from an earlier stage's model on the recipe's data, resumes from its own record, and the
+    # report stage shows the chosen model and opens with the search's sentence
+    tiny["stages"] = [tiny["stages"][0],
+                      {"name": "compress", "input": "teacher", "target_latency": 1e6, "max_drop": 100,
+                       "budget_minutes": 0.1, **SMALL},
+                      {"name": "report", "inputs": ["teacher", "compress"], "images": 1, "measure": False}]
+    from slimcv.pipeline import run
+
+    result = run(tiny, out_dir=tmp_path / "r")
+    metrics = result["compress"].metrics
+    outcome = json.loads((tmp_path / "r" / "compress" / "compress.json").read_text())["outcome"]
+    assert metrics["met"] is True and metrics["sentence"] == outcome["sentence"]
+    assert outcome["sentence"].startswith(f"{outcome['chosen']['speedup']:.1f}x faster than the teacher ")
+    chosen = tmp_path / "r" / "compress" / outcome["folder_in_out_dir"] if outcome["folder_in_out_dir"] else None
+    data = json.loads(((chosen or Path(outcome["folder"])) / "config.json").read_text())["data"]
+    assert data["options"] == tiny["data"]["options"] and data["batch_size"] == 8  # the recipe's data, recorded
+    report = json.loads((tmp_path / "r" / "report" / "report.json").read_text())
+    assert [r["name"] for r in report["rows"]][-1] == "compress"
+    assert report["verdict"][0]["text"] == outcome["sentence"] and report["verdict"][0]["kind"] == "compress"
+    again = run(tiny, out_dir=tmp_path / "r")
+    assert {r.status for r in again.stages} == {"skipped"}
+
+
+def test_the_outcome_sentence_says_speed_runtime_cost_and_how_to_serve(tmp_path):
+    from slimcv.pipeline import search as S
+    from slimcv.pipeline.budget import BudgetResult
+    from slimcv.pipeline.compress import outcome_sentence
+
+    plan = {"label": "2x the speed of the source in ONNX Runtime FP32", "max_drop": 1.0}
+    c = S.Candidate("pruned_0.5", runtime="openvino", precision="int8", kind="pruned", params=1, macs=1,
+                    latency_ms=1.0, speedup=2.54, meets=True, metric=79.3)
+    met = BudgetResult(c, tmp_path, [c], 2.5, 1.25, 1.0, source_metric=80.0, closest=c, max_drop=1.0)
+    xml = tmp_path / "model_int8_nncf.xml"
+    assert outcome_sentence(met, plan, xml, "the teacher") == (
+        f"2.5x faster than the teacher in ONNX Runtime FP32 on this CPU (OpenVINO, INT8), -0.7 points, file {xml}; "
+        f"serve it with `slimcv serve {xml}`.")
+    onnx = tmp_path / "model.onnx"
+    assert f"`slimcv serve {onnx} --runtime openvino`" in outcome_sentence(met, plan, onnx)  # not ORT's default
+    missed = BudgetResult(None, tmp_path, [c], 2.5, 1.25, 1.0, source_metric=83.0, closest=c, max_drop=1.0)
+    text = outcome_sentence(missed, plan, xml)
+    assert text.startswith("Target not met within 1 points: the closest is 2.5x faster than the source") and \
+        "-3.7 points" in text
+    nothing = BudgetResult(None, None, [c], 2.5, 1.25, 1.0, source_metric=83.0, closest=None, max_drop=1.0)
+    assert outcome_sentence(nothing, plan, None).startswith("Target not met: no candidate reached 2x the speed")

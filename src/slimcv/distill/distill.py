@@ -93,6 +93,8 @@ def _distill(cfg: DistillConfig, student_src: Any, teacher_src: Any, data: Any, 
     from slimcv.artifact import not_for_detection
 
     not_for_detection(data, "distill")
+    if data.config is not cfg.data and not data.config.spec.startswith("python:"):
+        cfg = cfg.model_copy(update={"data": data.config})  # the data given is the data recorded (and batched)
     if data.task == "classification":
         from slimcv.distill.losses import DENSE_ONLY
 

@@ -37,14 +37,16 @@ class CompressResult:
     search: Any = None  # the BudgetResult
     report: Path | None = None
     plan: dict[str, Any] = field(default_factory=dict)
+    sentence: str | None = None  # the outcome in one sentence (what the terminal, compress.json and the report say)
 
 
 def compress(model: Any, data: Any = None, *, weights: str | Path | None = None, target_speedup: float | None = None,
              target_latency: float | None = None, budget_minutes: float | None = None, max_drop: float = 1.0,
-             out_dir: str | Path = "runs/compress", dry_run: bool = False, **settings: Any) -> CompressResult:
+             out_dir: str | Path = "runs/compress", dry_run: bool = False, source_name: str = "the source",
+             **settings: Any) -> CompressResult:
     """Search for the most accurate model that meets the latency target (``target_speedup`` times the source in
     ONNX Runtime FP32, or ``target_latency`` ms at batch 1 on this machine) within ``max_drop`` points, spending
-    about ``budget_minutes``. ``model`` is a model folder, an ``nn.Module``, a name or ``package.module:factory``
+    about ``budget_minutes``. ``source_name`` is how the outcome's sentence calls the source. ``model`` is a model folder, an ``nn.Module``, a name or ``package.module:factory``
     with ``weights`` (saved as ``out_dir/source`` first), or a bare name (trained there first). ``settings`` are
     further :class:`~slimcv.config.CompressConfig` fields (``space``, ``proxy_epochs``, ``threads``, ...)."""
     cfg = build_config(CompressConfig, {"target_speedup": target_speedup, "target_latency": target_latency,
@@ -75,7 +77,9 @@ def compress(model: Any, data: Any = None, *, weights: str | Path | None = None,
     result = CompressResult(r.met, None, None, r.folder, table=_table(r), search=r, plan=plan)
     if r.closest is not None:
         result.model, result.file = _deployable(r, data, out)
-    write_outcome(out, plan, r)
+    result.sentence = outcome_sentence(r, plan, result.file, source_name)
+    console.print(result.sentence, highlight=False, soft_wrap=True)
+    write_outcome(out, plan, r, result.sentence)
     if cfg.report and r.folder is not None:
         result.report = _report(folder, r.folder, out, cfg)
     return result
@@ -225,7 +229,27 @@ def _table(r) -> list[dict[str, Any]]:
              "metric": c.metric, "notes": list(c.notes)} for c in r.candidates]
 
 
-def write_outcome(out_dir: Path, plan: dict[str, Any], r) -> Path:
+def outcome_sentence(r, plan: dict[str, Any], file: Path | None, source_name: str = "the source") -> str:
+    """The outcome in one sentence: how many times faster than the source on this CPU, in which runtime and
+    precision, at what cost in points, and the file to serve; on a miss, what was closest."""
+    from slimcv.deploy.runtimes import computes_in, default_for, get
+
+    c = r.closest
+    if c is None:
+        return (f"Target not met: no candidate reached {plan['label']} with a measured accuracy in the time given; "
+                "give more --budget-minutes or relax the target.")
+    how = f"{get(c.runtime).title}, {computes_in(c.runtime, c.precision).upper()}"
+    cost = "" if c.metric is None or r.source_metric is None else f", {c.metric - r.source_metric:+.1f} points"
+    flag = f" --runtime {c.runtime}" if file and default_for(file) != c.runtime else ""
+    serve = f", file {file}; serve it with `slimcv serve {file}{flag}`" if file else ""
+    what = f"{c.speedup:.1f}x faster than {source_name} in ONNX Runtime FP32 on this CPU ({how}){cost}{serve}"
+    if r.met:
+        return what[0].upper() + what[1:] + "."
+    return (f"Target not met within {plan['max_drop']:g} points: the closest is {what} "
+            "(more --budget-minutes or a looser target may meet it).")
+
+
+def write_outcome(out_dir: Path, plan: dict[str, Any], r, sentence: str | None = None) -> Path:
     """``compress.json``: the target, the plan and the measured outcome, for the report's verdict and the record."""
     from slimcv._io import atomic_write_json
 
@@ -237,12 +261,21 @@ def write_outcome(out_dir: Path, plan: dict[str, Any], r) -> Path:
             summary += f", {c.metric - r.source_metric:+.2f} pt against the source's {r.source_metric:.2f}"
         if not r.met:
             summary += f", outside the {plan['max_drop']:g} pt budget (the closest)"
-    outcome = {"met": r.met, "summary": summary, "chosen": c.to_json() if c else None,
-               "folder": str(r.folder) if r.folder else None, "reference_ms": r.reference_ms,
+    outcome = {"met": r.met, "summary": summary, "sentence": sentence, "chosen": c.to_json() if c else None,
+               "folder": str(r.folder) if r.folder else None, "folder_in_out_dir": _inside(r.folder, out_dir),
+               "reference_ms": r.reference_ms,
                "budget_ms": r.budget_ms, "source_metric": r.source_metric}
     return atomic_write_json(out_dir / COMPRESS_JSON, {"stage": "compress",
                                                          "target": {"kind": plan["target"], "label": plan["label"]},
                                                          "plan": plan, "outcome": outcome})
+
+
+def _inside(folder: Path | None, out_dir: Path) -> str | None:
+    """``folder`` relative to ``out_dir`` when it lies inside (so the record survives moving the folder)."""
+    try:
+        return Path(folder).resolve().relative_to(Path(out_dir).resolve()).as_posix() if folder else None
+    except ValueError:
+        return None
 
 
 def _print_plan(plan: dict[str, Any]) -> None:

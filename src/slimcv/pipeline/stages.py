@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from slimcv.config import DataConfig, DistillConfig, LossSpec, OptimConfig, PruneConfig, ScheduleConfig, TrainConfig
+from slimcv.config import CompressConfig, DataConfig, DistillConfig, LossSpec, OptimConfig, PruneConfig, ScheduleConfig, TrainConfig
 from slimcv.errors import SlimcvError
-from slimcv.run_folder import BENCH_JSON, BEST_WEIGHTS, LAST_JSON, MODEL_JSON, MODEL_WEIGHTS, QUANTIZE_JSON, REPORT_JSON
+from slimcv.run_folder import BENCH_JSON, BEST_WEIGHTS, COMPRESS_JSON, LAST_JSON, MODEL_JSON, MODEL_WEIGHTS, QUANTIZE_JSON, REPORT_JSON
 from slimcv.deploy.runtimes import EAGER, ORT
 
 if TYPE_CHECKING:
@@ -288,6 +288,29 @@ def _run_export(spec: StageSpec, ctx) -> StageOutput:
                                                          if isinstance(v, (int, float))}})
 
 
+# ---------------------------------------------------------------- compress
+
+def _build_compress(spec: StageSpec, r: Resolver) -> CompressConfig:
+    _required_ref(spec, "input")
+    return CompressConfig(**{**spec.params, "out_dir": str(r.folder(spec.name))})
+
+
+def _run_compress(spec: StageSpec, ctx) -> StageOutput:
+    from slimcv.pipeline.compress import compress
+
+    cfg: CompressConfig = spec.config
+    # a killed search resumes from its own record (search_state.json) in the stage folder
+    ref = _required_ref(spec, "input")
+    result = compress(str(ctx.folder(ref)), ctx.resolver.data(spec), source_name=f"the {ref}", **cfg.model_dump())
+    c = result.search.closest if result.search is not None else None
+    metrics: dict[str, Any] = {"met": result.met, "sentence": result.sentence}
+    if c is not None:
+        metrics.update({"candidate": c.name, "runtime": c.label, "speedup": c.speedup, "latency_ms": c.latency_ms,
+                        "metric": c.metric, "file": str(result.file) if result.file else None})
+    model_dir = result.folder if result.folder is not None and c is not None and c.precision == "fp32" else None
+    return StageOutput([COMPRESS_JSON], metrics, model_dir)
+
+
 # ---------------------------------------------------------------- bench
 
 class BenchStageConfig(_StageConfig):
@@ -379,6 +402,9 @@ STAGE_TYPES: dict[str, StageType] = {
                           doc="FP32 ONNX + INT8 (static PTQ / dynamic / QAT) scored as deployed, runtime chosen"),
     "export": StageType("slimcv.export.onnx:ExportConfig", _build_export, _run_export,
                         refs=("input",), makes_model=False, doc="ONNX export checked against PyTorch in ORT"),
+    "compress": StageType(CompressConfig, _build_compress, _run_compress, refs=("input",), resumable=True,
+                          managed=("out_dir",), doc="the fastest model within a latency target and an accuracy "
+                          "budget, searched from an earlier stage's model (see `slimcv compress`)"),
     "bench": StageType(BenchStageConfig, _build_bench, _run_bench, refs=("inputs",), managed=("sources", "out"),
                        makes_model=False, doc="latency/size/MACs of earlier stages' models, timed interleaved"),
     "report": StageType(ReportStageConfig, _build_report, _run_report, refs=("inputs",),

@@ -21,7 +21,7 @@ from slimcv._io import read_jsonl
 from slimcv.artifact import MODEL_JSON, is_model_folder, read_json, read_run_config, read_summary, result_folder
 from slimcv.errors import SlimcvError
 from slimcv import run_folder
-from slimcv.run_folder import BEST_WEIGHTS, CONFIG_JSON, METRICS_JSONL, PRUNE_JSON, QUANTIZE_JSON
+from slimcv.run_folder import BEST_WEIGHTS, COMPRESS_JSON, CONFIG_JSON, METRICS_JSONL, PRUNE_JSON, QUANTIZE_JSON
 from slimcv.deploy import runtimes
 
 METRIC_KEYS = ("miou", "map", "top1")
@@ -49,6 +49,7 @@ class Entry:
     input_shape: tuple[int, ...] | None = None
     notes: list[str] = field(default_factory=list)
     how: str | None = None  # quantize rows: which file runs in which runtime ("INT8 file in OpenVINO")
+    search: Path | None = None  # the compress search folder that chose this model
 
     @property
     def metric_name(self) -> str | None:
@@ -93,8 +94,13 @@ def collect(paths: list[str | Path], *, count: bool = True) -> list[Entry]:
             entries.append(_prune(path, count))
         elif what == "model":
             entries.append(_train(path, count))
+        elif what == "compress":
+            entries.extend(_compressed(path, count))
         else:
             raise SlimcvError(f"{path} holds no config.json, prune.json or quantize.json; is it a slimcv run folder?")
+    if not entries:
+        raise SlimcvError(f"Nothing to report: the compress search in {', '.join(map(str, paths))} chose no model; "
+                          "add the source's folder to compare with, or give the search more time.")
     _unique_names(entries)
     return entries
 
@@ -198,6 +204,27 @@ def _quantize(path: Path, count: bool) -> list[Entry]:
 
 
 RUNTIME_WORDS = {name: rt.title for name, rt in runtimes.TABLE.items()}
+
+
+def _compressed(path: Path, count: bool) -> list[Entry]:
+    """A compress search's folder: the model it chose (as deployed), named after the search's folder."""
+    o = (read_json(path / COMPRESS_JSON) or {}).get("outcome") or {}
+    inside, listed = o.get("folder_in_out_dir"), o.get("folder")
+    chosen = path / inside if inside else Path(str(listed or ""))
+    if not (inside or listed) or not chosen.is_dir():
+        return []  # nothing met the latency budget: the report states the search's outcome, with no row for it
+    c = o.get("chosen") or {}
+    what = run_folder.kind(chosen)
+    if what == "quantize":
+        rows = _quantize(chosen, count)
+        entries = [e for e in rows if c and _runtime_name(c) in e.latency] or rows
+    else:
+        entries = [_prune(chosen, count) if what == "prune" else _train(chosen, count)]
+    for e in entries:
+        e.name = path.name if len(entries) == 1 else f"{path.name}:{e.name}"
+        e.notes.append(f"chosen by the compress search in {path}")
+        e.search = path
+    return entries
 
 
 def _how(m: dict[str, Any]) -> str:

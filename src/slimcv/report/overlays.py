@@ -147,6 +147,15 @@ def error_map(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, ignore_ind
     return out
 
 
+def nearest_resize(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A label map at ``shape`` by nearest neighbour (unchanged when it already has that shape)."""
+    if mask.shape == tuple(shape):
+        return mask
+    rows = (np.arange(shape[0]) * mask.shape[0] // shape[0]).clip(0, mask.shape[0] - 1)
+    cols = (np.arange(shape[1]) * mask.shape[1] // shape[1]).clip(0, mask.shape[1] - 1)
+    return mask[rows][:, cols]
+
+
 def overlay_figure(image: np.ndarray, truth: np.ndarray, preds: dict[str, np.ndarray], class_names: Sequence[str],
                    palette: Sequence[Sequence[int]], ignore_index: int, title: str, per_row: int = 3) -> bytes:
     """image | ground truth | ``per_row`` predictions, each with its error map below it, the legend under image and
@@ -172,7 +181,7 @@ def overlay_figure(image: np.ndarray, truth: np.ndarray, preds: dict[str, np.nda
     _show(axes[0][1], colorize(truth, palette, ignore_index), "ground truth")
     valid = truth != ignore_index
     for (row, col), name in zip(slots, names):
-        p = preds[name]
+        p = nearest_resize(preds[name], truth.shape)  # a model scored at another size is shown at the truth's
         wrong = float(((p != truth) & valid).sum()) / max(1, int(valid.sum()))
         _show(axes[row][col], colorize(p, palette, ignore_index), _wrap(name))
         _show(axes[row + 1][col], error_map(image, truth, p, ignore_index, void, error_color(palette)),

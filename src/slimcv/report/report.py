@@ -18,6 +18,7 @@ from slimcv.report import overlays as O
 from slimcv.report import plots as P
 from slimcv.report.collect import Entry, add_bench, collect
 from slimcv.report.verdict import same_measurement_speedup, verdict
+from slimcv import run_folder
 from slimcv.run_folder import REPORT_JSON
 from slimcv.deploy import runtimes
 
@@ -64,7 +65,8 @@ def report(runs: list[str | Path], *, out: str | Path = "report", baseline: str 
     if len({_source(v) for e in entries for v in e.latency.values()}) > 1:
         notes.append("latencies come from several measurements (see the footnotes of the table), so ratios across "
                      "them are not fair on a shared machine; --remeasure times every model in one interleaved run")
-    context = _context(entries, base, figures, colors, class_names, info, task, title, notes)
+    searches = [Path(str(p)) for p in runs if isinstance(p, (str, Path)) and run_folder.kind(p) == "compress"]
+    context = _context(entries, base, figures, colors, class_names, info, task, title, notes, searches)
     result = _write(Path(out), context, figures, entries)  # ownership checked before any work, below
     if not quiet:
         _print(context, result)
@@ -191,7 +193,7 @@ def _confusions(entries, base, preds) -> list[tuple[str, Any]]:
     return out
 
 
-def _context(entries, base, figures, colors, class_names, info, task, title, notes) -> dict[str, Any]:
+def _context(entries, base, figures, colors, class_names, info, task, title, notes, searches=()) -> dict[str, Any]:
     runtimes = [rt for rt in RUNTIME_ORDER if any(rt in e.latency for e in entries)]
     runtimes += sorted({rt for e in entries for rt in e.latency} - set(runtimes))
     metric = base.metric_name or "metric"
@@ -214,7 +216,7 @@ def _context(entries, base, figures, colors, class_names, info, task, title, not
                   "values": [e.per_class.get(n) for e in entries]} for i, n in enumerate(class_names)]
     threads = sorted({str(v.get("threads")) for e in entries for v in e.latency.values() if v.get("threads")})
     return {
-        "verdict": [asdict(v) for v in verdict(entries, base)],
+        "verdict": [asdict(v) for v in verdict(entries, base, searches=searches)],
         "title": title or f"slimcv report: {len(entries)} models" + (f" on {info.name}" if info else ""),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "dataset": info.name if info else None, "task": task, "metric": metric,

@@ -5,6 +5,7 @@ Every statement says which numbers it rests on; a speed-up is stated only betwee
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,11 @@ def _source(v: dict[str, Any]) -> tuple[Any, Any]:
     return v.get("from"), v.get("threads")
 
 
-def verdict(entries: list[Entry], base: Entry, max_drop: float = MAX_DROP) -> list[Statement]:
-    """The statements, best trade-off first."""
-    out = [s for s in (_best(entries, base, max_drop),) if s]
+def verdict(entries: list[Entry], base: Entry, max_drop: float = MAX_DROP, searches: Sequence[Path] = ()
+            ) -> list[Statement]:
+    """The statements: a compress search's outcome first (it answers the question the run was asked), then the
+    best trade-off."""
+    out = [s for s in (_compress(entries, searches), _best(entries, base, max_drop)) if s]
     out += distillation_statements(entries)
     out += [s for e in entries if e.kind == "prune" for s in [_prune(e, entries)] if s]
     seen: set[Path] = set()
@@ -53,7 +56,6 @@ def verdict(entries: list[Entry], base: Entry, max_drop: float = MAX_DROP) -> li
         if e.kind == "quantize" and e.path not in seen:
             seen.add(e.path)
             out += _quantize(e.path)
-    out += [s for s in (_compress(entries),) if s]
     return out
 
 
@@ -142,13 +144,17 @@ def _quantize(folder: Path) -> list[Statement]:
     return [Statement("quantize", text[0].upper() + text[1:], chosen.get("precision") == "int8" or None)]
 
 
-def _compress(entries: list[Entry]) -> Statement | None:
-    for folder in dict.fromkeys(e.path.parent for e in entries):
+def _compress(entries: list[Entry], searches: Sequence[Path] = ()) -> Statement | None:
+    """The outcome of a compress search reported on, or of the search an entry came from (the search's folder it
+    was collected from, else a compress.json up to three folders above it)."""
+    folders = [*searches, *(f for e in entries for f in [*([e.search] if e.search else []), *list(e.path.parents)[:3]])]
+    for folder in dict.fromkeys(folders):
         info = read_json(folder / COMPRESS_JSON) if (folder / COMPRESS_JSON).is_file() else None
         if not info or not info.get("outcome"):
             continue
         o = info["outcome"]
         met = o.get("met")
-        return Statement("compress", f"Target {info['target']['label']}: {'met' if met else 'not met'} "
-                         f"({o.get('summary', '')}).", bool(met))
+        text = o.get("sentence") or (f"Target {info['target']['label']}: {'met' if met else 'not met'} "
+                                     f"({o.get('summary', '')}).")
+        return Statement("compress", text, bool(met))
     return None
