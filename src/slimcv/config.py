@@ -30,6 +30,9 @@ class DataConfig(_Config):
     cache: Literal["auto", "memory", "none"] = Field(
         "auto", description="decoded images kept in memory: auto (when they fit in a quarter of the free memory), "
         "memory (always) or none (read from disk every epoch)")
+    batched_augment: Literal["auto", "on", "off"] = Field(
+        "auto", description="augment whole batches on the training device from decoded uint8 samples kept there: "
+        "auto (on CUDA, when they fit in a quarter of its free memory), on (also on a CPU) or off")
     train_split: str = "train"
     val_split: str = "val"
     subset: int | None = Field(None, ge=1, description="use only N training samples, spread evenly over the split")

@@ -65,6 +65,10 @@ class SegmentationPresetTrain:
     ) -> None:
         _check_augment(augment)
         size = _size(size)
+        # what the batched path (data/device_batches.py) reproduces on whole batches
+        self.settings = {"size": size, "augment": tuple(augment), "mean": tuple(mean), "std": tuple(std),
+                         "ignore_index": ignore_index, "rotate_degrees": rotate_degrees,
+                         "shift_fraction": shift_fraction, "scale_range": tuple(scale_range)}
         fill = {tv_tensors.Mask: ignore_index, "others": 0}
         t: list = []
         if "scale_crop" in augment:
@@ -102,6 +106,7 @@ class ClassificationPresetTrain:
     def __init__(self, *, size: int | Sequence[int] | None, augment: Sequence[str], mean, std, **_: object) -> None:
         _check_augment(augment)
         size = _size(size)
+        self.settings = {"size": size, "augment": tuple(augment), "mean": tuple(mean), "std": tuple(std)}
         t: list = []
         if "scale_crop" in augment and size:
             t.append(v2.RandomResizedCrop(size, antialias=True))

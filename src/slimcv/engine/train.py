@@ -145,7 +145,7 @@ def fit(
     model.to(device)
     if isinstance(objective, nn.Module):
         objective.to(device)
-    train_loader, val_loader = _loaders(data, cfg, workers, distributed)
+    train_loader, val_loader = _loaders(data, cfg, workers, distributed, device)
     speed = _choose_speed(model, objective, data, train_loader, cfg, device, previous)
     cfg = cfg.model_copy(update={"amp": speed.setting.amp, "channels_last": speed.setting.channels_last})
     if cfg.channels_last:
@@ -204,11 +204,17 @@ def fit(
     return result
 
 
-def _loaders(data: DataBundle, cfg: TrainConfig, workers: int, distributed: bool):
-    """The training and validation loaders, after decoded images are kept in memory where they fit."""
+def _loaders(data: DataBundle, cfg: TrainConfig, workers: int, distributed: bool, device: torch.device):
+    """The training and validation loaders, after decoded images are kept in memory where they fit; training
+    batches are made on the device where that pays (data/device_batches.py)."""
+    from slimcv.data.device_batches import device_batches
+
     _keep_decoded(data, cfg, workers)
-    train_loader = make_loader(data.train, cfg.data.batch_size, train=True, workers=workers,
-                               seed=cfg.seed, ignore_index=data.info.ignore_index, distributed=distributed)
+    train_loader = device_batches(data.train, cfg.data.batch_size, device, mode=cfg.data.batched_augment,
+                                  seed=cfg.seed, distributed=distributed, quiet=not D.is_main())
+    if train_loader is None:
+        train_loader = make_loader(data.train, cfg.data.batch_size, train=True, workers=workers,
+                                   seed=cfg.seed, ignore_index=data.info.ignore_index, distributed=distributed)
     val_loader = make_eval_loader(data.val, cfg.data.eval_batch_size or cfg.data.batch_size, workers,
                                   data.info.ignore_index, distributed)
     if len(train_loader) == 0:
@@ -246,6 +252,8 @@ def _choose_speed(model, objective, data: DataBundle, loader, cfg: TrainConfig, 
     from slimcv.engine import speed as speed_probe
 
     def sample_batch():
+        if hasattr(loader, "sample"):  # batches made on the device: the probe times those
+            return loader.sample()
         return loader.collate_fn([data.train[i] for i in spread(cfg.data.batch_size, len(data.train))])
 
     enabled = cfg.speed_probe and not cfg.deterministic and os.environ.get("SLIMCV_SPEED_PROBE", "1") != "0"
