@@ -428,7 +428,7 @@ class BenchConfig(_Config):
     """How `bench` measures (the CLI's flags are made from these fields)."""
 
     runtimes: tuple[str, ...] | None = Field(None, description="runtimes from the table: eager, eager-bf16, "
-                                             "eager-cuda, ort, ort-cuda, openvino, openvino-f32 (default: every one "
+                                             "eager-cuda, ort, ort-cuda, ort-tensorrt, openvino, openvino-f32 (default: every one "
                                              "this machine can run on its CPU); one it cannot run is noted and skipped")
     batch_sizes: tuple[int, ...] = Field((1, 8), description="throughput at these batch sizes")
     warmup: int = Field(3, ge=0, description="untimed calls per model and runtime first")

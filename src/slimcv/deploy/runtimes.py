@@ -86,7 +86,19 @@ def _ort_cuda_check() -> str | None:
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return "this onnxruntime build has no CUDA provider (pip install onnxruntime-gpu)"
+        return ("this onnxruntime build has no CUDA provider (pip uninstall -y onnxruntime && pip install "
+                "onnxruntime-gpu, or the ort-cuda extra)")
+    return None
+
+
+def _ort_trt_check() -> str | None:
+    missing = _ort_cuda_check()
+    if missing:
+        return missing
+    import onnxruntime as ort
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        return "this onnxruntime build has no TensorRT provider (onnxruntime-gpu with TensorRT installed)"
     return None
 
 
@@ -211,7 +223,7 @@ def _need_file(path: Any) -> None:
 
 # The runtime names: every other module says them through these (a test finds no literal elsewhere).
 EAGER, EAGER_BF16, EAGER_CUDA = "eager", "eager-bf16", "eager-cuda"
-ORT, ORT_CUDA, OPENVINO, OPENVINO_F32 = "ort", "ort-cuda", "openvino", "openvino-f32"
+ORT, ORT_CUDA, ORT_TRT, OPENVINO, OPENVINO_F32 = "ort", "ort-cuda", "ort-tensorrt", "openvino", "openvino-f32"
 
 TABLE: dict[str, Runtime] = {r.name: r for r in (
     Runtime(EAGER, "module", lambda: None, _torch(None, "cpu"), "fp32", doc="PyTorch eager, FP32", title="PyTorch"),
@@ -223,6 +235,10 @@ TABLE: dict[str, Runtime] = {r.name: r for r in (
             doc="ONNX Runtime, CPU (FP32 files, and INT8 QDQ files in its INT8 kernels)", title="ONNX Runtime"),
     Runtime(ORT_CUDA, "onnx", _ort_cuda_check, _ort(["CUDAExecutionProvider", "CPUExecutionProvider"]),
             device="cuda", doc="ONNX Runtime's CUDA provider", title="ONNX Runtime (CUDA)"),
+    Runtime(ORT_TRT, "onnx", _ort_trt_check,
+            _ort(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]),
+            device="cuda", doc="ONNX Runtime's TensorRT provider (where TensorRT is installed)",
+            title="ONNX Runtime (TensorRT)"),
     Runtime(OPENVINO, "onnx", _importable("openvino", "openvino"), _openvino(None),
             doc="OpenVINO at its default precision for this CPU (bf16 where the CPU has native bf16: AVX512-BF16 or "
                 "AMX; else FP32; INT8 files in INT8)", formats=(".onnx", ".xml"), title="OpenVINO"),
@@ -232,7 +248,7 @@ TABLE: dict[str, Runtime] = {r.name: r for r in (
 )}
 # How tables draw each (runtime, precision) row: its label and its marker in plots.
 MARKERS = {EAGER: "o", EAGER_BF16: "h", EAGER_CUDA: "8", f"{ORT}-fp32": "s", f"{ORT}-int8": "^",
-           f"{ORT_CUDA}-fp32": "P", f"{ORT_CUDA}-int8": "X", f"{OPENVINO}-fp32": "D", f"{OPENVINO}-int8": "v",
+           f"{ORT_CUDA}-fp32": "P", f"{ORT_CUDA}-int8": "X", f"{ORT_TRT}-fp32": "*", f"{ORT_TRT}-int8": "x", f"{OPENVINO}-fp32": "D", f"{OPENVINO}-int8": "v",
            OPENVINO_F32: "d", f"{OPENVINO}-bf16": "p"}
 
 
