@@ -248,7 +248,8 @@ TABLE: dict[str, Runtime] = {r.name: r for r in (
 )}
 # How tables draw each (runtime, precision) row: its label and its marker in plots.
 MARKERS = {EAGER: "o", EAGER_BF16: "h", EAGER_CUDA: "8", f"{ORT}-fp32": "s", f"{ORT}-int8": "^",
-           f"{ORT_CUDA}-fp32": "P", f"{ORT_CUDA}-int8": "X", f"{ORT_TRT}-fp32": "*", f"{ORT_TRT}-int8": "x", f"{OPENVINO}-fp32": "D", f"{OPENVINO}-int8": "v",
+           f"{ORT_CUDA}-fp32": "P", f"{ORT_CUDA}-int8": "X", f"{ORT_TRT}-fp32": "H", f"{ORT_TRT}-int8": "<",
+           f"{OPENVINO}-fp32": "D", f"{OPENVINO}-int8": "v",
            OPENVINO_F32: "d", f"{OPENVINO}-bf16": "p"}
 
 

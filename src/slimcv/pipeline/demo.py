@@ -1,8 +1,8 @@
 """``slimcv demo``: the promise on built-in data in one command, as an ordinary recipe.
 
-A teacher (U-Net) is trained, then ``compress`` searches for the fastest model this machine runs at least
-``TARGET_SPEEDUP`` times faster than the teacher in ONNX Runtime FP32, within ``MAX_DROP`` points, in a short time
-budget; the demo ends with that outcome in one sentence and the file to serve. Beside it, the common real case for
+A teacher (U-Net) is trained, then ``compress`` searches, in a short time budget, for the most accurate model this
+machine runs at least ``TARGET_SPEEDUP`` times faster than the teacher in ONNX Runtime FP32, within ``MAX_DROP``
+points; the demo ends with that outcome in one sentence and the file to serve. Beside it, the common real case for
 distillation: a student with labels for only a few images (16) and many more images without labels (496), distilled
 from the teacher's maps on all of them (``distill --unlabelled``), against the same student trained on its labelled
 images alone for the same number of optimizer steps (the control). The recipe is written to
