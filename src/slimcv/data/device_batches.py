@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from slimcv._console import console
-from slimcv.data.memory import file_dataset
+from slimcv.data.memory import unwrap_subsets
 from slimcv.data.presets import ClassificationPresetTrain, SegmentationPresetTrain
 
 DEVICE_SHARE = 0.25  # at most this fraction of the device's free memory goes to the decoded training set
@@ -277,17 +277,8 @@ def device_batches(dataset: Dataset, batch_size: int, device: torch.device, *, m
 
 def _loadable(dataset: Dataset) -> tuple[object | None, list[int]]:
     """The dataset under any Subsets that loads untransformed samples (``load(i)``), and the indices read of it."""
-    found = file_dataset(dataset)
-    if found is not None:
-        return found
-    indices: list[int] | None = None
-    while isinstance(dataset, Subset):
-        inner = list(dataset.indices)
-        indices = inner if indices is None else [inner[i] for i in indices]
-        dataset = dataset.dataset
-    if not hasattr(dataset, "load"):
-        return None, []
-    return dataset, indices if indices is not None else list(range(len(dataset)))
+    base, indices = unwrap_subsets(dataset)
+    return (base, indices) if hasattr(base, "load") else (None, [])
 
 
 def _stacked(base, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -52,16 +52,22 @@ def _nbytes(x) -> int:
     return sum(t.numel() * t.element_size() for t in x if torch.is_tensor(t))
 
 
-def file_dataset(dataset: Dataset) -> tuple[Any, list[int]] | None:
-    """The file dataset (one with ``load(index)``) under ``dataset`` and the indices ``dataset`` reads of it."""
+def unwrap_subsets(dataset: Dataset) -> tuple[Dataset, list[int]]:
+    """The dataset under any Subsets of ``dataset`` and the indices ``dataset`` reads of it."""
     indices: Sequence[int] | None = None
     while isinstance(dataset, Subset):
         inner = list(dataset.indices)
         indices = inner if indices is None else [inner[i] for i in indices]
         dataset = dataset.dataset
-    if not hasattr(dataset, "load") or not hasattr(dataset, "decoded"):
-        return None
     return dataset, list(indices) if indices is not None else list(range(len(dataset)))
+
+
+def file_dataset(dataset: Dataset) -> tuple[Any, list[int]] | None:
+    """The file dataset (one with ``load(index)``) under ``dataset`` and the indices ``dataset`` reads of it."""
+    base, indices = unwrap_subsets(dataset)
+    if not hasattr(base, "load") or not hasattr(base, "decoded"):
+        return None
+    return base, indices
 
 
 def available_memory() -> int | None:

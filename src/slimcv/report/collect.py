@@ -49,7 +49,6 @@ class Entry:
     input_shape: tuple[int, ...] | None = None
     notes: list[str] = field(default_factory=list)
     how: str | None = None  # quantize rows: which file runs in which runtime ("INT8 file in OpenVINO")
-    search: Path | None = None  # the compress search folder that chose this model
 
     @property
     def metric_name(self) -> str | None:
@@ -223,7 +222,6 @@ def _compressed(path: Path, count: bool) -> list[Entry]:
     for e in entries:
         e.name = path.name if len(entries) == 1 else f"{path.name}:{e.name}"
         e.notes.append(f"chosen by the compress search in {path}")
-        e.search = path
     return entries
 
 

@@ -145,9 +145,9 @@ def _quantize(folder: Path) -> list[Statement]:
 
 
 def _compress(entries: list[Entry], searches: Sequence[Path] = ()) -> Statement | None:
-    """The outcome of a compress search reported on, or of the search an entry came from (the search's folder it
-    was collected from, else a compress.json up to three folders above it)."""
-    folders = [*searches, *(f for e in entries for f in [*([e.search] if e.search else []), *list(e.path.parents)[:3]])]
+    """The outcome of a compress search reported on, else of the search an entry came from (a compress.json up to
+    three folders above it)."""
+    folders = [*searches, *(f for e in entries for f in list(e.path.parents)[:3])]
     for folder in dict.fromkeys(folders):
         info = read_json(folder / COMPRESS_JSON) if (folder / COMPRESS_JSON).is_file() else None
         if not info or not info.get("outcome"):
