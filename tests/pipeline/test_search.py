@@ -21,14 +21,14 @@ def measured():
     return [c for c, _ in cands], ref
 
 
-def _trained_source(tmp_path, *, size: int, width: int) -> dict:
+def _trained_source(tmp_path, *, size: int, width: int, **settings) -> dict:
     """A U-Net (depth 2) trained one epoch on 16 synthetic images into tmp_path/source; returns its data."""
     import slimcv
 
     data = {"spec": "synthetic-shapes", "options": {"size": size, "length": 16}, "batch_size": 8, "workers": 0,
             "val_subset": 8}
     slimcv.train({"model": "unet", "model_kwargs": {"base_width": width, "depth": 2}, "data": data, "epochs": 1,
-                  "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False})
+                  "out_dir": str(tmp_path / "source"), "progress": False, "tensorboard": False, **settings})
     return data
 
 
@@ -262,3 +262,27 @@ def test_finalists_leave_out_a_candidate_far_behind_the_best_proxy():
     assert choose_finalists([far, lead], 2, None) == [lead, far]  # no gap: the n best, as ranked
     assert choose_finalists([far, lead, close], 1, 5.0) == [lead]
     assert choose_finalists([untrained], 2, 5.0) == []
+
+
+def test_candidates_train_with_the_sources_optimizer_and_hopeless_ones_get_no_int8(tmp_path):
+    import json
+
+    pytest.importorskip("nncf")
+    pytest.importorskip("openvino")
+    from slimcv.artifact import read_summary, write_summary
+    from slimcv.pipeline.budget import compress_to_budget
+
+    data = _trained_source(tmp_path, size=64, width=8, optim={"name": "adam", "lr": 0.004})
+    summary = read_summary(tmp_path / "source")
+    summary["metrics"]["miou"] = 99.0  # a source no one-epoch student comes within max_drop + 1 of
+    write_summary(tmp_path / "source", summary)
+    space = S.SearchSpace(prune_ratios=(), students=[("unet", {"base_width": 4, "depth": 2})],
+                          runtimes=("ort", "openvino"), int8=("student",), sensitivity_drops=())
+    r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=3, space=space,
+                           finalists=0, out_dir=tmp_path / "out", latency_runs=4, progress=False, max_drop=1.0)
+    proxy = tmp_path / "out" / "proxy" / "unet-base_width4-depth2"
+    assert json.loads((proxy / "config.json").read_text())["optim"]["lr"] == 0.004
+    student = [c for c in r.candidates if c.name == "unet-base_width4-depth2" and c.precision == "fp32"]
+    assert student[0].metric is not None and 99.0 - student[0].metric > 2.0
+    assert any("INT8 not tried" in n for c in student for n in c.notes)
+    assert not (tmp_path / "out" / "int8" / "unet-base_width4-depth2").exists()

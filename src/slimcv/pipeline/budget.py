@@ -160,8 +160,9 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
                   source_macs=next(c.macs for c in candidates if c.kind == "source"))
     _proxy_round(trainable, deadline, proxy_epochs, out, folders, result, common, state)
     ranked = choose_finalists(trainable, finalists, finalist_gap)
+    hopeless = lambda c: c not in ranked and _hopeless(c.metric, source_metric, max_drop)  # noqa: E731
     reserve = int8_seconds * sum(any(o.name == c.name and o.precision == "int8" and o.meets for o in candidates)
-                                 for c in trainable if c.metric is not None)
+                                 for c in trainable if c.metric is not None and not hopeless(c))
     _final_round(ranked, deadline - reserve, proxy_epochs, out, folders, result, common, state)
     for c in trainable:  # every runtime of a trained network scores as it trained; its INT8 file once quantized
         if c.metric is None:
@@ -169,6 +170,9 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
         for other in candidates:  # the FP32 weights' metric; an INT8 file scores only once it is evaluated
             if other.name == c.name:
                 other.metric = c.metric if other.precision == "fp32" else None
+        if _hopeless(c.metric, source_metric, max_drop):  # its INT8 file would score no better: time saved
+            c.notes.append("INT8 not tried: the FP32 network is already too far below the source")
+            continue
         _score_int8(candidates, c.name, folders[c.name], out, bundle, threads, key, result, state)
     _choose(result, folders)
     result.seconds = time.perf_counter() - start
@@ -198,6 +202,16 @@ def _measured_or_reused(state: _State, folder: Path, bundle, space, out: Path, l
                       f"{budget_minutes:g} min budget, so none is trained; give a budget of at least "
                       f"{2 * took / 60:.0f} min.[/]", highlight=False, soft_wrap=True)
     return candidates, reference
+
+
+HOPELESS_MARGIN = 1.0  # points beyond max_drop: an INT8 file of a network that far below the source is not tried
+
+
+def _hopeless(metric: float | None, source_metric: float | None, max_drop: float | None) -> bool:
+    """Whether a trained network scores so far below the source that its INT8 file cannot be within ``max_drop``."""
+    if metric is None or source_metric is None or max_drop is None:
+        return False
+    return source_metric - metric > max_drop + HOPELESS_MARGIN
 
 
 def _source_metric(folder: Path, bundle, key: str) -> float | None:
@@ -392,18 +406,23 @@ def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: P
 
     _fresh(run_dir)
     kd = KD[task]
+    from slimcv.artifact import read_run_config
+
+    # the optimizer that trained the source trains its candidates (the default's learning rate was 5x too low for
+    # a student from scratch on the demo's data: 12 mIoU after one epoch instead of 29)
+    recorded = (read_run_config(folder) or {}).get("optim")
+    optim = {"optim": recorded} if recorded else {}
     if c.kind == "pruned":
         how = ({"layer_ratios": c.build["layer_ratios"]} if "layer_ratios" in c.build
                else {"remove": 1 - c.macs / source_macs, "target": "macs"})
         r = slimcv.prune(str(folder), data=bundle, **how, finetune_epochs=epochs, distill=[kd], out_dir=str(run_dir),
-                         progress=progress, latency_runs=0, round_to=search.ROUND_TO, threads=threads)
+                         progress=progress, latency_runs=0, round_to=search.ROUND_TO, threads=threads, **optim)
         return r.after["metrics"][metric_key(task)]
-    from slimcv.artifact import read_run_config
 
     build = {k: v for k, v in c.build.items() if k != "inherit"}
     if c.build.get("inherit"):  # start from the source's blocks that the shallower network shares
         build["weights"] = str(_inherited(c, folder, run_dir, bundle.num_classes))
-    values = {**build, "teacher": str(folder), "epochs": epochs, "losses": [kd], "out_dir": str(run_dir),
+    values = {**build, "teacher": str(folder), "epochs": epochs, "losses": [kd], "out_dir": str(run_dir), **optim,
               "progress": progress, "threads": threads, "tensorboard": False,
               "class_weights": (read_run_config(folder) or {}).get("class_weights")}  # the source's loss
     if task == "segmentation":  # the teacher's maps are computed once and shared by every student
