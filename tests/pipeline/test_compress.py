@@ -269,6 +269,16 @@ def test_the_outcome_sentence_says_speed_runtime_cost_and_how_to_serve(tmp_path)
     missed = BudgetResult(None, tmp_path, [c], 2.5, 1.25, 1.0, source_metric=83.0, closest=c, max_drop=1.0)
     text = outcome_sentence(missed, plan, xml)
     assert text.startswith("Target not met within 1 points: the closest is 2.5x faster than the source") and \
-        "-3.7 points" in text
+        "-3.7 points" in text and "; nothing scored within 1 points" in text
+    # the other end of the frontier: the fastest candidate within max_drop, and the target that chooses it
+    source = S.Candidate("source", runtime="openvino", kind="source", params=1, macs=1, latency_ms=1.6,
+                         speedup=1.56, meets=False, metric=83.0)
+    pruned = S.Candidate("pruned_0.25", runtime="ort", kind="pruned", params=1, macs=1, latency_ms=1.4,
+                         speedup=1.79, meets=False, metric=82.4)
+    missed.candidates += [source, pruned]
+    text = outcome_sentence(missed, {**plan, "target": "speedup"}, xml)
+    assert "; within 1 points the fastest is pruned_0.25 in ONNX Runtime FP32, 1.8x at -0.6 points " \
+           "(--target-speedup 1.7 chooses it)" in text
+    assert "--target-latency 1.4 chooses it" in outcome_sentence(missed, {**plan, "target": "latency"}, xml)
     nothing = BudgetResult(None, None, [c], 2.5, 1.25, 1.0, source_metric=83.0, closest=None, max_drop=1.0)
     assert outcome_sentence(nothing, plan, None).startswith("Target not met: no candidate reached 2x the speed")

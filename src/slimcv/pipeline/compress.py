@@ -236,8 +236,8 @@ def outcome_sentence(r, plan: dict[str, Any], file: Path | None, source_name: st
 
     c = r.closest
     if c is None:
-        return (f"Target not met: no candidate reached {plan['label']} with a measured accuracy in the time given; "
-                "give more --budget-minutes or relax the target.")
+        return (f"Target not met: no candidate reached {plan['label']} with a measured accuracy in the time given"
+                f"{frontier_clause(r, plan)}; give more --budget-minutes or relax the target.")
     how = f"{get(c.runtime).title}, {computes_in(c.runtime, c.precision).upper()}"
     cost = "" if c.metric is None or r.source_metric is None else f", {c.metric - r.source_metric:+.1f} points"
     flag = f" --runtime {c.runtime}" if file and default_for(file) != c.runtime else ""
@@ -245,8 +245,34 @@ def outcome_sentence(r, plan: dict[str, Any], file: Path | None, source_name: st
     what = f"{c.speedup:.1f}x faster than {source_name} in ONNX Runtime FP32 on this CPU ({how}){cost}{serve}"
     if r.met:
         return what[0].upper() + what[1:] + "."
-    return (f"Target not met within {plan['max_drop']:g} points: the closest is {what} "
+    return (f"Target not met within {plan['max_drop']:g} points: the closest is {what}{frontier_clause(r, plan)} "
             "(more --budget-minutes or a looser target may meet it).")
+
+
+def fastest_within(r, max_drop: float):
+    """The fastest candidate scored within ``max_drop`` points of the source (the source itself included), or
+    None: on a miss, the other end of the frontier."""
+    if r.source_metric is None:
+        return None
+    scored = [c for c in r.candidates if c.metric is not None and c.speedup
+              and r.source_metric - c.metric <= max_drop + 1e-9]
+    return max(scored, key=lambda c: c.speedup, default=None)
+
+
+def frontier_clause(r, plan: dict[str, Any]) -> str:
+    """'; within D points the fastest is N in RUNTIME, Sx at -P points (--target-speedup S chooses it)'."""
+    from slimcv.deploy.runtimes import computes_in, get
+
+    f = fastest_within(r, plan["max_drop"])
+    if f is None:
+        return f"; nothing scored within {plan['max_drop']:g} points"
+    how = f"{get(f.runtime).title} {computes_in(f.runtime, f.precision).upper()}"
+    if plan.get("target") == "latency":
+        flag = f"--target-latency {math.ceil(f.latency_ms * 100) / 100:g}"
+    else:
+        flag = f"--target-speedup {math.floor(f.speedup * 10) / 10:g}"
+    return (f"; within {plan['max_drop']:g} points the fastest is {f.name} in {how}, {f.speedup:.1f}x at "
+            f"{f.metric - r.source_metric:+.1f} points ({flag} chooses it)")
 
 
 def write_outcome(out_dir: Path, plan: dict[str, Any], r, sentence: str | None = None) -> Path:
@@ -261,7 +287,9 @@ def write_outcome(out_dir: Path, plan: dict[str, Any], r, sentence: str | None =
             summary += f", {c.metric - r.source_metric:+.2f} pt against the source's {r.source_metric:.2f}"
         if not r.met:
             summary += f", outside the {plan['max_drop']:g} pt budget (the closest)"
-    outcome = {"met": r.met, "summary": summary, "sentence": sentence, "chosen": c.to_json() if c else None,
+    fastest = fastest_within(r, plan["max_drop"]) if not r.met else None
+    outcome = {"met": r.met, "summary": summary, "sentence": sentence,
+               "fastest_within_max_drop": fastest.to_json() if fastest else None, "chosen": c.to_json() if c else None,
                "folder": str(r.folder) if r.folder else None, "folder_in_out_dir": _inside(r.folder, out_dir),
                "reference_ms": r.reference_ms,
                "budget_ms": r.budget_ms, "source_metric": r.source_metric}
