@@ -102,7 +102,9 @@ def _stage_outputs(features: nn.Sequential) -> tuple[dict[str, str], list[int]]:
 
 def _backbone(name: str, width: float) -> nn.Sequential:
     if name.startswith("mobilenet_v3"):
-        net = getattr(torchvision.models, name)(weights=None, width_mult=width)
+        from slimcv.models.mobile import NORM  # BatchNorm statistics that keep up with a short schedule
+
+        net = getattr(torchvision.models, name)(weights=None, width_mult=width, norm_layer=NORM)
         return net.features
     if name == "resnet18":
         net = torchvision.models.resnet18(weights=None)

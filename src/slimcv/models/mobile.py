@@ -19,7 +19,8 @@ from slimcv.models._registry import MODELS
 
 # torchvision's MobileNetV3 keeps BatchNorm statistics with momentum 0.01 (its 600-epoch ImageNet recipe); over a
 # few epochs from scratch they lag the weights so far that evaluation predicted one class everywhere (21 mIoU,
-# 65 with batch statistics, after 6 epochs on synthetic shapes). PyTorch's default momentum keeps up.
+# 65 with batch statistics, after 6 epochs on synthetic shapes; slimdet_s reached 13.5 mAP after 10 epochs on
+# synthetic detection instead of 41.7). PyTorch's default momentum keeps up.
 NORM = partial(nn.BatchNorm2d, eps=0.001, momentum=0.1)
 
 
