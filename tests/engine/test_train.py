@@ -97,7 +97,7 @@ import conftest  # registers tiny_seg_test
 import slimcv
 from slimcv.engine import distributed as D
 r = slimcv.train({{"model": "tiny_seg_test", "data": {{"spec": "synthetic-shapes", "options": {{"size": 32, "length": 64}},
-    "augment": [], "batch_size": {bs}, "workers": 0, "val_subset": 30}}, "epochs": 2, "optim": {{"name": "sgd", "lr": 0.05}},
+    "augment": [], "batch_size": {bs}, "workers": 0, "val_subset": 30, "batched_augment": {ba!r}}}, "epochs": 2, "optim": {{"name": "sgd", "lr": 0.05}},
     "schedule": {{"name": "constant"}}, "out_dir": {out!r}, "progress": False, "tensorboard": False, "seed": 1}})
 if D.is_main():
     json.dump({{"miou": r.metrics["miou"], "pixel_acc": r.metrics["pixel_acc"],
@@ -105,12 +105,13 @@ if D.is_main():
 """
 
 
-def test_two_process_gloo_ddp_matches_one_process(tmp_path):
+@pytest.mark.parametrize("batched", ["off", "on"])  # the per-sample loader, and batches made on the device
+def test_two_process_gloo_ddp_matches_one_process(tmp_path, batched):
     tests_dir = str(Path(__file__).resolve().parents[1])
     one = tmp_path / "one.py"
-    one.write_text(DDP_SCRIPT.format(tests=tests_dir, bs=8, out=str(tmp_path / "one")))
+    one.write_text(DDP_SCRIPT.format(tests=tests_dir, bs=8, out=str(tmp_path / "one"), ba=batched))
     two = tmp_path / "two.py"
-    two.write_text(DDP_SCRIPT.format(tests=tests_dir, bs=4, out=str(tmp_path / "two")))
+    two.write_text(DDP_SCRIPT.format(tests=tests_dir, bs=4, out=str(tmp_path / "two"), ba=batched))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r1 = subprocess.run([sys.executable, str(one)], capture_output=True, text=True, env=env, timeout=300)
     assert r1.returncode == 0, r1.stderr
