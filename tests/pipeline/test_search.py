@@ -286,3 +286,23 @@ def test_candidates_train_with_the_sources_optimizer_and_hopeless_ones_get_no_in
     assert student[0].metric is not None and 99.0 - student[0].metric > 2.0
     assert any("INT8 not tried" in n for c in student for n in c.notes)
     assert not (tmp_path / "out" / "int8" / "unet-base_width4-depth2").exists()
+
+
+def test_finalists_train_on_from_their_proxy_runs(tmp_path):
+    import json
+
+    from slimcv.artifact import find_weights, read_model_spec
+    from slimcv.pipeline.budget import compress_to_budget
+
+    data = _trained_source(tmp_path, size=64, width=8)
+    space = S.SearchSpace(prune_ratios=(0.5,), students=[("unet", {"base_width": 4, "depth": 2})], runtimes=("ort",),
+                          int8=(), sensitivity_drops=())
+    r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=0.6, space=space,
+                           finalists=2, finalist_gap=None, out_dir=tmp_path / "out", latency_runs=4, progress=False)
+    finals = {e["candidate"]: e for e in r.log if e["stage"] == "final"}
+    assert set(finals) == {"pruned_0.5", "unet-base_width4-depth2"}, r.log
+    out = tmp_path / "out"
+    # the pruned copy is fine-tuned further, not pruned again; the student starts from its proxy's weights
+    assert read_model_spec(out / "final" / "pruned_0.5")["finetuned_from"] == str(out / "proxy" / "pruned_0.5")
+    student = json.loads((out / "final" / "unet-base_width4-depth2" / "config.json").read_text())
+    assert student["weights"] == str(find_weights(out / "proxy" / "unet-base_width4-depth2"))

@@ -5,7 +5,8 @@ budget by a short distillation run, spend the remaining time on the best, return
    timed untrained, per runtime, in one interleaved run (``search``).
 2. Each candidate that meets the latency budget gets a proxy run: ``proxy_epochs`` of KD from the source
    (students from scratch; pruned copies keep the source's weights and fine-tune with KD).
-3. The best ``finalists`` by proxy metric are trained again with the epochs the rest of the time allows.
+3. The best ``finalists`` by proxy metric train on from their proxy runs for the epochs the rest of the time
+   allows (nothing is built or pruned again).
 4. Networks whose NNCF INT8 file meets the budget are quantized once trained (the source at once: it needs no
    training) and scored as deployed.
 5. The most accurate candidate that meets the budget wins; the source itself counts, on any runtime or
@@ -163,7 +164,7 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     hopeless = lambda c: c not in ranked and _hopeless(c.metric, source_metric, max_drop)  # noqa: E731
     reserve = int8_seconds * sum(any(o.name == c.name and o.precision == "int8" and o.meets for o in candidates)
                                  for c in trainable if c.metric is not None and not hopeless(c))
-    _final_round(ranked, deadline - reserve, proxy_epochs, out, folders, result, common, state)
+    _final_round(ranked, deadline - reserve, out, folders, result, common, state)
     for c in trainable:  # every runtime of a trained network scores as it trained; its INT8 file once quantized
         if c.metric is None:
             continue
@@ -313,25 +314,25 @@ def _reuse(state: _State, stage: str, c: search.Candidate, folders: dict[str, Pa
     return True
 
 
-def _final_round(ranked: list[search.Candidate], deadline: float, proxy_epochs: int, out: Path,
+def _final_round(ranked: list[search.Candidate], deadline: float, out: Path,
                  folders: dict[str, Path], result: BudgetResult, common: dict[str, Any], state: _State) -> None:
-    """Train the finalists again, sharing the time left before ``deadline`` between them."""
+    """Train the finalists on from their proxy runs, sharing the time left before ``deadline`` between them."""
     for i, c in enumerate(ranked):
         if _reuse(state, "final", c, folders, result, "final"):
             continue
         left = deadline - time.perf_counter()
         proxy = next(r for r in result.log if r["candidate"] == c.name)
         epochs = int((left / (len(ranked) - i) - proxy["setup_seconds"]) / proxy["seconds_per_epoch"])
-        if epochs <= proxy_epochs:
-            c.notes.append("kept its proxy run: no time for a longer one")
+        if epochs < 1:
+            c.notes.append("kept its proxy run: no time to train it further")
             continue
-        _phase(f"final run {i + 1}/{len(ranked)}: {c.name}, {epochs} epochs", deadline)
-        metric = _train(c, out / "final" / c.name, epochs, **common)
+        _phase(f"final run {i + 1}/{len(ranked)}: {c.name}, {epochs} more epochs from its proxy run", deadline)
+        metric = _train(c, out / "final" / c.name, epochs, start=folders[c.name], **common)
         entry = {"candidate": c.name, "stage": "final", "epochs": epochs, "metric": metric,
                  "folder": str(out / "final" / c.name)}
         result.log.append(entry)
         state.record(f"final/{c.name}", entry)
-        c.notes.append(f"final: {epochs} epochs")
+        c.notes.append(f"final: {epochs} more epochs")
         c.metric = metric
         folders[c.name] = out / "final" / c.name
 
@@ -399,19 +400,26 @@ def _fresh(run_dir: Path) -> None:
 
 
 def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, task: str, progress: bool,
-           threads: int | None, source_macs: int) -> float:
-    """Train one candidate with KD from the source; returns its validation metric."""
+           threads: int | None, source_macs: int, start: Path | None = None) -> float:
+    """Train one candidate with KD from the source for ``epochs``; ``start``: go on from that earlier run of it
+    (its proxy) instead of building it again. Returns its validation metric."""
     import slimcv
-    from slimcv.artifact import metric_key
+    from slimcv.artifact import find_weights, metric_key, read_run_config
 
     _fresh(run_dir)
     kd = KD[task]
-    from slimcv.artifact import read_run_config
 
     # the optimizer that trained the source trains its candidates (the default's learning rate was 5x too low for
     # a student from scratch on the demo's data: 12 mIoU after one epoch instead of 29)
     recorded = (read_run_config(folder) or {}).get("optim")
     optim = {"optim": recorded} if recorded else {}
+    if c.kind == "pruned" and start is not None:  # the pruned network trains on; nothing is pruned again
+        from slimcv.pipeline.stages import FinetuneConfig, finetune
+
+        cfg = FinetuneConfig(source=str(start), data=bundle.config, epochs=epochs, teacher=str(folder), losses=[kd],
+                             out_dir=str(run_dir), progress=progress, tensorboard=False, threads=threads, **optim)
+        r = finetune(cfg, bundle)
+        return r.best.get("value", r.metrics[metric_key(task)])
     if c.kind == "pruned":
         how = ({"layer_ratios": c.build["layer_ratios"]} if "layer_ratios" in c.build
                else {"remove": 1 - c.macs / source_macs, "target": "macs"})
@@ -420,7 +428,9 @@ def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: P
         return r.after["metrics"][metric_key(task)]
 
     build = {k: v for k, v in c.build.items() if k != "inherit"}
-    if c.build.get("inherit"):  # start from the source's blocks that the shallower network shares
+    if start is not None:
+        build["weights"] = str(find_weights(start))
+    elif c.build.get("inherit"):  # start from the source's blocks that the shallower network shares
         build["weights"] = str(_inherited(c, folder, run_dir, bundle.num_classes))
     values = {**build, "teacher": str(folder), "epochs": epochs, "losses": [kd], "out_dir": str(run_dir), **optim,
               "progress": progress, "threads": threads, "tensorboard": False,

@@ -181,6 +181,7 @@ class FinetuneConfig(BaseModel):
     teacher_kwargs: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
+    threads: int | None = Field(None, ge=1, description="intra-op threads (default: torch's)")
     eval_every: int = Field(1, ge=1)
     progress: bool = True
     tensorboard: bool = True
@@ -215,7 +216,7 @@ def finetune(cfg: FinetuneConfig, data=None):
     model, spec = load_run_model(cfg.source)
     tcfg = finetune_config(spec, cfg.data, cfg.out_dir, resume=cfg.resume, epochs=cfg.epochs, optim=cfg.optim,
                            schedule=cfg.schedule, clip_grad_norm=cfg.clip_grad_norm,
-                           label_smoothing=cfg.label_smoothing, seed=cfg.seed, device=cfg.device,
+                           label_smoothing=cfg.label_smoothing, seed=cfg.seed, device=cfg.device, threads=cfg.threads,
                            eval_every=cfg.eval_every, progress=cfg.progress, tensorboard=cfg.tensorboard)
     if cfg.teacher is not None:
         teacher, _ = load_teacher(cfg, data.num_classes)
