@@ -414,7 +414,7 @@ def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: P
     recorded = (read_run_config(folder) or {}).get("optim")
     optim = {"optim": recorded} if recorded else {}
     if c.kind == "pruned" and start is not None:  # the pruned network trains on; nothing is pruned again
-        from slimcv.pipeline.stages import FinetuneConfig, finetune
+        from slimcv.pipeline.finetune import FinetuneConfig, finetune
 
         cfg = FinetuneConfig(source=str(start), data=bundle.config, epochs=epochs, teacher=str(folder), losses=[kd],
                              out_dir=str(run_dir), progress=progress, tensorboard=False, threads=threads, **optim)
