@@ -161,9 +161,9 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
                   source_macs=next(c.macs for c in candidates if c.kind == "source"))
     _proxy_round(trainable, deadline, proxy_epochs, out, folders, result, common, state)
     ranked = choose_finalists(trainable, finalists, finalist_gap)
-    hopeless = lambda c: c not in ranked and _hopeless(c.metric, source_metric, max_drop)  # noqa: E731
     reserve = int8_seconds * sum(any(o.name == c.name and o.precision == "int8" and o.meets for o in candidates)
-                                 for c in trainable if c.metric is not None and not hopeless(c))
+                                 for c in trainable if c.metric is not None
+                                 and (c in ranked or not _hopeless(c.metric, source_metric, max_drop)))
     _final_round(ranked, deadline - reserve, out, folders, result, common, state)
     for c in trainable:  # every runtime of a trained network scores as it trained; its INT8 file once quantized
         if c.metric is None:
@@ -411,8 +411,8 @@ def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: P
 
     # the optimizer that trained the source trains its candidates (the default's learning rate was 5x too low for
     # a student from scratch on the demo's data: 12 mIoU after one epoch instead of 29)
-    recorded = (read_run_config(folder) or {}).get("optim")
-    optim = {"optim": recorded} if recorded else {}
+    recorded = read_run_config(folder) or {}
+    optim = {"optim": recorded["optim"]} if recorded.get("optim") else {}
     if c.kind == "pruned" and start is not None:  # the pruned network trains on; nothing is pruned again
         from slimcv.pipeline.finetune import FinetuneConfig, finetune
 
@@ -434,7 +434,7 @@ def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: P
         build["weights"] = str(_inherited(c, folder, run_dir, bundle.num_classes))
     values = {**build, "teacher": str(folder), "epochs": epochs, "losses": [kd], "out_dir": str(run_dir), **optim,
               "progress": progress, "threads": threads, "tensorboard": False,
-              "class_weights": (read_run_config(folder) or {}).get("class_weights")}  # the source's loss
+              "class_weights": recorded.get("class_weights")}  # the source's loss
     if task == "segmentation":  # the teacher's maps are computed once and shared by every student
         values.update(mode="offline", cache={"dir": str(run_dir.parent.parent / TEACHER_CACHE)})
     r = slimcv.distill(values, data=bundle)
