@@ -17,7 +17,8 @@ from slimcv.config import DistillConfig, LossSpec
 from slimcv.data import DataBundle, as_bundle
 from slimcv.engine import distributed as D
 from slimcv.engine.loop import SupervisedLoss, evaluate, match_size
-from slimcv.engine.train import TrainResult, check_task, class_weights, fit, make_eval_loader, seed_everything
+from slimcv.engine.train import (TrainResult, check_task, class_weights, fit, make_eval_loader, seed_everything,
+                                sized_kwargs)
 from slimcv.artifact import (check_rebuildable, is_weights_file, metric_key, module_spec, resolve_model,
                              source_label, stage_config)
 from slimcv.errors import SlimcvError
@@ -90,9 +91,6 @@ def _distill(cfg: DistillConfig, student_src: Any, teacher_src: Any, data: Any, 
     else:
         data = as_bundle(data)
         check_task(str(student_src), data)
-    from slimcv.artifact import not_for_detection
-
-    not_for_detection(data, "distill")
     if data.config is not cfg.data and not data.config.spec.startswith("python:"):
         cfg = cfg.model_copy(update={"data": data.config})  # the data given is the data recorded (and batched)
     if data.task == "classification":
@@ -102,7 +100,7 @@ def _distill(cfg: DistillConfig, student_src: Any, teacher_src: Any, data: Any, 
         if dense:
             raise SlimcvError(f"Loss {dense[0]!r} compares pixel maps and works on segmentation only; use kd, dkd or "
                               "dist for classification.")
-    ce_weights = class_weights(cfg, data)  # from the labelled images only
+    ce_weights = class_weights(cfg, data) if data.task != "detection" else None  # from the labelled images only
     if cfg.unlabelled:
         from slimcv.distill.unlabelled import add_unlabelled
 
@@ -122,15 +120,21 @@ def _distill(cfg: DistillConfig, student_src: Any, teacher_src: Any, data: Any, 
         if keep:
             check_rebuildable(student, student_spec)
     else:
-        student = create_model(cfg.model, data.num_classes, weights=weights or cfg.weights, **cfg.model_kwargs)
-        student_spec = {"name": cfg.model, "num_classes": data.num_classes, "kwargs": dict(cfg.model_kwargs)}
+        kwargs = sized_kwargs(cfg.model, data, cfg.model_kwargs)
+        student = create_model(cfg.model, data.num_classes, weights=weights or cfg.weights, **kwargs)
+        student_spec = {"name": cfg.model, "num_classes": data.num_classes, "kwargs": kwargs}
     cache_path = None
-    if cfg.mode == "offline":
-        data, cache_path = with_teacher_cache(teacher, data, cfg, device)
-    features = _features(cfg, student, teacher, data)
-    objective = DistillObjective(None if cfg.mode == "offline" else teacher, cfg.losses, cfg.alpha,
-                                 data.info.ignore_index, ce_weights, features,
-                                 warmup_steps=round(cfg.kd_warmup_epochs * steps_per_epoch(data, cfg)))
+    warmup = round(cfg.kd_warmup_epochs * steps_per_epoch(data, cfg))
+    if data.task == "detection":
+        from slimcv.distill.detection import detection_objective
+
+        objective = features = detection_objective(cfg, student, teacher, data, warmup)
+    else:
+        if cfg.mode == "offline":
+            data, cache_path = with_teacher_cache(teacher, data, cfg, device)
+        features = _features(cfg, student, teacher, data)
+        objective = DistillObjective(None if cfg.mode == "offline" else teacher, cfg.losses, cfg.alpha,
+                                     data.info.ignore_index, ce_weights, features, warmup_steps=warmup)
     spec = {**student_spec, "task": data.task, "teacher": teacher_spec}
     if isinstance(student_src, nn.Module):
         cfg = cfg.model_copy(update={"model": spec["name"]})  # labels config.json; the module is what trains
@@ -293,7 +297,7 @@ def compare_models(models: dict[str, nn.Module], data: DataBundle, cfg, device) 
         key = metric_key(data.task)
         rows.append({"model": name, key: m[key], "params": count_params(model),
                      "macs": count_macs(model, (1, *image.shape)), "input": list(image.shape),
-                     "per_class": m.get("per_class_iou", m.get("per_class_acc"))})
+                     "per_class": m.get("per_class_iou", m.get("per_class_ap", m.get("per_class_acc")))})
     return rows
 
 

@@ -55,11 +55,7 @@ def train(source: Any, data: Any = None, *, weights: str | None = None, **option
     if not isinstance(model_source, nn.Module):  # the config names the model (by name or factory)
         data = as_bundle(data if data is not None else cfg.data)
         check_task(cfg.model, data)
-        kwargs = dict(cfg.model_kwargs)
-        if data.task == "detection" and model_task(cfg.model) == "detection" and "size" not in kwargs:
-            from slimcv.artifact import data_input_shape
-
-            kwargs["size"] = data_input_shape(data)[-2:]  # the detector takes the data's images without resizing
+        kwargs = sized_kwargs(cfg.model, data, cfg.model_kwargs)
         seed_everything(cfg.seed, cfg.deterministic)  # the initial weights depend on the seed alone
         model = create_model(cfg.model, data.num_classes, weights=weights or cfg.weights, **kwargs)
         spec = {"name": cfg.model, "num_classes": data.num_classes, "kwargs": kwargs, "task": data.task}
@@ -82,6 +78,17 @@ def train(source: Any, data: Any = None, *, weights: str | None = None, **option
         cfg = cfg.model_copy(update={"data": data.config})  # the data given is the data recorded (and batched)
     objective = task_objective(cfg, data)
     return fit(model, data, cfg, objective, model_spec=spec)
+
+
+def sized_kwargs(name: str, data: DataBundle, kwargs: dict) -> dict:
+    """``kwargs`` for building model ``name``, with a detector's input size set to the data's images (so it
+    takes them without resizing) when none is given."""
+    kwargs = dict(kwargs)
+    if data.task == "detection" and model_task(name) == "detection" and "size" not in kwargs:
+        from slimcv.artifact import data_input_shape
+
+        kwargs["size"] = data_input_shape(data)[-2:]
+    return kwargs
 
 
 def task_objective(cfg: TrainConfig, data: DataBundle) -> nn.Module:

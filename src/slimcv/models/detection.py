@@ -239,3 +239,41 @@ def dense_kind(model: nn.Module) -> str:
     raise SlimcvError(f"{type(model).__name__} is not a torchvision SSD, RetinaNet or FCOS detector, so slimcv "
                       "cannot split it into a static network and box selection; export it yourself with "
                       "torch.onnx, or build it on one of those classes.")
+
+
+# ---------------------------------------------------------------- what structured pruning traces and keeps
+
+_OUTPUT_LAYERS = {"fcos": ("head.classification_head.cls_logits", "head.regression_head.bbox_reg",
+                           "head.regression_head.bbox_ctrness"),
+                  "retinanet": ("head.classification_head.cls_logits", "head.regression_head.bbox_reg"),
+                  "ssd": ("head.classification_head", "head.regression_head")}
+
+
+def head_outputs(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """A single-stage detector's raw head outputs for (N, 3, H, W) images in [0, 1], flattened into one (N, K)
+    tensor: the path Torch-Pruning traces (the detector's own forward loops over images and runs NMS)."""
+    t = model.transform
+    mean = torch.tensor(t.image_mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(t.image_std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    feats = model.backbone((images - mean) / std)
+    out = model.head(list(feats.values()) if isinstance(feats, dict) else [feats])
+    return torch.cat([v.flatten(1) for v in out.values()], 1)
+
+
+def output_modules(model: nn.Module) -> list[nn.Module]:
+    """The head layers that emit class scores and boxes: structured pruning keeps them whole, so the anchors x
+    classes and box layout stays as trained."""
+    names = dict(model.named_modules())
+    return [names[n] for n in _OUTPUT_LAYERS[dense_kind(model)] if n in names]
+
+
+def group_norm_widths(model: nn.Module) -> dict[str, int]:
+    """Conv layers whose output a GroupNorm normalises, with its group count: pruned widths must stay multiples
+    of it."""
+    out, last = {}, None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            last = (name, m.out_channels)
+        elif isinstance(m, nn.GroupNorm) and last is not None and last[1] == m.num_channels:
+            out[last[0]] = m.num_groups
+    return out

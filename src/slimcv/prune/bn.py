@@ -27,12 +27,15 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable, device: torch.devi
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the batches, not an exponential one
+    from slimcv.models.detection import head_outputs, is_detector
+
+    run = (lambda x: head_outputs(model, x)) if is_detector(model) else model  # a detector in train mode wants boxes
     model.train()
     seen = 0
     try:
         for batch in (first, *usable):
             images = _images(batch)
-            model(images.to(device))
+            run(images.to(device))
             seen += images.shape[0]
     finally:
         for m, momentum in momenta.items():

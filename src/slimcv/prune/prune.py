@@ -24,8 +24,9 @@ from slimcv.bench.macs import count_macs, count_params
 from slimcv.config import PruneConfig
 from slimcv.data import DataBundle, make_loader
 from slimcv.engine import distributed as D
-from slimcv.artifact import (check_rebuildable, load_inputs, metric_key, not_for_detection, read_run_config, stage_config, tag,
+from slimcv.artifact import (check_rebuildable, load_inputs, metric_key, read_run_config, stage_config, tag,
                              write_run_config, write_summary)
+from slimcv.errors import SlimcvError
 from slimcv.engine.loop import SupervisedLoss, evaluate, match_size
 from slimcv.engine.train import class_weights, finetune_config, fit, make_eval_loader
 from slimcv.prune import sensitivity
@@ -79,7 +80,9 @@ def _prune(cfg: PruneConfig, model_source: Any, data: Any, weights: str | None, 
         if data is None and ("data" in cfg.model_fields_set or not Path(cfg.source).is_dir()):
             data = cfg.data
     loaded, data = load_inputs(model_source, data, weights=weights, kwargs=model_kwargs)
-    not_for_detection(data, "prune")
+    if data.task == "detection" and cfg.importance == "taylor":
+        raise SlimcvError("Taylor importance needs a classification or segmentation loss per output; prune a "
+                          "detector with l1, l2, bn_scale, activation or apoz importance.")
     model, spec = loaded.model, loaded.spec
     if keep:
         check_rebuildable(model, spec)
@@ -209,7 +212,7 @@ def _fine_tuner(cfg: PruneConfig, tcfg, data: DataBundle, objective, spec: dict[
             return {}
         epochs_used.append(epochs)
         step_cfg = tcfg.model_copy(update={"out_dir": str(out / f"step_{step}"), "epochs": epochs, **measured})
-        result = fit(m, data, step_cfg, objective, model_spec=pruned_spec(spec, history, example.shape))
+        result = _fit(m, data, step_cfg, objective, pruned_spec(spec, history, example.shape))
         if result.speed is not None:
             measured.update(amp=result.speed.setting.amp, channels_last=result.speed.setting.channels_last)
         return result.metrics
@@ -226,8 +229,37 @@ def _source_class_weights(cfg: PruneConfig, folder: Path | None):
     return (run or {}).get("class_weights")
 
 
+def _fit(model: nn.Module, data: DataBundle, cfg, objective, spec: dict[str, Any], **kwargs):
+    """fit with ``objective``, or with the objective it builds for this model's current widths (a detector's
+    distillation adapts the pruned neck to the unpruned one's)."""
+    if isinstance(objective, nn.Module) or not callable(objective):
+        return fit(model, data, cfg, objective, model_spec=spec, **kwargs)
+    bound = objective(model)
+    try:
+        return fit(model, data, cfg, bound, model_spec=spec, **kwargs)
+    finally:
+        bound.remove()
+
+
 def _objective(cfg: PruneConfig, original: nn.Module, data: DataBundle, device, weights: list[float] | None):
-    """CE (with the class weights), or CE + KD from the unpruned model (it runs beside the student, frozen)."""
+    """CE (with the class weights), or CE + KD from the unpruned model (it runs beside the student, frozen); for a
+    detector its own losses, or a function that builds its distillation objective for the pruned widths."""
+    if data.task == "detection":
+        from slimcv.engine.detection import DetectionLoss
+
+        if not cfg.distill:
+            return DetectionLoss()
+        unknown = [s.name for s in cfg.distill if s.name != "kd"]
+        if unknown:
+            raise SlimcvError(f"Loss {unknown[0]!r} works on classification or segmentation outputs; fine-tune a "
+                              "pruned detector with distill: [kd] (its head and neck against the unpruned one's).")
+        from slimcv.distill.detection import DetectionDistillObjective
+
+        w = sum(s.weight for s in cfg.distill)
+        sample = data.train[0][0][None].to(device)
+        teacher = original.to(device)
+        return lambda m: DetectionDistillObjective(teacher, m.to(device), sample, alpha=cfg.alpha, kd_weight=w,
+                                                   feature_weight=w)
     if not cfg.distill:
         return SupervisedLoss(data.info.ignore_index, weights)
     from slimcv.distill.distill import DistillObjective
@@ -277,8 +309,8 @@ def _soft(model, example, data, cfg, spec, tcfg, objective, common, out, referen
         soft_prune_step(m.to("cpu"), example, ratio=ratio, **goal_kwargs)
         m.to(was)
 
-    metrics = fit(model, data, tcfg.model_copy(update={"out_dir": str(out / "soft"), "epochs": soft_epochs}),
-                  objective, model_spec=spec, on_epoch_end=zero).metrics
+    metrics = _fit(model, data, tcfg.model_copy(update={"out_dir": str(out / "soft"), "epochs": soft_epochs}),
+                   objective, spec, on_epoch_end=zero).metrics
     model.to("cpu")
     # selected again from the trained weights (a resumed run has only those): the zeroed filters have the
     # smallest norm, so this is the set the last epoch zeroed
@@ -289,9 +321,9 @@ def _soft(model, example, data, cfg, spec, tcfg, objective, common, out, referen
               "soft_epochs": soft_epochs, "zeroed_filters": still_zero, "metrics_before_removal": metrics}
     hard_epochs = total - soft_epochs
     if hard_epochs > 0:
-        record["metrics"] = fit(model, data, tcfg.model_copy(update={"out_dir": str(out / "finetune"),
-                                                                     "epochs": hard_epochs}),
-                                objective, model_spec=pruned_spec(spec, result.history, example.shape)).metrics
+        record["metrics"] = _fit(model, data, tcfg.model_copy(update={"out_dir": str(out / "finetune"),
+                                                                      "epochs": hard_epochs}),
+                                 objective, pruned_spec(spec, result.history, example.shape)).metrics
     return [record], result.history
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from slimcv._console import progress_bar
 from slimcv.errors import SlimcvError
-from slimcv.prune.structured import IMPORTANCES, _ignored_modules, _tp, score_inputs
+from slimcv.prune.structured import IMPORTANCES, _ignored_modules, _tp, score_inputs, trace_options
 
 
 @dataclass
@@ -50,7 +50,7 @@ def prunable_layers(model: nn.Module, example_input: torch.Tensor, num_classes: 
     tp = _tp()
     names = {m: n for n, m in model.named_modules()}
     with torch.enable_grad():
-        graph = tp.DependencyGraph().build_dependency(model, example_input)
+        graph = tp.DependencyGraph().build_dependency(model, example_input, **trace_options(model))
     groups = graph.get_all_groups(ignored_layers=_ignored_modules(model, num_classes, ignored),
                                   root_module_types=[nn.Conv2d, nn.Linear])
     return [names[g[0].dep.target.module] for g in groups if g[0].dep.target.module in names]
@@ -62,7 +62,7 @@ def prune_layer(model: nn.Module, example_input: torch.Tensor, layer: str, ratio
     tp = _tp()
     module = dict(model.named_modules())[layer]
     with torch.enable_grad():
-        graph = tp.DependencyGraph().build_dependency(model, example_input)
+        graph = tp.DependencyGraph().build_dependency(model, example_input, **trace_options(model))
     fn = graph.get_pruner_of_module(module).prune_out_channels
     n = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
     k = min(int(n * ratio), n - 1)

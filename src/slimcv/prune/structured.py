@@ -9,6 +9,7 @@ rebuilt by replaying that history on a freshly built model: no pickled modules.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,7 +152,22 @@ def _ignored_modules(model: nn.Module, num_classes: int, ignored: Sequence[str])
     if unknown:
         hint = close_matches(unknown[0], names) or f" Names look like {list(names)[1:4]}."
         raise SlimcvError(f"No layer named {unknown[0]!r} in this model to keep unpruned.{hint}")
-    return output_layers(model, num_classes) + [names[n] for n in ignored]
+    return outputs_of(model, num_classes) + [names[n] for n in ignored]
+
+
+def outputs_of(model: nn.Module, num_classes: int) -> list[nn.Module]:
+    """The layers pruning never touches: a classifier's or segmenter's class outputs, a detector's score and
+    box layers."""
+    from slimcv.models.detection import is_detector, output_modules
+
+    return output_modules(model) if is_detector(model) else output_layers(model, num_classes)
+
+
+def trace_options(model: nn.Module) -> dict[str, Any]:
+    """How Torch-Pruning runs ``model`` to trace it: a detector through its backbone and head only."""
+    from slimcv.models.detection import head_outputs, is_detector
+
+    return {"forward_fn": head_outputs} if is_detector(model) else {}
 
 
 def build_pruner(model: nn.Module, example_input: torch.Tensor, imp, *, num_classes: int, ratio: float,
@@ -166,7 +182,7 @@ def build_pruner(model: nn.Module, example_input: torch.Tensor, imp, *, num_clas
                                         global_pruning=global_pruning, max_pruning_ratio=max_layer_ratio,
                                         ignored_layers=_ignored_modules(model, num_classes, ignored),
                                         pruning_ratio_dict={names[k]: v for k, v in (ratio_dict or {}).items()}
-                                        or None)
+                                        or None, **trace_options(model))
     except SlimcvError:
         raise
     except ZeroDivisionError as e:  # DepGraph's reshape mapping: channels viewed into more dimensions
@@ -250,12 +266,20 @@ def rounded_ratios(model: nn.Module, ratio: float, min_channels: int = 1, round_
     layers alone until the ratio really asks for a channel.
     """
     out = {}
+    grouped = _norm_groups(model)
     for name, m in model.named_modules():
         # every convolution, transposed ones too (a U-Net's up-convolutions feed its narrowest layers)
         n = _width(m)
         if n:
-            out[name] = _rounded(n, ratio, min_channels, round_to)
+            out[name] = _rounded(n, ratio, min_channels, math.lcm(round_to, grouped.get(name, 1)))
     return out
+
+
+def _norm_groups(model: nn.Module) -> dict[str, int]:
+    """Layers whose width must stay a multiple of a GroupNorm's group count (a detector's head)."""
+    from slimcv.models.detection import group_norm_widths
+
+    return group_norm_widths(model)
 
 
 def _width(m: nn.Module) -> int:
@@ -282,7 +306,10 @@ def check_layer_ratios(model: nn.Module, ratios: dict[str, float], round_to: int
                               "use the layer names of its sensitivity analysis (sensitivity.json).")
         if not 0 <= r < 1:
             raise SlimcvError(f"Layer ratio {r} for {name!r} must be at least 0 and below 1.")
-        out[name] = _rounded(n, r, 1, round_to) if r > 0 and round_to is not None else r
+        groups = _norm_groups(model).get(name, 1)
+        if r > 0 and (round_to is not None or groups > 1):
+            r = _rounded(n, r, 1, math.lcm(round_to or 1, groups))
+        out[name] = r
     return out
 
 
