@@ -460,15 +460,6 @@ def data_input_shape(bundle: Any) -> list[int]:
     return [1, *(int(d) for d in bundle.val[0][0].shape)]
 
 
-def not_for_detection(bundle: Any, stage: str) -> None:
-    """One sentence when distill, prune or compress is given detection data: those stages take classifiers and
-    segmenters; a detector trains, scores, exports, quantizes, deploys and reports."""
-    if getattr(bundle, "task", None) == "detection":
-        raise SlimcvError(f"slimcv {stage} takes classification and segmentation models; a detector can be trained, "
-                          "evaluated, exported, quantized, served, benchmarked and reported, and distilling, pruning "
-                          "or compressing it is not available yet.")
-
-
 def check_classes(model: nn.Module, bundle: Any) -> None:
     """One sentence when the model predicts a different number of classes than the data has."""
     import torch

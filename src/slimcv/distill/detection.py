@@ -222,10 +222,10 @@ def detection_objective(cfg, student: nn.Module, teacher: nn.Module, data, warmu
     if not is_detector(teacher):
         raise SlimcvError(f"The teacher ({type(teacher).__name__}) is not a detector; distil a detector from a "
                           "detector trained on the same data (a slimcv detection run folder).")
-    if cfg.mode == "offline":
+    if getattr(cfg, "mode", "online") == "offline":
         raise SlimcvError("Offline (cached) distillation stores dense segmentation maps; a detector distils online "
                           "(mode: online).")
-    if cfg.unlabelled:
+    if getattr(cfg, "unlabelled", None):
         raise SlimcvError("Distilling a detector on images without labels is not available; drop unlabelled, or "
                           "label those images.")
     given = "losses" in cfg.model_fields_set

@@ -28,7 +28,10 @@ from slimcv.pipeline import search
 from slimcv.run_folder import METRICS_JSONL, SEARCH_JSON, SEARCH_STATE, TEACHER_CACHE
 
 KD = {"segmentation": {"name": "kd", "weight": 1.0, "temperature": 1.0},
-      "classification": {"name": "kd", "weight": 1.0, "temperature": 4.0}}
+      "classification": {"name": "kd", "weight": 1.0, "temperature": 4.0},
+      "detection": {"name": "kd", "weight": 1.0}}  # a detector's kd: its head at matched locations
+# what a student learns from the source beyond kd: a detector also imitates the source's neck
+EXTRA_LOSSES = {"detection": [{"name": "feature", "weight": 1.0}]}
 
 
 
@@ -129,9 +132,6 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     out = Path(out_dir)
     check_owned(out, SEARCH_STATE)
     bundle = as_bundle(data)
-    from slimcv.artifact import not_for_detection
-
-    not_for_detection(bundle, "compress")
     state = _State(out, _search_key(folder, data, target_latency_ms, target_speedup, space, proxy_epochs,
                                     latency_runs))
     deadline = start + budget_minutes * 60 - state.spent_before
@@ -220,11 +220,13 @@ def _source_metric(folder: Path, bundle, key: str) -> float | None:
     from slimcv.artifact import read_summary
 
     metric = (read_summary(folder) or {}).get("metrics", {}).get(key)
-    chance = 100.0 / max(bundle.num_classes, 1)
+    detection = bundle.task == "detection"
+    chance = 1.0 if detection else 100.0 / max(bundle.num_classes, 1)
     if metric is not None and metric <= 1.5 * chance:
-        console.print(f"[yellow]compress: the source scores {key} {metric:.2f}, near chance for {bundle.num_classes} "
-                      f"classes ({chance:.1f}): what compressing it costs cannot be told; train it first.[/]",
-                      highlight=False, soft_wrap=True)
+        why = ("it finds almost no objects" if detection else
+               f"near chance for {bundle.num_classes} classes ({chance:.1f})")
+        console.print(f"[yellow]compress: the source scores {key} {metric:.2f}, {why}: what compressing it costs "
+                      "cannot be told; train it first.[/]", highlight=False, soft_wrap=True)
     return metric
 
 
@@ -416,7 +418,8 @@ def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: P
     if c.kind == "pruned" and start is not None:  # the pruned network trains on; nothing is pruned again
         from slimcv.pipeline.finetune import FinetuneConfig, finetune
 
-        cfg = FinetuneConfig(source=str(start), data=bundle.config, epochs=epochs, teacher=str(folder), losses=[kd],
+        cfg = FinetuneConfig(source=str(start), data=bundle.config, epochs=epochs, teacher=str(folder),
+                             losses=[kd, *EXTRA_LOSSES.get(task, [])],
                              out_dir=str(run_dir), progress=progress, tensorboard=False, threads=threads, **optim)
         r = finetune(cfg, bundle)
         return r.best.get("value", r.metrics[metric_key(task)])
@@ -432,7 +435,8 @@ def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: P
         build["weights"] = str(find_weights(start))
     elif c.build.get("inherit"):  # start from the source's blocks that the shallower network shares
         build["weights"] = str(_inherited(c, folder, run_dir, bundle.num_classes))
-    values = {**build, "teacher": str(folder), "epochs": epochs, "losses": [kd], "out_dir": str(run_dir), **optim,
+    values = {**build, "teacher": str(folder), "epochs": epochs, "losses": [kd, *EXTRA_LOSSES.get(task, [])],
+              "out_dir": str(run_dir), **optim,
               "progress": progress, "threads": threads, "tensorboard": False,
               "class_weights": recorded.get("class_weights")}  # the source's loss
     if task == "segmentation":  # the teacher's maps are computed once and shared by every student

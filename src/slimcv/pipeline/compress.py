@@ -170,12 +170,11 @@ def _import_source(model: Any, weights: str | Path | None, data: Any, folder: Pa
     """Save a user's trained model (module, or name / factory + weights) as a model folder the search starts from,
     with its validation metric, so every candidate compares against it."""
     from slimcv._io import check_owned
-    from slimcv.artifact import check_rebuildable, load_inputs, metric_key, not_for_detection, save_model, write_summary
+    from slimcv.artifact import check_rebuildable, load_inputs, metric_key, save_model, write_summary
     from slimcv.engine.evaluation import evaluate_model
 
     check_owned(folder, MODEL_JSON)
     loaded, bundle = load_inputs(model, data if not isinstance(data, str) else {"spec": data}, weights=weights)
-    not_for_detection(bundle, "compress")
     check_rebuildable(loaded.model, loaded.spec)
     metrics = evaluate_model(loaded.model, bundle, quiet=True).metrics
     key = metric_key(bundle.task)

@@ -54,8 +54,21 @@ def finetune(cfg: FinetuneConfig, data=None):
     if cfg.teacher is not None:
         teacher, _ = load_teacher(cfg, data.num_classes)
         teacher.to(D.pick_device(cfg.device)).eval().requires_grad_(False)
-        objective = DistillObjective(teacher, cfg.losses, cfg.alpha, data.info.ignore_index, None, None)
+        if data.task == "detection":
+            from slimcv.distill.detection import detection_objective
+
+            objective = detection_objective(cfg, model, teacher, data)
+        else:
+            objective = DistillObjective(teacher, cfg.losses, cfg.alpha, data.info.ignore_index, None, None)
+    elif data.task == "detection":
+        from slimcv.engine.detection import DetectionLoss
+
+        objective = DetectionLoss()
     else:
         objective = SupervisedLoss(data.info.ignore_index, label_smoothing=cfg.label_smoothing)
     spec = {**spec, "finetuned_from": cfg.source}
-    return fit(model, data, tcfg, objective, model_spec=spec)
+    try:
+        return fit(model, data, tcfg, objective, model_spec=spec)
+    finally:
+        if hasattr(objective, "remove"):
+            objective.remove()

@@ -31,7 +31,12 @@ ROUND_TO = 8  # pruned channel counts at multiples of 8 ran fastest (benchmarks/
 
 def default_students(task: str, input_hw: tuple[int, int]) -> list[tuple[str, dict[str, Any]]]:
     """Students from CPU-efficient families at several sizes: LR-ASPP MobileNetV3 at three widths and two input
-    resolutions and narrow U-Nets for segmentation; shallower CIFAR ResNets or MobileNets for classification."""
+    resolutions and narrow U-Nets for segmentation; shallower CIFAR ResNets or MobileNets for classification;
+    slimdet at several widths for detection."""
+    if task == "detection":  # slimdet narrower and shallower, at the data's size (the network takes it as is)
+        size = {"size": list(input_hw)}
+        return [("slimdet_s", {**size, "width": w}) for w in (0.5, 0.75, 1.0)] + [
+            ("slimdet_s", {**size, "fpn_channels": 32, "head_convs": 1}), ("slimdet_m", {**size, "width": 0.75})]
     if task == "segmentation":
         out = [("lraspp_mobilenet", {"width_mult": w, "input_scale": s}) for w in (0.5, 0.75, 1.0) for s in (1.0, 0.5)]
         return out + [("unet", {"base_width": w, "depth": 4}) for w in (4, 8)]
@@ -121,7 +126,7 @@ def measure(candidates: list[tuple[Candidate, nn.Module]], example: torch.Tensor
         for c, net in candidates:
             if id(net) not in files:
                 path = Path(tmp) / f"{c.name}.onnx"
-                to_onnx(net.cpu().eval(), example, path, ExportConfig(batch=1), dynamic_hw=False)
+                to_onnx(_network(net.cpu().eval(), example), example, path, ExportConfig(batch=1), dynamic_hw=False)
                 files[id(net)] = path
             path = files[id(net)]
             if c.precision == "int8":
@@ -133,6 +138,13 @@ def measure(candidates: list[tuple[Candidate, nn.Module]], example: torch.Tensor
         c.latency_ms = timings[c.key].median_ms
         c.speedup = ref / c.latency_ms
     return ref
+
+
+def _network(net: nn.Module, example: torch.Tensor) -> nn.Module:
+    """What is deployed of ``net``: a detector's static network (its box selection runs beside it), else itself."""
+    from slimcv.models.detection import DenseDetector, is_detector
+
+    return DenseDetector(net, tuple(example.shape[-2:])) if is_detector(net) else net
 
 
 def _nncf_int8(fp32: Path, xml: Path, images: Sequence[torch.Tensor]) -> Path:

@@ -1,0 +1,39 @@
+"""compress on a detector: the source, a pruned copy and a slimdet student timed as static networks, trained with
+detection KD, and a winner that meets a loose budget, deployed as a file that predicts boxes."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+import slimcv
+from slimcv.pipeline import search as S
+
+from tests.conftest import TINY_DETECTION_DATA, TINY_DETECTOR
+
+STUDENT = {**TINY_DETECTOR, "size": [48, 48], "fpn_channels": 8}
+
+
+def test_default_detection_students_are_slimdets_at_the_datas_size():
+    students = S.default_students("detection", (96, 128))
+    assert {name for name, _ in students} <= {"slimdet_s", "slimdet_m"} and len(students) >= 3
+    assert all(kw["size"] == [96, 128] for _, kw in students)
+
+
+def test_a_detector_is_compressed_to_a_loose_budget_within_its_time(tiny_detector_run, tmp_path):
+    start = time.perf_counter()
+    r = slimcv.compress(str(tiny_detector_run), data=TINY_DETECTION_DATA, target_latency=1000.0, budget_minutes=1.0,
+                        max_drop=100.0, out_dir=tmp_path / "c", progress=False, finalists=1, report=False,
+                        space={"prune_ratios": [0.5], "students": [["slimdet", STUDENT]], "sensitivity_drops": []})
+    took = time.perf_counter() - start
+    assert r.met and r.file is not None and r.file.is_file()
+    trained = {row["candidate"]: row["metric"] for row in r.table if row["kind"] != "source"}
+    assert all(m is not None for m in trained.values()) and len(trained) == 2  # both trained with detection KD
+    record = json.loads((tmp_path / "c" / "compress_search.json").read_text())
+    assert record["metric"] == "map" and record["met"]
+    assert took < 60 + 45  # the budget, plus one epoch and the INT8 scoring it may overrun by
+    from slimcv.deploy.predictor import Predictor
+
+    out = Predictor(r.file)(np.zeros((48, 48, 3), dtype=np.uint8))
+    assert isinstance(out.boxes(), list)  # the deployed file is a detector's: boxes come out
