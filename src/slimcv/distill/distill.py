@@ -84,9 +84,11 @@ def distill(source: Any, data: Any = None, *, teacher: Any = None, weights: str 
 def _distill(cfg: DistillConfig, student_src: Any, teacher_src: Any, data: Any, weights: str | None,
              teacher_weights: str | None, keep: bool) -> DistillResult:
     if isinstance(student_src, nn.Module):
+        from slimcv.models.detection import is_detector
         from slimcv.models.tv import plain_logits
 
-        student_src = plain_logits(student_src)
+        if not is_detector(student_src):
+            student_src = plain_logits(student_src)
         data = as_bundle(data, model=student_src)
     else:
         data = as_bundle(data)
