@@ -406,7 +406,8 @@ class CompressConfig(_Config):
     max_drop: float = Field(1.0, ge=0, description="accuracy/mIoU points the result may lose against the source")
     teacher_epochs: int = Field(10, ge=1, description="epochs to train a model given by name only, first")
     proxy_epochs: int = Field(1, ge=1, description="epochs of each candidate's first, ranking run")
-    finalists: int = Field(2, ge=1, description="candidates trained again with the time left")
+    finalists: int = Field(4, ge=1, description="candidates that go on from their proxy runs into successive "
+                           "halving; the last one left trains with the rest of the time")
     finalist_gap: float | None = Field(5.0, ge=0, description="no finalist trails the best proxy by more points")
     latency_runs: int = Field(15, ge=1, description="timed batch-1 runs per candidate and runtime")
     threads: int | None = Field(1, ge=1, description="threads for training and timing (1: robust on a shared "

@@ -299,10 +299,38 @@ def test_finalists_train_on_from_their_proxy_runs(tmp_path):
                           int8=(), sensitivity_drops=())
     r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=0.6, space=space,
                            finalists=2, finalist_gap=None, out_dir=tmp_path / "out", latency_runs=4, progress=False)
-    finals = {e["candidate"]: e for e in r.log if e["stage"] == "final"}
-    assert set(finals) == {"pruned_0.5", "unet-base_width4-depth2"}, r.log
+    round1 = {e["candidate"]: e for e in r.log if e["stage"] == "round1"}
+    assert set(round1) == {"pruned_0.5", "unet-base_width4-depth2"}, r.log
     out = tmp_path / "out"
     # the pruned copy is fine-tuned further, not pruned again; the student starts from its proxy's weights
-    assert read_model_spec(out / "final" / "pruned_0.5")["finetuned_from"] == str(out / "proxy" / "pruned_0.5")
-    student = json.loads((out / "final" / "unet-base_width4-depth2" / "config.json").read_text())
+    assert read_model_spec(out / "round1" / "pruned_0.5")["finetuned_from"] == str(out / "proxy" / "pruned_0.5")
+    student = json.loads((out / "round1" / "unet-base_width4-depth2" / "config.json").read_text())
     assert student["weights"] == str(find_weights(out / "proxy" / "unet-base_width4-depth2"))
+
+
+def test_successive_halving_drops_a_finalist_that_stops_learning_and_the_leader_gets_the_rest(tmp_path, monkeypatch):
+    import time
+
+    from slimcv.pipeline import budget as B
+
+    curves = {"a": [50, 60, 70, 80], "b": [55, 55], "c": [40, 45, 50], "d": [30, 35]}  # b has stopped learning
+    calls = []
+
+    def scripted(c, run_dir, epochs, *, start=None, **_):  # the metric each training step would reach
+        calls.append((c.name, run_dir.parent.name, epochs))
+        return curves[c.name][sum(1 for n, *_ in calls if n == c.name)]
+
+    monkeypatch.setattr(B, "_train", scripted)
+    cands = [S.Candidate(n, kind="student", params=1, macs=1, metric=curves[n][0]) for n in "bacd"]
+    result = B.BudgetResult(None, None, cands, 1.0, 1.0, 0.0)
+    result.log = [{"candidate": n, "stage": "proxy", "setup_seconds": 0.0, "seconds_per_epoch": 1.0} for n in "abcd"]
+    folders = {n: tmp_path / n for n in "abcd"}
+    B._final_round(B.choose_finalists(cands, 4, None), time.perf_counter() + 100, tmp_path, folders, result, {},
+                   B._State(tmp_path, None))
+    assert calls[:6] == [("b", "round1", 2), ("a", "round1", 2), ("c", "round1", 2), ("d", "round1", 2),
+                         ("a", "round2", 4), ("c", "round2", 4)]
+    assert calls[6][:2] == ("a", "final") and calls[6][2] >= 90 and len(calls) == 7  # the rest of the time
+    notes = {c.name: c.notes for c in cands}
+    assert any("not learning (55.00 -> 55.00)" in n for n in notes["b"])
+    assert any("lower half" in n for n in notes["d"]) and any("after round 2" in n for n in notes["c"])
+    assert folders["a"] == tmp_path / "final" / "a" and cands[1].metric == 80

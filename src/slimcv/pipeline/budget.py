@@ -5,8 +5,9 @@ budget by a short distillation run, spend the remaining time on the best, return
    timed untrained, per runtime, in one interleaved run (``search``).
 2. Each candidate that meets the latency budget gets a proxy run: ``proxy_epochs`` of KD from the source
    (students from scratch; pruned copies keep the source's weights and fine-tune with KD).
-3. The best ``finalists`` by proxy metric train on from their proxy runs for the epochs the rest of the time
-   allows (nothing is built or pruned again).
+3. The best ``finalists`` by proxy metric go through successive halving: each round trains those left on from
+   their last runs for twice the epochs of the round before and keeps the better half, dropping any that stopped
+   learning; the last one left trains on with the rest of the time (nothing is built or pruned again).
 4. Networks whose NNCF INT8 file meets the budget are quantized once trained (the source at once: it needs no
    training) and scored as deployed.
 5. The most accurate candidate that meets the budget wins; the source itself counts, on any runtime or
@@ -111,7 +112,7 @@ def _search_key(folder: Path, data: Any, target_latency_ms, target_speedup, spac
 
 def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: float | None = None,
                        target_speedup: float | None = None, budget_minutes: float = 60.0, proxy_epochs: int = 1,
-                       finalists: int = 2, finalist_gap: float | None = 5.0, space: search.SearchSpace | None = None,
+                       finalists: int = 4, finalist_gap: float | None = 5.0, space: search.SearchSpace | None = None,
                        out_dir: str | Path = "runs/compress",
                        latency_runs: int = 15, threads: int | None = 1, progress: bool = True,
                        max_drop: float | None = None) -> BudgetResult:
@@ -318,25 +319,67 @@ def _reuse(state: _State, stage: str, c: search.Candidate, folders: dict[str, Pa
 
 def _final_round(ranked: list[search.Candidate], deadline: float, out: Path,
                  folders: dict[str, Path], result: BudgetResult, common: dict[str, Any], state: _State) -> None:
-    """Train the finalists on from their proxy runs, sharing the time left before ``deadline`` between them."""
-    for i, c in enumerate(ranked):
-        if _reuse(state, "final", c, folders, result, "final"):
-            continue
-        left = deadline - time.perf_counter()
-        proxy = next(r for r in result.log if r["candidate"] == c.name)
-        epochs = int((left / (len(ranked) - i) - proxy["setup_seconds"]) / proxy["seconds_per_epoch"])
-        if epochs < 1:
-            c.notes.append("kept its proxy run: no time to train it further")
-            continue
-        _phase(f"final run {i + 1}/{len(ranked)}: {c.name}, {epochs} more epochs from its proxy run", deadline)
-        metric = _train(c, out / "final" / c.name, epochs, start=folders[c.name], **common)
-        entry = {"candidate": c.name, "stage": "final", "epochs": epochs, "metric": metric,
-                 "folder": str(out / "final" / c.name)}
-        result.log.append(entry)
-        state.record(f"final/{c.name}", entry)
-        c.notes.append(f"final: {epochs} more epochs")
-        c.metric = metric
-        folders[c.name] = out / "final" / c.name
+    """Successive halving over the finalists, then the leader alone: each round trains every finalist left on
+    from its last run, for twice the epochs of the round before as far as half the time left allows, and keeps the
+    better half; a finalist whose metric did not rise in its round is not learning and is dropped too (never the
+    best). The last one left trains on with the rest of the time before ``deadline``."""
+    alive, epochs, rnd = list(ranked), 1, 0
+    while len(alive) > 1:
+        rnd += 1
+        epochs *= 2
+        per_run = (deadline - time.perf_counter()) / 2 / len(alive)  # half the time left: the rest is the leader's
+        fit_in = min(_epochs_within(c, per_run, result) for c in alive)
+        if min(epochs, fit_in) < 1:
+            break
+        epochs = min(epochs, fit_in)
+        before = {c.name: c.metric for c in alive}
+        for i, c in enumerate(alive):
+            _train_on(c, f"round{rnd}", epochs, f"round {rnd}, {i + 1}/{len(alive)}", deadline, out, folders, result,
+                      common, state)
+        alive = _halved(alive, before, rnd)
+    if alive:
+        leader = alive[0]
+        n = _epochs_within(leader, deadline - time.perf_counter(), result)
+        if n < 1 and not state.done(f"final/{leader.name}"):
+            leader.notes.append("kept its last run: no time to train it further")
+            return
+        _train_on(leader, "final", n, "final", deadline, out, folders, result, common, state)
+
+
+def _epochs_within(c: search.Candidate, seconds: float, result: BudgetResult) -> int:
+    """How many epochs of ``c`` fit in ``seconds``, from its proxy run's set-up and epoch times."""
+    proxy = next(r for r in result.log if r["candidate"] == c.name and r["stage"] == "proxy")
+    return int((seconds - proxy["setup_seconds"]) / max(proxy["seconds_per_epoch"], 1e-9))
+
+
+def _halved(alive: list[search.Candidate], before: dict[str, float | None], rnd: int) -> list[search.Candidate]:
+    """The better half of a round's finalists, less those whose metric did not rise (the best always stays)."""
+    ranked = sorted(alive, key=lambda c: -(c.metric if c.metric is not None else float("-inf")))
+    keep = [ranked[0]]
+    for c in ranked[1:]:
+        if before.get(c.name) is not None and c.metric is not None and c.metric <= before[c.name]:
+            c.notes.append(f"dropped after round {rnd}: not learning ({before[c.name]:.2f} -> {c.metric:.2f})")
+        elif len(keep) < -(-len(ranked) // 2):
+            keep.append(c)
+        else:
+            c.notes.append(f"dropped after round {rnd}: in the lower half")
+    return keep
+
+
+def _train_on(c: search.Candidate, stage: str, epochs: int, what: str, deadline: float, out: Path,
+              folders: dict[str, Path], result: BudgetResult, common: dict[str, Any], state: _State) -> None:
+    """Train ``c`` on from its last run for ``epochs`` into ``out/stage/name`` (or take that step from an earlier
+    run of this search) and record it."""
+    if _reuse(state, stage, c, folders, result, stage):
+        return
+    _phase(f"{what}: {c.name}, {epochs} more epochs from its last run", deadline)
+    metric = _train(c, out / stage / c.name, epochs, start=folders[c.name], **common)
+    entry = {"candidate": c.name, "stage": stage, "epochs": epochs, "metric": metric, "folder": str(out / stage / c.name)}
+    result.log.append(entry)
+    state.record(f"{stage}/{c.name}", entry)
+    c.notes.append(f"{stage}: {epochs} more epochs")
+    c.metric = metric
+    folders[c.name] = out / stage / c.name
 
 
 def _phase(what: str, deadline: float | None) -> None:
