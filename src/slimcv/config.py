@@ -412,6 +412,8 @@ class CompressConfig(_Config):
     latency_runs: int = Field(15, ge=1, description="timed batch-1 runs per candidate and runtime")
     threads: int | None = Field(1, ge=1, description="threads for training and timing (1: robust on a shared "
                                 "machine)")
+    device: str = Field("auto", description="where candidates train: auto (a GPU when present), cpu or cuda; "
+                        "latency is always measured on this machine's CPU")
     out_dir: str = "runs/compress"
     space: SearchSpace = Field(default_factory=SearchSpace)
     report: bool = Field(True, description="write an HTML report of the source beside the winner")

@@ -334,3 +334,26 @@ def test_successive_halving_drops_a_finalist_that_stops_learning_and_the_leader_
     assert any("not learning (55.00 -> 55.00)" in n for n in notes["b"])
     assert any("lower half" in n for n in notes["d"]) and any("after round 2" in n for n in notes["c"])
     assert folders["a"] == tmp_path / "final" / "a" and cands[1].metric == 80
+
+
+def test_with_cuda_present_candidates_train_on_it_and_are_timed_on_the_cpu(tmp_path, monkeypatch):
+    import json
+
+    from slimcv.pipeline import budget as B
+
+    data = _trained_source(tmp_path, size=32, width=4)
+    seen = []
+
+    def scripted(c, run_dir, epochs, *, device, **_):  # training itself is not what this checks
+        seen.append(device)
+        return 50.0
+
+    monkeypatch.setattr(B, "_train", scripted)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a test double for a GPU
+    space = S.SearchSpace(prune_ratios=(0.5,), students=[], runtimes=("ort",), int8=(), sensitivity_drops=())
+    r = B.compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=0.5, space=space,
+                             finalists=1, out_dir=tmp_path / "out", latency_runs=3, progress=False)
+    assert seen and set(seen) == {"cuda"} and r.train_device == "cuda"
+    record = json.loads((tmp_path / "out" / "compress_search.json").read_text())
+    assert record["train_device"] == "cuda" and record["latency_measured_on"] == "cpu"
+    assert all(c.runtime == "ort" and c.latency_ms > 0 for c in r.candidates)  # timed in ONNX Runtime on the CPU

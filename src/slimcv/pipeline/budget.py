@@ -55,6 +55,7 @@ class BudgetResult:
     max_drop: float | None = None
     source_best: search.Candidate | None = None  # the source in FP32 at its own fastest runtime
     reused: list[str] = field(default_factory=list)  # steps a restarted search took from the earlier run
+    train_device: str = "cpu"  # where the candidates trained (latency is always measured on the CPU)
 
     @property
     def met(self) -> bool:
@@ -115,7 +116,7 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
                        finalists: int = 4, finalist_gap: float | None = 5.0, space: search.SearchSpace | None = None,
                        out_dir: str | Path = "runs/compress",
                        latency_runs: int = 15, threads: int | None = 1, progress: bool = True,
-                       max_drop: float | None = None) -> BudgetResult:
+                       max_drop: float | None = None, device: str = "auto") -> BudgetResult:
     """Search the candidates of ``source`` (a model folder) for the most accurate one that meets the latency
     target on this machine and loses at most ``max_drop`` points, spending at most ``budget_minutes`` (the last run
     may overrun by one epoch). A candidate whose proxy trails the best one's by more than ``finalist_gap`` points
@@ -158,7 +159,12 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
                   f"{source_best.label}, {source_best.latency_ms:.2f} ms); budget {budget:.2f} ms; "
                   f"{len(trainable)} of {len({c.name for c in candidates}) - 1} candidates meet it", highlight=False,
                   soft_wrap=True)
-    common = dict(bundle=bundle, folder=folder, task=bundle.task, progress=progress, threads=threads,
+    device = training_device(device)
+    result.train_device = device
+    if device != "cpu":
+        console.print(f"compress: candidates train on {device.upper()}; their latency is measured on this machine's "
+                      "CPU, where they will run", highlight=False, soft_wrap=True)
+    common = dict(bundle=bundle, folder=folder, task=bundle.task, progress=progress, threads=threads, device=device,
                   source_macs=next(c.macs for c in candidates if c.kind == "source"))
     _proxy_round(trainable, deadline, proxy_epochs, out, folders, result, common, state)
     ranked = choose_finalists(trainable, finalists, finalist_gap)
@@ -207,6 +213,16 @@ def _measured_or_reused(state: _State, folder: Path, bundle, space, out: Path, l
 
 
 HOPELESS_MARGIN = 1.0  # points beyond max_drop: an INT8 file of a network that far below the source is not tried
+
+
+def training_device(device: str = "auto") -> str:
+    """Where candidates train: a GPU when one is present (most users train there), else the CPU. Latency is always
+    measured on the CPU runtimes, where the model will be deployed."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def _hopeless(metric: float | None, source_metric: float | None, max_drop: float | None) -> bool:
@@ -445,7 +461,7 @@ def _fresh(run_dir: Path) -> None:
 
 
 def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: Path, task: str, progress: bool,
-           threads: int | None, source_macs: int, start: Path | None = None) -> float:
+           threads: int | None, source_macs: int, start: Path | None = None, device: str = "auto") -> float:
     """Train one candidate with KD from the source for ``epochs``; ``start``: go on from that earlier run of it
     (its proxy) instead of building it again. Returns its validation metric."""
     import slimcv
@@ -463,14 +479,16 @@ def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: P
 
         cfg = FinetuneConfig(source=str(start), data=bundle.config, epochs=epochs, teacher=str(folder),
                              losses=[kd, *EXTRA_LOSSES.get(task, [])],
-                             out_dir=str(run_dir), progress=progress, tensorboard=False, threads=threads, **optim)
+                             out_dir=str(run_dir), progress=progress, tensorboard=False, threads=threads,
+                             device=device, **optim)
         r = finetune(cfg, bundle)
         return r.best.get("value", r.metrics[metric_key(task)])
     if c.kind == "pruned":
         how = ({"layer_ratios": c.build["layer_ratios"]} if "layer_ratios" in c.build
                else {"remove": 1 - c.macs / source_macs, "target": "macs"})
         r = slimcv.prune(str(folder), data=bundle, **how, finetune_epochs=epochs, distill=[kd], out_dir=str(run_dir),
-                         progress=progress, latency_runs=0, round_to=search.ROUND_TO, threads=threads, **optim)
+                         progress=progress, latency_runs=0, round_to=search.ROUND_TO, threads=threads, device=device,
+                         **optim)
         return r.after["metrics"][metric_key(task)]
 
     build = {k: v for k, v in c.build.items() if k != "inherit"}
@@ -480,7 +498,7 @@ def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: P
         build["weights"] = str(_inherited(c, folder, run_dir, bundle.num_classes))
     values = {**build, "teacher": str(folder), "epochs": epochs, "losses": [kd, *EXTRA_LOSSES.get(task, [])],
               "out_dir": str(run_dir), **optim,
-              "progress": progress, "threads": threads, "tensorboard": False,
+              "progress": progress, "threads": threads, "tensorboard": False, "device": device,
               "class_weights": recorded.get("class_weights")}  # the source's loss
     if task == "segmentation":  # the teacher's maps are computed once and shared by every student
         values.update(mode="offline", cache={"dir": str(run_dir.parent.parent / TEACHER_CACHE)})
@@ -512,7 +530,8 @@ def _write(out: Path, r: BudgetResult, target_latency_ms, target_speedup, key: s
         "source_best": {"runtime": sb.label, "latency_ms": sb.latency_ms} if sb else None,
         "met": r.met, "winner": r.winner.to_json() if r.winner else None,
         "closest": r.closest.to_json() if r.closest else None, "folder": str(r.folder) if r.folder else None,
-        "seconds": r.seconds, "metric": key, "reused": r.reused,
+        "seconds": r.seconds, "metric": key, "reused": r.reused, "train_device": r.train_device,
+        "latency_measured_on": "cpu",
         "candidates": [c.to_json() for c in r.candidates], "log": r.log})
 
 

@@ -73,7 +73,7 @@ def compress(model: Any, data: Any = None, *, weights: str | Path | None = None,
                            budget_minutes=budget, proxy_epochs=cfg.proxy_epochs, finalists=cfg.finalists,
                            finalist_gap=cfg.finalist_gap, space=cfg.space, out_dir=out,
                            latency_runs=cfg.latency_runs, threads=cfg.threads, progress=cfg.progress,
-                           max_drop=cfg.max_drop)
+                           max_drop=cfg.max_drop, device=cfg.device)
     result = CompressResult(r.met, None, None, r.folder, table=_table(r), search=r, plan=plan)
     if r.closest is not None:
         result.model, result.file = _deployable(r, data, out)
