@@ -10,6 +10,7 @@ deployable file with its sidecar; an HTML report compares it with the source. Ru
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,13 @@ def compress(model: Any, data: Any = None, *, weights: str | Path | None = None,
                            latency_runs=cfg.latency_runs, threads=cfg.threads, progress=cfg.progress,
                            max_drop=cfg.max_drop, device=cfg.device)
     result = CompressResult(r.met, None, None, r.folder, table=_table(r), search=r, plan=plan)
+    predict_ms = None
     if r.closest is not None:
         result.model, result.file = _deployable(r, data, out)
+        predict_ms = _predict_ms(result.file, r.closest.runtime, data, cfg.threads)
     result.sentence = outcome_sentence(r, plan, result.file, source_name)
     console.print(result.sentence, highlight=False, soft_wrap=True)
-    write_outcome(out, plan, r, result.sentence)
+    write_outcome(out, plan, r, result.sentence, predict_ms=predict_ms)
     if cfg.report and r.folder is not None:
         result.report = _report(folder, r.folder, out, cfg)
     return result
@@ -274,7 +277,36 @@ def frontier_clause(r, plan: dict[str, Any]) -> str:
             f"{f.metric - r.source_metric:+.1f} points ({flag} chooses it)")
 
 
-def write_outcome(out_dir: Path, plan: dict[str, Any], r, sentence: str | None = None) -> Path:
+def _predict_ms(file: Path | None, runtime: str, data: Any, threads: int | None, runs: int = 20) -> float | None:
+    """A detector's whole prediction with the chosen file (resize, network, box selection beside it), median ms on
+    one validation image; the search compares networks, and this is what a served request costs. None for other
+    tasks."""
+    import statistics
+
+    import numpy as np
+
+    from slimcv.data import as_bundle
+
+    bundle = as_bundle(data)
+    if file is None or bundle.task != "detection":
+        return None
+    from slimcv.deploy.predictor import Predictor
+
+    predictor = Predictor(file, threads=threads, runtime=runtime)
+    image = (bundle.val[0][0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)  # in [0, 1]: no mean
+    times = []
+    for _ in range(runs + 2):
+        start = time.perf_counter()
+        predictor(image)
+        times.append((time.perf_counter() - start) * 1e3)
+    ms = statistics.median(times[2:])
+    console.print(f"compress: a whole prediction with {file.name} (resize, network, box selection) takes {ms:.2f} ms "
+                  "on a validation image", highlight=False, soft_wrap=True)
+    return ms
+
+
+def write_outcome(out_dir: Path, plan: dict[str, Any], r, sentence: str | None = None,
+                  predict_ms: float | None = None) -> Path:
     """``compress.json``: the target, the plan and the measured outcome, for the report's verdict and the record."""
     from slimcv._io import atomic_write_json
 
@@ -291,7 +323,7 @@ def write_outcome(out_dir: Path, plan: dict[str, Any], r, sentence: str | None =
                "fastest_within_max_drop": fastest.to_json() if fastest else None, "chosen": c.to_json() if c else None,
                "folder": str(r.folder) if r.folder else None, "folder_in_out_dir": _inside(r.folder, out_dir),
                "reference_ms": r.reference_ms,
-               "budget_ms": r.budget_ms, "source_metric": r.source_metric}
+               "budget_ms": r.budget_ms, "source_metric": r.source_metric, "predict_ms": predict_ms}
     return atomic_write_json(out_dir / COMPRESS_JSON, {"stage": "compress",
                                                          "target": {"kind": plan["target"], "label": plan["label"]},
                                                          "plan": plan, "outcome": outcome})
