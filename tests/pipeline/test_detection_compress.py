@@ -15,10 +15,31 @@ from tests.conftest import TINY_DETECTION_DATA, TINY_DETECTOR
 STUDENT = {**TINY_DETECTOR, "size": [48, 48], "fpn_channels": 8}
 
 
-def test_default_detection_students_are_slimdets_at_the_datas_size():
+def test_default_detection_students_are_slimdets_at_the_datas_size_and_below():
     students = S.default_students("detection", (96, 128))
     assert {name for name, _ in students} <= {"slimdet_s", "slimdet_m"} and len(students) >= 3
-    assert all(kw["size"] == [96, 128] for _, kw in students)
+    assert sum(kw["size"] == [96, 128] for _, kw in students) >= 3 and ("slimdet_s", {"size": [64, 96]}) in students
+
+
+def test_a_lower_resolution_student_is_timed_and_deployed_at_its_own_size(tmp_path):
+    import torch
+
+    from slimcv.deploy.predictor import Predictor
+    from slimcv.models import create_model
+
+    net = create_model("slimdet", 3, **{**STUDENT, "size": [32, 32]}).eval()
+    deployed, x = S._network(net, torch.rand(1, 3, 48, 48))
+    assert deployed.size == (32, 32) and tuple(x.shape) == (1, 3, 32, 32)
+    slimcv.train("slimdet", data=TINY_DETECTION_DATA, epochs=1, out_dir=str(tmp_path / "low"),
+                 model_kwargs={**STUDENT, "size": [32, 32]}, progress=False, tensorboard=False)
+    exported = slimcv.export(str(tmp_path / "low"), tmp_path / "low.onnx")
+    meta = json.loads(exported.sidecar.read_text())
+    assert meta["resize"] == [32, 32]
+    predictor = Predictor(tmp_path / "low.onnx")
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    for box in predictor(image).boxes():  # in the given image's pixels
+        x0, y0, x1, y1 = box["box"]
+        assert 0 <= x0 <= x1 <= 64 and 0 <= y0 <= y1 <= 48
 
 
 def test_a_detector_is_compressed_to_a_loose_budget_within_its_time(tiny_detector_run, tmp_path):

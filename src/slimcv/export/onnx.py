@@ -114,7 +114,7 @@ def export_module(net: nn.Module, out: str | Path, batches: list[torch.Tensor], 
 def detection_network(net: nn.Module, bundle, cfg: ExportConfig, meta: dict[str, Any]) -> tuple[nn.Module, ExportConfig]:
     """A detector as its static network (boxes and scores for every anchor) at one input size; box selection
     (threshold, NMS) is recorded in ``meta`` and runs beside the graph, the same in every runtime."""
-    from slimcv.models.detection import DenseDetector, is_detector
+    from slimcv.models.detection import DenseDetector, deployed_size, is_detector
 
     if cfg.dynamic_hw:
         raise SlimcvError("A detector exports at one input size (its anchors are fixed); drop --dynamic-hw and set "
@@ -123,7 +123,7 @@ def detection_network(net: nn.Module, bundle, cfg: ExportConfig, meta: dict[str,
         if not is_detector(net):
             raise SlimcvError(f"{type(net).__name__} is not a torchvision-style detector; detection export takes "
                               "slimdet or a torchvision SSD, RetinaNet or FCOS model.")
-        size = cfg.size or (bundle and _data_hw(bundle)) or _detector_hw(net)
+        size = cfg.size or deployed_size(net, bundle and _data_hw(bundle))
         net = DenseDetector(net, size)
     meta.update(detection_meta(net))
     return net, cfg.model_copy(update={"dynamic_hw": False, "size": net.size})
@@ -145,14 +145,6 @@ def _data_hw(bundle) -> tuple[int, int] | None:
 
     h, w = data_input_shape(bundle)[-2:]
     return (h, w)
-
-
-def _detector_hw(net: nn.Module) -> tuple[int, int]:
-    t = net.transform
-    if getattr(t, "fixed_size", None):
-        return tuple(t.fixed_size)
-    return (int(t.min_size[0]), int(t.max_size)) if int(t.max_size) < 2 * int(t.min_size[0]) else \
-        (int(t.min_size[0]),) * 2
 
 
 def to_onnx(net: nn.Module, example: torch.Tensor, path: str | Path, cfg: ExportConfig, dynamic_hw: bool) -> None:

@@ -54,6 +54,20 @@ def fit_input_size(model: nn.Module, size: int | Sequence[int] | None) -> nn.Mod
     return model
 
 
+def deployed_size(model: nn.Module, data_hw: Sequence[int] | None = None) -> tuple[int, int]:
+    """The (H, W) a detector's static network takes for images of ``data_hw``: what its own transform resizes them
+    to (torchvision's rule; the data's size for a detector built at it, smaller for a lower-resolution student)."""
+    t = model.transform
+    if getattr(t, "fixed_size", None):
+        return _hw(tuple(t.fixed_size))
+    lo, hi = int(t.min_size[0]), int(t.max_size)
+    if data_hw is None:
+        return (lo, hi) if hi < 2 * lo else (lo, lo)
+    h, w = _hw(tuple(data_hw))
+    scale = min(lo / min(h, w), hi / max(h, w))
+    return round(h * scale), round(w * scale)
+
+
 def registered_detector(model: nn.Module, num_classes: int) -> tuple[str, dict] | None:
     """The registered name and options (its input size) that build ``model``'s architecture, or None."""
     t = model.transform

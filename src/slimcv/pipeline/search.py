@@ -33,10 +33,12 @@ def default_students(task: str, input_hw: tuple[int, int]) -> list[tuple[str, di
     """Students from CPU-efficient families at several sizes: LR-ASPP MobileNetV3 at three widths and two input
     resolutions and narrow U-Nets for segmentation; shallower CIFAR ResNets or MobileNets for classification;
     slimdet at several widths for detection."""
-    if task == "detection":  # slimdet narrower and shallower, at the data's size (the network takes it as is)
+    if task == "detection":  # slimdet narrower and shallower at the data's size, and slimdet_s at 3/4 of it
         size = {"size": list(input_hw)}
+        smaller = {"size": [max(32, round(0.75 * n / 32) * 32) for n in input_hw]}  # strides divide it
         return [("slimdet_s", {**size, "width": w}) for w in (0.5, 0.75, 1.0)] + [
-            ("slimdet_s", {**size, "fpn_channels": 32, "head_convs": 1}), ("slimdet_m", {**size, "width": 0.75})]
+            ("slimdet_s", {**size, "fpn_channels": 32, "head_convs": 1}), ("slimdet_m", {**size, "width": 0.75}),
+            ("slimdet_s", smaller)]
     if task == "segmentation":
         out = [("lraspp_mobilenet", {"width_mult": w, "input_scale": s}) for w in (0.5, 0.75, 1.0) for s in (1.0, 0.5)]
         return out + [("unet", {"base_width": w, "depth": 4}) for w in (4, 8)]
@@ -124,14 +126,16 @@ def measure(candidates: list[tuple[Candidate, nn.Module]], example: torch.Tensor
         files: dict[int, Path] = {}
         runners = {}
         for c, net in candidates:
+            deployed, x = _network(net.cpu().eval(), example)
             if id(net) not in files:
                 path = Path(tmp) / f"{c.name}.onnx"
-                to_onnx(_network(net.cpu().eval(), example), example, path, ExportConfig(batch=1), dynamic_hw=False)
+                to_onnx(deployed, x, path, ExportConfig(batch=1), dynamic_hw=False)
                 files[id(net)] = path
             path = files[id(net)]
             if c.precision == "int8":
-                path = _nncf_int8(path, Path(tmp) / f"{c.name}_int8.xml", calibration or [example])
-            runners[c.key] = deployed_runner(path, example, c.runtime, threads)
+                images = [_resized(i, x.shape[-2:]) for i in (calibration or [example])]
+                path = _nncf_int8(path, Path(tmp) / f"{c.name}_int8.xml", images)
+            runners[c.key] = deployed_runner(path, x, c.runtime, threads)
         timings = time_interleaved(runners, runs=runs, threads=threads)
     ref = timings[REFERENCE].median_ms
     for c, _ in candidates:
@@ -140,11 +144,26 @@ def measure(candidates: list[tuple[Candidate, nn.Module]], example: torch.Tensor
     return ref
 
 
-def _network(net: nn.Module, example: torch.Tensor) -> nn.Module:
-    """What is deployed of ``net``: a detector's static network (its box selection runs beside it), else itself."""
-    from slimcv.models.detection import DenseDetector, is_detector
+def _network(net: nn.Module, example: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """What is deployed of ``net`` and the input it takes for ``example``: a detector's static network (its box
+    selection runs beside it) at the size its transform resizes the images to (smaller for a lower-resolution
+    student: the deployed predictor resizes them), else the network and the example as they are."""
+    from slimcv.models.detection import DenseDetector, deployed_size, is_detector
 
-    return DenseDetector(net, tuple(example.shape[-2:])) if is_detector(net) else net
+    if not is_detector(net):
+        return net, example
+    size = deployed_size(net, tuple(example.shape[-2:]))
+    return DenseDetector(net, size), _resized(example, size)
+
+
+def _resized(x: torch.Tensor, size) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    batch = x if x.ndim == 4 else x[None]
+    out = F.interpolate(batch, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return out if x.ndim == 4 else out[0]
 
 
 def _nncf_int8(fp32: Path, xml: Path, images: Sequence[torch.Tensor]) -> Path:

@@ -137,12 +137,12 @@ def _detection_network(net: nn.Module, data: DataBundle, cfg: QuantizeConfig) ->
     """A detector as deployed: its static network (boxes and scores per anchor), which is what gets quantized,
     scored (by mAP, boxes selected beside it) and timed in every runtime."""
     from slimcv.artifact import data_input_shape
-    from slimcv.models.detection import DenseDetector
+    from slimcv.models.detection import DenseDetector, deployed_size
 
     if cfg.qat_epochs:
         raise SlimcvError("Quantization-aware training is not available for detectors; set qat_epochs 0 (the "
                           "post-training INT8 files are scored by mAP as deployed).")
-    return DenseDetector(net, data_input_shape(data)[-2:]).eval()
+    return DenseDetector(net, deployed_size(net, data_input_shape(data)[-2:])).eval()
 
 
 def calibration_set(data: DataBundle):
