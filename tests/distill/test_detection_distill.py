@@ -18,7 +18,8 @@ QUIET = {"progress": False, "tensorboard": False, "optim": {"name": "adamw", "lr
 
 def test_a_detector_distils_its_terms_fall_and_the_report_compares_it_with_its_control(tiny_detector_run, tmp_path):
     kd = slimcv.distill("slimdet", teacher=str(tiny_detector_run), data=TINY_DETECTION_DATA, epochs=3,
-                        out_dir=str(tmp_path / "kd"), model_kwargs=STUDENT, seed=1, **QUIET)
+                        out_dir=str(tmp_path / "kd"), model_kwargs=STUDENT, seed=1,
+                        losses=[{"name": "kd"}, {"name": "feature"}], **QUIET)
     first, last = kd.train.history[0]["train"], kd.train.history[-1]["train"]
     assert {"kd", "feature", "classification", "bbox_regression"} <= set(first)
     assert last["feature"] < first["feature"] and last["kd"] < first["kd"]
@@ -39,9 +40,11 @@ def test_head_kd_needs_matching_heads_and_otherwise_only_the_neck_is_distilled()
     same = create_model("slimdet", 3, size=48, **STUDENT)
     other = create_model("slimdet", 3, size=96, **STUDENT)  # upsamples the 48-pixel images: other locations
     x = torch.rand(2, 3, 48, 48)
-    assert DetectionDistillObjective(teacher, same, x[:1]).matched
+    matched = DetectionDistillObjective(teacher, same, x[:1], feature_weight=None)  # the default: kd where it can
+    assert matched.matched and matched.feature_weight == 0 and len(matched.adapters) == 0
     with pytest.warns(UserWarning, match="only the neck"):
-        loose = DetectionDistillObjective(teacher, other, x[:1])
+        loose = DetectionDistillObjective(teacher, other, x[:1], feature_weight=None)
+    assert loose.feature_weight == 1
     targets = [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 30.0]]), "labels": torch.tensor([1])}] * 2
     out = loose(other.train(), x, targets)
     assert "kd" not in out and out["feature"] > 0 and torch.isfinite(out["loss"])

@@ -25,7 +25,10 @@ from torch import nn
 from slimcv.errors import SlimcvError
 
 DEFAULT_FOREGROUND = 4.0  # how much more an object position weighs than background in the feature term
-DEFAULT_LOSSES = (("kd", 1.0), ("feature", 1.0))  # detection's terms when the config names none
+# when the config names no loss: kd where the heads line up, the neck's features where they do not. Synthetic
+# shapes, slimdet_m (67.0 mAP) teaching slimdet_s for 10 epochs, seed 0: alone 41.7, kd 44.0, feature 44.0, both
+# 43.1 mAP; kd is the cheaper of the two (no hooks on the neck, no adapters)
+DEFAULT_LOSSES = (("kd", 1.0), ("feature", None))
 # the box term's weight inside kd: off, as measured (synthetic shapes, slimdet_m -> slimdet_s, 10 epochs: kd with
 # it 41.0 mAP, without it 44.0, the student alone 41.7)
 DEFAULT_BOX = 0.0
@@ -89,13 +92,14 @@ def _normalised(f: torch.Tensor) -> torch.Tensor:
 
 
 class DetectionDistillObjective(nn.Module):
-    """alpha * the student's own losses + ramp * (kd weight * head KD + feature weight * neck imitation).
+    """alpha * the student's own losses + ramp * (kd weight * head KD + feature weight * neck imitation);
+    ``feature_weight`` None: 1 when the heads do not line up (so the neck carries the teacher's knowledge), else 0.
 
     The teacher is frozen and is not a sub-module (its weights stay out of checkpoints and the optimizer); the
     adapters are, so they train with the student. Call ``remove()`` when training ends."""
 
     def __init__(self, teacher: nn.Module, student: nn.Module, sample: torch.Tensor, *, alpha: float = 1.0,
-                 kd_weight: float = 1.0, feature_weight: float = 1.0, temperature: float = 1.0,
+                 kd_weight: float = 1.0, feature_weight: float | None = 1.0, temperature: float = 1.0,
                  foreground: float = DEFAULT_FOREGROUND, box: float = DEFAULT_BOX, warmup_steps: int = 0) -> None:
         super().__init__()
         from slimcv.models.detection import dense_kind
@@ -111,6 +115,8 @@ class DetectionDistillObjective(nn.Module):
         self.tap = _Tap(student)
         s, t = self._sample_outputs(student, teacher, sample)
         self.matched = self.kind == teacher_kind and s["head"]["cls_logits"].shape == t["head"]["cls_logits"].shape
+        if feature_weight is None:
+            self.feature_weight = 0.0 if self.matched and kd_weight > 0 else 1.0
         if kd_weight > 0 and not self.matched:
             import warnings
 
@@ -118,12 +124,14 @@ class DetectionDistillObjective(nn.Module):
                           f"match the teacher's ({teacher_kind}, {tuple(t['head']['cls_logits'].shape[1:])}) location "
                           "for location, so only the neck's features are distilled.", stacklevel=2)
         sf, tf = _levels(s["features"]), _levels(t["features"])
-        if len(sf) != len(tf):
+        if len(sf) != len(tf) and self.feature_weight > 0:
             raise SlimcvError(f"The student's neck has {len(sf)} feature levels and the teacher's {len(tf)}; feature "
                               "distillation pairs them level by level: use a teacher and student with the same "
                               "strides, or losses: [kd] only.")
-        self.adapters = nn.ModuleList(nn.Identity() if a.shape[1] == b.shape[1] else nn.Conv2d(a.shape[1], b.shape[1], 1)
-                                      for a, b in zip(sf, tf))
+        # no adapters without the feature term: parameters that get no gradient trouble DDP
+        self.adapters = nn.ModuleList(
+            nn.Identity() if a.shape[1] == b.shape[1] else nn.Conv2d(a.shape[1], b.shape[1], 1)
+            for a, b in zip(sf, tf)) if self.feature_weight > 0 else nn.ModuleList()
 
     @torch.no_grad()
     def _sample_outputs(self, student: nn.Module, teacher: nn.Module, sample: torch.Tensor):
