@@ -11,7 +11,9 @@ synthetic-shapes:detection at 128x128). Phases, one thread, each on the same val
    OpenVINO, interleaved (`slimcv bench`).
 2. int8: `slimcv quantize` of the teacher: mAP of each file as deployed, file size against FP32.
 3. search: `slimcv compress --target-speedup 2 --max-drop 1` with the given budget, beside NNCF INT8 of the
-   teacher (the peer a CPU user would pick) and the plain recipe's point.
+   teacher (the peer a CPU user would pick).
+4. plain: Torch-Pruning's plain recipe (uniform L1) at the search winner's MACs, fine-tuned for as many epochs as
+   the winner trained, on the detector's own losses; timed with the teacher and the winner.
 Written: benchmarks/results/detection_compress.json with the CPU's flags.
 """
 from __future__ import annotations
@@ -73,12 +75,40 @@ def search_phase(teacher: str, out: Path, minutes: float, threads: int) -> dict[
             "table": r.table}
 
 
+def plain_phase(teacher: str, out: Path, search: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Torch-Pruning's plain recipe at the search winner's MACs, fine-tuned for as many epochs as the winner trained
+    (its proxy and later runs), on the detector's own losses, timed interleaved with the teacher."""
+    import slimcv
+
+    winner = next(r for r in search["table"] if r["meets"] and r["kind"] != "source"
+                  and any(n.startswith("final") for n in r["notes"]))
+    log = json.loads((out / "search" / "compress_search.json").read_text())["log"]
+    epochs = sum(e["epochs"] for e in log if e["candidate"] == winner["candidate"] and "epochs" in e)
+    teacher_macs = next(r["macs"] for r in search["table"] if r["kind"] == "source")
+    start = time.perf_counter()
+    r = slimcv.prune(teacher, data=DATA, remove=1 - winner["macs"] / teacher_macs, target="macs",
+                     finetune_epochs=epochs, round_to=8, importance="l1", optim=OPTIM, progress=False,
+                     latency_runs=0, threads=threads, out_dir=str(out / "plain_at_winner"))
+    report = slimcv.bench([teacher, str(out / "plain_at_winner"), winner_folder(out)], runtimes=["ort", "openvino"],
+                          batch_sizes=[1], runs=30, threads=threads, memory=False, quiet=True)
+    times = [{rt.runtime: rt.latency_ms.median for rt in m.runtimes} for m in report.models]
+    row = {"winner": winner["candidate"], "epochs": epochs, "map": r.after["map"], "macs": r.after["macs"],
+           "winner_macs": winner["macs"], "winner_map": winner["metric"], "seconds": round(time.perf_counter() - start),
+           "latency_ms": {"teacher": times[0], "plain": times[1], "winner": times[2]}}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def winner_folder(out: Path) -> str:
+    return json.loads((out / "search" / "compress.json").read_text())["outcome"]["folder"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", default="runs/bench/detection_kd/synthetic_teacher")
     p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs after pruning")
     p.add_argument("--budget-minutes", type=float, default=20.0)
-    p.add_argument("--phases", nargs="+", default=["prune", "int8", "search"])
+    p.add_argument("--phases", nargs="+", default=["prune", "int8", "search", "plain"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/bench/detection_compress")
     p.add_argument("--json", default=str(HERE / "results" / "detection_compress.json"))
@@ -100,6 +130,8 @@ def main() -> None:
             record["int8"] = int8_phase(args.teacher, out, args.threads)
         elif phase == "search":
             record["search"] = search_phase(args.teacher, out, args.budget_minutes, args.threads)
+        elif phase == "plain":
+            record["plain_at_winner"] = plain_phase(args.teacher, out, record["search"], args.threads)
         path.write_text(json.dumps(record, indent=1, default=str) + "\n")
     print(json.dumps({k: v for k, v in record.items() if k != "search"}, indent=1, default=str))
     if "search" in record:

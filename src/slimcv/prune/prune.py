@@ -258,8 +258,9 @@ def _objective(cfg: PruneConfig, original: nn.Module, data: DataBundle, device, 
         w = sum(s.weight for s in cfg.distill)
         sample = data.train[0][0][None].to(device)
         teacher = original.to(device)
+        # the pruned head lines up with the unpruned one, so kd alone, as distill does by default
         return lambda m: DetectionDistillObjective(teacher, m.to(device), sample, alpha=cfg.alpha, kd_weight=w,
-                                                   feature_weight=w)
+                                                   feature_weight=None)
     if not cfg.distill:
         return SupervisedLoss(data.info.ignore_index, weights)
     from slimcv.distill.distill import DistillObjective
