@@ -31,8 +31,6 @@ from slimcv.run_folder import METRICS_JSONL, SEARCH_JSON, SEARCH_STATE, TEACHER_
 KD = {"segmentation": {"name": "kd", "weight": 1.0, "temperature": 1.0},
       "classification": {"name": "kd", "weight": 1.0, "temperature": 4.0},
       "detection": {"name": "kd", "weight": 1.0}}  # a detector's kd: its head at matched locations
-# what a student learns from the source beyond kd: a detector also imitates the source's neck
-EXTRA_LOSSES = {"detection": [{"name": "feature", "weight": 1.0}]}
 
 
 
@@ -477,8 +475,7 @@ def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: P
     if c.kind == "pruned" and start is not None:  # the pruned network trains on; nothing is pruned again
         from slimcv.pipeline.finetune import FinetuneConfig, finetune
 
-        cfg = FinetuneConfig(source=str(start), data=bundle.config, epochs=epochs, teacher=str(folder),
-                             losses=[kd, *EXTRA_LOSSES.get(task, [])],
+        cfg = FinetuneConfig(source=str(start), data=bundle.config, epochs=epochs, teacher=str(folder), losses=[kd],
                              out_dir=str(run_dir), progress=progress, tensorboard=False, threads=threads,
                              device=device, **optim)
         r = finetune(cfg, bundle)
@@ -496,8 +493,9 @@ def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: P
         build["weights"] = str(find_weights(start))
     elif c.build.get("inherit"):  # start from the source's blocks that the shallower network shares
         build["weights"] = str(_inherited(c, folder, run_dir, bundle.num_classes))
-    values = {**build, "teacher": str(folder), "epochs": epochs, "losses": [kd, *EXTRA_LOSSES.get(task, [])],
-              "out_dir": str(run_dir), **optim,
+    # a detector student takes distill's default: kd where its head lines up with the source's, else the neck
+    losses = {} if task == "detection" else {"losses": [kd]}
+    values = {**build, "teacher": str(folder), "epochs": epochs, **losses, "out_dir": str(run_dir), **optim,
               "progress": progress, "threads": threads, "tensorboard": False, "device": device,
               "class_weights": recorded.get("class_weights")}  # the source's loss
     if task == "segmentation":  # the teacher's maps are computed once and shared by every student
