@@ -91,8 +91,14 @@ def test_auto_takes_the_device_path_only_on_cuda_and_only_when_it_fits(monkeypat
     assert device_batches(bundle.train, 16, CPU, mode="off") is None
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1024, 2**34))  # 1 KiB free
     assert device_batches(bundle.train, 16, torch.device("cuda"), mode="auto") is None
-    detection = load_data({"spec": "synthetic-shapes:detection", "options": {"size": 64, "length": 8}})
-    assert device_batches(detection.train, 4, CPU, mode="on", quiet=True) is None  # boxes: the per-sample loader
+    from slimcv.data.device_batches import batch_augment_for
+    from slimcv.data.presets import DetectionPresetTrain
+
+    # detection crops without a training size with RandomIoUCrop, which the batched path does not reproduce
+    iou_crop = DetectionPresetTrain(size=None, augment=["scale_crop"], mean=(0.0,) * 3, std=(1.0,) * 3)
+    assert batch_augment_for(iou_crop) is None
+    sized = DetectionPresetTrain(size=48, augment=["scale_crop"], mean=(0.0,) * 3, std=(1.0,) * 3)
+    assert batch_augment_for(sized).boxes
 
 
 def test_training_on_batches_made_on_the_device_learns(tmp_path):
@@ -105,3 +111,66 @@ def test_training_on_batches_made_on_the_device_learns(tmp_path):
                       "out_dir": str(tmp_path / "run")})
     losses = [h["train"]["loss"] for h in r.history]
     assert losses[-1] < losses[0] * 0.8 and r.best["value"] > 30
+
+
+def _detection(augment, length=96):
+    return load_data({"spec": "synthetic-shapes:detection", "augment": augment, "size": [48, 48], "batch_size": 16,
+                      "options": {"size": 64, "length": length}})
+
+
+def test_boxes_follow_the_warp_of_their_pixels():
+    from slimcv.data.device_batches import BatchAugment, augment_batch
+
+    image = torch.zeros(1, 3, 64, 64, dtype=torch.uint8)
+    image[:, :, 20:40, 10:30] = 255  # one white box
+    rows = torch.tensor([[[10.0, 20.0, 30.0, 40.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0, -1.0, 0.0]]])  # and a padding row
+    aug = BatchAugment((48, 48), ("scale_crop", "rotate", "shift", "hflip"), (0.0,) * 3, (1 / 255,) * 3, None, 20.0,
+                       0.1, (0.5, 1.0), (0.75, 4 / 3), False, (0.0,) * 4, boxes=True)
+    x, targets = augment_batch(image.repeat(64, 1, 1, 1), rows.repeat(64, 1, 1), aug, torch.Generator().manual_seed(0))
+    checked = 0
+    for img, t in zip(x, targets):
+        ys, xs = torch.nonzero(img[0] > 128, as_tuple=True)
+        if len(t["boxes"]) == 0 or len(xs) < 20:
+            continue  # cropped out (the box is dropped with its pixels)
+        seen = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
+        assert (t["boxes"][0] - seen).abs().max() < 2.5, (t["boxes"][0], seen)
+        assert t["labels"].tolist() == [2] and t["iscrowd"].tolist() == [0]
+        checked += 1
+    assert checked > 30
+
+
+def test_detection_batches_keep_the_presets_box_statistics():
+    augment = ["scale_crop", "rotate", "shift", "hflip", "color_jitter"]
+    bundle = _detection(augment)
+    batched = device_batches(bundle.train, 16, CPU, mode="on", quiet=True)
+    assert isinstance(batched, DeviceBatches)
+
+    def stats(loader):
+        counts, areas = [], []
+        for e in range(4):
+            loader.sampler.set_epoch(e)
+            for _, targets in loader:
+                for t in targets:
+                    b = t["boxes"]
+                    counts.append(len(b))
+                    areas += ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / 48 ** 2).tolist()
+        return np.mean(counts), np.mean(areas)
+
+    device, cpu = stats(batched), stats(make_loader(bundle.train, 16, train=True, workers=0))
+    assert abs(device[0] - cpu[0]) < 0.25, (device, cpu)  # boxes kept per image
+    assert abs(device[1] - cpu[1]) < 0.25 * cpu[1], (device, cpu)  # their size relative to the image
+
+
+def test_a_detector_trains_on_batches_made_on_the_device(tmp_path, capfd):
+    import slimcv
+
+    data = {"spec": "synthetic-shapes:detection", "options": {"size": 48, "length": 64}, "batch_size": 16,
+            "workers": 0, "val_subset": 16, "size": [48, 48], "batched_augment": "on"}
+    r = slimcv.train("slimdet", data=data, epochs=3, out_dir=str(tmp_path / "det"), progress=False,
+                     tensorboard=False, model_kwargs={"backbone": "mobilenet_v3_small", "width": 0.25,
+                                                      "fpn_channels": 16, "head_convs": 1},
+                     optim={"name": "adamw", "lr": 0.003})
+    losses = [h["train"]["loss"] for h in r.history]
+    assert losses[-1] < losses[0] and "map" in r.metrics
+    said = capfd.readouterr()
+    assert "batched augmentation on cpu" in said.out + said.err

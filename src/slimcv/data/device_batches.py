@@ -7,8 +7,9 @@ is gathered, warped and normalised on the device: flips, scale-crop, shifts, pad
 affine warp per image (``grid_sample``), masks follow the same warp with nearest sampling and ``ignore`` where the
 warp uncovers them, and colour jitter scales per image. The sample order is the CPU loader's (the same
 ``DistributedSampler``, so DDP ranks split it the same way), and the random parameters follow the distributions of
-the torchvision presets they replace; a test compares the two paths' statistics. Detection and datasets whose
-samples differ in size keep the per-sample loader.
+the torchvision presets they replace; a test compares the two paths' statistics. A detector's boxes follow the
+same warp (each box becomes the box around its warped corners, clamped, and dropped below one pixel, as
+``SanitizeBoundingBoxes`` does). Datasets whose samples differ in size keep the per-sample loader.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from slimcv._console import console
 from slimcv.data.memory import unwrap_subsets
-from slimcv.data.presets import ClassificationPresetTrain, SegmentationPresetTrain
+from slimcv.data.presets import ClassificationPresetTrain, DetectionPresetTrain, SegmentationPresetTrain
 
 DEVICE_SHARE = 0.25  # at most this fraction of the device's free memory goes to the decoded training set
 
@@ -42,6 +43,7 @@ class BatchAugment:
     ratio_range: tuple[float, float] | None  # None: the crop keeps the output's aspect ratio
     reflect: bool  # pad-crop pads by reflection (classification) instead of zeros / ignore
     jitter: tuple[float, float, float, float]  # brightness, contrast, saturation, hue
+    boxes: bool = False  # detection: targets are padded (N, K, 6) rows x0, y0, x1, y1, label, iscrowd (label -1: none)
 
 
 def batch_augment_for(transform) -> BatchAugment | None:
@@ -52,6 +54,15 @@ def batch_augment_for(transform) -> BatchAugment | None:
         return BatchAugment(size, tuple(s["augment"]), tuple(s["mean"]), tuple(s["std"]), s["ignore_index"],
                             s["rotate_degrees"], s["shift_fraction"], tuple(s["scale_range"]), None, False,
                             (0.3, 0.3, 0.3, 0.02))
+    if isinstance(transform, DetectionPresetTrain):
+        s = transform.settings
+        size = s["size"]
+        if "scale_crop" in s["augment"] and size is None:  # RandomIoUCrop: not reproduced here
+            return None
+        aspect = size[1] / size[0] if size else 1.0
+        return BatchAugment(size, tuple(s["augment"]), tuple(s["mean"]), tuple(s["std"]), None, s["rotate_degrees"],
+                            s["shift_fraction"], tuple(s["scale_range"]), (0.75 * aspect, aspect / 0.75), False,
+                            (0.3, 0.3, 0.3, 0.02), boxes=True)
     if isinstance(transform, ClassificationPresetTrain):
         s = transform.settings
         # as the preset: crops only with a training size; pad-crop pads by reflection, rotation and shifts with 0
@@ -71,7 +82,12 @@ class DeviceBatches:
         if aug.size is not None and "scale_crop" not in aug.augment and tuple(images.shape[-2:]) != aug.size:
             # the preset resizes first: done once here (antialiased like v2.Resize), not every epoch
             self.images = _resize_uint8(images, aug.size)
-            self.targets = targets if aug.ignore_index is None else _resize_nearest(targets, aug.size)
+            if aug.boxes:
+                scale = torch.tensor([aug.size[1] / images.shape[-1], aug.size[0] / images.shape[-2]] * 2,
+                                     device=targets.device)
+                self.targets = torch.cat([targets[..., :4] * scale, targets[..., 4:]], -1)
+            else:
+                self.targets = targets if aug.ignore_index is None else _resize_nearest(targets, aug.size)
         rank = {} if distributed else {"num_replicas": 1, "rank": 0}
         self.sampler = DistributedSampler(range(len(images)), shuffle=True, seed=seed, drop_last=True, **rank)
         self.generator = torch.Generator(device=images.device)
@@ -123,6 +139,8 @@ def augment_batch(images: torch.Tensor, targets: torch.Tensor, aug: BatchAugment
     mean = torch.tensor(aug.mean, device=device).view(1, -1, 1, 1) * 255
     std = torch.tensor(aug.std, device=device).view(1, -1, 1, 1) * 255
     x = (x - mean) / std
+    if aug.boxes:
+        return x, _warped_boxes(targets, warp, tuple(images.shape[-2:]), out_hw)
     if aug.ignore_index is None:
         return x, targets.long()
     if warp is not None:  # masks: nearest, and what the warp uncovers is ignored (sampled as 0 after the +1 shift)
@@ -132,6 +150,34 @@ def augment_batch(images: torch.Tensor, targets: torch.Tensor, aug: BatchAugment
             m = m * valid
         targets = torch.where(m == 0, aug.ignore_index, m - 1)
     return x, targets.long()
+
+
+def _warped_boxes(rows: torch.Tensor, warp: tuple[torch.Tensor, list[torch.Tensor]] | None,
+                  in_hw: tuple[int, int], out_hw: tuple[int, int]) -> list[dict[str, torch.Tensor]]:
+    """Each image's boxes through the warp's steps in order (crop, rotation, shift, pad-crop, flip): after each, the
+    box around its four moved corners, clamped to that step's canvas, as the per-sample transforms do; those under
+    a pixel wide or high at the end are dropped. One target dict per image."""
+    (h_in, w_in), (h, w) = in_hw, out_hw
+    boxes = rows[..., :4].float()
+    if warp is not None:
+        theta, partial = warp
+        square = lambda q: torch.cat([q, torch.tensor([0.0, 0.0, 1.0], device=q.device).expand(len(q), 1, 3)], 1)  # noqa: E731
+        # every canvas as a map from the output's normalised coordinates into it: the input, each intermediate one
+        canvases = [square(theta), *[square(q) for q in reversed(partial)], torch.eye(3, device=theta.device)
+                    .expand(len(theta), 3, 3)]
+        scale = torch.tensor([2 / w_in, 2 / h_in] * 2, device=boxes.device)
+        b = boxes * scale - 1  # normalised input coordinates
+        for before, after in zip(canvases, canvases[1:]):
+            step = after @ torch.linalg.inv(before)
+            x0, y0, x1, y1 = b.unbind(-1)
+            corners = torch.stack([torch.stack(c, -1) for c in ((x0, y0), (x1, y0), (x0, y1), (x1, y1))], -2)
+            moved = torch.einsum("nij,nkcj->nkci", step, torch.cat([corners, torch.ones_like(corners[..., :1])], -1))
+            b = torch.stack([moved[..., 0].amin(-1), moved[..., 1].amin(-1), moved[..., 0].amax(-1),
+                             moved[..., 1].amax(-1)], -1).clamp(-1, 1)
+        boxes = (b + 1) * torch.tensor([w / 2, h / 2] * 2, device=b.device)
+    keep = (rows[..., 4] >= 0) & (boxes[..., 2] - boxes[..., 0] >= 1) & (boxes[..., 3] - boxes[..., 1] >= 1)
+    return [{"boxes": b[k], "labels": r[k, 4].long(), "iscrowd": r[k, 5].long()}
+            for b, r, k in zip(boxes, rows, keep)]
 
 
 def _uniform(n: int, lo: float, hi: float, gen, device) -> torch.Tensor:
@@ -253,12 +299,12 @@ def device_batches(dataset: Dataset, batch_size: int, device: torch.device, *, m
     base, indices = _loadable(dataset)
     aug = batch_augment_for(getattr(base, "transform", None)) if base is not None else None
     first = base.load(indices[0]) if aug is not None else None
-    if first is None or not torch.is_tensor(first[0]) or isinstance(first[1], dict):
+    if first is None or not torch.is_tensor(first[0]) or isinstance(first[1], dict) != aug.boxes:
         if mode == "on" and not quiet:
-            console.print("[dim]batched augmentation: the training set is not a segmentation or classification "
-                          "dataset with a preset slimcv knows; using the per-sample loader.[/]")
+            console.print("[dim]batched augmentation: the training set is not a segmentation, classification or "
+                          "detection dataset with a preset slimcv knows; using the per-sample loader.[/]")
         return None
-    per_sample = first[0].numel() + (first[1].numel() if torch.is_tensor(first[1]) else 8)
+    per_sample = first[0].numel() + (first[1].numel() if torch.is_tensor(first[1]) else 8 if not aug.boxes else 96)
     need = per_sample * len(indices)
     if device.type == "cuda" and mode == "auto" and need > DEVICE_SHARE * torch.cuda.mem_get_info(device)[0]:
         return None
@@ -294,8 +340,23 @@ def _stacked(base, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor] | No
     if any(im.shape != images[0].shape for im in images):
         return None
     targets = [t for _, t in samples]
+    if isinstance(targets[0], dict):  # boxes: one padded row per box
+        return torch.stack(images), _box_rows(targets)
     if torch.is_tensor(targets[0]):
         masks = torch.stack([t.as_subclass(torch.Tensor) for t in targets])
         return torch.stack(images), masks.to(torch.uint8 if 0 <= int(masks.min()) and int(masks.max()) < 256
                                              else torch.int16)
     return torch.stack(images), torch.tensor(targets, dtype=torch.int64)
+
+
+def _box_rows(targets: list[dict]) -> torch.Tensor:
+    """Target dicts -> (N, K, 6) float rows x0, y0, x1, y1, label, iscrowd, padded with label -1."""
+    k = max(1, max(len(t["labels"]) for t in targets))
+    rows = torch.zeros(len(targets), k, 6)
+    rows[..., 4] = -1
+    for i, t in enumerate(targets):
+        n = len(t["labels"])
+        rows[i, :n, :4] = t["boxes"].as_subclass(torch.Tensor).float()
+        rows[i, :n, 4] = t["labels"].float()
+        rows[i, :n, 5] = t.get("iscrowd", torch.zeros(n)).float()
+    return rows

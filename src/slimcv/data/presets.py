@@ -170,6 +170,9 @@ class DetectionPresetTrain:
     ) -> None:
         _check_augment(augment)
         size = _size(size)
+        self.settings = {"size": size, "augment": tuple(augment), "mean": tuple(mean), "std": tuple(std),
+                         "rotate_degrees": rotate_degrees, "shift_fraction": shift_fraction,
+                         "scale_range": tuple(scale_range)}
         t: list = []
         if "scale_crop" in augment and size:
             aspect = size[1] / size[0]
