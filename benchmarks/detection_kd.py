@@ -7,7 +7,7 @@ slimdet_m teacher (neck features + head KD at matched locations), same schedule,
 Data: synthetic-shapes:detection at 128x128 (512 training, 128 validation images) and the raccoon set (Pascal
 VOC layout, 160/40 images, one class) at 320x320. The teacher (slimdet_m, --teacher-epochs, default 30) is
 trained here once and reused (resumable). Each seed trains the control (`slimcv.train`) and the distilled
-student (`slimcv.distill`, the detection defaults) with AdamW lr 2e-3, weight decay 0.05, 1 warm-up epoch,
+student (`slimcv.distill`, the detection default: the neck's features) with AdamW lr 2e-3, weight decay 0.05, 1 warm-up epoch,
 cosine, the data's default augmentations. Printed: one row per seed and the mean effect; written:
 benchmarks/results/detection_kd.json with the CPU's flags. Target: a mean gain in val mAP above 0 on each set.
 """
@@ -34,7 +34,7 @@ def datasets(raccoon: str | None) -> dict[str, dict[str, Any]]:
     return sets
 
 
-def one_set(name: str, data: dict, args, out: Path) -> list[dict[str, Any]]:
+def one_set(name: str, data: dict, args, out: Path, save) -> list[dict[str, Any]]:
     import slimcv
 
     teacher = out / f"{name}_teacher"
@@ -56,6 +56,7 @@ def one_set(name: str, data: dict, args, out: Path) -> list[dict[str, Any]]:
                      "gain": kd.metrics["map"] - alone.metrics["map"],
                      "alone_s": round(mid - start, 1), "kd_s": round(time.perf_counter() - mid, 1)})
         print(json.dumps(rows[-1]), flush=True)
+        save(rows)
     return rows
 
 
@@ -79,14 +80,16 @@ def main() -> None:
     from slimcv._console import print_table
     from slimcv.hardware import cpu_features
 
-    rows = []
-    for name, data in datasets(args.raccoon).items():
-        if name not in args.sets:
-            continue
-        rows += one_set(name, data, args, Path(args.out))
+    rows: list[dict[str, Any]] = []
+
+    def save(new_rows: list[dict[str, Any]]) -> None:  # after every seed: a stopped run keeps what it measured
         Path(args.json).write_text(json.dumps({"cpu": cpu_features(), "threads": args.threads, "optim": OPTIM,
                                                "teacher": args.teacher, "student": args.student,
-                                               "epochs": args.epochs, "rows": rows}, indent=1) + "\n")
+                                               "epochs": args.epochs, "rows": rows + new_rows}, indent=1) + "\n")
+
+    for name, data in datasets(args.raccoon).items():
+        if name in args.sets:
+            rows += one_set(name, data, args, Path(args.out), save)
     print_table("detection KD: student alone vs distilled (val mAP)",
                 ["data", "seed", "teacher", "alone", "distilled", "gain"],
                 [(r["dataset"], r["seed"], r["teacher_map"], r["alone_map"], r["kd_map"], r["gain"]) for r in rows])

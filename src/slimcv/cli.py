@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     add_flags(d, DISTILL, DistillConfig)
     d.add_argument("--loss", action="append", metavar="NAME[:WEIGHT]",
                    help="KD loss and weight, repeatable: kd, cwd, dkd, dist (e.g. --loss kd:1 --loss cwd:3); "
-                   "a detector: kd (its head) and feature (its neck), both by default")
+                   "a detector: feature (its neck, the default) and kd (its head)")
     d.add_argument("--temperature", "-T", type=float, help="temperature of every --loss (default: 1 for "
                    "segmentation, 4 for classification)")
 

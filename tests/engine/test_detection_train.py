@@ -87,16 +87,3 @@ def test_two_process_ddp_trains_a_detector_and_scores_it_like_one_process(tmp_pa
     # the ranks batch other images together than one process does: float differences of about 1e-7 in the scores
     # can swap near-tied detections, which moves mAP (in points) by a few 1e-6
     assert ddp["map"] == pytest.approx(one["map"], abs=1e-4) and ddp["map50"] == pytest.approx(one["map50"], abs=1e-4)
-
-
-@pytest.mark.parametrize("stage", ["prune", "distill"])
-def test_compression_stages_refuse_a_detector_in_one_sentence(tmp_path, stage):
-    from slimcv.errors import SlimcvError
-
-    run = tmp_path / "det"
-    _train(run, 1)
-    call = {"prune": lambda: slimcv.prune(str(run), out_dir=str(tmp_path / "p"), remove=0.3),
-            "distill": lambda: slimcv.distill({"teacher": str(run), "model": "slimdet", "model_kwargs": TINY,
-                                              "data": DATA, "out_dir": str(tmp_path / "d")})}[stage]
-    with pytest.raises(SlimcvError, match=f"slimcv {stage} takes classification and segmentation"):
-        call()

@@ -493,7 +493,7 @@ def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: P
         build["weights"] = str(find_weights(start))
     elif c.build.get("inherit"):  # start from the source's blocks that the shallower network shares
         build["weights"] = str(_inherited(c, folder, run_dir, bundle.num_classes))
-    # a detector student takes distill's default: kd where its head lines up with the source's, else the neck
+    # a detector student takes distill's default for detectors (the neck's features)
     losses = {} if task == "detection" else {"losses": [kd]}
     values = {**build, "teacher": str(folder), "epochs": epochs, **losses, "out_dir": str(run_dir), **optim,
               "progress": progress, "threads": threads, "tensorboard": False, "device": device,
