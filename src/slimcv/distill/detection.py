@@ -170,8 +170,8 @@ class DetectionDistillObjective(nn.Module):
         return {"loss": total, **{k: v.detach() for k, v in terms.items()}}
 
     def _head_kd(self, s: dict[str, torch.Tensor], t: dict[str, torch.Tensor], t_score: torch.Tensor) -> torch.Tensor:
-        """Class (and centerness) scores towards the teacher's and boxes towards its boxes, weighted per location
-        by the teacher's confidence and normalised by its sum."""
+        """Class (and centerness) scores towards the teacher's, and with ``box`` the box outputs towards its boxes,
+        weighted per location by the teacher's confidence and normalised by its sum."""
         w = t_score.detach()
         norm = w.sum().clamp_min(1.0)
         temp = self.temperature
