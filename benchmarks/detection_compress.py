@@ -14,6 +14,8 @@ synthetic-shapes:detection at 128x128). Phases, one thread, each on the same val
    teacher (the peer a CPU user would pick).
 4. plain: Torch-Pruning's plain recipe (uniform L1) at the search winner's MACs, fine-tuned for as many epochs as
    the winner trained, on the detector's own losses; timed with the teacher and the winner.
+5. iterative (not in the default phases): one pruning step with --epochs of KD fine-tuning against two steps
+   with half of them each.
 Written: benchmarks/results/detection_compress.json with the CPU's flags.
 """
 from __future__ import annotations
@@ -99,6 +101,24 @@ def plain_phase(teacher: str, out: Path, search: dict[str, Any], threads: int) -
     return row
 
 
+def iterative_phase(teacher: str, out: Path, epochs: int, threads: int) -> list[dict[str, Any]]:
+    """One pruning step with ``epochs`` of KD fine-tuning against two steps with half of them each, to half the
+    MACs."""
+    import slimcv
+
+    rows = []
+    for steps in (1, 2):
+        start = time.perf_counter()
+        r = slimcv.prune(teacher, data=DATA, remove=0.5, target="macs", steps=steps, finetune_epochs=epochs // steps,
+                         round_to=8, distill=[{"name": "kd"}], optim=OPTIM, progress=False, latency_runs=0,
+                         threads=threads, out_dir=str(out / f"iterative_{steps}"))
+        rows.append({"steps": steps, "epochs_per_step": epochs // steps, "map": r.after["map"],
+                     "macs": r.after["macs"], "teacher_map": r.before["map"],
+                     "seconds": round(time.perf_counter() - start)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def winner_folder(out: Path) -> str:
     return json.loads((out / "search" / "compress.json").read_text())["outcome"]["folder"]
 
@@ -130,6 +150,8 @@ def main() -> None:
             record["int8"] = int8_phase(args.teacher, out, args.threads)
         elif phase == "search":
             record["search"] = search_phase(args.teacher, out, args.budget_minutes, args.threads)
+        elif phase == "iterative":
+            record["iterative"] = iterative_phase(args.teacher, out, args.epochs, args.threads)
         elif phase == "plain":
             record["plain_at_winner"] = plain_phase(args.teacher, out, record["search"], args.threads)
         path.write_text(json.dumps(record, indent=1, default=str) + "\n")
