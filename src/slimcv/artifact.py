@@ -183,12 +183,11 @@ def apply_pruning_history(model: nn.Module, history: list, input_shape: tuple[in
         import torch_pruning as tp
     except ImportError as e:  # a declared dependency; this only guards broken installs
         raise SlimcvError("Pruned models need torch-pruning to rebuild: pip install torch-pruning.") from e
-    from slimcv.models.detection import head_outputs, is_detector
+    from slimcv.models.detection import trace_options
 
     model.eval()
-    traced = {"forward_fn": head_outputs} if is_detector(model) else {}  # as prune.structured traced it
-    with torch.enable_grad():
-        graph = tp.DependencyGraph().build_dependency(model, torch.zeros(input_shape), **traced)
+    with torch.enable_grad():  # traced as pruning traced it
+        graph = tp.DependencyGraph().build_dependency(model, torch.zeros(input_shape), **trace_options(model))
     try:
         graph.load_pruning_history(history)
     except (KeyError, IndexError, AttributeError) as e:

@@ -106,7 +106,6 @@ class DetectionDistillObjective(nn.Module):
 
         self.__dict__["teacher"] = teacher
         self.kind, self.teacher_kind = dense_kind(student), dense_kind(teacher)
-        teacher_kind = self.teacher_kind
         self.alpha, self.kd_weight, self.feature_weight = alpha, kd_weight, feature_weight
         self.temperature, self.foreground, self.box = temperature, foreground, box
         self.warmup_steps = warmup_steps
@@ -114,15 +113,16 @@ class DetectionDistillObjective(nn.Module):
             self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.tap = _Tap(student)
         s, t = self._sample_outputs(student, teacher, sample)
-        self.matched = self.kind == teacher_kind and s["head"]["cls_logits"].shape == t["head"]["cls_logits"].shape
+        s_cls, t_cls = s["head"]["cls_logits"].shape, t["head"]["cls_logits"].shape
+        self.matched = self.kind == self.teacher_kind and s_cls == t_cls
         if feature_weight is None:
             self.feature_weight = 0.0 if self.matched and kd_weight > 0 else 1.0
         if kd_weight > 0 and not self.matched:
             import warnings
 
-            warnings.warn(f"The student's head ({self.kind}, {tuple(s['head']['cls_logits'].shape[1:])}) does not "
-                          f"match the teacher's ({teacher_kind}, {tuple(t['head']['cls_logits'].shape[1:])}) location "
-                          "for location, so only the neck's features are distilled.", stacklevel=2)
+            warnings.warn(f"The student's head ({self.kind}, {tuple(s_cls[1:])}) does not match the teacher's "
+                          f"({self.teacher_kind}, {tuple(t_cls[1:])}) location for location, so only the neck's "
+                          "features are distilled.", stacklevel=2)
         sf, tf = _levels(s["features"]), _levels(t["features"])
         if len(sf) != len(tf) and self.feature_weight > 0:
             raise SlimcvError(f"The student's neck has {len(sf)} feature levels and the teacher's {len(tf)}; feature "

@@ -274,6 +274,12 @@ def head_outputs(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return torch.cat([v.flatten(1) for v in out.values()], 1)
 
 
+def trace_options(model: nn.Module) -> dict:
+    """How Torch-Pruning runs ``model`` to trace it (when pruning and when replaying a pruning history): a detector
+    through its backbone and head only."""
+    return {"forward_fn": head_outputs} if is_detector(model) else {}
+
+
 def output_modules(model: nn.Module) -> list[nn.Module]:
     """The head layers that emit class scores and boxes: structured pruning keeps them whole, so the anchors x
     classes and box layout stays as trained."""

@@ -17,7 +17,8 @@ from torch import nn
 
 from slimcv._console import progress_bar
 from slimcv.errors import SlimcvError
-from slimcv.prune.structured import IMPORTANCES, _ignored_modules, _tp, score_inputs, trace_options
+from slimcv.models.detection import trace_options
+from slimcv.prune.structured import IMPORTANCES, _ignored_modules, _tp, score_inputs
 
 
 @dataclass

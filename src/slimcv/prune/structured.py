@@ -163,17 +163,12 @@ def outputs_of(model: nn.Module, num_classes: int) -> list[nn.Module]:
     return output_modules(model) if is_detector(model) else output_layers(model, num_classes)
 
 
-def trace_options(model: nn.Module) -> dict[str, Any]:
-    """How Torch-Pruning runs ``model`` to trace it: a detector through its backbone and head only."""
-    from slimcv.models.detection import head_outputs, is_detector
-
-    return {"forward_fn": head_outputs} if is_detector(model) else {}
-
-
 def build_pruner(model: nn.Module, example_input: torch.Tensor, imp, *, num_classes: int, ratio: float,
                  global_pruning: bool = False, max_layer_ratio: float = 0.9, ignored: Sequence[str] = (),
                  ratio_dict: dict[str, float] | None = None):
     """A Torch-Pruning MetaPruner over ``model`` that never touches the class outputs or ``ignored`` layers."""
+    from slimcv.models.detection import trace_options
+
     tp = _tp()
     names = dict(model.named_modules())
     try:
