@@ -88,6 +88,9 @@ def test_compress_to_a_budget_returns_a_candidate_that_meets_it_in_time(tmp_path
     assert trained and all(c["metric"] is not None for c in trained)
     assert (tmp_path / "out" / "teacher_cache").is_dir()  # students share one cache of the source's maps
     assert (tmp_path / "out" / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    phases = saved["phases_seconds"]  # where the time went, phase by phase, adding up to the whole search
+    assert {"measure", "proxies", "final_round"} <= set(phases) and all(v >= 0 for v in phases.values())
+    assert sum(phases.values()) <= saved["seconds"] + 0.5 and sum(phases.values()) > 0.5 * saved["seconds"]
 
 
 def test_compress_to_a_budget_spends_no_training_when_time_is_up(tmp_path, capsys):
@@ -102,7 +105,9 @@ def test_compress_to_a_budget_spends_no_training_when_time_is_up(tmp_path, capsy
     assert student.metric is None and "no time left" in student.notes[0]
     assert r.winner.kind == "source"  # it meets a loose budget and is the only one with a measured metric
     assert not (tmp_path / "out" / "proxy").exists()
-    assert "measuring the candidates alone took" in capsys.readouterr().err  # said, not left to guess
+    printed = capsys.readouterr()
+    assert "measuring the candidates alone took" in printed.err  # said, not left to guess
+    assert "min over its 0 min budget (measuring" in printed.out  # the overrun and where it went
 
 
 def test_cli_search_flags_are_checked(tmp_path, capsys):

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,8 @@ class BudgetResult:
     source_best: search.Candidate | None = None  # the source in FP32 at its own fastest runtime
     reused: list[str] = field(default_factory=list)  # steps a restarted search took from the earlier run
     train_device: str = "cpu"  # where the candidates trained (latency is always measured on the CPU)
+    budget_minutes: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)  # seconds spent in each phase of the search
 
     @property
     def met(self) -> bool:
@@ -144,13 +148,15 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     for c in candidates:
         if c.kind == "source" and c.precision == "fp32":
             c.metric = source_metric
-    result = BudgetResult(None, None, candidates, reference, budget, 0.0, source_metric, max_drop=max_drop)
+    result = BudgetResult(None, None, candidates, reference, budget, 0.0, source_metric, max_drop=max_drop,
+                          budget_minutes=budget_minutes)
+    result.phases["measure"] = time.perf_counter() - start
     result.source_best = min((c for c in candidates if c.kind == "source" and c.precision == "fp32"),
                              key=lambda c: c.latency_ms)
     folders: dict[str, Path] = {"source": folder}
-    t = time.perf_counter()
-    _score_int8(candidates, "source", folder, out, bundle, threads, key, result, state)
-    int8_seconds = time.perf_counter() - t  # what quantizing a trained network costs, kept free at the end
+    with _timed(result, "source_int8"):
+        _score_int8(candidates, "source", folder, out, bundle, threads, key, result, state)
+    int8_seconds = result.phases["source_int8"]  # what quantizing a trained network costs, kept free at the end
     trainable = [c for c in search.best_runtime_each(candidates) if c.kind != "source"]
     source_best = result.source_best
     console.print(f"reference: the source in ONNX Runtime FP32, {reference:.2f} ms (at its fastest, "
@@ -164,12 +170,40 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
                       "CPU, where they will run", highlight=False, soft_wrap=True)
     common = dict(bundle=bundle, folder=folder, task=bundle.task, progress=progress, threads=threads, device=device,
                   source_macs=next(c.macs for c in candidates if c.kind == "source"))
-    _proxy_round(trainable, deadline, proxy_epochs, out, folders, result, common, state)
+    with _timed(result, "proxies"):
+        _proxy_round(trainable, deadline, proxy_epochs, out, folders, result, common, state)
     ranked = choose_finalists(trainable, finalists, finalist_gap)
     reserve = int8_seconds * sum(any(o.name == c.name and o.precision == "int8" and o.meets for o in candidates)
                                  for c in trainable if c.metric is not None
                                  and (c in ranked or not _hopeless(c.metric, source_metric, max_drop)))
-    _final_round(ranked, deadline - reserve, out, folders, result, common, state)
+    with _timed(result, "final_round"):
+        _final_round(ranked, deadline - reserve, out, folders, result, common, state)
+    with _timed(result, "int8"):
+        _score_trained_int8(trainable, candidates, folders, out, bundle, threads, key, result, state)
+    _choose(result, folders)
+    result.seconds = time.perf_counter() - start
+    state.save()
+    _write(out, result, target_latency_ms, target_speedup, key)
+    _plot(out, result, key, max_drop)
+    _print(result, key)
+    return result
+
+
+@contextmanager
+def _timed(result: BudgetResult, phase: str) -> Iterator[None]:
+    """Add the wall time of the enclosed phase to ``result.phases``."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        result.phases[phase] = result.phases.get(phase, 0.0) + time.perf_counter() - t
+
+
+def _score_trained_int8(trainable: list[search.Candidate], candidates: list[search.Candidate],
+                        folders: dict[str, Path], out: Path, bundle, threads: int | None, key: str,
+                        result: BudgetResult, state: _State) -> None:
+    """Give every runtime of a trained network its FP32 metric, and score the INT8 files of those that can win."""
+    source_metric, max_drop = result.source_metric, result.max_drop
     for c in trainable:  # every runtime of a trained network scores as it trained; its INT8 file once quantized
         if c.metric is None:
             continue
@@ -180,13 +214,6 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
             c.notes.append("INT8 not tried: the FP32 network is already too far below the source")
             continue
         _score_int8(candidates, c.name, folders[c.name], out, bundle, threads, key, result, state)
-    _choose(result, folders)
-    result.seconds = time.perf_counter() - start
-    state.save()
-    _write(out, result, target_latency_ms, target_speedup, key)
-    _plot(out, result, key, max_drop)
-    _print(result, key)
-    return result
 
 
 def _measured_or_reused(state: _State, folder: Path, bundle, space, out: Path, latency_runs: int,
@@ -528,7 +555,8 @@ def _write(out: Path, r: BudgetResult, target_latency_ms, target_speedup, key: s
         "source_best": {"runtime": sb.label, "latency_ms": sb.latency_ms} if sb else None,
         "met": r.met, "winner": r.winner.to_json() if r.winner else None,
         "closest": r.closest.to_json() if r.closest else None, "folder": str(r.folder) if r.folder else None,
-        "seconds": r.seconds, "metric": key, "reused": r.reused, "train_device": r.train_device,
+        "seconds": r.seconds, "budget_minutes": r.budget_minutes,
+        "phases_seconds": {k: round(v, 1) for k, v in r.phases.items()}, "metric": key, "reused": r.reused, "train_device": r.train_device,
         "latency_measured_on": "cpu",
         "candidates": [c.to_json() for c in r.candidates], "log": r.log})
 
@@ -566,7 +594,20 @@ def _print(r: BudgetResult, key: str) -> None:
             + (f", {best_ms / c.latency_ms:.2f}x the source at its fastest" if best_ms else "")
             + f"), {key} {c.metric:.2f}{change}; folder {r.folder}")
     if r.met:
-        print(f"Target met{drop}: {what}. Search took {r.seconds / 60:.1f} min.")
+        print(f"Target met{drop}: {what}. {search_time(r)}.")
     else:
         print(f"Target missed: nothing meets the latency budget{drop}; the closest is {what}. Give more "
-              f"--budget-minutes or relax the target. Search took {r.seconds / 60:.1f} min.")
+              f"--budget-minutes or relax the target. {search_time(r)}.")
+
+
+PHASE_NAMES = {"measure": "measuring", "source_int8": "the source's INT8", "proxies": "proxies",
+               "final_round": "final round", "int8": "INT8 of the trained"}
+
+
+def search_time(r: BudgetResult) -> str:
+    """How long the search took, any overrun of its budget, and the minutes of each phase."""
+    text = f"Search took {r.seconds / 60:.1f} min"
+    if r.budget_minutes is not None and r.seconds > r.budget_minutes * 60:
+        text += f", {r.seconds / 60 - r.budget_minutes:.1f} min over its {r.budget_minutes:g} min budget"
+    parts = [f"{PHASE_NAMES.get(k, k)} {v / 60:.1f}" for k, v in r.phases.items() if v >= 0.05]
+    return text + (f" ({', '.join(parts)} min)" if parts else "")

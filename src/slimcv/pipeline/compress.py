@@ -323,7 +323,8 @@ def write_outcome(out_dir: Path, plan: dict[str, Any], r, sentence: str | None =
                "fastest_within_max_drop": fastest.to_json() if fastest else None, "chosen": c.to_json() if c else None,
                "folder": str(r.folder) if r.folder else None, "folder_in_out_dir": _inside(r.folder, out_dir),
                "reference_ms": r.reference_ms,
-               "budget_ms": r.budget_ms, "source_metric": r.source_metric, "predict_ms": predict_ms}
+               "budget_ms": r.budget_ms, "source_metric": r.source_metric, "predict_ms": predict_ms,
+               "search_seconds": r.seconds, "phases_seconds": {k: round(v, 1) for k, v in r.phases.items()}}
     return atomic_write_json(out_dir / COMPRESS_JSON, {"stage": "compress",
                                                          "target": {"kind": plan["target"], "label": plan["label"]},
                                                          "plan": plan, "outcome": outcome})
