@@ -25,6 +25,7 @@ def main() -> None:
     p.add_argument("--data", help="dataset spec (default: the teacher's own data settings)")
     p.add_argument("--target-speedup", type=float, default=6.0)
     p.add_argument("--budget-minutes", type=float, default=40.0)
+    p.add_argument("--max-drop", type=float, help="points the chosen model may lose (default: no limit)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--out-dir", default="runs/bench/compress_budget")
@@ -40,10 +41,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = run_data_config(args.teacher, args.data)
     out: dict = {"cpu": cpu_features(), "threads": args.threads, "teacher": args.teacher,
-                 "target_speedup": args.target_speedup, "budget_minutes": args.budget_minutes}
+                 "target_speedup": args.target_speedup, "budget_minutes": args.budget_minutes,
+                 "max_drop": args.max_drop}
     t = time.perf_counter()
     r = compress_to_budget(args.teacher, data, target_speedup=args.target_speedup,
-                           budget_minutes=args.budget_minutes, out_dir=args.out_dir, threads=args.threads)
+                           budget_minutes=args.budget_minutes, out_dir=args.out_dir, threads=args.threads,
+                           max_drop=args.max_drop)
     out["search"] = json.loads((Path(args.out_dir) / "compress_search.json").read_text())
     out["search_minutes"] = (time.perf_counter() - t) / 60
     key = out["search"]["metric"]
