@@ -64,3 +64,55 @@ def test_distill_prune_quantize_and_bench_on_cuda(teacher, tmp_path):
                           memory=False)
     timed = {rt.runtime for m in result.models for rt in m.runtimes}
     assert {"eager", "eager-cuda", "ort-fp32"} <= timed
+
+
+def test_compress_trains_on_cuda_and_times_on_the_cpu(teacher, tmp_path):
+    import json
+
+    from slimcv.artifact import load_run_model
+    from slimcv.pipeline import search as S
+    from slimcv.pipeline.budget import compress_to_budget
+
+    space = S.SearchSpace(prune_ratios=(0.5,), students=[("unet", {"base_width": 4, "depth": 2})], runtimes=("ort",),
+                          sensitivity_drops=())
+    r = compress_to_budget(teacher, DATA, target_latency_ms=1e6, budget_minutes=0.5, space=space, finalists=2,
+                           out_dir=tmp_path / "c", latency_runs=4, progress=False)
+    record = json.loads((tmp_path / "c" / "compress_search.json").read_text())
+    assert r.train_device == "cuda" and record["latency_measured_on"] == "cpu"
+    trained = [c for c in r.candidates if c.kind != "source" and c.metric is not None]
+    assert trained and all(c.latency_ms > 0 for c in r.candidates)
+    model, _ = load_run_model(r.folder)  # a folder trained on the GPU loads and runs on the CPU
+    assert model(torch.rand(1, 3, 32, 32)).shape[-2:] == (32, 32)
+
+
+def test_predict_and_serve_in_ort_cuda_answer_like_the_cpu(teacher, tmp_path):
+    pytest.importorskip("fastapi")
+    import json
+
+    import numpy as np
+
+    from slimcv.deploy import runtimes
+    from slimcv.deploy.predictor import Predictor
+    from slimcv.export.onnx import export
+    from tests.deploy.test_serve import _png, _post, running
+
+    missing = runtimes.get(runtimes.ORT_CUDA).check()
+    if missing:
+        pytest.skip(f"ort-cuda: {missing}")
+    onnx = export(str(teacher), tmp_path / "m.onnx").path
+    image = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
+    cpu, gpu = Predictor(onnx, runtime="ort"), Predictor(onnx, runtime="ort-cuda")
+    assert gpu.runtime == "ort-cuda"
+    agree = (np.asarray(cpu(image).mask) == np.asarray(gpu(image).mask)).mean()
+    assert agree > 0.99
+    with running(gpu) as (url, _):
+        status, _, body = _post(url + "/predict?format=json", _png(image), "image/png")
+    assert status == 200 and json.loads(body)
+
+
+def test_a_detector_trains_on_cuda_with_its_boxes_warped_on_the_device(tmp_path):
+    data = {"spec": "synthetic-shapes:detection", "options": {"size": 64, "length": 64}, "batch_size": 8,
+            "workers": 0, "val_subset": 8, "augment": ["hflip", "shift"]}
+    r = slimcv.train("slimdet_s", data=data, epochs=2, device="cuda", out_dir=str(tmp_path / "det"),
+                     optim={"name": "adamw", "lr": 0.003}, **QUIET)
+    assert r.metrics["map"] >= 0 and all(h["train"]["loss"] == h["train"]["loss"] for h in r.history)
