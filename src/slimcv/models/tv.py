@@ -108,13 +108,25 @@ def _known_params(name: str) -> float:
 
 
 def _register_classification(name: str) -> None:
-    def build(num_classes: int = 1000, **kwargs) -> nn.Module:
+    def build(num_classes: int = 1000, bn_momentum: float | None = None, **kwargs) -> nn.Module:
         kwargs = {**DEFAULTS.get(name, {}), **kwargs}
         model = getattr(torchvision.models, name)(weights=None, num_classes=num_classes, **kwargs)
+        if bn_momentum is not None:
+            set_bn_momentum(model, bn_momentum)
         return FirstOutput(model) if getattr(model, "aux_logits", False) else model
 
-    build.__doc__ = f"torchvision {name} (random init; load weights from a local file)."
+    build.__doc__ = (f"torchvision {name} (random init; load weights from a local file); ``bn_momentum`` sets its "
+                     "BatchNorm momentum.")
     MODELS.register(name, task="classification", family="torchvision")(build)
+
+
+def set_bn_momentum(model: nn.Module, momentum: float) -> nn.Module:
+    """Set every BatchNorm's running-statistics momentum (torchvision's MobileNets use 0.01, made for 600-epoch
+    ImageNet runs: over a short schedule from scratch the statistics lag the weights and evaluation collapses)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+    return model
 
 
 def _register_segmentation(name: str) -> None:
