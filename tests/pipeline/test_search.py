@@ -21,6 +21,20 @@ def measured():
     return [c for c, _ in cands], ref
 
 
+def test_a_space_rounds_pruned_channels_to_its_own_multiple():
+    # a width-8 network pruned at multiples of 8 keeps its 8-channel layers whole: a smaller multiple shrinks them
+    source = create_model("unet", 3, base_width=8, depth=3).eval()
+    example = torch.randn(1, 3, 32, 32)
+    macs = {}
+    for r in (8, 4):
+        space = S.SearchSpace(prune_ratios=(0.7,), students=[], runtimes=("ort",), sensitivity_drops=(), round_to=r)
+        (_, _), (cand, net) = S.enumerate_candidates(source, example, 3, "segmentation", space)
+        widths = {m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels != 3}
+        assert all(w % r == 0 for w in widths) and cand.build["round_to"] == r
+        macs[r] = cand.macs
+    assert macs[4] < 0.8 * macs[8]
+
+
 def _trained_source(tmp_path, *, size: int, width: int, **settings) -> dict:
     """A U-Net (depth 2) trained one epoch on 16 synthetic images into tmp_path/source; returns its data."""
     import slimcv

@@ -511,8 +511,8 @@ def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: P
         how = ({"layer_ratios": c.build["layer_ratios"]} if "layer_ratios" in c.build
                else {"remove": 1 - c.macs / source_macs, "target": "macs"})
         r = slimcv.prune(str(folder), data=bundle, **how, finetune_epochs=epochs, distill=[kd], out_dir=str(run_dir),
-                         progress=progress, latency_runs=0, round_to=search.ROUND_TO, threads=threads, device=device,
-                         **optim)
+                         progress=progress, latency_runs=0, round_to=c.build.get("round_to", search.ROUND_TO),
+                         threads=threads, device=device, **optim)
         return r.after["metrics"][metric_key(task)]
 
     build = {k: v for k, v in c.build.items() if k != "inherit"}

@@ -26,7 +26,7 @@ from slimcv.errors import SlimcvError
 
 # the latency every speed-up is relative to: the source in ONNX Runtime FP32
 REFERENCE = f"source/{runtime_table.Row(runtime_table.ORT).label}"
-ROUND_TO = 8  # pruned channel counts at multiples of 8 ran fastest (benchmarks/round_to.py, docs/pruning.md)
+ROUND_TO = 8  # pruned channel counts at multiples of 8 ran fastest (benchmarks/round_to.py); SearchSpace.round_to
 
 
 def default_students(task: str, input_hw: tuple[int, int]) -> list[tuple[str, dict[str, Any]]]:
@@ -69,19 +69,19 @@ def enumerate_candidates(source: nn.Module, example: torch.Tensor, num_classes: 
     for ratio in space.prune_ratios:
         pruned = copy.deepcopy(source).cpu().eval()
         try:
-            prune_structured(pruned, example, num_classes=num_classes, ratio=ratio, round_to=ROUND_TO)
+            prune_structured(pruned, example, num_classes=num_classes, ratio=ratio, round_to=space.round_to)
         except SlimcvError as e:
             console.print(f"[dim]pruned {ratio:g}: skipped ({e})[/]")
             continue
-        nets.append((f"pruned_{ratio:g}", "pruned", {"prune_ratio": ratio}, pruned))
+        nets.append((f"pruned_{ratio:g}", "pruned", {"prune_ratio": ratio, "round_to": space.round_to}, pruned))
     for name, ratios in (layer_ratios or {}).items():
         if not any(r > 0 for r in ratios.values()):
             console.print(f"[dim]{name}: skipped (no layer can be pruned within its drop)[/]")
             continue
         pruned = copy.deepcopy(source).cpu().eval()
-        prune_structured(pruned, example, num_classes=num_classes, ratio=0.0, round_to=ROUND_TO,
+        prune_structured(pruned, example, num_classes=num_classes, ratio=0.0, round_to=space.round_to,
                          ratio_dict={k: v for k, v in ratios.items() if v > 0})
-        nets.append((name, "pruned", {"layer_ratios": dict(ratios)}, pruned))
+        nets.append((name, "pruned", {"layer_ratios": dict(ratios), "round_to": space.round_to}, pruned))
     source_keys = set(source.state_dict())
     students = space.students if space.students is not None else default_students(task, tuple(shape[-2:]))
     for name, kwargs in students:
