@@ -21,7 +21,8 @@ class Candidate:
     runtime: str = ORT
     precision: str = "fp32"
     kind: str = "file"  # file (a quantize variant) | source | pruned | student (the search's networks)
-    build: dict[str, Any] = field(default_factory=dict)  # how to make it: {"model", "model_kwargs"}, {"prune_ratio"}
+    # how to make it: {"model", "model_kwargs"}, {"prune_ratio" or "layer_ratios", "round_to"}
+    build: dict[str, Any] = field(default_factory=dict)
     params: int | None = None
     macs: int | None = None
     speedup: float | None = None

@@ -148,9 +148,10 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     for c in candidates:
         if c.kind == "source" and c.precision == "fp32":
             c.metric = source_metric
+    # the phases' times live in the search's state, so a resumed search adds to what the earlier run spent
     result = BudgetResult(None, None, candidates, reference, budget, 0.0, source_metric, max_drop=max_drop,
-                          budget_minutes=budget_minutes)
-    result.phases["measure"] = time.perf_counter() - start
+                          budget_minutes=budget_minutes, phases=state.data.setdefault("phases", {}))
+    result.phases["measure"] = result.phases.get("measure", 0.0) + time.perf_counter() - start
     result.source_best = min((c for c in candidates if c.kind == "source" and c.precision == "fp32"),
                              key=lambda c: c.latency_ms)
     folders: dict[str, Path] = {"source": folder}
@@ -181,8 +182,8 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     with _timed(result, "int8"):
         _score_trained_int8(trainable, candidates, folders, out, bundle, threads, key, result, state)
     _choose(result, folders)
-    result.seconds = time.perf_counter() - start
     state.save()
+    result.seconds = state.data["spent_seconds"]  # an earlier run of a resumed search included
     _write(out, result, target_latency_ms, target_speedup, key)
     _plot(out, result, key, max_drop)
     _print(result, key)
@@ -555,8 +556,8 @@ def _write(out: Path, r: BudgetResult, target_latency_ms, target_speedup, key: s
         "source_best": {"runtime": sb.label, "latency_ms": sb.latency_ms} if sb else None,
         "met": r.met, "winner": r.winner.to_json() if r.winner else None,
         "closest": r.closest.to_json() if r.closest else None, "folder": str(r.folder) if r.folder else None,
-        "seconds": r.seconds, "budget_minutes": r.budget_minutes,
-        "phases_seconds": {k: round(v, 1) for k, v in r.phases.items()}, "metric": key, "reused": r.reused, "train_device": r.train_device,
+        "seconds": r.seconds, "budget_minutes": r.budget_minutes, "metric": key, "reused": r.reused,
+        "phases_seconds": {k: round(v, 1) for k, v in r.phases.items()}, "train_device": r.train_device,
         "latency_measured_on": "cpu",
         "candidates": [c.to_json() for c in r.candidates], "log": r.log})
 
@@ -609,5 +610,6 @@ def search_time(r: BudgetResult) -> str:
     text = f"Search took {r.seconds / 60:.1f} min"
     if r.budget_minutes is not None and r.seconds > r.budget_minutes * 60:
         text += f", {r.seconds / 60 - r.budget_minutes:.1f} min over its {r.budget_minutes:g} min budget"
-    parts = [f"{PHASE_NAMES.get(k, k)} {v / 60:.1f}" for k, v in r.phases.items() if v >= 0.05]
-    return text + (f" ({', '.join(parts)} min)" if parts else "")
+    scale, unit = (60, "min") if r.seconds >= 120 else (1, "s")
+    parts = [f"{PHASE_NAMES.get(k, k)} {v / scale:.1f}" for k, v in r.phases.items() if v / scale >= 0.05]
+    return text + (f" ({', '.join(parts)} {unit})" if parts else "")

@@ -26,7 +26,7 @@ from slimcv.errors import SlimcvError
 
 # the latency every speed-up is relative to: the source in ONNX Runtime FP32
 REFERENCE = f"source/{runtime_table.Row(runtime_table.ORT).label}"
-ROUND_TO = 8  # pruned channel counts at multiples of 8 ran fastest (benchmarks/round_to.py); SearchSpace.round_to
+ROUND_TO = SearchSpace.model_fields["round_to"].default  # for candidates recorded before spaces had their own
 
 
 def default_students(task: str, input_hw: tuple[int, int]) -> list[tuple[str, dict[str, Any]]]:
@@ -86,7 +86,7 @@ def enumerate_candidates(source: nn.Module, example: torch.Tensor, num_classes: 
     students = space.students if space.students is not None else default_students(task, tuple(shape[-2:]))
     for name, kwargs in students:
         label = "-".join([name] + [f"{k}{v:g}" if isinstance(v, (int, float)) else f"{k}{v}"
-                                   for k, v in sorted(kwargs.items()) if k != "bn_momentum"])
+                                   for k, v in sorted(kwargs.items())])
         net = create_model(name, num_classes, **kwargs).eval()
         build: dict[str, Any] = {"model": name, "model_kwargs": dict(kwargs)}
         copied, total = inherit_weights(source, net)
