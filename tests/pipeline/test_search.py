@@ -356,6 +356,23 @@ def test_successive_halving_drops_a_finalist_that_stops_learning_and_the_leader_
     assert folders["a"] == tmp_path / "final" / "a" and cands[1].metric == 80
 
 
+def test_the_final_run_is_planned_at_the_pace_of_the_latest_run(tmp_path):
+    # the proxy ran at 1 s per epoch; the machine got busier and the candidate's latest run took 4 s per epoch
+    import json
+
+    from slimcv.pipeline import budget as B
+    from slimcv.run_folder import METRICS_JSONL
+
+    result = B.BudgetResult(None, None, [], 1.0, 1.0, 0.0)
+    result.log = [{"candidate": "a", "stage": "proxy", "setup_seconds": 0.0, "seconds_per_epoch": 1.0}]
+    c = S.Candidate("a", kind="pruned")
+    assert B._epochs_within(c, 40.0, result, {}) == 40
+    latest = tmp_path / "round1" / "a"
+    latest.mkdir(parents=True)
+    (latest / METRICS_JSONL).write_text("\n".join(json.dumps({"epoch": i, "epoch_time_s": 4.0}) for i in (1, 2)))
+    assert B._epochs_within(c, 40.0, result, {"a": latest}) == 10
+
+
 def test_with_cuda_present_candidates_train_on_it_and_are_timed_on_the_cpu(tmp_path, monkeypatch):
     import json
 

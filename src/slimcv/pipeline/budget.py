@@ -370,7 +370,7 @@ def _final_round(ranked: list[search.Candidate], deadline: float, out: Path,
         rnd += 1
         epochs *= 2
         per_run = (deadline - time.perf_counter()) / 2 / len(alive)  # half the time left: the rest is the leader's
-        fit_in = min(_epochs_within(c, per_run, result) for c in alive)
+        fit_in = min(_epochs_within(c, per_run, result, folders) for c in alive)
         if min(epochs, fit_in) < 1:
             break
         epochs = min(epochs, fit_in)
@@ -381,17 +381,19 @@ def _final_round(ranked: list[search.Candidate], deadline: float, out: Path,
         alive = _halved(alive, before, rnd)
     if alive:
         leader = alive[0]
-        n = _epochs_within(leader, deadline - time.perf_counter(), result)
+        n = _epochs_within(leader, deadline - time.perf_counter(), result, folders)
         if n < 1 and not state.done(f"final/{leader.name}"):
             leader.notes.append("kept its last run: no time to train it further")
             return
         _train_on(leader, "final", n, "final", deadline, out, folders, result, common, state)
 
 
-def _epochs_within(c: search.Candidate, seconds: float, result: BudgetResult) -> int:
-    """How many epochs of ``c`` fit in ``seconds``, from its proxy run's set-up and epoch times."""
+def _epochs_within(c: search.Candidate, seconds: float, result: BudgetResult, folders: dict[str, Path]) -> int:
+    """How many epochs of ``c`` fit in ``seconds``: its proxy run's set-up time, and the epoch time of its latest run
+    (a machine that got busier since the proxy is not planned with the proxy's pace)."""
     proxy = next(r for r in result.log if r["candidate"] == c.name and r["stage"] == "proxy")
-    return int((seconds - proxy["setup_seconds"]) / max(proxy["seconds_per_epoch"], 1e-9))
+    latest = _epoch_seconds(folders[c.name]) if c.name in folders else None
+    return int((seconds - proxy["setup_seconds"]) / max(latest or proxy["seconds_per_epoch"], 1e-9))
 
 
 def _halved(alive: list[search.Candidate], before: dict[str, float | None], rnd: int) -> list[search.Candidate]:
