@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -44,12 +43,10 @@ def main() -> None:
         slimcv.train({**recipe["models"]["teacher"], "data": data, "epochs": stages["teacher"]["epochs"],
                       "optim": stages["teacher"]["optim"], "out_dir": teacher, "resume": True, **quiet})
     settings = {k: v for k, v in stages["compress"].items() if k not in ("name", "input", "type")}
-    rows = []
+    rows, stamp = [], time.strftime("%Y%m%d-%H%M%S")
     for i in range(args.repeats):
         for kind, space in (("every runtime", {}), ("FP32 kernels only", PLAIN)):
-            out = Path(args.out) / f"{'all' if not space else 'fp32'}_{i}"
-            if (out / "compress.json").is_file():  # this script's own earlier search: a new one starts afresh
-                shutil.rmtree(out)
+            out = Path(args.out) / stamp / f"{'all' if not space else 'fp32'}_{i}"  # a new search, not a resumed one
             cfg = {**settings, "space": {**settings.get("space", {}), **space}, "out_dir": str(out)}
             start = time.perf_counter()
             r = slimcv.compress(teacher, data, **cfg)
