@@ -20,6 +20,22 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 
+def demo_teacher(teacher: str | None, out: str) -> str:
+    """``teacher``, or the demo's teacher trained (or resumed) in ``out/teacher`` with the demo's settings."""
+    if teacher is not None:
+        return teacher
+    import slimcv
+    from slimcv.pipeline.demo import demo_recipe
+
+    recipe = demo_recipe()
+    stage = next(s for s in recipe["stages"] if s["name"] == "teacher")
+    teacher = str(Path(out) / "teacher")
+    slimcv.train({**recipe["models"]["teacher"], "data": recipe["data"], "epochs": stage["epochs"],
+                  "optim": stage["optim"], "out_dir": teacher, "resume": True, "progress": False,
+                  "tensorboard": False, "threads": 1})
+    return teacher
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", default=None, help="the demo's teacher folder (default: train one)")
@@ -39,11 +55,7 @@ def main() -> None:
     stages = {s["name"]: s for s in recipe["stages"]}
     models, data = recipe["models"], recipe["data"]
     quiet = {"progress": False, "tensorboard": False, "threads": 1}
-    teacher = args.teacher
-    if teacher is None:
-        teacher = str(Path(args.out) / "teacher")
-        slimcv.train({**models["teacher"], "data": data, "epochs": stages["teacher"]["epochs"],
-                      "optim": stages["teacher"]["optim"], "out_dir": teacher, "resume": True, **quiet})
+    teacher = demo_teacher(args.teacher, args.out)
     student = models["student"]
     rows = []
     for seed in args.seeds:

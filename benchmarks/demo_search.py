@@ -34,14 +34,11 @@ def main() -> None:
     from slimcv.hardware import cpu_features
     from slimcv.pipeline.demo import demo_recipe
 
+    from demo_kd import demo_teacher  # this folder: the demo's teacher, trained the same way
+
     recipe = demo_recipe()
     stages = {s["name"]: s for s in recipe["stages"]}
-    data, teacher = recipe["data"], args.teacher
-    quiet = {"progress": False, "tensorboard": False, "threads": 1}
-    if teacher is None:
-        teacher = str(Path(args.out) / "teacher")
-        slimcv.train({**recipe["models"]["teacher"], "data": data, "epochs": stages["teacher"]["epochs"],
-                      "optim": stages["teacher"]["optim"], "out_dir": teacher, "resume": True, **quiet})
+    data, teacher = recipe["data"], demo_teacher(args.teacher, args.out)
     settings = {k: v for k, v in stages["compress"].items() if k not in ("name", "input", "type")}
     rows, stamp = [], time.strftime("%Y%m%d-%H%M%S")
     for i in range(args.repeats):
