@@ -27,14 +27,19 @@ def main() -> None:
     p.add_argument("--budget-minutes", type=float, default=40.0)
     p.add_argument("--max-drop", type=float, help="points the chosen model may lose (default: no limit)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runtimes", nargs="+", help="runtimes the search times (default: ONNX Runtime and OpenVINO); "
+                   "e.g. ort openvino-f32 to leave out OpenVINO's bf16 where ONEDNN_MAX_CPU_ISA emulates an older CPU")
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--out-dir", default="runs/bench/compress_budget")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compress_budget_camvid.json"))
     args = p.parse_args()
+    import os
+
     import torch
 
     from slimcv._console import print_table
     from slimcv.artifact import read_summary, run_data_config
+    from slimcv.config import SearchSpace
     from slimcv.hardware import cpu_features
     from slimcv.pipeline.budget import compress_to_budget
 
@@ -42,11 +47,13 @@ def main() -> None:
     data = run_data_config(args.teacher, args.data)
     out: dict = {"cpu": cpu_features(), "threads": args.threads, "teacher": args.teacher,
                  "target_speedup": args.target_speedup, "budget_minutes": args.budget_minutes,
-                 "max_drop": args.max_drop}
+                 "max_drop": args.max_drop, "runtimes": args.runtimes,
+                 "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
     t = time.perf_counter()
     r = compress_to_budget(args.teacher, data, target_speedup=args.target_speedup,
                            budget_minutes=args.budget_minutes, out_dir=args.out_dir, threads=args.threads,
-                           max_drop=args.max_drop)
+                           max_drop=args.max_drop,
+                           space=SearchSpace(runtimes=tuple(args.runtimes)) if args.runtimes else None)
     out["search"] = json.loads((Path(args.out_dir) / "compress_search.json").read_text())
     out["search_minutes"] = (time.perf_counter() - t) / 60
     key = out["search"]["metric"]

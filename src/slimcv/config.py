@@ -389,6 +389,9 @@ class SearchSpace(_Config):
                                               "Runtime and OpenVINO)")
     int8: tuple[Literal["source", "pruned", "student"], ...] = Field(
         ("source", "pruned", "student"), description="kinds also tried as NNCF INT8 files in OpenVINO")
+    int8_always: bool = Field(False, description="time the INT8 file of every network of those kinds; by default "
+                              "only where it can change the answer (its FP32 file misses the budget, and the "
+                              "source's INT8 speed-up would bring it close)")
     sensitivity_drops: tuple[float, ...] = Field(
         (1.0, 3.0), description="sensitivity-guided pruned copies: per layer the largest ratio whose drop (that "
         "layer alone, points) stays within each")

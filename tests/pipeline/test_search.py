@@ -142,7 +142,8 @@ def test_int8_candidates_are_timed_as_nncf_files_and_scored_as_deployed(tmp_path
     from slimcv.pipeline.budget import compress_to_budget
 
     data = _trained_source(tmp_path, size=64, width=16)
-    space = S.SearchSpace(prune_ratios=(0.5,), students=[], runtimes=("ort", "openvino"), sensitivity_drops=())
+    space = S.SearchSpace(prune_ratios=(0.5,), students=[], runtimes=("ort", "openvino"), sensitivity_drops=(),
+                          int8_always=True)
     r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=3, space=space,
                            finalists=0, out_dir=tmp_path / "out", latency_runs=4, progress=False)  # proxies only
     keys = {c.key: c for c in r.candidates}
@@ -253,6 +254,10 @@ def test_every_network_is_also_an_int8_candidate_where_openvino_runs():
     keys = {c.key for c, _ in S.enumerate_candidates(source, torch.randn(1, 3, 32, 32), 3, "segmentation", space)}
     assert {f"{n}/{rt}" for n in ("source", "pruned_0.5", "unet-base_width4-depth2")
             for rt in ("ort-fp32", "openvino-fp32", "openvino-int8")} == keys
+    # OpenVINO held to FP32 (where its bf16 does not pay) still runs INT8 files
+    space = space.model_copy(update={"runtimes": ("ort", "openvino-f32")})
+    keys = {c.key for c, _ in S.enumerate_candidates(source, torch.randn(1, 3, 32, 32), 3, "segmentation", space)}
+    assert "pruned_0.5/openvino-int8" in keys and "source/openvino-f32" in keys
 
 
 def test_a_trained_students_int8_file_is_scored_as_deployed(tmp_path):
@@ -262,7 +267,8 @@ def test_a_trained_students_int8_file_is_scored_as_deployed(tmp_path):
 
     data = _trained_source(tmp_path, size=64, width=8)
     space = S.SearchSpace(prune_ratios=(), students=[("unet", {"base_width": 4, "depth": 2})],
-                          runtimes=("ort", "openvino"), int8=("student",), sensitivity_drops=())
+                          runtimes=("ort", "openvino"), int8=("student",), sensitivity_drops=(),
+                          int8_always=True)
     r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=3, space=space,
                            finalists=0, out_dir=tmp_path / "out", latency_runs=4, progress=False)
     int8 = next(c for c in r.candidates if c.key == "unet-base_width4-depth2/openvino-int8")
@@ -296,7 +302,7 @@ def test_candidates_train_with_the_sources_optimizer_and_hopeless_ones_get_no_in
     summary["metrics"]["miou"] = 99.0  # a source no one-epoch student comes within max_drop + 1 of
     write_summary(tmp_path / "source", summary)
     space = S.SearchSpace(prune_ratios=(), students=[("unet", {"base_width": 4, "depth": 2})],
-                          runtimes=("ort", "openvino"), int8=("student",), sensitivity_drops=())
+                          runtimes=("ort", "openvino"), int8=("student",), sensitivity_drops=(), int8_always=True)
     r = compress_to_budget(tmp_path / "source", data, target_latency_ms=1e6, budget_minutes=3, space=space,
                            finalists=0, out_dir=tmp_path / "out", latency_runs=4, progress=False, max_drop=1.0)
     proxy = tmp_path / "out" / "proxy" / "unet-base_width4-depth2"
@@ -394,3 +400,57 @@ def test_with_cuda_present_candidates_train_on_it_and_are_timed_on_the_cpu(tmp_p
     record = json.loads((tmp_path / "out" / "compress_search.json").read_text())
     assert record["train_device"] == "cuda" and record["latency_measured_on"] == "cpu"
     assert all(c.runtime == "ort" and c.latency_ms > 0 for c in r.candidates)  # timed in ONNX Runtime on the CPU
+
+
+def _row(name, kind, runtime, precision, ms):
+    return S.Candidate(name, runtime=runtime, precision=precision, kind=kind, params=1, macs=1, latency_ms=ms)
+
+
+def test_int8_is_timed_only_where_it_can_change_the_answer():
+    # the source runs 2x faster as INT8 (10 -> 5 ms) and the budget is 4 ms
+    rows = [_row("source", "source", "ort", "fp32", 10.0), _row("source", "source", "openvino", "int8", 5.0),
+            _row("meets", "pruned", "ort", "fp32", 3.0), _row("meets", "pruned", "openvino", "int8", None),
+            _row("near", "pruned", "ort", "fp32", 6.0), _row("near", "pruned", "openvino", "fp32", 7.0),
+            _row("near", "pruned", "openvino", "int8", None),
+            _row("far", "student", "ort", "fp32", 20.0), _row("far", "student", "openvino", "int8", None)]
+    keep = S.int8_worth_timing([(c, None) for c in rows], budget_ms=4.0)
+    assert [c.key for c, _ in keep] == ["near/openvino-int8"]  # 6 ms / 2 = 3 ms: may meet 4 ms
+    assert rows[2].notes == ["INT8 not timed: its FP32 file already meets the budget"]
+    assert "would miss the budget" in rows[7].notes[0] and not rows[4].notes  # 20 / 2 = 10 ms > 1.25 * 4 ms
+    # without the source's INT8 file there is no gain to go by: every network that misses in FP32 is timed
+    keep = S.int8_worth_timing([(c, None) for c in rows if c.key != "source/openvino-int8"], budget_ms=4.0)
+    assert [c.name for c, _ in keep] == ["near", "far"]
+
+
+def test_int8_files_are_timed_after_fp32_on_the_same_scale(monkeypatch):
+    pytest.importorskip("nncf")
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    source = create_model("unet", 3, base_width=16, depth=2).eval()
+    example = torch.randn(1, 3, 64, 64)
+    space = S.SearchSpace(prune_ratios=(0.5,), students=[("unet", {"base_width": 4, "depth": 2})],
+                          runtimes=("ort", "openvino"), sensitivity_drops=())
+    calls = []
+    real = S.measure
+    monkeypatch.setattr(S, "measure", lambda cands, *a, **k: calls.append([c.key for c, _ in cands])
+                        or real(cands, *a, **k))
+    everything = S.enumerate_candidates(source, example, 3, "segmentation", space)
+    # a budget at the reference's latency: every network meets it in FP32, so no INT8 file is timed but the source's
+    timed, ref = S.measure_fp32_first(everything, example, lambda r: r * 10, runs=3)
+    assert [c.key for c, _ in timed if c.precision == "int8"] == ["source/openvino-int8"] and len(calls) == 1
+    # a budget nothing meets in FP32 but the source's INT8 gain may bring close: the others' INT8 files are timed in
+    # a second run with the reference, and put on the first run's scale
+    everything = S.enumerate_candidates(source, example, 3, "segmentation", space)
+    timed, ref = S.measure_fp32_first(everything, example, lambda r: 1e-6, runs=3)
+    assert len(calls) == 2  # nothing can reach a budget that small: no second run
+    everything = S.enumerate_candidates(source, example, 3, "segmentation", space)
+
+    def just_under_the_fastest(reference):  # called once the FP32 files are timed
+        return 0.99 * min(c.latency_ms for c, _ in everything if c.precision == "fp32" and c.latency_ms)
+
+    timed, ref = S.measure_fp32_first(everything, example, just_under_the_fastest, runs=3)
+    assert len(calls) == 4 and S.REFERENCE in calls[3] and all(k.endswith("int8") or k == S.REFERENCE for k in calls[3])
+    int8 = [c for c, _ in timed if c.precision == "int8" and c.kind != "source"]
+    assert "unet-base_width4-depth2" in {c.name for c in int8}  # 1% over the budget in FP32: worth a try
+    assert all(c.latency_ms > 0 and c.speedup == pytest.approx(ref / c.latency_ms) for c in int8)
+    assert next(c for c, _ in timed if c.key == S.REFERENCE).latency_ms == ref  # the first run's reference stays

@@ -16,9 +16,10 @@ budget by a short distillation run, spend the remaining time on the best, return
 """
 from __future__ import annotations
 
+import functools
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,8 +140,10 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     state = _State(out, _search_key(folder, data, target_latency_ms, target_speedup, space, proxy_epochs,
                                     latency_runs))
     deadline = start + budget_minutes * 60 - state.spent_before
+    budget_of = functools.partial(search.within_budget, [], target_latency_ms=target_latency_ms,
+                                  target_speedup=target_speedup)  # the reference's latency -> the budget
     candidates, reference = _measured_or_reused(state, folder, bundle, space, out, latency_runs, threads, progress,
-                                                deadline, budget_minutes)
+                                                deadline, budget_minutes, budget_of)
     budget = search.within_budget(candidates, reference, target_latency_ms=target_latency_ms,
                                   target_speedup=target_speedup)
     key = metric_key(bundle.task)
@@ -218,8 +221,8 @@ def _score_trained_int8(trainable: list[search.Candidate], candidates: list[sear
 
 
 def _measured_or_reused(state: _State, folder: Path, bundle, space, out: Path, latency_runs: int,
-                        threads: int | None, progress: bool, deadline: float, budget_minutes: float
-                        ) -> tuple[list[search.Candidate], float]:
+                        threads: int | None, progress: bool, deadline: float, budget_minutes: float,
+                        budget_of: Callable[[float], float]) -> tuple[list[search.Candidate], float]:
     """The candidates and the reference latency: as an earlier run of this search measured them, else measured
     now (and recorded); says so when the measurement alone used up the budget."""
     if state.data["candidates"] is not None:
@@ -227,7 +230,8 @@ def _measured_or_reused(state: _State, folder: Path, bundle, space, out: Path, l
                deadline)
         return [search.Candidate(**c) for c in state.data["candidates"]], float(state.data["reference_ms"])
     start = time.perf_counter()
-    candidates, reference = _measured_candidates(folder, bundle, space, out, latency_runs, threads, progress)
+    candidates, reference = _measured_candidates(folder, bundle, space, out, latency_runs, threads, progress,
+                                                 budget_of)
     state.data.update(candidates=[c.to_json() for c in candidates], reference_ms=reference)
     state.save()
     if time.perf_counter() > deadline:
@@ -323,9 +327,10 @@ def choose_finalists(trained: list[search.Candidate], n: int, gap: float | None)
 
 
 def _measured_candidates(folder: Path, bundle, space: search.SearchSpace | None, out: Path, latency_runs: int,
-                         threads: int | None, progress: bool) -> tuple[list[search.Candidate], float]:
-    """Every candidate of the source in ``folder``, timed untrained in one interleaved run, and the reference
-    latency (the source in ONNX Runtime FP32)."""
+                         threads: int | None, progress: bool, budget_of: Callable[[float], float]
+                         ) -> tuple[list[search.Candidate], float]:
+    """Every candidate of the source in ``folder``, timed untrained (FP32 first, then the INT8 files that can
+    change the answer), and the reference latency (the source in ONNX Runtime FP32)."""
     from slimcv.artifact import load_run_model
     from slimcv.data import spread
 
@@ -342,8 +347,9 @@ def _measured_candidates(folder: Path, bundle, space: search.SearchSpace | None,
         layer_ratios = search.sensitivity_candidates(sens, space.sensitivity_drops)
     cands_nets = search.enumerate_candidates(model, example, bundle.num_classes, bundle.task, space, layer_ratios)
     calibration = [bundle.train[i][0] for i in spread(8, len(bundle.train))]
-    reference = search.measure(cands_nets, example, runs=latency_runs, threads=threads, calibration=calibration)
-    return [c for c, _ in cands_nets], reference
+    timed, reference = search.measure_fp32_first(cands_nets, example, budget_of, runs=latency_runs, threads=threads,
+                                                 calibration=calibration, int8_always=space.int8_always)
+    return [c for c, _ in timed], reference
 
 
 def _reuse(state: _State, stage: str, c: search.Candidate, folders: dict[str, Path], result: BudgetResult,

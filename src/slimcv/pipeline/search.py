@@ -10,8 +10,9 @@ measurement with the source in ONNX Runtime FP32 as the reference. Those within 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,9 @@ def enumerate_candidates(source: nn.Module, example: torch.Tensor, num_classes: 
         nets.append((label, "student", build, net))
     from slimcv.quantize.nncf_ptq import unavailable
 
-    int8 = set(space.int8) if runtime_table.OPENVINO in runtimes and unavailable() is None else set()
+    # an INT8 file runs in OpenVINO: tried wherever either OpenVINO runtime is (its FP32 layers in OpenVINO's default)
+    with_openvino = {runtime_table.OPENVINO, runtime_table.OPENVINO_F32} & set(runtimes)
+    int8 = set(space.int8) if with_openvino and unavailable() is None else set()
     out = []
     for label, kind, build, net in nets:
         params, macs = sum(p.numel() for p in net.parameters()), count_macs(net, shape)
@@ -144,6 +147,67 @@ def measure(candidates: list[tuple[Candidate, nn.Module]], example: torch.Tensor
         c.latency_ms = timings[c.key].median_ms
         c.speedup = ref / c.latency_ms
     return ref
+
+
+INT8_REACH = 1.25  # an INT8 file is timed when, sped up as much as the source's was, it comes this close to the budget
+
+
+def measure_fp32_first(candidates: list[tuple[Candidate, nn.Module]], example: torch.Tensor,
+                       budget_of: Callable[[float], float], *, runs: int = 15, threads: int | None = 1,
+                       workdir: str | Path | None = None, calibration: Sequence[torch.Tensor] = (),
+                       int8_always: bool = False) -> tuple[list[tuple[Candidate, nn.Module]], float]:
+    """Time every network in FP32 and the source as INT8, then only the INT8 files that can change the answer
+    (``int8_worth_timing``; every one with ``int8_always``), with the reference again so both runs share one
+    scale. Returns the candidates timed and the reference latency; ``budget_of`` maps the reference to the budget
+    in milliseconds."""
+    if int8_always:
+        return candidates, measure(candidates, example, runs=runs, threads=threads, workdir=workdir,
+                                   calibration=calibration)
+    first = [(c, n) for c, n in candidates if c.precision != "int8" or c.kind == "source"]
+    reference = measure(first, example, runs=runs, threads=threads, workdir=workdir, calibration=calibration)
+    second = int8_worth_timing(candidates, budget_of(reference))
+    if second:
+        ref, net = next((c, n) for c, n in first if c.key == REFERENCE)
+        again = measure([(dataclasses.replace(ref, notes=[]), net), *second], example, runs=runs, threads=threads,
+                        workdir=workdir, calibration=calibration)
+        for c, _ in second:  # on the first run's scale: the machine may have sped up or slowed down in between
+            c.latency_ms *= reference / again
+            c.speedup = reference / c.latency_ms
+    return first + second, reference
+
+
+def int8_worth_timing(candidates: list[tuple[Candidate, nn.Module]], budget_ms: float
+                      ) -> list[tuple[Candidate, nn.Module]]:
+    """The INT8 candidates (not the source's) worth quantizing and timing, given every network's FP32 latency and
+    the source's INT8 one: a network whose FP32 file meets the budget needs no INT8 file (the search keeps the most
+    accurate, and INT8 never scores higher), and one that would miss the budget by more than ``INT8_REACH`` even
+    with the source's INT8 speed-up cannot reach it. A note on the network's fastest FP32 candidate says why."""
+    fastest: dict[str, Candidate] = {}
+    for c, _ in candidates:
+        if c.precision == "fp32" and c.latency_ms is not None and (
+                c.name not in fastest or c.latency_ms < fastest[c.name].latency_ms):
+            fastest[c.name] = c
+    source_int8 = next((c for c, _ in candidates if c.kind == "source" and c.precision == "int8"
+                        and c.latency_ms), None)
+    gain = max(1.0, fastest["source"].latency_ms / source_int8.latency_ms) if source_int8 and "source" in fastest \
+        else None
+    keep = []
+    for c, net in candidates:
+        if c.precision != "int8" or c.kind == "source":
+            continue
+        best = fastest.get(c.name)
+        if best is not None and best.latency_ms <= budget_ms:
+            best.notes.append("INT8 not timed: its FP32 file already meets the budget")
+        elif best is not None and gain is not None and best.latency_ms / gain > budget_ms * INT8_REACH:
+            best.notes.append(f"INT8 not timed: even {gain:.2f}x faster, as the source's INT8 file is, it would miss "
+                              "the budget")
+        else:
+            keep.append((c, net))
+    skipped = sum(c.precision == "int8" and c.kind != "source" for c, _ in candidates) - len(keep)
+    if skipped:
+        console.print(f"[dim]INT8 timed for {len(keep)} of {len(keep) + skipped} networks besides the source: the "
+                      "others meet the budget in FP32 or cannot reach it[/]", highlight=False, soft_wrap=True)
+    return keep
 
 
 def _network(net: nn.Module, example: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
