@@ -454,3 +454,51 @@ def test_int8_files_are_timed_after_fp32_on_the_same_scale(monkeypatch):
     assert "unet-base_width4-depth2" in {c.name for c in int8}  # 1% over the budget in FP32: worth a try
     assert all(c.latency_ms > 0 and c.speedup == pytest.approx(ref / c.latency_ms) for c in int8)
     assert next(c for c, _ in timed if c.key == S.REFERENCE).latency_ms == ref  # the first run's reference stays
+
+
+def test_the_frontier_copy_is_the_mildest_pruned_one_clearly_faster_than_the_source():
+    from slimcv.pipeline.budget import frontier_candidate
+
+    rows = [_row("source", "source", "ort", "fp32", 10.0), _row("source", "source", "openvino", "int8", 6.0),
+            _row("student", "student", "ort", "fp32", 2.0),  # meets the 3 ms budget
+            _row("p25", "pruned", "ort", "fp32", 8.0), _row("p25", "pruned", "openvino", "int8", 5.5),  # 1.09x
+            _row("p35", "pruned", "ort", "fp32", 7.0), _row("p35", "pruned", "openvino", "int8", 4.5),  # 1.33x
+            _row("p50", "pruned", "ort", "fp32", 5.0), _row("p50", "pruned", "openvino", "int8", 3.5)]  # 1.71x
+    for c, macs in zip(rows, (100, 100, 5, 56, 56, 42, 42, 25, 25)):
+        c.macs = macs
+    student = rows[2]
+    student.metric = 60.0
+    pick = frontier_candidate(rows, [student], [student], source_metric=80.0, max_drop=2.0)
+    assert pick.key == "p35/openvino-int8"  # p25 is barely faster than the source's INT8 file; p50 prunes more
+    assert frontier_candidate(rows, [student], [student], 80.0, None) is None  # no drop given: no frontier to fill
+    student.metric = 79.0  # the best proxy is already within the drop: the finalists get all the time
+    assert frontier_candidate(rows, [student], [student], 80.0, 2.0) is None
+
+
+def test_a_search_that_misses_trains_a_slower_pruned_copy_for_the_frontier(tmp_path):
+    from slimcv.artifact import load_run_model, read_summary, write_summary
+    from slimcv.pipeline.budget import compress_to_budget
+    from slimcv.pipeline.compress import fastest_within
+
+    data = _trained_source(tmp_path, size=64, width=16)
+    summary = read_summary(tmp_path / "source")
+    summary["metrics"]["miou"] = 99.0  # no one-epoch student comes near it: the target is out of reach
+    write_summary(tmp_path / "source", summary)
+    space = S.SearchSpace(prune_ratios=(0.5,), students=[("unet", {"base_width": 2, "depth": 2})],
+                          runtimes=("ort",), sensitivity_drops=())
+    # a budget between the tiny student and the pruned copy (4x fewer MACs than the source, 20x more than the student)
+    source, spec = load_run_model(tmp_path / "source")
+    nets = S.enumerate_candidates(source, torch.randn(1, 3, 64, 64), spec["num_classes"], "segmentation", space)
+    S.measure(nets, torch.randn(1, 3, 64, 64), runs=8)
+    ms = {c.name: c.latency_ms for c, _ in nets}
+    budget = (ms["unet-base_width2-depth2"] * ms["pruned_0.5"]) ** 0.5
+    r = compress_to_budget(tmp_path / "source", data, target_latency_ms=budget, budget_minutes=1.0, space=space,
+                           finalists=1, out_dir=tmp_path / "out", latency_runs=8, progress=False, max_drop=2.0)
+    pruned = next(c for c in r.candidates if c.name == "pruned_0.5")
+    assert not pruned.meets and pruned.metric is not None and any("frontier point" in n for n in pruned.notes)
+    assert any(e["stage"] == "frontier" and e["candidate"] == "pruned_0.5" for e in r.log)
+    assert (tmp_path / "out" / "frontier" / "pruned_0.5").is_dir() and "frontier" in r.phases
+    assert not r.met and pruned.speedup > max(c.speedup for c in r.candidates if c.kind == "source")
+    # on a miss, the frontier names it wherever it is the fastest within the drop (here: within its own)
+    within = fastest_within(r, 99.0 - pruned.metric)
+    assert within.name == "pruned_0.5" or within.metric >= pruned.metric and within.speedup >= pruned.speedup

@@ -78,7 +78,7 @@ class _State:
             self.data = old
         else:
             if old is not None:  # an earlier search of something else: its runs are ours to replace
-                for sub in ("proxy", "final", "int8", TEACHER_CACHE):
+                for sub in ("proxy", "final", "frontier", "int8", TEACHER_CACHE):
                     shutil.rmtree(out / sub, ignore_errors=True)
             self.data = {"key": key, "spent_seconds": 0.0, "candidates": None, "reference_ms": None, "done": {}}
         self.spent_before = float(self.data.get("spent_seconds", 0.0))
@@ -177,13 +177,20 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     with _timed(result, "proxies"):
         _proxy_round(trainable, deadline, proxy_epochs, out, folders, result, common, state)
     ranked = choose_finalists(trainable, finalists, finalist_gap)
-    reserve = int8_seconds * sum(any(o.name == c.name and o.precision == "int8" and o.meets for o in candidates)
-                                 for c in trainable if c.metric is not None
-                                 and (c in ranked or not _hopeless(c.metric, source_metric, max_drop)))
+    frontier = frontier_candidate(candidates, trainable, ranked, source_metric, max_drop)
+    reserve = int8_seconds * (sum(any(o.name == c.name and o.precision == "int8" and o.meets for o in candidates)
+                                  for c in trainable if c.metric is not None
+                                  and (c in ranked or not _hopeless(c.metric, source_metric, max_drop)))
+                              + (frontier is not None and frontier.precision == "int8"))
+    if frontier is not None:
+        with _timed(result, "frontier"):
+            share = FRONTIER_SHARE * (deadline - reserve - time.perf_counter())
+            _frontier_run(frontier, share, deadline, out, folders, result, common, state)
     with _timed(result, "final_round"):
         _final_round(ranked, deadline - reserve, out, folders, result, common, state)
     with _timed(result, "int8"):
-        _score_trained_int8(trainable, candidates, folders, out, bundle, threads, key, result, state)
+        _score_trained_int8(trainable + ([frontier] if frontier is not None else []), candidates, folders, out,
+                            bundle, threads, key, result, state)
     _choose(result, folders)
     state.save()
     result.seconds = state.data["spent_seconds"]  # an earlier run of a resumed search included
@@ -218,6 +225,59 @@ def _score_trained_int8(trainable: list[search.Candidate], candidates: list[sear
             c.notes.append("INT8 not tried: the FP32 network is already too far below the source")
             continue
         _score_int8(candidates, c.name, folders[c.name], out, bundle, threads, key, result, state)
+
+
+FRONTIER_SHARE = 0.15  # of the time left after the proxies, for one pruned copy slower than the budget
+FRONTIER_GAIN = 1.2  # how much faster than the source at its fastest (INT8 included) that copy must run
+
+
+def frontier_candidate(candidates: list[search.Candidate], trainable: list[search.Candidate],
+                       ranked: list[search.Candidate], source_metric: float | None, max_drop: float | None
+                       ) -> search.Candidate | None:
+    """A pruned copy that misses the budget but runs at least ``FRONTIER_GAIN`` times faster than the source at
+    its fastest (any runtime or precision), the mildest such (the likeliest to come within ``max_drop``), at its
+    fastest runtime: trained beside the finalists, so that a search that misses its target still names a trained
+    candidate faster than the source within ``max_drop``. None without ``max_drop`` or the source's metric, when
+    the best proxy is already within ``max_drop`` (the target looks reachable), or when no copy qualifies."""
+    if max_drop is None or source_metric is None or (ranked and source_metric - ranked[0].metric <= max_drop):
+        return None
+    timed = [c for c in candidates if c.latency_ms]
+    source_fastest = min((c.latency_ms for c in timed if c.kind == "source"), default=None)
+    meeting = {c.name for c in trainable}
+    fastest: dict[str, search.Candidate] = {}
+    for c in timed:
+        if c.kind == "pruned" and c.name not in meeting and (c.name not in fastest
+                                                              or c.latency_ms < fastest[c.name].latency_ms):
+            fastest[c.name] = c
+    eligible = [c for c in fastest.values() if source_fastest and source_fastest / c.latency_ms >= FRONTIER_GAIN]
+    return max(eligible, key=lambda c: (c.macs, -c.latency_ms), default=None)
+
+
+def _frontier_run(c: search.Candidate, seconds: float, deadline: float, out: Path, folders: dict[str, Path],
+                  result: BudgetResult, common: dict[str, Any], state: _State) -> None:
+    """Train the frontier's copy ``c`` with KD for the epochs that fit in ``seconds`` (its epoch time estimated
+    from the largest proxy's, by MACs), or take that run from an earlier run of this search."""
+    why = "trained although it misses the latency budget, so that a miss still names a trained point within --max-drop"
+    if _reuse(state, "frontier", c, folders, result, "frontier point"):
+        return
+    proxies = [r for r in result.log if r["stage"] == "proxy"]
+    if not proxies:
+        return
+    macs = {x.name: x.macs for x in result.candidates}
+    model = max(proxies, key=lambda r: macs.get(r["candidate"], 0))  # the nearest in cost to a mild pruned copy
+    per_epoch = model["seconds_per_epoch"] * c.macs / max(macs.get(model["candidate"], 1), 1)
+    epochs = int((seconds - model["setup_seconds"]) / max(per_epoch, 1e-9))
+    if epochs < 2:
+        c.notes.append("frontier point: no time to train it")
+        return
+    _phase(f"frontier point: {c.name} ({c.label}, {c.speedup:.2f}x), {epochs} epochs; {why}", deadline)
+    c.metric = _train(c, out / "frontier" / c.name, epochs, **common)
+    folders[c.name] = out / "frontier" / c.name
+    entry = {"candidate": c.name, "stage": "frontier", "epochs": epochs, "metric": c.metric,
+             "folder": str(folders[c.name])}
+    result.log.append(entry)
+    state.record(f"frontier/{c.name}", entry)
+    c.notes.append(f"frontier point: {epochs} epochs; {why}")
 
 
 def _measured_or_reused(state: _State, folder: Path, bundle, space, out: Path, latency_runs: int,
@@ -449,10 +509,11 @@ def _epoch_seconds(run_dir: Path) -> float | None:
 def _score_int8(candidates: list[search.Candidate], name: str, folder: Path, out: Path, bundle, threads: int | None,
                 key: str, result: BudgetResult, state: _State) -> None:
     """Quantize the trained network ``name`` (in ``folder``) with NNCF and score its INT8 file in OpenVINO, when
-    that candidate meets the budget (the source's always: it is the peer a CPU user would reach for); the folder is
-    recorded for the winner."""
-    int8 = next((c for c in candidates if c.name == name and c.precision == "int8" and (c.meets or name == "source")),
-                None)
+    that candidate meets the budget (the source's always: it is the peer a CPU user would reach for; the frontier
+    point's where INT8 is its fastest); the folder is recorded for the winner."""
+    frontier = state.done(f"frontier/{name}") is not None
+    int8 = next((c for c in candidates if c.name == name and c.precision == "int8"
+                 and (c.meets or name == "source" or frontier)), None)
     if int8 is None:
         return
     q_dir = out / "int8" / name
@@ -610,7 +671,7 @@ def _print(r: BudgetResult, key: str) -> None:
 
 
 PHASE_NAMES = {"measure": "measuring", "source_int8": "the source's INT8", "proxies": "proxies",
-               "final_round": "final round", "int8": "INT8 of the trained"}
+               "frontier": "frontier point", "final_round": "final round", "int8": "INT8 of the trained"}
 
 
 def search_time(r: BudgetResult) -> str:
