@@ -21,8 +21,23 @@ def cpu_flags() -> frozenset[str]:
 
 
 def native_bf16() -> bool:
-    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX): bf16 is only faster there."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX) and oneDNN may use it: bf16 is only faster
+    there."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"}) and not isa_capped_below_bf16()
+
+
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) that still allow its bf16 kernels
+_BF16_ISAS = {"ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+              "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2"}
+
+
+def isa_capped_below_bf16() -> bool:
+    """True when ONEDNN_MAX_CPU_ISA holds oneDNN (PyTorch's and OpenVINO's CPU kernels) below its bf16 kernels, as
+    set to avoid AMX or to behave like an older CPU: bf16 then fails to compile in OpenVINO or runs emulated."""
+    import os
+
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return bool(cap) and cap not in _BF16_ISAS
 
 
 # the flags that decide which precision and runtime is fastest; recorded beside every measured figure

@@ -195,3 +195,39 @@ def test_a_gpu_session_runs_a_copy_so_cpu_rows_keep_their_module_on_the_cpu():
     assert eager_runner(net, torch.zeros(1, 3, 8, 8))().shape == (1, 4, 6, 6)
     moved = net.to("meta")  # a module that does live elsewhere gets its inputs moved there
     assert eager_runner(moved, torch.zeros(1, 3, 8, 8))().device.type == "meta"
+
+
+def test_a_onednn_cap_below_bf16_keeps_openvino_in_fp32(monkeypatch):
+    # ONEDNN_MAX_CPU_ISA (set to avoid AMX, or to behave like an older CPU) holds oneDNN below its bf16 kernels:
+    # OpenVINO would still pick bf16 from the CPU's flags and fail to compile, so slimcv asks it for FP32
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16", "amx_bf16"}))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert hardware.native_bf16() and runtimes.openvino_config(None, 1) == {"INFERENCE_NUM_THREADS": 1}
+    assert runtimes.computes_in("openvino") == "bf16"
+    for cap in ("AVX2", "avx512_core_vnni", "SSE41"):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert not hardware.native_bf16() and runtimes.computes_in("openvino") == "fp32"
+        assert runtimes.openvino_config(None, None) == {"INFERENCE_PRECISION_HINT": "f32"}
+        assert "ONEDNN_MAX_CPU_ISA" in runtimes.get("eager-bf16").check()
+    for cap in ("AVX512_CORE_BF16", "AVX512_CORE_AMX", "ALL"):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert hardware.native_bf16() and "INFERENCE_PRECISION_HINT" not in runtimes.openvino_config(None, 2)
+    assert runtimes.openvino_config("f32", 2)["INFERENCE_PRECISION_HINT"] == "f32"  # an explicit hint is kept
+
+
+def test_openvino_compiles_under_a_onednn_cap_below_bf16(tmp_path):
+    pytest.importorskip("openvino")
+    import os
+    import subprocess
+    import sys
+
+    onnx = tmp_path / "m.onnx"
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1),
+                                torch.nn.ConvTranspose2d(8, 4, 2, stride=2))  # in bf16 under the cap: no kernel
+    torch.onnx.export(model.eval(), torch.randn(1, 3, 16, 16), onnx, dynamo=False)
+    code = (f"import numpy as np; from slimcv.deploy import runtimes; "
+            f"s = runtimes.open_session({str(onnx)!r}, 'openvino', 1); print(s(np.zeros((1, 3, 16, 16), np.float32)).shape)")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}  # oneDNN reads it once, at load: a new process
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "(1, 4, 32, 32)" in out.stdout

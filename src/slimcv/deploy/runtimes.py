@@ -66,6 +66,10 @@ def _importable(module: str, extra: str) -> Callable[[], str | None]:
 
 
 def _bf16_check() -> str | None:
+    from slimcv.hardware import isa_capped_below_bf16
+
+    if isa_capped_below_bf16():
+        return "ONEDNN_MAX_CPU_ISA holds oneDNN below its bf16 kernels"
     if not native_bf16():
         return "this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 would be emulated and slower"
     return None
@@ -173,12 +177,21 @@ def openvino_core() -> Any:
     return ov.Core()
 
 
+def openvino_config(hint: str | None, threads: int | None) -> dict[str, Any]:
+    """OpenVINO's compile settings: ``threads`` and the precision ``hint``. Without a hint OpenVINO picks bf16 from
+    the CPU's flags, which fails to compile where ONEDNN_MAX_CPU_ISA holds oneDNN below its bf16 kernels: FP32 there."""
+    from slimcv.hardware import isa_capped_below_bf16
+
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    if hint or isa_capped_below_bf16():
+        config["INFERENCE_PRECISION_HINT"] = hint or "f32"
+    return config
+
+
 def _openvino(hint: str | None) -> Callable[[Any, int | None], Session]:
     def open_(path: Any, threads: int | None) -> Session:
         _need_file(path)
-        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads} if threads else {}
-        if hint:
-            config["INFERENCE_PRECISION_HINT"] = hint
+        config = openvino_config(hint, threads)
         try:
             compiled = openvino_core().compile_model(str(path), "CPU", config)
         except RuntimeError as e:

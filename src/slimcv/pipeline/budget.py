@@ -162,11 +162,10 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
         _score_int8(candidates, "source", folder, out, bundle, threads, key, result, state)
     int8_seconds = result.phases["source_int8"]  # what quantizing a trained network costs, kept free at the end
     trainable = [c for c in search.best_runtime_each(candidates) if c.kind != "source"]
-    source_best = result.source_best
-    console.print(f"reference: the source in ONNX Runtime FP32, {reference:.2f} ms (at its fastest, "
-                  f"{source_best.label}, {source_best.latency_ms:.2f} ms); budget {budget:.2f} ms; "
-                  f"{len(trainable)} of {len({c.name for c in candidates}) - 1} candidates meet it", highlight=False,
-                  soft_wrap=True)
+    sb = result.source_best
+    console.print(f"reference: the source in ONNX Runtime FP32, {reference:.2f} ms (at its fastest, {sb.label}, "
+                  f"{sb.latency_ms:.2f} ms); budget {budget:.2f} ms; {len(trainable)} of "
+                  f"{len({c.name for c in candidates}) - 1} candidates meet it", highlight=False, soft_wrap=True)
     device = training_device(device)
     result.train_device = device
     if device != "cpu":
@@ -178,10 +177,7 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
         _proxy_round(trainable, deadline, proxy_epochs, out, folders, result, common, state)
     ranked = choose_finalists(trainable, finalists, finalist_gap)
     frontier = frontier_candidate(candidates, trainable, ranked, source_metric, max_drop)
-    reserve = int8_seconds * (sum(any(o.name == c.name and o.precision == "int8" and o.meets for o in candidates)
-                                  for c in trainable if c.metric is not None
-                                  and (c in ranked or not _hopeless(c.metric, source_metric, max_drop)))
-                              + (frontier is not None and frontier.precision == "int8"))
+    reserve = int8_seconds * _int8_files_to_make(candidates, trainable, ranked, frontier, source_metric, max_drop)
     if frontier is not None:
         with _timed(result, "frontier"):
             share = FRONTIER_SHARE * (deadline - reserve - time.perf_counter())
@@ -198,6 +194,16 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     _plot(out, result, key, max_drop)
     _print(result, key)
     return result
+
+
+def _int8_files_to_make(candidates: list[search.Candidate], trainable: list[search.Candidate],
+                        ranked: list[search.Candidate], frontier: search.Candidate | None,
+                        source_metric: float | None, max_drop: float | None) -> int:
+    """How many INT8 files the search will quantize and score once training ends (their time is kept free)."""
+    n = sum(any(o.name == c.name and o.precision == "int8" and o.meets for o in candidates)
+            for c in trainable if c.metric is not None
+            and (c in ranked or not _hopeless(c.metric, source_metric, max_drop)))
+    return n + (frontier is not None and frontier.precision == "int8")
 
 
 @contextmanager
@@ -677,7 +683,7 @@ PHASE_NAMES = {"measure": "measuring", "source_int8": "the source's INT8", "prox
 def search_time(r: BudgetResult) -> str:
     """How long the search took, any overrun of its budget, and the minutes of each phase."""
     text = f"Search took {r.seconds / 60:.1f} min"
-    if r.budget_minutes is not None and r.seconds > r.budget_minutes * 60:
+    if r.budget_minutes is not None and r.seconds / 60 - r.budget_minutes >= 0.05:  # not "0.0 min over"
         text += f", {r.seconds / 60 - r.budget_minutes:.1f} min over its {r.budget_minutes:g} min budget"
     scale, unit = (60, "min") if r.seconds >= 120 else (1, "s")
     parts = [f"{PHASE_NAMES.get(k, k)} {v / scale:.1f}" for k, v in r.phases.items() if v / scale >= 0.05]
