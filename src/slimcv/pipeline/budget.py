@@ -17,6 +17,7 @@ budget by a short distillation run, spend the remaining time on the best, return
 from __future__ import annotations
 
 import functools
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -78,7 +79,7 @@ class _State:
             self.data = old
         else:
             if old is not None:  # an earlier search of something else: its runs are ours to replace
-                for sub in ("proxy", "final", "frontier", "int8", TEACHER_CACHE):
+                for sub in ("proxy", "final", "frontier", "frontier_on", "int8", TEACHER_CACHE):
                     shutil.rmtree(out / sub, ignore_errors=True)
             self.data = {"key": key, "spent_seconds": 0.0, "candidates": None, "reference_ms": None, "done": {}}
         self.spent_before = float(self.data.get("spent_seconds", 0.0))
@@ -119,12 +120,15 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
                        finalists: int = 4, finalist_gap: float | None = 5.0, space: search.SearchSpace | None = None,
                        out_dir: str | Path = "runs/compress",
                        latency_runs: int = 15, threads: int | None = 1, progress: bool = True,
-                       max_drop: float | None = None, device: str = "auto") -> BudgetResult:
+                       max_drop: float | None = None, device: str = "auto", frontier_share: float = 0.2
+                       ) -> BudgetResult:
     """Search the candidates of ``source`` (a model folder) for the most accurate one that meets the latency
     target on this machine and loses at most ``max_drop`` points, spending at most ``budget_minutes`` (the last run
     may overrun by one epoch). A candidate whose proxy trails the best one's by more than ``finalist_gap`` points
-    is not a finalist, so the time goes to those that can still win. Started again on the same ``out_dir``, it
-    reuses every candidate measured or trained before."""
+    is not a finalist, so the time goes to those that can still win; while the best proxy is beyond ``max_drop``,
+    ``frontier_share`` of the time left trains a slower pruned copy as the frontier's point within it
+    (``frontier_candidate``). Started again on the same ``out_dir``, it reuses every candidate measured or trained
+    before."""
     from slimcv._io import check_owned
     from slimcv.artifact import metric_key
     from slimcv.data import as_bundle
@@ -176,11 +180,11 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     with _timed(result, "proxies"):
         _proxy_round(trainable, deadline, proxy_epochs, out, folders, result, common, state)
     ranked = choose_finalists(trainable, finalists, finalist_gap)
-    frontier = frontier_candidate(candidates, trainable, ranked, source_metric, max_drop)
+    frontier = frontier_candidate(candidates, trainable, ranked, source_metric, max_drop) if frontier_share else None
     reserve = int8_seconds * _int8_files_to_make(candidates, trainable, ranked, frontier, source_metric, max_drop)
     if frontier is not None:
         with _timed(result, "frontier"):
-            share = FRONTIER_SHARE * (deadline - reserve - time.perf_counter())
+            share = frontier_share * (deadline - reserve - time.perf_counter())
             _frontier_run(frontier, share, deadline, out, folders, result, common, state)
     with _timed(result, "final_round"):
         _final_round(ranked, deadline - reserve, out, folders, result, common, state)
@@ -233,7 +237,6 @@ def _score_trained_int8(trainable: list[search.Candidate], candidates: list[sear
         _score_int8(candidates, c.name, folders[c.name], out, bundle, threads, key, result, state)
 
 
-FRONTIER_SHARE = 0.15  # of the time left after the proxies, for one pruned copy slower than the budget
 FRONTIER_GAIN = 1.2  # how much faster than the source at its fastest (INT8 included) that copy must run
 
 
@@ -261,29 +264,43 @@ def frontier_candidate(candidates: list[search.Candidate], trainable: list[searc
 
 def _frontier_run(c: search.Candidate, seconds: float, deadline: float, out: Path, folders: dict[str, Path],
                   result: BudgetResult, common: dict[str, Any], state: _State) -> None:
-    """Train the frontier's copy ``c`` with KD for the epochs that fit in ``seconds`` (its epoch time estimated
-    from the largest proxy's, by MACs), or take that run from an earlier run of this search."""
+    """Train the frontier's copy ``c`` with KD in about ``seconds``: one epoch first, which measures its pace, then
+    on from it for the epochs that fit in the rest (each step taken from an earlier run of this search if it did)."""
     why = "trained although it misses the latency budget, so that a miss still names a trained point within --max-drop"
-    if _reuse(state, "frontier", c, folders, result, "frontier point"):
-        return
-    proxies = [r for r in result.log if r["stage"] == "proxy"]
-    if not proxies:
-        return
+    end = time.perf_counter() + seconds
+    if not _reuse(state, "frontier", c, folders, result, "frontier point"):
+        guess = _first_epoch_guess(c, result)
+        if guess is None or guess > seconds:
+            c.notes.append("frontier point: no time to train it")
+            return
+        _phase(f"frontier point: {c.name} ({c.label}, {c.speedup:.2f}x); {why}", deadline)
+        t = time.perf_counter()
+        c.metric = _train(c, out / "frontier" / c.name, 1, **common)
+        folders[c.name] = out / "frontier" / c.name
+        total = time.perf_counter() - t
+        per_epoch = _epoch_seconds(folders[c.name]) or total
+        entry = {"candidate": c.name, "stage": "frontier", "epochs": 1, "metric": c.metric,
+                 "seconds_per_epoch": per_epoch, "setup_seconds": max(0.0, total - per_epoch),
+                 "folder": str(folders[c.name])}
+        result.log.append(entry)
+        state.record(f"frontier/{c.name}", entry)
+    more = _epochs_within(c, end - time.perf_counter(), result, folders)
+    if more >= 1 or state.done(f"frontier_on/{c.name}"):
+        _train_on(c, "frontier_on", max(more, 1), "frontier point", deadline, out, folders, result, common, state)
+    c.notes.append(f"frontier point: {why}")
+
+
+def _first_epoch_guess(c: search.Candidate, result: BudgetResult) -> float | None:
+    """Seconds for one epoch of ``c`` and its set-up, from the proxy nearest it in MACs, scaled by MACs (small
+    networks' epochs cost more than their MACs say, so the guess errs long for a larger copy only when the
+    nearest proxy is far smaller), or None without a proxy."""
     macs = {x.name: x.macs for x in result.candidates}
-    model = max(proxies, key=lambda r: macs.get(r["candidate"], 0))  # the nearest in cost to a mild pruned copy
-    per_epoch = model["seconds_per_epoch"] * c.macs / max(macs.get(model["candidate"], 1), 1)
-    epochs = int((seconds - model["setup_seconds"]) / max(per_epoch, 1e-9))
-    if epochs < 2:
-        c.notes.append("frontier point: no time to train it")
-        return
-    _phase(f"frontier point: {c.name} ({c.label}, {c.speedup:.2f}x), {epochs} epochs; {why}", deadline)
-    c.metric = _train(c, out / "frontier" / c.name, epochs, **common)
-    folders[c.name] = out / "frontier" / c.name
-    entry = {"candidate": c.name, "stage": "frontier", "epochs": epochs, "metric": c.metric,
-             "folder": str(folders[c.name])}
-    result.log.append(entry)
-    state.record(f"frontier/{c.name}", entry)
-    c.notes.append(f"frontier point: {epochs} epochs; {why}")
+    proxies = [r for r in result.log if r["stage"] == "proxy" and macs.get(r["candidate"])]
+    if not proxies:
+        return None
+    near = min(proxies, key=lambda r: abs(math.log(macs[r["candidate"]] / max(c.macs, 1))))
+    scale = max(1.0, c.macs / macs[near["candidate"]]) ** 0.5  # per-step overhead does not grow with MACs
+    return near["setup_seconds"] + near["seconds_per_epoch"] * scale
 
 
 def _measured_or_reused(state: _State, folder: Path, bundle, space, out: Path, latency_runs: int,
@@ -461,9 +478,10 @@ def _final_round(ranked: list[search.Candidate], deadline: float, out: Path,
 
 
 def _epochs_within(c: search.Candidate, seconds: float, result: BudgetResult, folders: dict[str, Path]) -> int:
-    """How many epochs of ``c`` fit in ``seconds``: its proxy run's set-up time, and the epoch time of its latest run
-    (a machine that got busier since the proxy is not planned with the proxy's pace)."""
-    proxy = next(r for r in result.log if r["candidate"] == c.name and r["stage"] == "proxy")
+    """How many epochs of ``c`` fit in ``seconds``: its first run's set-up time (its proxy's, or the frontier
+    point's), and the epoch time of its latest run (a machine that got busier since is not planned at the old
+    pace)."""
+    proxy = next(r for r in result.log if r["candidate"] == c.name and r["stage"] in ("proxy", "frontier"))
     latest = _epoch_seconds(folders[c.name]) if c.name in folders else None
     return int((seconds - proxy["setup_seconds"]) / max(latest or proxy["seconds_per_epoch"], 1e-9))
 

@@ -72,8 +72,8 @@ def compress(model: Any, data: Any = None, *, weights: str | Path | None = None,
 
     r = compress_to_budget(folder, data, target_latency_ms=cfg.target_latency, target_speedup=cfg.target_speedup,
                            budget_minutes=budget, proxy_epochs=cfg.proxy_epochs, finalists=cfg.finalists,
-                           finalist_gap=cfg.finalist_gap, space=cfg.space, out_dir=out,
-                           latency_runs=cfg.latency_runs, threads=cfg.threads, progress=cfg.progress,
+                           finalist_gap=cfg.finalist_gap, frontier_share=cfg.frontier_share, space=cfg.space,
+                           out_dir=out, latency_runs=cfg.latency_runs, threads=cfg.threads, progress=cfg.progress,
                            max_drop=cfg.max_drop, device=cfg.device)
     result = CompressResult(r.met, None, None, r.folder, table=_table(r), search=r, plan=plan)
     predict_ms = None
