@@ -32,11 +32,12 @@ _BF16_ISAS = {"ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", 
 
 
 def isa_capped_below_bf16() -> bool:
-    """True when ONEDNN_MAX_CPU_ISA holds oneDNN (PyTorch's and OpenVINO's CPU kernels) below its bf16 kernels, as
-    set to avoid AMX or to behave like an older CPU: bf16 then fails to compile in OpenVINO or runs emulated."""
+    """True when ONEDNN_MAX_CPU_ISA (or its older name DNNL_MAX_CPU_ISA) holds oneDNN (PyTorch's and OpenVINO's
+    CPU kernels) below its bf16 kernels, as set to avoid AMX or to behave like an older CPU: bf16 then fails to
+    compile in OpenVINO or runs emulated."""
     import os
 
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
     return bool(cap) and cap not in _BF16_ISAS
 
 

@@ -222,11 +222,13 @@ def test_openvino_compiles_under_a_onednn_cap_below_bf16(tmp_path):
     import sys
 
     onnx = tmp_path / "m.onnx"
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1),
-                                torch.nn.ConvTranspose2d(8, 4, 2, stride=2))  # in bf16 under the cap: no kernel
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.ConvTranspose2d(8, 4, 2, stride=2))  # in bf16 under the cap: no kernel
     torch.onnx.export(model.eval(), torch.randn(1, 3, 16, 16), onnx, dynamo=False)
     code = (f"import numpy as np; from slimcv.deploy import runtimes; "
-            f"s = runtimes.open_session({str(onnx)!r}, 'openvino', 1); print(s(np.zeros((1, 3, 16, 16), np.float32)).shape)")
+            f"s = runtimes.open_session({str(onnx)!r}, 'openvino', 1); "
+            "print(s(np.zeros((1, 3, 16, 16), np.float32)).shape)")
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}  # oneDNN reads it once, at load: a new process
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -407,19 +407,24 @@ def _row(name, kind, runtime, precision, ms):
 
 
 def test_int8_is_timed_only_where_it_can_change_the_answer():
-    # the source runs 2x faster as INT8 (10 -> 5 ms) and the budget is 4 ms
+    # the source runs 2x faster as INT8 (10 -> 5 ms) and the budget is 2.5 ms
     rows = [_row("source", "source", "ort", "fp32", 10.0), _row("source", "source", "openvino", "int8", 5.0),
-            _row("meets", "pruned", "ort", "fp32", 3.0), _row("meets", "pruned", "openvino", "int8", None),
+            _row("meets", "pruned", "ort", "fp32", 2.0), _row("meets", "pruned", "openvino", "int8", None),
             _row("near", "pruned", "ort", "fp32", 6.0), _row("near", "pruned", "openvino", "fp32", 7.0),
             _row("near", "pruned", "openvino", "int8", None),
-            _row("far", "student", "ort", "fp32", 20.0), _row("far", "student", "openvino", "int8", None)]
-    keep = S.int8_worth_timing([(c, None) for c in rows], budget_ms=4.0)
-    assert [c.key for c, _ in keep] == ["near/openvino-int8"]  # 6 ms / 2 = 3 ms: may meet 4 ms
+            _row("far", "student", "ort", "fp32", 20.0), _row("far", "student", "openvino", "int8", None),
+            # a mild pruned copy: 8 / 2 = 4 ms misses the budget of 2.5 ms by more than 25%, but at 1.25x the source's
+            # INT8 file (5 ms) it may be the frontier's point on a miss; at 9 ms (4.5 ms as INT8) it would not be
+            _row("mild", "pruned", "ort", "fp32", 8.0), _row("mild", "pruned", "openvino", "int8", None),
+            _row("milder", "pruned", "ort", "fp32", 9.0), _row("milder", "pruned", "openvino", "int8", None)]
+    keep = S.int8_worth_timing([(c, None) for c in rows], budget_ms=2.5)
+    assert [c.key for c, _ in keep] == ["near/openvino-int8", "mild/openvino-int8"]  # near: 6 / 2 = 3 ms
     assert rows[2].notes == ["INT8 not timed: its FP32 file already meets the budget"]
-    assert "would miss the budget" in rows[7].notes[0] and not rows[4].notes  # 20 / 2 = 10 ms > 1.25 * 4 ms
+    assert "would miss the budget" in rows[7].notes[0] and not rows[4].notes  # 20 / 2 = 10 ms > 1.25 * 2.5 ms
+    assert "would miss the budget" in rows[11].notes[0] and not rows[9].notes
     # without the source's INT8 file there is no gain to go by: every network that misses in FP32 is timed
-    keep = S.int8_worth_timing([(c, None) for c in rows if c.key != "source/openvino-int8"], budget_ms=4.0)
-    assert [c.name for c, _ in keep] == ["near", "far"]
+    keep = S.int8_worth_timing([(c, None) for c in rows if c.key != "source/openvino-int8"], budget_ms=2.5)
+    assert [c.name for c, _ in keep] == ["near", "far", "mild", "milder"]
 
 
 def test_int8_files_are_timed_after_fp32_on_the_same_scale(monkeypatch):
@@ -468,11 +473,26 @@ def test_the_frontier_copy_is_the_mildest_pruned_one_clearly_faster_than_the_sou
         c.macs = macs
     student = rows[2]
     student.metric = 60.0
-    pick = frontier_candidate(rows, [student], [student], source_metric=80.0, max_drop=2.0)
+    pick = frontier_candidate(rows, [student], source_metric=80.0, max_drop=2.0)
     assert pick.key == "p35/openvino-int8"  # p25 is barely faster than the source's INT8 file; p50 prunes more
-    assert frontier_candidate(rows, [student], [student], 80.0, None) is None  # no drop given: no frontier to fill
-    student.metric = 79.0  # the best proxy is already within the drop: the finalists get all the time
-    assert frontier_candidate(rows, [student], [student], 80.0, 2.0) is None
+    assert frontier_candidate(rows, [student], 80.0, None) is None  # no drop given: no frontier to fill
+    assert frontier_candidate(rows, [], 80.0, 2.0).key == pick.key  # nothing meets the budget: still trained
+    student.metric = 79.0  # a proxy is already within the drop: the finalists get all the time
+    assert frontier_candidate(rows, [student], 80.0, 2.0) is None
+
+
+def test_the_time_of_the_frontier_points_int8_file_is_kept_only_where_it_will_be_made():
+    from slimcv.pipeline.budget import BudgetResult, _int8_files_to_make
+
+    fp32, int8 = _row("p35", "pruned", "ort", "fp32", 7.0), _row("p35", "pruned", "openvino", "int8", 4.5)
+    r = BudgetResult(None, None, [fp32, int8], 10.0, 3.0, 0.0, source_metric=80.0, max_drop=2.0)
+    assert _int8_files_to_make(r.candidates, [], [], int8, r) == 1  # before it trains: its INT8 file may come
+    assert _int8_files_to_make(r.candidates, [], [], fp32, r) == 0  # FP32 its fastest: no INT8 file is made
+    r.log.append({"candidate": "p35", "stage": "frontier"})
+    int8.metric = 70.0  # trained, and hopeless: no INT8 file
+    assert _int8_files_to_make(r.candidates, [], [], int8, r) == 0
+    int8.metric = 79.0
+    assert _int8_files_to_make(r.candidates, [], [], int8, r) == 1
 
 
 def test_a_search_that_misses_trains_a_slower_pruned_copy_for_the_frontier(tmp_path):
@@ -498,6 +518,10 @@ def test_a_search_that_misses_trains_a_slower_pruned_copy_for_the_frontier(tmp_p
     assert not pruned.meets and pruned.metric is not None and any("frontier point" in n for n in pruned.notes)
     stages = [e["stage"] for e in r.log if e["candidate"] == "pruned_0.5"]
     assert stages == ["frontier", "frontier_on"]  # one epoch measures its pace, then it trains on for what fits
+    again = compress_to_budget(tmp_path / "source", data, target_latency_ms=budget, budget_minutes=1.0, space=space,
+                               finalists=1, out_dir=tmp_path / "out", latency_runs=8, progress=False, max_drop=2.0)
+    assert {"frontier/pruned_0.5", "frontier_on/pruned_0.5"} <= set(again.reused)  # a restarted search keeps them
+    assert next(c for c in again.candidates if c.name == "pruned_0.5").metric == pruned.metric
     assert (tmp_path / "out" / "frontier" / "pruned_0.5").is_dir() and "frontier" in r.phases
     assert not r.met and pruned.speedup > max(c.speedup for c in r.candidates if c.kind == "source")
     # on a miss, the frontier names it wherever it is the fastest within the drop (here: within its own)

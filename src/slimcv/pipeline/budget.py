@@ -2,12 +2,15 @@
 budget by a short distillation run, spend the remaining time on the best, return the most accurate one.
 
 1. The source and every candidate (pruned copies, layer-uniform and sensitivity-guided; efficient students) are
-   timed untrained, per runtime, in one interleaved run (``search``).
+   timed untrained, per runtime, in one interleaved run with the source's INT8 file; then the other INT8 files
+   that can change the answer, in a second (``search``).
 2. Each candidate that meets the latency budget gets a proxy run: ``proxy_epochs`` of KD from the source
    (students from scratch; pruned copies keep the source's weights and fine-tune with KD).
 3. The best ``finalists`` by proxy metric go through successive halving: each round trains those left on from
    their last runs for twice the epochs of the round before and keeps the better half, dropping any that stopped
-   learning; the last one left trains on with the rest of the time (nothing is built or pruned again).
+   learning; the last one left trains on with the rest of the time (nothing is built or pruned again). While
+   no proxy is within ``max_drop``, a share of that time first trains a pruned copy that misses the budget but
+   runs faster than the source, so that a miss still names a trained point within ``max_drop``.
 4. Networks whose NNCF INT8 file meets the budget are quantized once trained (the source at once: it needs no
    training) and scored as deployed.
 5. The most accurate candidate that meets the budget wins; the source itself counts, on any runtime or
@@ -180,14 +183,9 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     with _timed(result, "proxies"):
         _proxy_round(trainable, deadline, proxy_epochs, out, folders, result, common, state)
     ranked = choose_finalists(trainable, finalists, finalist_gap)
-    frontier = frontier_candidate(candidates, trainable, ranked, source_metric, max_drop) if frontier_share else None
-    reserve = int8_seconds * _int8_files_to_make(candidates, trainable, ranked, frontier, source_metric, max_drop)
-    if frontier is not None:
-        with _timed(result, "frontier"):
-            share = frontier_share * (deadline - reserve - time.perf_counter())
-            _frontier_run(frontier, share, deadline, out, folders, result, common, state)
-    with _timed(result, "final_round"):
-        _final_round(ranked, deadline - reserve, out, folders, result, common, state)
+    frontier = frontier_candidate(candidates, trainable, source_metric, max_drop) if frontier_share else None
+    _train_rest(ranked, trainable, frontier, frontier_share, int8_seconds, deadline, out, folders, result, common,
+                state)
     with _timed(result, "int8"):
         _score_trained_int8(trainable + ([frontier] if frontier is not None else []), candidates, folders, out,
                             bundle, threads, key, result, state)
@@ -200,14 +198,35 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
     return result
 
 
+def _train_rest(ranked: list[search.Candidate], trainable: list[search.Candidate], frontier: search.Candidate | None,
+                frontier_share: float, int8_seconds: float, deadline: float, out: Path, folders: dict[str, Path],
+                result: BudgetResult, common: dict[str, Any], state: _State) -> None:
+    """The time after the proxies: the frontier point first with its share (all of it when no finalist is left),
+    then the final round with the rest; the time the INT8 files will take at the end is kept free."""
+    candidates = result.candidates
+    if frontier is not None:
+        with _timed(result, "frontier"):
+            reserve = int8_seconds * _int8_files_to_make(candidates, trainable, ranked, frontier, result)
+            share = (frontier_share if ranked else 1.0) * (deadline - reserve - time.perf_counter())
+            _frontier_run(frontier, share, deadline, out, folders, result, common, state)
+    with _timed(result, "final_round"):
+        reserve = int8_seconds * _int8_files_to_make(candidates, trainable, ranked, frontier, result)
+        _final_round(ranked, deadline - reserve, out, folders, result, common, state)
+
+
 def _int8_files_to_make(candidates: list[search.Candidate], trainable: list[search.Candidate],
-                        ranked: list[search.Candidate], frontier: search.Candidate | None,
-                        source_metric: float | None, max_drop: float | None) -> int:
-    """How many INT8 files the search will quantize and score once training ends (their time is kept free)."""
+                        ranked: list[search.Candidate], frontier: search.Candidate | None, result: BudgetResult) -> int:
+    """How many INT8 files the search will quantize and score once training ends (their time is kept free): those
+    of the networks that can still win, and the frontier point's where INT8 is its fastest (before it trains, or
+    once trained unless hopeless)."""
+    source_metric, max_drop = result.source_metric, result.max_drop
     n = sum(any(o.name == c.name and o.precision == "int8" and o.meets for o in candidates)
             for c in trainable if c.metric is not None
             and (c in ranked or not _hopeless(c.metric, source_metric, max_drop)))
-    return n + (frontier is not None and frontier.precision == "int8")
+    if frontier is not None and frontier.precision == "int8":
+        trained = any(e["stage"] == "frontier" and e["candidate"] == frontier.name for e in result.log)
+        n += not trained or not _hopeless(frontier.metric, source_metric, max_drop)
+    return n
 
 
 @contextmanager
@@ -228,27 +247,28 @@ def _score_trained_int8(trainable: list[search.Candidate], candidates: list[sear
     for c in trainable:  # every runtime of a trained network scores as it trained; its INT8 file once quantized
         if c.metric is None:
             continue
+        metric = c.metric  # the trained FP32 weights' (c may be the INT8 row, cleared below)
         for other in candidates:  # the FP32 weights' metric; an INT8 file scores only once it is evaluated
             if other.name == c.name:
-                other.metric = c.metric if other.precision == "fp32" else None
-        if _hopeless(c.metric, source_metric, max_drop):  # its INT8 file would score no better: time saved
+                other.metric = metric if other.precision == "fp32" else None
+        if _hopeless(metric, source_metric, max_drop):  # its INT8 file would score no better: time saved
             c.notes.append("INT8 not tried: the FP32 network is already too far below the source")
             continue
         _score_int8(candidates, c.name, folders[c.name], out, bundle, threads, key, result, state)
 
 
-FRONTIER_GAIN = 1.2  # how much faster than the source at its fastest (INT8 included) that copy must run
+FRONTIER_GAIN = search.FRONTIER_GAIN
 
 
 def frontier_candidate(candidates: list[search.Candidate], trainable: list[search.Candidate],
-                       ranked: list[search.Candidate], source_metric: float | None, max_drop: float | None
-                       ) -> search.Candidate | None:
+                       source_metric: float | None, max_drop: float | None) -> search.Candidate | None:
     """A pruned copy that misses the budget but runs at least ``FRONTIER_GAIN`` times faster than the source at
     its fastest (any runtime or precision), the mildest such (the likeliest to come within ``max_drop``), at its
     fastest runtime: trained beside the finalists, so that a search that misses its target still names a trained
     candidate faster than the source within ``max_drop``. None without ``max_drop`` or the source's metric, when
-    the best proxy is already within ``max_drop`` (the target looks reachable), or when no copy qualifies."""
-    if max_drop is None or source_metric is None or (ranked and source_metric - ranked[0].metric <= max_drop):
+    a proxy is already within ``max_drop`` (the target looks reachable), or when no copy qualifies."""
+    best = max((c.metric for c in trainable if c.metric is not None), default=None)
+    if max_drop is None or source_metric is None or (best is not None and source_metric - best <= max_drop):
         return None
     timed = [c for c in candidates if c.latency_ms]
     source_fastest = min((c.latency_ms for c in timed if c.kind == "source"), default=None)
@@ -269,9 +289,10 @@ def _frontier_run(c: search.Candidate, seconds: float, deadline: float, out: Pat
     why = "trained although it misses the latency budget, so that a miss still names a trained point within --max-drop"
     end = time.perf_counter() + seconds
     if not _reuse(state, "frontier", c, folders, result, "frontier point"):
-        guess = _first_epoch_guess(c, result)
-        if guess is None or guess > seconds:
-            c.notes.append("frontier point: no time to train it")
+        guess = _first_epoch_guess(c, result)  # None without a proxy to go by: nothing else trains then
+        if seconds <= 0 or guess is not None and guess > seconds:
+            c.notes.append(f"frontier point: no time to train it ({max(seconds, 0):.0f} s for it; one epoch and its "
+                           f"set-up take about {guess or 0:.0f} s)")
             return
         _phase(f"frontier point: {c.name} ({c.label}, {c.speedup:.2f}x); {why}", deadline)
         t = time.perf_counter()
@@ -279,8 +300,8 @@ def _frontier_run(c: search.Candidate, seconds: float, deadline: float, out: Pat
         folders[c.name] = out / "frontier" / c.name
         total = time.perf_counter() - t
         per_epoch = _epoch_seconds(folders[c.name]) or total
-        entry = {"candidate": c.name, "stage": "frontier", "epochs": 1, "metric": c.metric,
-                 "seconds_per_epoch": per_epoch, "setup_seconds": max(0.0, total - per_epoch),
+        entry = {"candidate": c.name, "stage": "frontier", "int8": c.precision == "int8", "epochs": 1,
+                 "metric": c.metric, "seconds_per_epoch": per_epoch, "setup_seconds": max(0.0, total - per_epoch),
                  "folder": str(folders[c.name])}
         result.log.append(entry)
         state.record(f"frontier/{c.name}", entry)
@@ -291,16 +312,16 @@ def _frontier_run(c: search.Candidate, seconds: float, deadline: float, out: Pat
 
 
 def _first_epoch_guess(c: search.Candidate, result: BudgetResult) -> float | None:
-    """Seconds for one epoch of ``c`` and its set-up, from the proxy nearest it in MACs, scaled by MACs (small
-    networks' epochs cost more than their MACs say, so the guess errs long for a larger copy only when the
-    nearest proxy is far smaller), or None without a proxy."""
+    """Seconds for one epoch of ``c`` and its set-up: a pruned copy's proxy (else any proxy) nearest it in MACs,
+    its epoch time scaled in proportion to the MACs; None without a proxy."""
     macs = {x.name: x.macs for x in result.candidates}
+    kinds = {x.name: x.kind for x in result.candidates}
     proxies = [r for r in result.log if r["stage"] == "proxy" and macs.get(r["candidate"])]
+    proxies = [r for r in proxies if kinds.get(r["candidate"]) == "pruned"] or proxies  # set-up includes pruning
     if not proxies:
         return None
     near = min(proxies, key=lambda r: abs(math.log(macs[r["candidate"]] / max(c.macs, 1))))
-    scale = max(1.0, c.macs / macs[near["candidate"]]) ** 0.5  # per-step overhead does not grow with MACs
-    return near["setup_seconds"] + near["seconds_per_epoch"] * scale
+    return near["setup_seconds"] + near["seconds_per_epoch"] * c.macs / macs[near["candidate"]]
 
 
 def _measured_or_reused(state: _State, folder: Path, bundle, space, out: Path, latency_runs: int,
@@ -535,7 +556,7 @@ def _score_int8(candidates: list[search.Candidate], name: str, folder: Path, out
     """Quantize the trained network ``name`` (in ``folder``) with NNCF and score its INT8 file in OpenVINO, when
     that candidate meets the budget (the source's always: it is the peer a CPU user would reach for; the frontier
     point's where INT8 is its fastest); the folder is recorded for the winner."""
-    frontier = state.done(f"frontier/{name}") is not None
+    frontier = (state.done(f"frontier/{name}") or {}).get("int8", False)  # the frontier point, INT8 its fastest
     int8 = next((c for c in candidates if c.name == name and c.precision == "int8"
                  and (c.meets or name == "source" or frontier)), None)
     if int8 is None:
