@@ -1,5 +1,6 @@
-"""The chain on CUDA (skipped without a GPU): train with batches made on the device, distill, prune, quantize and
-bench with eager-cuda, each with the model and its inputs on one device."""
+"""The chain on CUDA (skipped without a GPU): train with batches made on the device, distill, prune, quantize (with
+its CUDA row), bench with eager-cuda, report, compress, predict and serve, each with the model and its inputs on one
+device."""
 import pytest
 import torch
 
@@ -60,10 +61,16 @@ def test_distill_prune_quantize_and_bench_on_cuda(teacher, tmp_path):
     q = slimcv.quantize({"source": str(teacher), "data": DATA, "calibration_images": 8, "latency_runs": 3,
                          "out_dir": str(tmp_path / "int8"), "progress": False})
     assert any(m["precision"] == "int8" for m in q.models)
+    rows = {m["name"]: m for m in q.models}  # quantize's CUDA row, scored there like the CPU's
+    assert rows["fp32_pytorch_cuda"]["metrics"]["miou"] == pytest.approx(rows["fp32_pytorch"]["metrics"]["miou"],
+                                                                         abs=0.5)
     result = slimcv.bench([str(teacher)], runtimes=("eager", "eager-cuda", "ort"), batch_sizes=(1,), runs=3,
                           memory=False)
     timed = {rt.runtime for m in result.models for rt in m.runtimes}
     assert {"eager", "eager-cuda", "ort-fp32"} <= timed
+    page = slimcv.report([str(teacher), str(tmp_path / "kd"), str(tmp_path / "pruned")], out=tmp_path / "report",
+                         measure=True, images=2, quiet=True)  # timed and overlaid with CUDA present
+    assert page.html.is_file() and "<html" in page.html.read_text().lower()
 
 
 def test_compress_trains_on_cuda_and_times_on_the_cpu(teacher, tmp_path):
