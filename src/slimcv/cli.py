@@ -201,7 +201,7 @@ def _pipeline_commands(add) -> None:
     cp.add_argument("--dry-run", action="store_true", help="print the target, the budget and where results go; "
                     "write nothing")
 
-    dm = add("demo", "The promise on built-in data in minutes: a teacher compressed to 2x its speed on this machine, "
+    dm = add("demo", "The promise on built-in data in minutes: a teacher compressed to 1.6x its speed on this machine, "
              "a student distilled with images without labels, an HTML report.")
     add_flags(dm, DEMO, DemoConfig)
     dm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the demo recipe")
