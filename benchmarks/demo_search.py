@@ -1,13 +1,14 @@
-"""The demo's compress stage on its teacher, with every runtime of this machine and again as on a CPU with AVX2 only
-(oneDNN capped at AVX2 by ONEDNN_MAX_CPU_ISA, so OpenVINO has no bf16, VNNI or AMX kernels; OpenVINO held to FP32
-for FP32 files, INT8 files through its AVX2 kernels): does the demo's promise (2x the teacher in ONNX Runtime FP32
-within 2 mIoU) hold where the runtime cannot help?
+"""The demo's compress stage on its teacher, with every runtime of this machine and again as on an older CPU, by
+default one with AVX2 only (oneDNN capped by ONEDNN_MAX_CPU_ISA: with AVX2, OpenVINO has no bf16, VNNI or AMX
+kernels; it is held to FP32 for FP32 files and runs INT8 files through its AVX2 kernels): does the demo's promise
+(1.6x the teacher in ONNX Runtime FP32 within 2 mIoU) hold where the runtime cannot help?
 
-    python benchmarks/demo_search.py --teacher runs/demo/teacher [--repeats 2] [--only every|avx2]
+    python benchmarks/demo_search.py --teacher runs/demo/teacher [--repeats 2] [--only every|capped] \
+        [--isa AVX2|AVX512_CORE_VNNI]
 
 The teacher is the demo's (trained here when --teacher is not given). Each search uses the demo's settings
-(``slimcv.pipeline.demo``): its space, budget and finalists. The AVX2 search runs in a child process started with
-ONEDNN_MAX_CPU_ISA=AVX2 (oneDNN reads it once, at load). ONNX Runtime's own kernels ignore the cap, so the
+(``slimcv.pipeline.demo``): its space, budget and finalists. The capped search runs in a child process started
+with ONEDNN_MAX_CPU_ISA=ISA (oneDNN reads it once, at load). ONNX Runtime's own kernels ignore the cap, so the
 reference keeps this CPU's FP32 speed: on a real AVX2-only CPU it is slower, which favours every other runtime.
 Printed: one row per search; written: benchmarks/results/demo_search.json with the CPU's flags.
 """
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-AVX2 = {"runtimes": ["ort", "openvino-f32"]}  # OpenVINO's default bf16 does not run with oneDNN capped at AVX2
+CAPPED = {"runtimes": ["ort", "openvino-f32"]}  # OpenVINO's default bf16 does not run with oneDNN capped below it
 ISA = "ONEDNN_MAX_CPU_ISA"
 
 
@@ -31,7 +32,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", default=None, help="the demo's teacher folder (default: train one)")
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--only", choices=["every", "avx2"], help="one of the two searches (default: both)")
+    p.add_argument("--only", choices=["every", "capped"], help="one of the two searches (default: both)")
+    p.add_argument("--isa", default="AVX2", help="oneDNN's cap for the second search (ONEDNN_MAX_CPU_ISA)")
     p.add_argument("--out", default="runs/bench/demo_search")
     p.add_argument("--json", default=str(HERE / "results" / "demo_search.json"))
     args = p.parse_args()
@@ -39,13 +41,14 @@ def main() -> None:
 
     teacher, stamp = demo_teacher(args.teacher, args.out), time.strftime("%Y%m%d-%H%M%S")
     rows = []
-    capped = os.environ.get(ISA) == "AVX2"
+    capped = os.environ.get(ISA) == args.isa
+    kind = f"{args.isa} only (emulated)"
     for i in range(args.repeats):
         if args.only in (None, "every") and not capped:
             rows.append(_search("every runtime", {}, teacher, Path(args.out) / stamp / f"all_{i}", i))
-        if args.only in (None, "avx2"):  # in a child process unless oneDNN is already capped in this one
-            rows.append(_search("AVX2 only (emulated)", AVX2, teacher, Path(args.out) / stamp / f"avx2_{i}", i)
-                        if capped else _in_child(teacher, Path(args.out) / stamp, i))
+        if args.only in (None, "capped"):  # in a child process unless oneDNN is already capped in this one
+            rows.append(_search(kind, CAPPED, teacher, Path(args.out) / stamp / f"{args.isa.lower()}_{i}", i)
+                        if capped else _in_child(teacher, Path(args.out) / stamp, i, args.isa))
     from slimcv._console import print_table
     from slimcv.hardware import cpu_features
 
@@ -59,15 +62,15 @@ def main() -> None:
                                            "rows": rows}, indent=1))
 
 
-def _in_child(teacher: str, out: Path, i: int) -> dict:
-    """The AVX2 search of repeat ``i`` in a child process with oneDNN capped at AVX2; its row (one saying what
+def _in_child(teacher: str, out: Path, i: int, isa: str) -> dict:
+    """The capped search of repeat ``i`` in a child process with oneDNN capped at ``isa``; its row (one saying what
     failed, if the child did, so the rows measured before it are still written)."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "row.json"
-        done = subprocess.run([sys.executable, __file__, "--teacher", teacher, "--only", "avx2", "--out",
-                               str(out.parent), "--json", str(result)], env={**os.environ, ISA: "AVX2"})
+        done = subprocess.run([sys.executable, __file__, "--teacher", teacher, "--only", "capped", "--isa", isa,
+                               "--out", str(out.parent), "--json", str(result)], env={**os.environ, ISA: isa})
         if done.returncode != 0 or not result.is_file():
-            return {"search": "AVX2 only (emulated)", "repeat": i, "met": None, "chosen": None, "runtime": None,
+            return {"search": f"{isa} only (emulated)", "repeat": i, "met": None, "chosen": None, "runtime": None,
                     "speedup": None, "change": None, "seconds": None, "error": f"exit status {done.returncode}"}
         row = json.loads(result.read_text())["rows"][0]
     return {**row, "repeat": i}
