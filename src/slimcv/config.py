@@ -414,9 +414,10 @@ class CompressConfig(_Config):
     finalists: int = Field(4, ge=1, description="candidates that go on from their proxy runs into successive "
                            "halving; the last one left trains with the rest of the time")
     finalist_gap: float | None = Field(5.0, ge=0, description="no finalist trails the best proxy by more points")
-    frontier_share: float = Field(0.2, ge=0, lt=1, description="while the best proxy is beyond max_drop, this share of "
-                                  "the time left trains a pruned copy that misses the target but runs faster than "
-                                  "the source, so a miss still names a trained point within max_drop (0: off)")
+    frontier_share: float = Field(0.0, ge=0, lt=1, description="while no proxy is within max_drop, this share of the "
+                                  "time left trains a pruned copy that misses the target but runs faster than the "
+                                  "source, so a miss still names a trained point within max_drop (0: off; the time "
+                                  "comes from the finalists)")
     latency_runs: int = Field(15, ge=1, description="timed batch-1 runs per candidate and runtime")
     threads: int | None = Field(1, ge=1, description="threads for training and timing (1: robust on a shared "
                                 "machine)")

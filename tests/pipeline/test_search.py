@@ -513,13 +513,15 @@ def test_a_search_that_misses_trains_a_slower_pruned_copy_for_the_frontier(tmp_p
     ms = {c.name: c.latency_ms for c, _ in nets}
     budget = (ms["unet-base_width2-depth2"] * ms["pruned_0.5"]) ** 0.5
     r = compress_to_budget(tmp_path / "source", data, target_latency_ms=budget, budget_minutes=1.0, space=space,
-                           finalists=1, out_dir=tmp_path / "out", latency_runs=8, progress=False, max_drop=2.0)
+                           finalists=1, out_dir=tmp_path / "out", latency_runs=8, progress=False, max_drop=2.0,
+                           frontier_share=0.2)
     pruned = next(c for c in r.candidates if c.name == "pruned_0.5")
     assert not pruned.meets and pruned.metric is not None and any("frontier point" in n for n in pruned.notes)
     stages = [e["stage"] for e in r.log if e["candidate"] == "pruned_0.5"]
     assert stages == ["frontier", "frontier_on"]  # one epoch measures its pace, then it trains on for what fits
     again = compress_to_budget(tmp_path / "source", data, target_latency_ms=budget, budget_minutes=1.0, space=space,
-                               finalists=1, out_dir=tmp_path / "out", latency_runs=8, progress=False, max_drop=2.0)
+                               finalists=1, out_dir=tmp_path / "out", latency_runs=8, progress=False, max_drop=2.0,
+                               frontier_share=0.2)
     assert {"frontier/pruned_0.5", "frontier_on/pruned_0.5"} <= set(again.reused)  # a restarted search keeps them
     assert next(c for c in again.candidates if c.name == "pruned_0.5").metric == pruned.metric
     assert (tmp_path / "out" / "frontier" / "pruned_0.5").is_dir() and "frontier" in r.phases

@@ -8,9 +8,9 @@ budget by a short distillation run, spend the remaining time on the best, return
    (students from scratch; pruned copies keep the source's weights and fine-tune with KD).
 3. The best ``finalists`` by proxy metric go through successive halving: each round trains those left on from
    their last runs for twice the epochs of the round before and keeps the better half, dropping any that stopped
-   learning; the last one left trains on with the rest of the time (nothing is built or pruned again). While
-   no proxy is within ``max_drop``, a share of that time first trains a pruned copy that misses the budget but
-   runs faster than the source, so that a miss still names a trained point within ``max_drop``.
+   learning; the last one left trains on with the rest of the time (nothing is built or pruned again). With a
+   ``frontier_share``, while no proxy is within ``max_drop``, that share of the time first trains a pruned copy
+   that misses the budget but runs faster than the source, so that a miss still names a trained point within it.
 4. Networks whose NNCF INT8 file meets the budget are quantized once trained (the source at once: it needs no
    training) and scored as deployed.
 5. The most accurate candidate that meets the budget wins; the source itself counts, on any runtime or
@@ -123,7 +123,7 @@ def compress_to_budget(source: str | Path, data: Any, *, target_latency_ms: floa
                        finalists: int = 4, finalist_gap: float | None = 5.0, space: search.SearchSpace | None = None,
                        out_dir: str | Path = "runs/compress",
                        latency_runs: int = 15, threads: int | None = 1, progress: bool = True,
-                       max_drop: float | None = None, device: str = "auto", frontier_share: float = 0.2
+                       max_drop: float | None = None, device: str = "auto", frontier_share: float = 0.0
                        ) -> BudgetResult:
     """Search the candidates of ``source`` (a model folder) for the most accurate one that meets the latency
     target on this machine and loses at most ``max_drop`` points, spending at most ``budget_minutes`` (the last run
