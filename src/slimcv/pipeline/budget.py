@@ -722,8 +722,10 @@ PHASE_NAMES = {"measure": "measuring", "source_int8": "the source's INT8", "prox
 def search_time(r: BudgetResult) -> str:
     """How long the search took, any overrun of its budget, and the minutes of each phase."""
     text = f"Search took {r.seconds / 60:.1f} min"
-    if r.budget_minutes is not None and r.seconds / 60 - r.budget_minutes >= 0.05:  # not "0.0 min over"
-        text += f", {r.seconds / 60 - r.budget_minutes:.1f} min over its {r.budget_minutes:g} min budget"
+    over = r.seconds - r.budget_minutes * 60 if r.budget_minutes is not None else 0.0
+    if over > 0:  # in seconds below a minute: not "0.0 min over"
+        by = f"{over / 60:.1f} min" if over >= 60 else f"{over:.1f} s" if over < 10 else f"{over:.0f} s"
+        text += f", {by} over its {r.budget_minutes:g} min budget"
     scale, unit = (60, "min") if r.seconds >= 120 else (1, "s")
     parts = [f"{PHASE_NAMES.get(k, k)} {v / scale:.1f}" for k, v in r.phases.items() if v / scale >= 0.05]
     return text + (f" ({', '.join(parts)} {unit})" if parts else "")
