@@ -119,7 +119,7 @@ def _synthetic(quick: bool) -> dict[str, Any]:
             "compress": _search(quick)}
 
 
-def _search(quick: bool, minutes: float = 1.5,
+def _search(quick: bool, minutes: float = 1.25,
             students: Sequence[tuple[str, dict[str, Any]]] = (("unet", {"base_width": 4, "depth": 3}),),
             int8: Sequence[str] = ("source", "pruned")) -> dict[str, Any]:
     """The demo's compress settings: a small space (the teacher on every runtime and as INT8, the teacher pruned by
