@@ -1,6 +1,7 @@
 """What this machine's CPU can do: its feature flags and whether it computes bf16 natively (Linux /proc/cpuinfo)."""
 from __future__ import annotations
 
+import os
 import platform
 from functools import lru_cache
 from pathlib import Path
@@ -35,8 +36,6 @@ def isa_capped_below_bf16() -> bool:
     """True when ONEDNN_MAX_CPU_ISA (or its older name DNNL_MAX_CPU_ISA) holds oneDNN (PyTorch's and OpenVINO's
     CPU kernels) below its bf16 kernels, as set to avoid AMX or to behave like an older CPU: bf16 then fails to
     compile in OpenVINO or runs emulated."""
-    import os
-
     cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
     return bool(cap) and cap not in _BF16_ISAS
 

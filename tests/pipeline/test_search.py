@@ -447,7 +447,9 @@ def test_int8_files_are_timed_after_fp32_on_the_same_scale(monkeypatch):
     # a second run with the reference, and put on the first run's scale
     everything = S.enumerate_candidates(source, example, 3, "segmentation", space)
     timed, ref = S.measure_fp32_first(everything, example, lambda r: 1e-6, runs=3)
-    assert len(calls) == 2  # nothing can reach a budget that small: no second run
+    # nothing reaches a budget that small; only a pruned copy may still be timed, as a frontier candidate
+    assert len(calls) in (2, 3) and all(k.startswith("pruned") or k == S.REFERENCE for k in sum(calls[2:], []))
+    del calls[2:]  # the counts below hold either way
     everything = S.enumerate_candidates(source, example, 3, "segmentation", space)
 
     def just_under_the_fastest(reference):  # called once the FP32 files are timed

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from slimcv.errors import SlimcvError, close_matches
-from slimcv.hardware import cpu_flags, native_bf16  # noqa: F401  (cpu_flags: re-exported)
+from slimcv.hardware import cpu_flags, isa_capped_below_bf16, native_bf16  # noqa: F401  (cpu_flags: re-exported)
 
 Session = Callable[[np.ndarray], np.ndarray]
 
@@ -66,8 +66,6 @@ def _importable(module: str, extra: str) -> Callable[[], str | None]:
 
 
 def _bf16_check() -> str | None:
-    from slimcv.hardware import isa_capped_below_bf16
-
     if isa_capped_below_bf16():
         return "ONEDNN_MAX_CPU_ISA holds oneDNN below its bf16 kernels"
     if not native_bf16():
@@ -180,8 +178,6 @@ def openvino_core() -> Any:
 def openvino_config(hint: str | None, threads: int | None) -> dict[str, Any]:
     """OpenVINO's compile settings: ``threads`` and the precision ``hint``. Without a hint OpenVINO picks bf16 from
     the CPU's flags, which fails to compile where ONEDNN_MAX_CPU_ISA holds oneDNN below its bf16 kernels: FP32 there."""
-    from slimcv.hardware import isa_capped_below_bf16
-
     config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads} if threads else {}
     if hint or isa_capped_below_bf16():
         config["INFERENCE_PRECISION_HINT"] = hint or "f32"

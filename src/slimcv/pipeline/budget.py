@@ -257,12 +257,9 @@ def _score_trained_int8(trainable: list[search.Candidate], candidates: list[sear
         _score_int8(candidates, c.name, folders[c.name], out, bundle, threads, key, result, state)
 
 
-FRONTIER_GAIN = search.FRONTIER_GAIN
-
-
 def frontier_candidate(candidates: list[search.Candidate], trainable: list[search.Candidate],
                        source_metric: float | None, max_drop: float | None) -> search.Candidate | None:
-    """A pruned copy that misses the budget but runs at least ``FRONTIER_GAIN`` times faster than the source at
+    """A pruned copy that misses the budget but runs at least ``search.FRONTIER_GAIN`` times faster than the source at
     its fastest (any runtime or precision), the mildest such (the likeliest to come within ``max_drop``), at its
     fastest runtime: trained beside the finalists, so that a search that misses its target still names a trained
     candidate faster than the source within ``max_drop``. None without ``max_drop`` or the source's metric, when
@@ -270,15 +267,11 @@ def frontier_candidate(candidates: list[search.Candidate], trainable: list[searc
     best = max((c.metric for c in trainable if c.metric is not None), default=None)
     if max_drop is None or source_metric is None or (best is not None and source_metric - best <= max_drop):
         return None
-    timed = [c for c in candidates if c.latency_ms]
-    source_fastest = min((c.latency_ms for c in timed if c.kind == "source"), default=None)
+    source = search.fastest_each(c for c in candidates if c.kind == "source").get("source")
     meeting = {c.name for c in trainable}
-    fastest: dict[str, search.Candidate] = {}
-    for c in timed:
-        if c.kind == "pruned" and c.name not in meeting and (c.name not in fastest
-                                                              or c.latency_ms < fastest[c.name].latency_ms):
-            fastest[c.name] = c
-    eligible = [c for c in fastest.values() if source_fastest and source_fastest / c.latency_ms >= FRONTIER_GAIN]
+    copies = search.fastest_each(c for c in candidates if c.kind == "pruned" and c.name not in meeting)
+    eligible = [c for c in copies.values()
+                if source and source.latency_ms / c.latency_ms >= search.FRONTIER_GAIN]
     return max(eligible, key=lambda c: (c.macs, -c.latency_ms), default=None)
 
 

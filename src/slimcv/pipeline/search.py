@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,11 +187,7 @@ def int8_worth_timing(candidates: list[tuple[Candidate, nn.Module]], budget_ms: 
     with the source's INT8 speed-up cannot reach it, unless it is a pruned copy that would then run
     ``FRONTIER_GAIN`` times faster than the source at its fastest (a point of the frontier on a miss). A note on
     the network's fastest FP32 candidate says why one is not timed."""
-    fastest: dict[str, Candidate] = {}
-    for c, _ in candidates:
-        if c.precision == "fp32" and c.latency_ms is not None and (
-                c.name not in fastest or c.latency_ms < fastest[c.name].latency_ms):
-            fastest[c.name] = c
+    fastest = fastest_each(c for c, _ in candidates if c.precision == "fp32")
     source_int8 = next((c for c, _ in candidates if c.kind == "source" and c.precision == "int8"
                         and c.latency_ms), None)
     gain = max(1.0, fastest["source"].latency_ms / source_int8.latency_ms) if source_int8 and "source" in fastest \
@@ -280,10 +276,15 @@ def within_budget(candidates: Sequence[Candidate], reference_ms: float, *, targe
     return budget
 
 
-def best_runtime_each(candidates: Sequence[Candidate]) -> list[Candidate]:
-    """Per network, the candidate of its fastest runtime among those that meet the budget."""
+def fastest_each(candidates: Iterable[Candidate]) -> dict[str, Candidate]:
+    """Per network, its fastest timed candidate among ``candidates``."""
     best: dict[str, Candidate] = {}
     for c in candidates:
-        if c.meets and (c.name not in best or c.latency_ms < best[c.name].latency_ms):
+        if c.latency_ms is not None and (c.name not in best or c.latency_ms < best[c.name].latency_ms):
             best[c.name] = c
-    return sorted(best.values(), key=lambda c: c.latency_ms)
+    return best
+
+
+def best_runtime_each(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Per network, the candidate of its fastest runtime among those that meet the budget."""
+    return sorted(fastest_each(c for c in candidates if c.meets).values(), key=lambda c: c.latency_ms)
