@@ -120,13 +120,17 @@ def _best(result) -> dict[str, Any]:
 
 def _build_distill(spec: StageSpec, r: Resolver) -> DistillConfig:
     values = {k: v for k, v in spec.params.items() if k not in ("model", "model_kwargs")}
+    values.update(_model_fields(spec, r), **_teacher_fields(spec, r), data=r.data(spec), cache=_cache(values, r),
+                  out_dir=str(r.folder(spec.name)))
+    return DistillConfig(**values)
+
+
+def _cache(values: dict[str, Any], r: Resolver) -> dict[str, Any]:
+    """A stage's offline teacher maps: in the recipe's run folder (cache/), shared by its stages."""
     cache = values.pop("cache", {})
     if not isinstance(cache, dict):
         raise SlimcvError(f"'cache' must be a mapping (dir, scale, dtype, topk), got {cache!r}")
-    cache = {"dir": str(r.root / "cache"), **cache}
-    values.update(_model_fields(spec, r), **_teacher_fields(spec, r), data=r.data(spec), cache=cache,
-                  out_dir=str(r.folder(spec.name)))
-    return DistillConfig(**values)
+    return {"dir": str(r.root / "cache"), **cache}
 
 
 def _run_distill(spec: StageSpec, ctx) -> StageOutput:
@@ -169,6 +173,7 @@ _FINETUNE_MANAGED = ("source", "teacher_weights", "teacher_kwargs", "out_dir", "
 def _build_finetune(spec: StageSpec, r: Resolver) -> FinetuneConfig:
     values = {**spec.params, "source": str(r.folder(_required_ref(spec, "input"))), "data": r.data(spec),
               "out_dir": str(r.folder(spec.name))}
+    values["cache"] = _cache(values, r)
     if "teacher" in spec.refs:
         values.update(_teacher_fields(spec, r))
         values.setdefault("losses", [{"name": "kd"}])
