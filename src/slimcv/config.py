@@ -364,6 +364,8 @@ class QuantizeConfig(_Config):
     per_channel: bool = True
     reduce_range: bool = Field(True, description="7-bit weights: avoids u8s8 saturation on CPUs without VNNI")
     exclude: tuple[str, ...] = Field((), description="layers (module paths or ONNX node names) kept in FP32")
+    fp32_ends: bool = Field(False, description="also keep the first and the last convolution or linear layer in "
+                            "FP32 (the image's and the scores' layers: most of INT8's loss, a few percent of its time)")
     dynamic: bool = False
     nncf: bool = Field(True, description="also build OpenVINO INT8 with NNCF's quantize (where openvino and nncf "
                        "are installed)")

@@ -155,6 +155,11 @@ def test_int8_candidates_are_timed_as_nncf_files_and_scored_as_deployed(tmp_path
     nncf_row = next(m for m in q["models"] if m["name"] == "int8_nncf_openvino")
     assert source_int8.metric == nncf_row["metrics"]["miou"]  # the quantized file's own score, not the source's
     assert keys["pruned_0.5/openvino-int8"].metric is not None  # trained, then quantized
+    # any budget is met here: the pruned copy's INT8 file keeps its first and last layers in FP32, the peer's not
+    assert keys["pruned_0.5/openvino-int8"].build["fp32_ends"] is True and "fp32_ends" not in source_int8.build
+    side = json.loads((tmp_path / "out" / "int8" / "pruned_0.5" / "model_int8_nncf.xml.json").read_text())
+    assert len(side["exclude"]) == 2 and not json.loads(
+        (tmp_path / "out" / "int8" / "source" / "model_int8_nncf.xml.json").read_text())["exclude"]
     best = max((c for c in r.candidates if c.metric is not None), key=lambda c: c.metric)
     assert r.winner.metric == best.metric and r.folder.is_dir()
     saved = json.loads((tmp_path / "out" / "compress_search.json").read_text())
@@ -531,3 +536,20 @@ def test_a_search_that_misses_trains_a_slower_pruned_copy_for_the_frontier(tmp_p
     # on a miss, the frontier names it wherever it is the fastest within the drop (here: within its own)
     within = fastest_within(r, 99.0 - pruned.metric)
     assert within.name == "pruned_0.5" or within.metric >= pruned.metric and within.speedup >= pruned.speedup
+
+
+def test_an_int8_file_keeps_its_ends_in_fp32_only_where_that_meets_the_budget():
+    pytest.importorskip("nncf")
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    source = create_model("unet", 3, base_width=16, depth=2).eval()
+    example = torch.randn(1, 3, 64, 64)
+    space = S.SearchSpace(prune_ratios=(0.5,), students=[], runtimes=("ort", "openvino"), int8=("pruned",),
+                          sensitivity_drops=())
+    cands = [(c, n) for c, n in S.enumerate_candidates(source, example, 3, "segmentation", space)
+             if c.key in (S.REFERENCE, "pruned_0.5/openvino-int8")]
+    int8 = cands[-1][0]
+    S.measure(cands, example, runs=4, budget_of=lambda ref: 0.0)  # nothing meets it: the faster default file
+    assert "fp32_ends" not in int8.build and int8.latency_ms > 0
+    S.measure(cands, example, runs=4, budget_of=lambda ref: 1e9)
+    assert int8.build["fp32_ends"] is True and int8.speedup > 0

@@ -77,3 +77,26 @@ def test_no_nncf_option_leaves_it_out(seg_run, tmp_path):  # noqa: F811
                   "out_dir": str(tmp_path / "q"), "threads": 1, "progress": False, "eager": False})
     assert {m["precision"] for m in q.models} == {"fp32"} and not (tmp_path / "q" / "model_int8_nncf.xml").exists()
     assert all(runtimes.reads(m["runtime"], m["path"]) for m in q.models)
+
+
+@needs_nncf
+def test_fp32_ends_keep_the_first_and_last_layers_out_of_int8(seg_run, tmp_path):  # noqa: F811
+    import onnx
+    import openvino as ov
+
+    quantize({"source": str(seg_run), "data": SEG, "calibration": ["minmax"], "calibration_images": 8,
+              "latency_runs": 1, "out_dir": str(tmp_path / "q"), "threads": 1, "progress": False, "eager": False,
+              "fp32_ends": True})
+    graph = onnx.load(str(tmp_path / "q" / "model_int8_minmax.onnx")).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert convs[0].input[1] not in producers and convs[-1].input[1] not in producers  # FP32 weights
+    assert any(producers.get(n.input[1]) is not None for n in convs[1:-1])  # the rest is INT8
+    ir = ov.Core().read_model(str(tmp_path / "q" / "model_int8_nncf.xml"))
+    weighted = [op for op in ir.get_ordered_ops() if op.get_type_name() in ("Convolution", "ConvolutionBackpropData")]
+    fed = [op.input_value(0).get_node().get_type_name() == "FakeQuantize" for op in weighted]
+    assert fed[0] is False and fed[-1] is False and any(fed[1:-1])
+    side = json.loads((tmp_path / "q" / "model_int8_nncf.xml.json").read_text())
+    fp32 = [n.name for n in onnx.load(str(tmp_path / "q" / "model_fp32.onnx")).graph.node
+            if n.op_type in ("Conv", "ConvTranspose")]
+    assert side["exclude"] == sorted([fp32[0], fp32[-1]])

@@ -568,8 +568,9 @@ def _score_int8(candidates: list[search.Candidate], name: str, folder: Path, out
     import slimcv
 
     _fresh(q_dir)
+    ends = bool(int8.build.get("fp32_ends"))  # as timed: its first and last layers in FP32 where that met the budget
     q = slimcv.quantize(str(folder), data=bundle, out_dir=str(q_dir), calibration=(), nncf=True, eager=False,
-                        latency_runs=1, threads=threads, progress=False)
+                        latency_runs=1, threads=threads, progress=False, fp32_ends=ends)
     from slimcv.deploy.runtimes import OPENVINO
     from slimcv.quantize.quantize import NNCF_VARIANT, model_name
 
@@ -580,7 +581,7 @@ def _score_int8(candidates: list[search.Candidate], name: str, folder: Path, out
         state.record(f"int8/{name}", entry)
         return
     int8.metric = entry["metric"] = row["metrics"][key]
-    int8.notes.append(f"NNCF INT8 of {folder}")
+    int8.notes.append(f"NNCF INT8 of {folder}" + (", its first and last layers in FP32" if ends else ""))
     result.log.append(entry)
     state.record(f"int8/{name}", entry)
     result.folders[f"{name}/int8"] = q_dir

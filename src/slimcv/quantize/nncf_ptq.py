@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,9 @@ def unavailable() -> str | None:
 
 
 def quantize_nncf(fp32_onnx: str | Path, out_xml: str | Path, calibration: list[np.ndarray],
-                  timeout_s: float = 1800) -> Path:
+                  timeout_s: float = 1800, keep_fp32: Sequence[str] = ()) -> Path:
     """Quantize ``fp32_onnx`` with ``nncf.quantize`` on ``calibration`` (each (1, C, H, W) float32); write the
-    OpenVINO IR ``out_xml`` (+ ``.bin``)."""
+    OpenVINO IR ``out_xml`` (+ ``.bin``). ``keep_fp32``: ONNX node names left in FP32 (NNCF's ignored scope)."""
     why = unavailable()
     if why:
         raise SlimcvError(f"NNCF INT8 needs OpenVINO and NNCF: {why}.")
@@ -37,7 +38,7 @@ def quantize_nncf(fp32_onnx: str | Path, out_xml: str | Path, calibration: list[
     with tempfile.TemporaryDirectory(prefix="slimcv-nncf-") as tmp:
         batch = Path(tmp) / "calibration.npy"
         np.save(batch, np.concatenate(calibration).astype(np.float32), allow_pickle=False)
-        job = {"onnx": str(fp32_onnx), "xml": str(out_xml), "calibration": str(batch)}
+        job = {"onnx": str(fp32_onnx), "xml": str(out_xml), "calibration": str(batch), "keep_fp32": list(keep_fp32)}
         done = subprocess.run([sys.executable, "-m", "slimcv.quantize.nncf_ptq", json.dumps(job)],
                               capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0 or not out_xml.is_file():
@@ -53,8 +54,18 @@ def _run(job: dict) -> None:
     images = np.load(job["calibration"], allow_pickle=False)
     model = ov.Core().read_model(job["onnx"])
     dataset = nncf.Dataset(list(images), lambda x: x[None])
-    quantized = nncf.quantize(model, dataset, subset_size=len(images))
+    ignored = ov_names(model, job.get("keep_fp32", ()))
+    scope = {"ignored_scope": nncf.IgnoredScope(names=ignored)} if ignored else {}
+    quantized = nncf.quantize(model, dataset, subset_size=len(images), **scope)
     ov.save_model(quantized, job["xml"])
+
+
+def ov_names(model, onnx_names: Sequence[str]) -> list[str]:
+    """The OpenVINO operations that ONNX nodes became: the same name, or the name plus a suffix (a convolution
+    with a bias becomes ``<name>/WithoutBiases`` and its Add)."""
+    wanted = set(onnx_names)
+    return [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_friendly_name() in wanted or op.get_friendly_name().rsplit("/", 1)[0] in wanted]
 
 
 if __name__ == "__main__":

@@ -220,15 +220,16 @@ def _int8_files(fp32: Path, meta: dict, input_name: str, data: DataBundle, cfg: 
     OpenVINO IR by NNCF where OpenVINO and NNCF are installed."""
     files = []
     reader = None
+    keep = _kept_fp32(fp32, cfg)
     if cfg.calibration or cfg.nncf:
         reader = ImageCalibrationReader(calibration_set(data), cfg.calibration_images, input_name,
                                         _input_shape(fp32))
     for method in cfg.calibration:
         path = quantize_ptq(fp32, tmp / f"model_int8_{method}.onnx", reader, method=method,
-                            per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, exclude=cfg.exclude,
+                            per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, exclude=keep,
                             percentile=cfg.percentile, float_tail=meta.get("task") == "detection")
         files.append(_variant(path, meta, f"int8_{method}", {"calibration": method,
-                              "calibration_images": len(reader), "exclude": list(cfg.exclude)}))
+                              "calibration_images": len(reader), "exclude": keep}))
     if cfg.dynamic:
         app = dynamic_applicability(fp32)
         notes.append(f"dynamic: {app.note}")
@@ -237,12 +238,24 @@ def _int8_files(fp32: Path, meta: dict, input_name: str, data: DataBundle, cfg: 
                                 reduce_range=cfg.reduce_range)
             files.append(_variant(path, meta, "int8_dynamic", {"calibration": "dynamic"}))
     if cfg.nncf:
-        files += _nncf_file(fp32, meta, reader, tmp, notes)
+        files += _nncf_file(fp32, meta, reader, tmp, notes, keep)
     return files
 
 
+def _kept_fp32(fp32: Path, cfg: QuantizeConfig) -> list[str]:
+    """The ONNX nodes every INT8 file keeps in FP32: ``exclude``, plus the end layers with ``fp32_ends``."""
+    import onnx
+
+    from slimcv.quantize.ptq import end_layers, resolve_exclude
+
+    if not cfg.exclude and not cfg.fp32_ends:
+        return []
+    model = onnx.load(str(fp32))
+    return sorted(set(resolve_exclude(model, cfg.exclude)) | set(end_layers(model) if cfg.fp32_ends else []))
+
+
 def _nncf_file(fp32: Path, meta: dict, reader: ImageCalibrationReader, tmp: Path,
-               notes: list[str]) -> list[dict[str, Any]]:
+               notes: list[str], keep: list[str]) -> list[dict[str, Any]]:
     """OpenVINO INT8 by NNCF with its defaults: the peer a CPU user would pick, measured beside slimcv's files."""
     from slimcv.quantize.nncf_ptq import quantize_nncf, unavailable
 
@@ -254,12 +267,13 @@ def _nncf_file(fp32: Path, meta: dict, reader: ImageCalibrationReader, tmp: Path
     images = [item for item in iter(lambda: reader.get_next(), None)]
     reader.rewind()
     try:
-        path = quantize_nncf(fp32, tmp / "model_int8_nncf.xml", [next(iter(x.values())) for x in images])
+        path = quantize_nncf(fp32, tmp / "model_int8_nncf.xml", [next(iter(x.values())) for x in images],
+                             keep_fp32=keep)
     except SlimcvError as e:  # the peer failing must not cost the user slimcv's own INT8 files
         notes.append(f"NNCF INT8 not built: {e}")
         return []
     write_sidecar(path, {**meta, "precision": "int8", "calibration": "nncf", "calibration_images": len(images),
-                         "format": runtimes.OPENVINO, "agreement": None})
+                         "exclude": keep, "format": runtimes.OPENVINO, "agreement": None})
     return [{"name": NNCF_VARIANT, "file": path.name, "precision": "int8"}]
 
 
