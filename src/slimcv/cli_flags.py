@@ -124,7 +124,7 @@ QUANTIZE = (
     Flag(("--percentile",), "percentile", {"type": float}),
     Flag(("--exclude",), "exclude", {"nargs": "*", "metavar": "LAYER"}),
     Flag(("--fp32-ends",), "fp32_ends", {"action": "store_true", "help": "keep the first and the last convolution "
-                                         "or linear layer in FP32 in every INT8 file"}),
+                                         "or linear layer in FP32 in the static and NNCF INT8 files"}),
     Flag(("--per-tensor",), "per_channel", {"action": "store_true", "help": "per-tensor weights "
                                             "(default: per-channel)"}, lambda v: not v),
     Flag(("--no-reduce-range",), "reduce_range", {"action": "store_true", "help": "full 8-bit weights "

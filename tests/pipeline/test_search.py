@@ -553,3 +553,16 @@ def test_an_int8_file_keeps_its_ends_in_fp32_only_where_that_meets_the_budget():
     assert "fp32_ends" not in int8.build and int8.latency_ms > 0
     S.measure(cands, example, runs=4, budget_of=lambda ref: 1e9)
     assert int8.build["fp32_ends"] is True and int8.speedup > 0
+
+
+def test_a_student_chosen_as_int8_with_fp32_ends_trains_as_the_network_it_is(tmp_path):
+    from slimcv.pipeline.budget import _train
+
+    data = _trained_source(tmp_path, size=32, width=4)
+    c = S.Candidate("unet-base_width2-depth2", runtime="openvino", precision="int8", kind="student",
+                    build={"model": "unet", "model_kwargs": {"base_width": 2, "depth": 2}, "fp32_ends": True})
+    from slimcv.data import as_bundle
+
+    metric = _train(c, tmp_path / "out" / "proxy" / c.name, 1, bundle=as_bundle(data), folder=tmp_path / "source",
+                    task="segmentation", progress=False, threads=1, source_macs=1)
+    assert metric is not None and (tmp_path / "out" / "proxy" / c.name / "best.safetensors").is_file()

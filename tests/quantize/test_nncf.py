@@ -100,3 +100,22 @@ def test_fp32_ends_keep_the_first_and_last_layers_out_of_int8(seg_run, tmp_path)
     fp32 = [n.name for n in onnx.load(str(tmp_path / "q" / "model_fp32.onnx")).graph.node
             if n.op_type in ("Conv", "ConvTranspose")]
     assert side["exclude"] == sorted([fp32[0], fp32[-1]])
+
+
+@needs_nncf
+def test_layers_kept_in_fp32_are_found_in_openvino_under_their_output_names_too(tmp_path):
+    import onnx
+    import openvino as ov
+    import torch
+    from torch import nn
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1, bias=False)).eval()
+    torch.onnx.export(net, torch.randn(1, 3, 8, 8), tmp_path / "m.onnx", input_names=["input"],
+                      output_names=["scores"], dynamo=False)
+    nodes = [n.name for n in onnx.load(str(tmp_path / "m.onnx")).graph.node if n.op_type == "Conv"]
+    model = ov.Core().read_model(str(tmp_path / "m.onnx"))
+    found = nncf_ptq.ov_names(model, nncf_ptq._with_outputs(str(tmp_path / "m.onnx"), nodes))
+    kinds = {op.get_type_name() for op in model.get_ordered_ops() if op.get_friendly_name() in found}
+    convs = [op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    assert len(convs) == 2 and all(op.get_friendly_name() in found for op in convs)  # the last one is "scores"
+    assert kinds <= {"Convolution", "Add"}

@@ -21,7 +21,8 @@ class Candidate:
     runtime: str = ORT
     precision: str = "fp32"
     kind: str = "file"  # file (a quantize variant) | source | pruned | student (the search's networks)
-    # how to make it: {"model", "model_kwargs"}, {"prune_ratio" or "layer_ratios", "round_to"}
+    # how to make it: {"model", "model_kwargs"}, {"prune_ratio" or "layer_ratios", "round_to"}; an INT8 row may
+    # add "fp32_ends" (its file keeps the first and last layers in FP32)
     build: dict[str, Any] = field(default_factory=dict)
     params: int | None = None
     macs: int | None = None

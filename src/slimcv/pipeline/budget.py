@@ -555,8 +555,9 @@ def _score_int8(candidates: list[search.Candidate], name: str, folder: Path, out
     if int8 is None:
         return
     q_dir = out / "int8" / name
+    ends = bool(int8.build.get("fp32_ends"))  # as timed: its first and last layers in FP32 where that met the budget
     earlier = state.done(f"int8/{name}")
-    if earlier is not None and earlier.get("of") == str(folder):
+    if earlier is not None and earlier.get("of") == str(folder) and earlier.get("fp32_ends", False) == ends:
         int8.metric = earlier["metric"]
         if int8.metric is not None:
             int8.notes.append(f"NNCF INT8 of {folder}, reused from the earlier run")
@@ -568,14 +569,14 @@ def _score_int8(candidates: list[search.Candidate], name: str, folder: Path, out
     import slimcv
 
     _fresh(q_dir)
-    ends = bool(int8.build.get("fp32_ends"))  # as timed: its first and last layers in FP32 where that met the budget
     q = slimcv.quantize(str(folder), data=bundle, out_dir=str(q_dir), calibration=(), nncf=True, eager=False,
                         latency_runs=1, threads=threads, progress=False, fp32_ends=ends)
     from slimcv.deploy.runtimes import OPENVINO
     from slimcv.quantize.quantize import NNCF_VARIANT, model_name
 
     row = next((m for m in q.models if m["name"] == model_name(NNCF_VARIANT, OPENVINO)), None)
-    entry = {"candidate": name, "stage": "int8", "metric": None, "folder": str(q_dir), "of": str(folder)}
+    entry = {"candidate": name, "stage": "int8", "metric": None, "folder": str(q_dir), "of": str(folder),
+             "fp32_ends": ends}
     if row is None:
         int8.notes.append("NNCF INT8 could not be built here")
         state.record(f"int8/{name}", entry)
@@ -624,7 +625,7 @@ def _train(c: search.Candidate, run_dir: Path, epochs: int, *, bundle, folder: P
                          threads=threads, device=device, **optim)
         return r.after["metrics"][metric_key(task)]
 
-    build = {k: v for k, v in c.build.items() if k != "inherit"}
+    build = {k: c.build[k] for k in ("model", "model_kwargs") if k in c.build}  # the network, not how it deploys
     if start is not None:
         build["weights"] = str(find_weights(start))
     elif c.build.get("inherit"):  # start from the source's blocks that the shallower network shares

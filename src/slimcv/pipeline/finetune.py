@@ -53,9 +53,13 @@ def finetune(cfg: FinetuneConfig, data=None):
 
     model, spec = load_run_model(cfg.source)
     data = as_bundle(data, model=model) if data is not None else load_data(cfg.data)
-    if cfg.teacher is not None and cfg.mode == "offline" and data.config.spec.startswith("python:"):
-        raise SlimcvError("Offline distillation caches the teacher's maps per file of a dataset spec; with your own "
-                          "Dataset use mode='online'.")
+    if cfg.teacher is not None and cfg.mode == "offline":
+        if data.task != "segmentation":
+            raise SlimcvError(f"Offline distillation caches dense teacher maps, for segmentation only; fine-tune "
+                              f"this {data.task} model with mode='online'.")
+        if data.config.spec.startswith("python:"):
+            raise SlimcvError("Offline distillation caches the teacher's maps per file of a dataset spec; with your "
+                              "own Dataset use mode='online'.")
     tcfg = finetune_config(spec, cfg.data, cfg.out_dir, resume=cfg.resume, epochs=cfg.epochs, optim=cfg.optim,
                            schedule=cfg.schedule, clip_grad_norm=cfg.clip_grad_norm, class_weights=_class_weights(cfg),
                            label_smoothing=cfg.label_smoothing, seed=cfg.seed, device=cfg.device, threads=cfg.threads,

@@ -54,18 +54,31 @@ def _run(job: dict) -> None:
     images = np.load(job["calibration"], allow_pickle=False)
     model = ov.Core().read_model(job["onnx"])
     dataset = nncf.Dataset(list(images), lambda x: x[None])
-    ignored = ov_names(model, job.get("keep_fp32", ()))
+    ignored = ov_names(model, _with_outputs(job["onnx"], job.get("keep_fp32", ())))
     scope = {"ignored_scope": nncf.IgnoredScope(names=ignored)} if ignored else {}
     quantized = nncf.quantize(model, dataset, subset_size=len(images), **scope)
     ov.save_model(quantized, job["xml"])
 
 
+def _with_outputs(onnx_path: str, names: Sequence[str]) -> list[str]:
+    """ONNX node names and their output tensors' names (OpenVINO names an operation that writes a graph output
+    after that output)."""
+    import onnx
+
+    if not names:
+        return []
+    wanted = set(names)
+    nodes = onnx.load(onnx_path, load_external_data=False).graph.node
+    return sorted(wanted | {o for n in nodes if n.name in wanted for o in n.output})
+
+
 def ov_names(model, onnx_names: Sequence[str]) -> list[str]:
-    """The OpenVINO operations that ONNX nodes became: the same name, or the name plus a suffix (a convolution
-    with a bias becomes ``<name>/WithoutBiases`` and its Add)."""
+    """The OpenVINO operations that ONNX nodes (or their outputs) became: the same name, or the name plus a suffix
+    (a convolution with a bias becomes ``<name>/WithoutBiases`` and its Add)."""
     wanted = set(onnx_names)
     return [op.get_friendly_name() for op in model.get_ordered_ops()
-            if op.get_friendly_name() in wanted or op.get_friendly_name().rsplit("/", 1)[0] in wanted]
+            if op.get_type_name() not in ("Parameter", "Result")
+            and (op.get_friendly_name() in wanted or op.get_friendly_name().rsplit("/", 1)[0] in wanted)]
 
 
 if __name__ == "__main__":
