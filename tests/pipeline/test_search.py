@@ -551,6 +551,8 @@ def test_an_int8_file_keeps_its_ends_in_fp32_only_where_that_meets_the_budget():
     int8 = cands[-1][0]
     S.measure(cands, example, runs=4, budget_of=lambda ref: 0.0)  # nothing meets it: the faster default file
     assert "fp32_ends" not in int8.build and int8.latency_ms > 0
+    assert any(n.startswith("INT8 with its first and last layers in FP32: ") and "over the budget" in n
+               for n in int8.notes)
     S.measure(cands, example, runs=4, budget_of=lambda ref: 1e9)
     assert int8.build["fp32_ends"] is True and int8.speedup > 0
 
