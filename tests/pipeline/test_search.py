@@ -542,8 +542,8 @@ def test_an_int8_file_keeps_its_ends_in_fp32_only_where_that_meets_the_budget():
     pytest.importorskip("nncf")
     pytest.importorskip("openvino")
     torch.manual_seed(0)
-    source = create_model("unet", 3, base_width=16, depth=2).eval()
-    example = torch.randn(1, 3, 64, 64)
+    source = create_model("unet", 3, base_width=8, depth=2).eval()
+    example = torch.randn(1, 3, 32, 32)
     space = S.SearchSpace(prune_ratios=(0.5,), students=[], runtimes=("ort", "openvino"), int8=("pruned",),
                           sensitivity_drops=())
     cands = [(c, n) for c, n in S.enumerate_candidates(source, example, 3, "segmentation", space)
